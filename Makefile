@@ -1,0 +1,65 @@
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+# The service must never phone home, wherever it runs.
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: help  ## Show this help
+help:
+	@grep -E '^\.PHONY: [a-zA-Z_-]+ +## ' $(MAKEFILE_LIST) | \
+		sed -E 's/^\.PHONY: ([a-zA-Z_-]+) +## (.*)/\1\t\2/' | \
+		awk -F'\t' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+# --- Python environment and the service --------------------------------------------------------
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: install  ## Create .venv and install the pinned dependencies
+install: $(VENV)/.installed
+
+.PHONY: train  ## Train on the bundled iris data and store the model (ARGS=... for train.py flags)
+train: install
+	$(BIN)/python train.py $(ARGS)
+
+.PHONY: model  ## Train only if the model store has no iris_classifier model yet
+model: install
+	@$(BIN)/bentoml models get iris_classifier:latest >/dev/null 2>&1 || $(BIN)/python train.py
+
+.PHONY: serve  ## Serve the classifier on $$PORT (default 3000), training first if needed
+serve: model
+	$(BIN)/bentoml serve service:IrisClassifier --port $(PORT)
+
+.PHONY: lint  ## Check style and common bugs with ruff
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: test  ## Run the whole test suite
+test: install
+	$(BIN)/pytest
+
+# --- Container image (bentofile.yaml) -----------------------------------------------------------
+
+# --- Kubernetes (kustomize/) --------------------------------------------------------------------
+
+# --- Load test (loadtest/) ----------------------------------------------------------------------
+
+# --- Benchmarks (benchmarks/) -------------------------------------------------------------------
+
+.PHONY: clean  ## Remove the virtual environment and build outputs
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache
