@@ -1,0 +1,137 @@
+"""Start servers in their own process group and stop their whole process tree.
+
+`bentoml serve` runs an arbiter whose workers sit in process groups of their own, so
+stopping the arbiter's group alone can leave an orphan worker serving the port. Every
+helper here therefore walks the process tree with psutil.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `command` as the leader of a new session, its output sent to `log_path`."""
+    full_env = {**os.environ, **(env or {})}
+    output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            list(command),
+            env=full_env,
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        if log_path:
+            output.close()
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process `pid` and all its descendants, parents first; empty if it is gone."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def signal_tree(pid: int, signum: int) -> list[psutil.Process]:
+    """Send `signum` to `pid` and every descendant; return the processes signalled."""
+    tree = process_tree(pid)
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signum)
+    return tree
+
+
+def stop_tree(pid: int, *, grace: float = 10.0) -> None:
+    """SIGTERM the whole tree, wait up to `grace` seconds, then SIGKILL what is left."""
+    tree = signal_tree(pid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            logger.warning("pid %s ignored SIGTERM for %.0fs, killing it", proc.pid, grace)
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def wait_http_ok(url: str, *, timeout: float = 60.0, process: subprocess.Popen | None = None) -> float:
+    """Poll `url` until it answers 200; return the seconds it took.
+
+    Fails early when `process` exits, so a server that crashes on start is reported at once
+    rather than after the whole timeout.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode} before {url} was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback only)
+                if response.status == 200:
+                    return time.monotonic() - started
+                last_error = f"HTTP {response.status}"
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last_error = str(exc)
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f}s: {last_error}")
+
+
+@contextlib.contextmanager
+def running(
+    command: Sequence[str],
+    *,
+    ready_url: str,
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server until the block ends; its whole process tree is stopped afterwards."""
+    process = start(command, env=env, log_path=log_path, cwd=cwd)
+    try:
+        wait_http_ok(ready_url, timeout=timeout, process=process)
+        yield process
+    finally:
+        stop_tree(process.pid)
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def bentoml_serve_command(port: int, *, host: str = "127.0.0.1") -> list[str]:
+    """argv that serves this repository's service with the venv's bentoml (run it in REPO_ROOT)."""
+    bentoml = Path(sys.executable).with_name("bentoml")
+    return [str(bentoml), "serve", "service:IrisClassifier", "--host", host, "--port", str(port)]
