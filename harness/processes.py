@@ -86,7 +86,9 @@ def stop_tree(pid: int, *, grace: float = 10.0) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
-def wait_http_ok(url: str, *, timeout: float = 60.0, process: subprocess.Popen | None = None) -> float:
+def wait_http_ok(
+    url: str, *, timeout: float = 60.0, process: subprocess.Popen | None = None
+) -> float:
     """Poll `url` until it answers 200; return the seconds it took.
 
     Fails early when `process` exits, so a server that crashes on start is reported at once
@@ -97,9 +99,11 @@ def wait_http_ok(url: str, *, timeout: float = 60.0, process: subprocess.Popen |
     last_error = "no answer"
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with code {process.returncode} before {url} was ready")
+            raise RuntimeError(
+                f"server exited with code {process.returncode} before {url} was ready"
+            )
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback only)
+            with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return time.monotonic() - started
                 last_error = f"HTTP {response.status}"

@@ -1,0 +1,1 @@
+"""Iris classifier: API contract, training data handling and the fitted model's fast path."""

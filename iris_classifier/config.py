@@ -1,0 +1,33 @@
+"""Every setting the service reads from its environment, read in this one place."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+MODEL_NAME = "iris_classifier"
+FEATURE_NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+FEATURE_UNIT = "cm"
+CLASS_NAMES = ("setosa", "versicolor", "virginica")
+
+# The largest iris flower on record is far below this; anything above is a unit or typing error.
+MAX_FEATURE_CM = 100.0
+# A 1,000-row batch is about 90 KB of JSON, so 5,000 rows fit well inside the body limit below.
+MAX_BATCH_ROWS = 5_000
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    served_by: str
+    max_body_bytes: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            # Kubernetes sets POD_NAME through the downward API; elsewhere the host name is
+            # the closest thing to a replica identity.
+            served_by=os.environ.get("POD_NAME") or socket.gethostname(),
+            max_body_bytes=int(os.environ.get("IRIS_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+        )

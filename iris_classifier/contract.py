@@ -1,0 +1,93 @@
+"""The HTTP API contract: what a request may contain and what a response holds.
+
+Inputs are strict: a feature is a finite JSON number of centimetres in (0, 100]. Strings
+(even "1.5" or "nan"), booleans, null, lists and objects are refused, and so are NaN and
+Infinity however they are spelled, because a model fed them answers with confident nonsense.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from iris_classifier.config import MAX_BATCH_ROWS, MAX_FEATURE_CM
+
+Centimetres = Annotated[
+    float,
+    Field(
+        strict=True,
+        allow_inf_nan=False,
+        gt=0,
+        le=MAX_FEATURE_CM,
+        description=f"A length in cm: a finite number above 0 and at most {MAX_FEATURE_CM:g}.",
+    ),
+]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class IrisFeatures(BaseModel):
+    """One flower's measurements in centimetres."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}]
+        },
+    )
+
+    sepal_length: Centimetres
+    sepal_width: Centimetres
+    petal_length: Centimetres
+    petal_width: Centimetres
+
+
+class Prediction(BaseModel):
+    """The predicted species and the model's probability for it, rounded to 2 places."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    species: str = Field(alias="class", examples=["setosa"])
+    probability: Probability = Field(examples=[0.99])
+
+
+class Classification(Prediction):
+    """A single-flower answer: the seed contract plus every class's probability."""
+
+    probabilities: dict[str, Probability] = Field(
+        description="Probability of each class, rounded to 4 places."
+    )
+    model_version: str = Field(description="Tag of the model in BentoML's model store.")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "flowers": [
+                        {
+                            "sepal_length": 5.1,
+                            "sepal_width": 3.5,
+                            "petal_length": 1.4,
+                            "petal_width": 0.2,
+                        },
+                        {
+                            "sepal_length": 6.7,
+                            "sepal_width": 3.0,
+                            "petal_length": 5.2,
+                            "petal_width": 2.3,
+                        },
+                    ]
+                }
+            ]
+        },
+    )
+
+    flowers: list[IrisFeatures] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
+
+
+class BatchClassification(BaseModel):
+    predictions: list[Prediction] = Field(description="One prediction per flower, in order.")
+    model_version: str

@@ -1,0 +1,104 @@
+"""The iris classifier as a BentoML service.
+
+    bentoml serve service:IrisClassifier --port 3000
+
+`POST /iris/classify_iris` and `GET /healthcheck` keep the contract of the FastAPI service this
+project replaces; `POST /iris/classify_batch` answers many flowers in one request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+import joblib
+import numpy as np
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from iris_classifier.config import FEATURE_NAMES, MODEL_NAME, Settings
+from iris_classifier.contract import (
+    BatchClassification,
+    BatchRequest,
+    Classification,
+    IrisFeatures,
+    Prediction,
+)
+from iris_classifier.http import (
+    ConciseRefusalFilter,
+    ErrorFormatMiddleware,
+    RequestLimitsMiddleware,
+    ServedByMiddleware,
+)
+from iris_classifier.model import LinearModel
+
+settings = Settings.from_env()
+
+# The seed service answered GET /healthcheck; clients and probes written for it keep working.
+legacy = Starlette(
+    routes=[Route("/healthcheck", lambda _: JSONResponse("Iris classifier is ready!"))]
+)
+
+
+@bentoml.asgi_app(legacy, path="/")
+@bentoml.service(
+    traffic={"timeout": 10},
+    labels={"project": "iris-classifier"},
+)
+class IrisClassifier:
+    model_ref = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
+
+    def __init__(self) -> None:
+        logging.getLogger("bentoml._internal.server.http_app").addFilter(ConciseRefusalFilter())
+        model = self.model_ref.resolve() if hasattr(self.model_ref, "resolve") else self.model_ref
+        metadata = model.info.metadata
+        pipeline = joblib.load(
+            self.model_ref.path_of(metadata.get("model_file", "pipeline.joblib"))
+        )
+        self.model = LinearModel(pipeline)
+        self.model_version = str(model.tag)
+        if list(metadata.get("feature_names", FEATURE_NAMES)) != list(FEATURE_NAMES):
+            raise RuntimeError(
+                f"{self.model_version} was trained on features {metadata['feature_names']}, "
+                f"this service sends {list(FEATURE_NAMES)}"
+            )
+
+    @bentoml.api(route="/iris/classify_iris")
+    async def classify_iris(self, flower: IrisFeatures, /) -> Classification:
+        """Classify one flower: the most likely species and its probability."""
+        probabilities = self.model.predict_proba_one(
+            (flower.sepal_length, flower.sepal_width, flower.petal_length, flower.petal_width)
+        )
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        return Classification(
+            species=self.model.class_names[best],
+            probability=round(probabilities[best], 2),
+            probabilities={
+                name: round(p, 4)
+                for name, p in zip(self.model.class_names, probabilities, strict=True)
+            },
+            model_version=self.model_version,
+        )
+
+    @bentoml.api(route="/iris/classify_batch")
+    async def classify_batch(self, batch: BatchRequest, /) -> BatchClassification:
+        """Classify up to 5,000 flowers in one request; answers come in the order sent."""
+        features = np.array(
+            [[getattr(flower, name) for name in FEATURE_NAMES] for flower in batch.flowers]
+        )
+        probabilities = self.model.predict_proba(features)
+        best = probabilities.argmax(axis=1)
+        names = self.model.class_names
+        return BatchClassification(
+            predictions=[
+                Prediction(species=names[index], probability=round(float(p), 2))
+                for index, p in zip(best, probabilities[np.arange(len(best)), best], strict=True)
+            ],
+            model_version=self.model_version,
+        )
+
+
+IrisClassifier.add_asgi_middleware(ServedByMiddleware, served_by=settings.served_by)
+IrisClassifier.add_asgi_middleware(ErrorFormatMiddleware)
+IrisClassifier.add_asgi_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes)
