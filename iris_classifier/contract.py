@@ -32,7 +32,7 @@ class IrisFeatures(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}]
+            "example": {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
         },
     )
 
@@ -64,24 +64,12 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [
-                {
-                    "flowers": [
-                        {
-                            "sepal_length": 5.1,
-                            "sepal_width": 3.5,
-                            "petal_length": 1.4,
-                            "petal_width": 0.2,
-                        },
-                        {
-                            "sepal_length": 6.7,
-                            "sepal_width": 3.0,
-                            "petal_length": 5.2,
-                            "petal_width": 2.3,
-                        },
-                    ]
-                }
-            ]
+            "example": {
+                "flowers": [
+                    {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
+                    {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3},
+                ]
+            }
         },
     )
 
