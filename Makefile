@@ -60,6 +60,17 @@ test: install
 
 # --- Benchmarks (benchmarks/) -------------------------------------------------------------------
 
+BENCH_ARGS ?=
+
+.PHONY: bench  ## Benchmark the service against both baselines (BENCH_ARGS=... for run.py flags)
+bench: model
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+	BENCH_COMMAND="make bench $(BENCH_ARGS)" $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+.PHONY: bench-smoke  ## Run the benchmark harness for a few seconds to check it works (no figures)
+bench-smoke: model
+	$(BIN)/python -m benchmarks.run --smoke --output build/benchmarks/smoke
+
 .PHONY: clean  ## Remove the virtual environment and build outputs
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Hand-written servers that answer the same contract as the BentoML service, for comparison."""

@@ -1,0 +1,157 @@
+"""One benchmark round against one server: cold start, single-flower load, batch load, memory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from benchmarks.loadgen import WrkResult, run_wrk
+from benchmarks.servers import Server
+from harness.processes import REPO_ROOT, free_port, process_tree, start, stop_tree, wait_http_ok
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    single_seconds: float
+    batch_seconds: float
+    warmup_seconds: float
+    single_connections: int
+    batch_connections: int
+    batch_rows: int
+    server_cpus: str
+    load_cpus: str
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    server: str
+    round_index: int
+    cold_start_s: float
+    single: WrkResult
+    batch: WrkResult
+    batch_rows: int
+    rss_mb: float
+    pss_mb: float
+
+    @property
+    def flowers_per_second(self) -> float:
+        return self.batch.requests_per_second * self.batch_rows
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "server": self.server,
+            "round": self.round_index,
+            "cold_start_s": self.cold_start_s,
+            "single_rps": self.single.requests_per_second,
+            "single_p50_ms": self.single.p50_ms,
+            "single_p99_ms": self.single.p99_ms,
+            "single_failed": self.single.failed,
+            "batch_rps": self.batch.requests_per_second,
+            "batch_failed": self.batch.failed,
+            "flowers_per_second": self.flowers_per_second,
+            "rss_mb": self.rss_mb,
+            "pss_mb": self.pss_mb,
+        }
+
+
+def tree_memory_mb(pid: int) -> tuple[float, float]:
+    """Resident and proportional set sizes summed over the whole process tree, in MB.
+
+    RSS counts pages shared between forked workers once per process, so it overstates what a
+    multi-process server costs; PSS splits shared pages fairly and is close to what a
+    container's memory cgroup is charged. Both are reported.
+    """
+    rss = pss = 0
+    for proc in process_tree(pid):
+        try:
+            info = proc.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss / 1e6, pss / 1e6
+
+
+def check_answers(base_url: str) -> None:
+    """Fail the round early if the server does not answer the contract at all."""
+    request = urllib.request.Request(
+        f"{base_url}/iris/classify_iris",
+        data=json.dumps(SAMPLE_FLOWER).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    if "class" not in body or "probability" not in body:
+        raise RuntimeError(f"{base_url} answered without a class: {body}")
+
+
+def measure_round(
+    server: Server, round_index: int, settings: LoadSettings, log_dir: Path
+) -> RoundResult:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    command = ["taskset", "-c", settings.server_cpus, *server.command(port)]
+    log_path = log_dir / f"{server.name}-round{round_index}.log"
+    started = time.monotonic()
+    process = start(command, env=server.env, log_path=log_path, cwd=REPO_ROOT)
+    try:
+        wait_http_ok(f"{base_url}{server.ready_path}", timeout=120, process=process)
+        cold_start_s = time.monotonic() - started
+        check_answers(base_url)
+        if settings.warmup_seconds > 0:
+            run_wrk(
+                base_url,
+                "single.lua",
+                seconds=settings.warmup_seconds,
+                connections=settings.single_connections,
+                cpus=settings.load_cpus,
+            )
+        single = run_wrk(
+            base_url,
+            "single.lua",
+            seconds=settings.single_seconds,
+            connections=settings.single_connections,
+            cpus=settings.load_cpus,
+        )
+        batch = run_wrk(
+            base_url,
+            "batch.lua",
+            seconds=settings.batch_seconds,
+            connections=settings.batch_connections,
+            cpus=settings.load_cpus,
+            batch_rows=settings.batch_rows,
+        )
+        rss_mb, pss_mb = tree_memory_mb(process.pid)
+    finally:
+        stop_tree(process.pid)
+    result = RoundResult(
+        server=server.name,
+        round_index=round_index,
+        cold_start_s=cold_start_s,
+        single=single,
+        batch=batch,
+        batch_rows=settings.batch_rows,
+        rss_mb=rss_mb,
+        pss_mb=pss_mb,
+    )
+    logger.info(
+        "round %d %-16s %8.0f req/s p99 %6.1f ms %9.0f flowers/s %5.0f MB RSS cold %.2f s",
+        round_index,
+        server.name,
+        single.requests_per_second,
+        single.p99_ms,
+        result.flowers_per_second,
+        rss_mb,
+        cold_start_s,
+    )
+    return result

@@ -1,0 +1,221 @@
+"""Summarise benchmark rounds: medians per server, ratios to the FastAPI baseline, a chart."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display where benchmarks run
+import matplotlib.pyplot as plt
+
+from benchmarks.measure import LoadSettings, RoundResult
+
+METRICS = (
+    # key, heading, format, better when higher
+    ("single_rps", "single req/s", "{:,.0f}", True),
+    ("single_p50_ms", "p50 ms", "{:.2f}", False),
+    ("single_p99_ms", "p99 ms", "{:.2f}", False),
+    ("flowers_per_second", "flowers/s (batch)", "{:,.0f}", True),
+    ("rss_mb", "RSS MB", "{:.0f}", False),
+    ("pss_mb", "PSS MB", "{:.0f}", False),
+    ("cold_start_s", "cold start s", "{:.2f}", False),
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    description: str
+    met: bool
+    measured: str
+
+
+def medians(results: list[RoundResult]) -> dict[str, dict[str, float]]:
+    by_server: dict[str, list[dict[str, object]]] = {}
+    for result in results:
+        by_server.setdefault(result.server, []).append(result.as_dict())
+    return {
+        server: {key: statistics.median(float(row[key]) for row in rows) for key, *_ in METRICS}
+        for server, rows in by_server.items()
+    }
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else float("nan")
+
+
+def targets(summary: dict[str, dict[str, float]], service: str, reference: str) -> list[Target]:
+    """The issue's targets for the service, judged on medians."""
+    ours, theirs = summary.get(service), summary.get(reference)
+    if ours is None:
+        return []
+    checks = []
+    if theirs is not None:
+        speed = ratio(ours["single_rps"], theirs["single_rps"])
+        p99 = ratio(ours["single_p99_ms"], theirs["single_p99_ms"])
+        checks.append(Target("single-flower req/s >= 1.0x FastAPI", speed >= 1.0, f"{speed:.2f}x"))
+        checks.append(Target("single-flower p99 <= FastAPI's", p99 <= 1.0, f"{p99:.2f}x"))
+    flowers = ours["flowers_per_second"]
+    checks.append(Target("batch >= 200,000 flowers/s", flowers >= 200_000, f"{flowers:,.0f}"))
+    checks.append(Target("RSS <= 300 MB", ours["rss_mb"] <= 300, f"{ours['rss_mb']:.0f} MB"))
+    cold = ours["cold_start_s"]
+    checks.append(Target("cold start <= 5 s", cold <= 5, f"{cold:.2f} s"))
+    return checks
+
+
+def machine_lines(settings: LoadSettings) -> list[str]:
+    cpu_model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    memory_gib = 0.0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        first = meminfo.read_text().splitlines()[0].split()
+        memory_gib = int(first[1]) / 2**20
+    versions = ", ".join(
+        f"{name} {metadata.version(name)}"
+        for name in ("bentoml", "fastapi", "uvicorn", "scikit-learn", "numpy")
+    )
+    return [
+        f"- CPU: {cpu_model}, {os.cpu_count()} CPUs, {memory_gib:.0f} GiB memory",
+        f"- OS: {platform.system()} {platform.release()}, Python {platform.python_version()}",
+        f"- Packages: {versions}",
+        f"- Server pinned to CPU {settings.server_cpus}, wrk pinned to CPU {settings.load_cpus}",
+    ]
+
+
+def render_markdown(
+    results: list[RoundResult],
+    settings: LoadSettings,
+    *,
+    command: str,
+    rounds: int,
+    when: str,
+    service: str,
+    reference: str,
+    chart_name: str,
+) -> str:
+    summary = medians(results)
+    servers = list(summary)
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated {when} by `{command}`.",
+        "",
+        *machine_lines(settings),
+        f"- Load: {rounds} round(s), servers alternated in a rotating order each round; "
+        f"{settings.single_seconds:g} s of single-flower requests over "
+        f"{settings.single_connections} connections (after {settings.warmup_seconds:g} s warm-up), "
+        f"then {settings.batch_seconds:g} s of {settings.batch_rows}-row batches over "
+        f"{settings.batch_connections} connections; each server started afresh every round.",
+        "",
+        "Medians over the rounds. RSS and PSS are summed over the server's whole process tree "
+        "after the load; cold start is from launch to the first 200 from its readiness URL.",
+        "",
+        "| server | " + " | ".join(heading for _, heading, *_ in METRICS) + " |",
+        "| --- | " + " | ".join("---:" for _ in METRICS) + " |",
+    ]
+    for server in servers:
+        cells = [fmt.format(summary[server][key]) for key, _, fmt, _ in METRICS]
+        lines.append(f"| {server} | " + " | ".join(cells) + " |")
+    if reference in summary:
+        lines += [
+            "",
+            f"Ratios to `{reference}` (higher is better for throughput, lower for the rest):",
+            "",
+        ]
+        lines += [
+            "| server | single req/s | p99 | flowers/s | RSS | cold start |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        base = summary[reference]
+        for server in servers:
+            row = summary[server]
+            cells = [
+                ratio(row[key], base[key])
+                for key in (
+                    "single_rps",
+                    "single_p99_ms",
+                    "flowers_per_second",
+                    "rss_mb",
+                    "cold_start_s",
+                )
+            ]
+            lines.append(f"| {server} | " + " | ".join(f"{cell:.2f}x" for cell in cells) + " |")
+    checks = targets(summary, service, reference)
+    if checks:
+        lines += [
+            "",
+            f"Targets for `{service}`:",
+            "",
+            "| target | measured | met |",
+            "| --- | ---: | --- |",
+        ]
+        lines += [
+            f"| {c.description} | {c.measured} | {'yes' if c.met else 'NO'} |" for c in checks
+        ]
+    failures = sum(result.single.failed + result.batch.failed for result in results)
+    lines += [
+        "",
+        "Every round, per server:",
+        "",
+        "| round | server | single req/s | p99 ms | flowers/s | RSS MB | cold start s |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        lines.append(
+            f"| {result.round_index} | {result.server} | {result.single.requests_per_second:,.0f} "
+            f"| {result.single.p99_ms:.2f} | {result.flowers_per_second:,.0f} "
+            f"| {result.rss_mb:.0f} | {result.cold_start_s:.2f} |"
+        )
+    lines += [
+        "",
+        f"Failed requests (errors, timeouts, non-2xx) over all rounds: {failures}.",
+        "",
+        f"![chart]({chart_name})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_chart(results: list[RoundResult], path: Path, *, service: str, reference: str) -> None:
+    summary = medians(results)
+    servers = list(summary)
+    panels = (
+        ("single_rps", "single-flower requests/s"),
+        ("flowers_per_second", "flowers/s, 1,000-row batches"),
+        ("single_p99_ms", "single-flower p99 latency, ms"),
+        ("rss_mb", "resident memory, MB (whole tree)"),
+        ("cold_start_s", "cold start to ready, s"),
+    )
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.6))
+    colours = [
+        "#2b8cbe" if name == service else "#737373" if name == reference else "#bdbdbd"
+        for name in servers
+    ]
+    for axis, (key, title) in zip(axes, panels, strict=True):
+        values = [summary[name][key] for name in servers]
+        bars = axis.bar(servers, values, color=colours)
+        axis.set_title(title, fontsize=10)
+        axis.tick_params(axis="x", labelrotation=20, labelsize=8)
+        for bar, value in zip(bars, values, strict=True):
+            axis.annotate(
+                f"{value:,.0f}" if value >= 10 else f"{value:.2f}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+    figure.suptitle("iris classifier, one CPU per server (medians over rounds)", fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,111 @@
+"""Run the side-by-side benchmark and write `benchmarks/results/latest.md` and `latest.png`.
+
+    python -m benchmarks.run                  # the full run `make bench` does (a few minutes)
+    python -m benchmarks.run --smoke --output /tmp/bench   # seconds; checks the harness works
+
+Each round starts every server afresh pinned to the server CPUs, in an order that rotates from
+round to round so that slow drifts of a shared machine spread over all servers; medians over
+rounds are reported. The model store is whatever BENTOML_HOME selects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks.measure import LoadSettings, RoundResult, measure_round
+from benchmarks.report import render_chart, render_markdown
+from benchmarks.servers import ALL_SERVERS, BENTOML, REFERENCE
+from harness.processes import REPO_ROOT
+
+logger = logging.getLogger("benchmarks")
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10, help="length of each measured load")
+    parser.add_argument("--warmup", type=float, default=2, help="single-flower warm-up seconds")
+    parser.add_argument("--connections", type=int, default=16, help="for single-flower load")
+    parser.add_argument("--batch-connections", type=int, default=4)
+    parser.add_argument("--batch-rows", type=int, default=1000)
+    parser.add_argument("--server-cpus", default="0", help="taskset CPU list for the server")
+    parser.add_argument("--load-cpus", default="1", help="taskset CPU list for wrk")
+    parser.add_argument(
+        "--servers",
+        default=",".join(ALL_SERVERS),
+        help=f"comma-separated: {', '.join(ALL_SERVERS)}",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--smoke", action="store_true", help="one 1-second round: checks the harness, not speed"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.seconds, args.warmup = 1, 1, 0
+    unknown = set(args.servers.split(",")) - set(ALL_SERVERS)
+    if unknown:
+        parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def run(args: argparse.Namespace, command: str) -> list[RoundResult]:
+    settings = LoadSettings(
+        single_seconds=args.seconds,
+        batch_seconds=args.seconds,
+        warmup_seconds=args.warmup,
+        single_connections=args.connections,
+        batch_connections=args.batch_connections,
+        batch_rows=args.batch_rows,
+        server_cpus=args.server_cpus,
+        load_cpus=args.load_cpus,
+    )
+    servers = [ALL_SERVERS[name] for name in args.servers.split(",")]
+    args.output.mkdir(parents=True, exist_ok=True)
+    log_dir = REPO_ROOT / "build" / "benchmarks"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for round_index in range(1, args.rounds + 1):
+        shift = (round_index - 1) % len(servers)
+        for server in servers[shift:] + servers[:shift]:
+            results.append(measure_round(server, round_index, settings, log_dir))
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    markdown = render_markdown(
+        results,
+        settings,
+        command=command,
+        rounds=args.rounds,
+        when=when,
+        service=BENTOML.name,
+        reference=REFERENCE,
+        chart_name="latest.png",
+    )
+    (args.output / "latest.md").write_text(markdown)
+    render_chart(results, args.output / "latest.png", service=BENTOML.name, reference=REFERENCE)
+    raw = {"settings": asdict(settings), "rounds": [result.as_dict() for result in results]}
+    (args.output / "latest.json").write_text(json.dumps(raw, indent=2) + "\n")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    arguments = sys.argv[1:] if argv is None else argv
+    args = parse_args(arguments)
+    command = os.environ.get("BENCH_COMMAND", "").strip() or " ".join(
+        ["python -m benchmarks.run", *arguments]
+    )
+    run(args, command)
+    print((args.output / "latest.md").read_text())  # the table is the command's output
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The benchmark harness: wrk output parsing, target verdicts, and a smoke run of all servers.
+
+The smoke run only checks that every server starts, answers and is measured; it asserts no
+timing, since speed is what `make bench` reports, not what a test can judge on a shared machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.loadgen import parse_wrk_output
+from benchmarks.report import targets
+from harness.processes import REPO_ROOT
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:3000
+  1 threads and 16 connections
+WRK_RESULT {"requests": 2000, "duration_us": 1000000, "bytes": 1, "p50_us": 1500, \
+"p90_us": 2500, "p99_us": 4000, "max_us": 9000, "connect_errors": 0, "read_errors": 1, \
+"write_errors": 0, "timeouts": 2, "non_2xx": 3}
+"""
+
+
+def test_wrk_result_line_is_parsed() -> None:
+    result = parse_wrk_output(WRK_OUTPUT)
+
+    assert result.requests_per_second == pytest.approx(2000)
+    assert result.p50_ms == pytest.approx(1.5)
+    assert result.p99_ms == pytest.approx(4.0)
+
+
+def test_wrk_errors_timeouts_and_non_2xx_count_as_failed() -> None:
+    assert parse_wrk_output(WRK_OUTPUT).failed == 6
+
+
+def test_wrk_output_without_result_line_is_an_error() -> None:
+    with pytest.raises(ValueError, match="WRK_RESULT"):
+        parse_wrk_output("Running 1s test\nunable to connect to 127.0.0.1:3000\n")
+
+
+def medians_for(rps: float, p99: float, flowers: float, rss: float, cold: float) -> dict:
+    return {
+        "single_rps": rps,
+        "single_p99_ms": p99,
+        "flowers_per_second": flowers,
+        "rss_mb": rss,
+        "cold_start_s": cold,
+    }
+
+
+def test_targets_are_met_by_a_service_as_fast_as_the_baseline() -> None:
+    summary = {
+        "bentoml": medians_for(1000, 10, 250_000, 250, 3),
+        "fastapi": medians_for(1000, 10, 100_000, 200, 3),
+    }
+
+    assert all(target.met for target in targets(summary, "bentoml", "fastapi"))
+
+
+def test_targets_flag_a_slower_service() -> None:
+    summary = {
+        "bentoml": medians_for(900, 12, 150_000, 400, 6),
+        "fastapi": medians_for(1000, 10, 100_000, 200, 3),
+    }
+
+    assert not any(target.met for target in targets(summary, "bentoml", "fastapi"))
+
+
+def require_tools(*names: str) -> None:
+    """Skip when a tool is missing, except in CI, where its absence is a failure."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if not missing:
+        return
+    reason = f"{', '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private BentoML home holding a freshly trained model."""
+    home = tmp_path_factory.mktemp("bentoml-home")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    subprocess.run(
+        [sys.executable, "train.py"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+    )
+    return home
+
+
+@pytest.mark.integration
+def test_smoke_run_measures_every_server(model_store: Path, tmp_path: Path) -> None:
+    require_tools("wrk", "taskset")
+    env = {**os.environ, "BENTOML_HOME": str(model_store), "BENTOML_DO_NOT_TRACK": "true"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--output", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+    raw = json.loads((tmp_path / "latest.json").read_text())
+    rounds = {row["server"]: row for row in raw["rounds"]}
+    assert set(rounds) == {"bentoml", "fastapi", "fit-per-request"}
+    for row in rounds.values():
+        assert row["single_failed"] == 0
+        assert row["batch_failed"] == 0
+        assert row["single_rps"] > 0
+        assert row["flowers_per_second"] > 0
+        assert row["rss_mb"] > 0
+    report = (tmp_path / "latest.md").read_text()
+    assert "| bentoml |" in report
+    assert "Targets for `bentoml`" in report
+    assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
