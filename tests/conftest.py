@@ -1,0 +1,96 @@
+"""Shared fixtures: one trained model in a temporary BentoML store, and ways to reach the service.
+
+BENTOML_HOME is read when bentoml is first imported, so it is pointed at a temporary
+directory here, before any test module imports bentoml, and removed when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="iris-bentoml-home-"))
+os.environ["BENTOML_HOME"] = str(SESSION_HOME)
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SEED_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a tool the test needs is missing, but fail under CI, where it must be there."""
+    if condition:
+        return
+    if under_ci():
+        pytest.fail(f"required under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_session_home() -> Iterator[None]:
+    yield
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Tag of a model trained on the bundled data into the session's BentoML store."""
+    import bentoml
+
+    import train
+
+    reports = tmp_path_factory.mktemp("reports")
+    assert train.main(["--report-dir", str(reports)]) == 0
+    return str(bentoml.models.get("iris_classifier:latest").tag)
+
+
+@pytest.fixture(scope="session")
+def service_class(trained_model: str):
+    """The decorated IrisClassifier, imported once a model is stored."""
+    from service import IrisClassifier
+
+    return IrisClassifier
+
+
+@pytest.fixture(scope="session")
+def service_client(service_class) -> Iterator:
+    """Starlette TestClient over the service's ASGI app (lifespan run, so the model is loaded)."""
+    from starlette.testclient import TestClient
+
+    with TestClient(service_class.to_asgi()) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def live_server(trained_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real `bentoml serve` subprocess with POD_NAME=live-replica-1."""
+    from harness.processes import bentoml_serve_command, free_port, running
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("live-server") / "serve.log"
+    url = f"http://127.0.0.1:{port}"
+    env = {"POD_NAME": "live-replica-1", "BENTOML_HOME": str(SESSION_HOME)}
+    with running(
+        bentoml_serve_command(port),
+        ready_url=f"{url}/readyz",
+        env=env,
+        log_path=log,
+        cwd=REPO_ROOT,
+        timeout=90,
+    ):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def live_server_log(live_server: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The log file the live server writes to."""
+    return tmp_path_factory.getbasetemp() / "live-server0" / "serve.log"
