@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+
+import pytest
+
 from tests.conftest import SEED_FLOWER
 
 CLASSIFY = "/iris/classify_iris"
 BATCH = "/iris/classify_batch"
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def with_value(field: str, raw_json_value: str) -> bytes:
+    """The seed flower as JSON text with one field's value replaced by raw JSON text."""
+    parts = [
+        f'"{name}": {raw_json_value if name == field else json.dumps(value)}'
+        for name, value in SEED_FLOWER.items()
+    ]
+    return ("{" + ", ".join(parts) + "}").encode()
+
+
+def assert_refused(response, status: int, *, naming: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body["error"], str)
+    assert naming in body["error"], body
+    assert isinstance(body["detail"], list)
+    assert body["detail"]
+    return body
 
 
 def test_seed_request_gets_seed_answer(service_client) -> None:
@@ -17,4 +43,224 @@ def test_seed_request_gets_seed_answer(service_client) -> None:
         "probability": 0.99,
     }
     assert set(body["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert body["model_version"].startswith("iris_classifier:")
+
+
+def test_every_response_names_the_replica(service_client) -> None:
+    import socket
+
+    expected = socket.gethostname()  # POD_NAME is unset in this process
+    for response in (
+        service_client.post(CLASSIFY, json=SEED_FLOWER),
+        service_client.post(CLASSIFY, json={}),
+        service_client.get("/healthcheck"),
+        service_client.get("/readyz"),
+        service_client.get("/no-such-page"),
+    ):
+        assert response.headers["x-served-by"] == expected
+
+
+def test_healthcheck_keeps_seed_answer(service_client) -> None:
+    response = service_client.get("/healthcheck")
+    assert response.status_code == 200
+    assert response.json() == "Iris classifier is ready!"
+
+
+# /metrics needs the Prometheus multiprocess set-up of `bentoml serve`: see test_integration.py.
+@pytest.mark.parametrize("path", ["/livez", "/readyz"])
+def test_bentoml_operational_endpoints_answer(service_client, path: str) -> None:
+    assert service_client.get(path).status_code == 200
+
+
+def test_batch_answers_in_order(service_client) -> None:
+    virginica = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
+    versicolor = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 4.2, "petal_width": 1.5}
+    flowers = [SEED_FLOWER, virginica, versicolor, SEED_FLOWER]
+    response = service_client.post(BATCH, json={"flowers": flowers})
+    assert response.status_code == 200
+    classes = [p["class"] for p in response.json()["predictions"]]
+    assert classes == ["setosa", "virginica", "versicolor", "setosa"]
+    singles = [service_client.post(CLASSIFY, json=f).json() for f in flowers]
+    assert response.json()["predictions"] == [
+        {"class": s["class"], "probability": s["probability"]} for s in singles
+    ]
+
+
+def test_batch_over_the_row_limit_says_the_limit(service_client) -> None:
+    from iris_classifier.config import MAX_BATCH_ROWS
+
+    flowers = [SEED_FLOWER] * (MAX_BATCH_ROWS + 1)
+    response = service_client.post(BATCH, json={"flowers": flowers})
+    body = assert_refused(response, 400, naming="flowers")
+    assert str(MAX_BATCH_ROWS) in body["error"]
+
+
+def test_batch_at_the_row_limit_is_answered(service_client) -> None:
+    from iris_classifier.config import MAX_BATCH_ROWS
+
+    flowers = [SEED_FLOWER] * MAX_BATCH_ROWS
+    response = service_client.post(BATCH, json={"flowers": flowers})
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == MAX_BATCH_ROWS
+
+
+def test_empty_batch_is_refused(service_client) -> None:
+    assert_refused(service_client.post(BATCH, json={"flowers": []}), 400, naming="flowers")
+
+
+def test_bad_row_in_batch_names_its_index(service_client) -> None:
+    flowers = [SEED_FLOWER, {**SEED_FLOWER, "petal_width": "wide"}]
+    response = service_client.post(BATCH, json={"flowers": flowers})
+    assert_refused(response, 400, naming="flowers.1.petal_width")
+
+
+NOT_A_FINITE_NUMBER = [
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e400",
+    '"nan"',
+    '"NaN"',
+    '"inf"',
+    '"-inf"',
+    '"Infinity"',
+    '"-Infinity"',
+    '"4"',
+    '"four"',
+    "true",
+    "false",
+    "null",
+    "[]",
+    "[4]",
+    "{}",
+    '{"value": 4}',
+]
+OUT_OF_RANGE = ["0", "-1", "-0.5", "100.5", "1000", "1e300"]
+
+
+@pytest.mark.parametrize("raw_value", NOT_A_FINITE_NUMBER + OUT_OF_RANGE)
+@pytest.mark.parametrize("field", list(SEED_FLOWER))
+def test_bad_feature_value_is_refused_naming_the_field(
+    service_client, field: str, raw_value: str
+) -> None:
+    response = service_client.post(
+        CLASSIFY, content=with_value(field, raw_value), headers=JSON_HEADERS
+    )
+    body = assert_refused(response, 400, naming=field)
+    assert [problem["field"] for problem in body["detail"]] == [field]
+
+
+def test_largest_allowed_size_is_accepted(service_client) -> None:
+    response = service_client.post(
+        CLASSIFY, content=with_value("petal_width", "100"), headers=JSON_HEADERS
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("field", list(SEED_FLOWER))
+def test_missing_field_is_refused(service_client, field: str) -> None:
+    flower = {k: v for k, v in SEED_FLOWER.items() if k != field}
+    assert_refused(service_client.post(CLASSIFY, json=flower), 400, naming=field)
+
+
+def test_extra_field_is_refused(service_client) -> None:
+    flower = {**SEED_FLOWER, "colour": 3}
+    assert_refused(service_client.post(CLASSIFY, json=flower), 400, naming="colour")
+
+
+@pytest.mark.parametrize(
+    ("body", "naming"),
+    [
+        (b"", "sepal_length"),  # an empty body is an empty object: every field is missing
+        (b"{", "Invalid JSON"),
+        (b'{"sepal_length": 2,}', "Invalid JSON"),
+        (b"\xff\xfe\x00{", "Invalid JSON"),
+        (b'{"sepal_length": "\xff"}', "Invalid JSON"),
+        (b"[1, 2, 3, 4]", "object"),
+        (b'"setosa"', "object"),
+        (b"4", "object"),
+        (b"null", "object"),
+    ],
+)
+def test_malformed_body_is_refused(service_client, body: bytes, naming: str) -> None:
+    response = service_client.post(CLASSIFY, content=body, headers=JSON_HEADERS)
+    assert_refused(response, 400, naming=naming)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"]
+)
+def test_non_json_body_is_refused_with_415(service_client, content_type: str) -> None:
+    response = service_client.post(
+        CLASSIFY, content=json.dumps(SEED_FLOWER), headers={"Content-Type": content_type}
+    )
+    assert_refused(response, 415, naming="application/json")
+
+
+def test_declared_oversized_body_is_refused_with_413(service_client) -> None:
+    from iris_classifier.config import MAX_BODY_BYTES
+
+    body = b" " * (MAX_BODY_BYTES + 1)
+    response = service_client.post(CLASSIFY, content=body, headers=JSON_HEADERS)
+    assert_refused(response, 413, naming=str(MAX_BODY_BYTES))
+
+
+def test_chunked_oversized_body_is_refused_with_413(service_client) -> None:
+    """No Content-Length: the limit is counted as chunks arrive (the live-server test shows
+    that the refusal comes before the client has sent everything)."""
+    from iris_classifier.config import MAX_BODY_BYTES
+
+    chunk = b" " * 65536
+
+    def stream():
+        for _ in range(2 * MAX_BODY_BYTES // len(chunk)):
+            yield chunk
+
+    response = service_client.post(CLASSIFY, content=stream(), headers=JSON_HEADERS)
+    assert "content-length" not in response.request.headers
+    assert_refused(response, 413, naming=str(MAX_BODY_BYTES))
+
+
+def test_refusal_is_logged_as_one_line_without_traceback(service_client, caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        service_client.post(
+            CLASSIFY, content=with_value("sepal_width", "NaN"), headers=JSON_HEADERS
+        )
+    refusals = [r for r in caplog.records if "refused POST /iris/classify_iris" in r.getMessage()]
+    assert len(refusals) == 1
+    record = refusals[0]
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is None
+    assert "sepal_width" in record.getMessage()
+    assert "\n" not in record.getMessage()
+
+
+def test_service_stays_healthy_after_bad_inputs(service_client) -> None:
+    for raw_value in NOT_A_FINITE_NUMBER:
+        service_client.post(
+            CLASSIFY, content=with_value("sepal_length", raw_value), headers=JSON_HEADERS
+        )
+    service_client.post(CLASSIFY, content=b"\xff" * 100, headers=JSON_HEADERS)
+    assert service_client.get("/readyz").status_code == 200
+    assert service_client.post(CLASSIFY, json=SEED_FLOWER).json()["class"] == "setosa"
+
+
+def test_service_class_called_directly(service_class) -> None:
+    from iris_classifier.contract import BatchRequest, IrisFeatures
+
+    service = service_class()
+    single = asyncio.run(service.classify_iris(IrisFeatures(**SEED_FLOWER)))
+    assert (single.species, single.probability) == ("setosa", 0.99)
+    batch = asyncio.run(service.classify_batch(BatchRequest(flowers=[IrisFeatures(**SEED_FLOWER)])))
+    assert [(p.species, p.probability) for p in batch.predictions] == [("setosa", 0.99)]
+
+
+def test_response_uses_the_seed_field_name_class(service_class) -> None:
+    from iris_classifier.contract import IrisFeatures
+
+    service = service_class()
+    answer = asyncio.run(service.classify_iris(IrisFeatures(**SEED_FLOWER)))
+    dumped = json.loads(answer.model_dump_json())
+    assert "class" in dumped
+    assert "species" not in dumped
