@@ -7,7 +7,9 @@ so a data scientist can fix the file without reading a traceback.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,12 +56,20 @@ def load_csv(path: Path, *, min_rows_per_class: int) -> TrainingData:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
     try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
+    # pandas renames a repeated column ("a.1"), so the header is checked as written.
+    header = [column.strip() for column in next(csv.reader(io.StringIO(text)), [])]
+    _check_columns(path, header)
+    try:
         # Everything is read as text first so that a stray word is reported, not silently NaN.
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raw = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True
+        )
+    except pd.errors.ParserError as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
-    raw.columns = [str(column).strip() for column in raw.columns]
-    _check_columns(path, list(raw.columns))
+    raw.columns = header
     if raw.empty:
         raise DataError(f"{path}: the header is there but there are no data rows")
 

@@ -1,0 +1,114 @@
+"""train.py end to end: what it stores, what it refuses, and what it reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.test_data import GOOD_ROWS, HEADER
+
+
+def run_train(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run train.py in a fresh BentoML store of its own; return the result and the store."""
+    home = tmp_path / "bentoml"
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    result = subprocess.run(
+        [sys.executable, "train.py", "--report-dir", str(tmp_path / "reports"), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return result, home
+
+
+def stored_models(home: Path) -> list[Path]:
+    models = home / "models" / "iris_classifier"
+    return sorted(p for p in models.iterdir() if p.is_dir()) if models.exists() else []
+
+
+def test_trains_stores_and_reports(tmp_path: Path) -> None:
+    result, home = run_train(tmp_path)
+    assert result.returncode == 0, result.stderr
+    [model_dir] = stored_models(home)
+    assert (model_dir / "pipeline.joblib").is_file()
+    [run_dir] = list((tmp_path / "reports").iterdir())
+    report = json.loads((run_dir / "evaluation.json").read_text())
+    assert report["gate"] == "passed"
+    assert report["holdout_accuracy"] >= 0.9
+    assert report["model"] == f"iris_classifier:{model_dir.name}"
+    assert (run_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Confusion matrix" in (run_dir / "evaluation.md").read_text()
+
+
+def test_stored_metadata_describes_the_model(trained_model: str) -> None:
+    import bentoml
+
+    model = bentoml.models.get(trained_model)
+    metadata = model.info.metadata
+    assert metadata["class_names"] == ["setosa", "versicolor", "virginica"]
+    assert metadata["feature_names"] == [
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
+    ]
+    assert metadata["feature_unit"] == "cm"
+    assert len(metadata["data_sha256"]) == 64
+    assert {"holdout_accuracy", "holdout_macro_f1", "cv_accuracy_mean", "confusion_matrix"} <= set(
+        metadata["metrics"]
+    )
+    assert sum(map(sum, metadata["metrics"]["confusion_matrix"])) == 30
+    assert {"scikit-learn", "numpy", "pandas", "bentoml", "python"} <= set(
+        metadata["library_versions"]
+    )
+    assert model.info.labels["framework"] == "scikit-learn"
+
+
+def test_quality_gate_refuses_and_stores_nothing(tmp_path: Path) -> None:
+    result, home = run_train(tmp_path, "--min-accuracy", "0.999")
+    assert result.returncode == 1
+    assert "quality gate refused the model" in result.stderr
+    assert "below the minimum 0.9990" in result.stderr
+    assert stored_models(home) == []
+
+
+def test_trains_on_a_csv(tmp_path: Path) -> None:
+    data = tmp_path / "flowers.csv"
+    data.write_text("\n".join([HEADER, *GOOD_ROWS * 2]) + "\n")
+    result, home = run_train(tmp_path, "--data", str(data), "--min-accuracy", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert len(stored_models(home)) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the file is empty"),
+        (HEADER + "\n" + "5.0,3.1,1.4,0.2,daisy\n", "unknown species ['daisy']"),
+    ],
+    ids=["empty", "unknown-species"],
+)
+def test_bad_data_exits_2_and_stores_nothing(tmp_path: Path, text: str, message: str) -> None:
+    data = tmp_path / "flowers.csv"
+    data.write_text(text)
+    result, home = run_train(tmp_path, "--data", str(data))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert stored_models(home) == []
+
+
+def test_bad_arguments_exit_2(tmp_path: Path) -> None:
+    result, home = run_train(tmp_path, "--min-accuracy", "1.5")
+    assert result.returncode == 2
+    assert "--min-accuracy must be between 0 and 1" in result.stderr
+    assert stored_models(home) == []
