@@ -130,6 +130,9 @@ def running(
         yield process
     finally:
         stop_tree(process.pid)
+        # Collect the exit status so Popen does not warn that the server is still running.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
