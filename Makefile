@@ -58,6 +58,24 @@ test: install
 
 # --- Load test (loadtest/) ----------------------------------------------------------------------
 
+# HAProxy's port in loadtest-local; kind's node port mapping takes localhost:8080 too.
+LB_PORT ?= 8080
+HOST ?= http://127.0.0.1:$(LB_PORT)
+REPLICAS ?= 3
+# More loadtest-local flags, e.g. LOADTEST_ARGS="--run-time 5m --no-faults" (see --help).
+LOADTEST_ARGS ?=
+
+.PHONY: loadtest  ## Run locust headless against HOST; the gates expect REPLICAS replicas to share the load
+loadtest: install
+	$(BIN)/locust --config loadtest/locust.conf --host $(HOST) --expected-replicas $(REPLICAS)
+
+.PHONY: loadtest-local  ## REPLICAS replicas behind HAProxy on LB_PORT: gated load, then SIGTERM/SIGKILL under load
+loadtest-local: model
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+		{ echo "haproxy is not installed: apt-get install haproxy" >&2; exit 1; }
+	$(BIN)/python -m loadtest.run --replicas $(REPLICAS) --lb-port $(LB_PORT) \
+		--image iris-classifier:$(VERSION) $(LOADTEST_ARGS)
+
 # --- Benchmarks (benchmarks/) -------------------------------------------------------------------
 
 BENCH_ARGS ?=

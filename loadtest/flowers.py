@@ -1,0 +1,42 @@
+"""Realistic request bodies: real iris flowers with a little measurement noise.
+
+Sampling the bundled data keeps the three species and their feature correlations, so the load
+exercises every class the model answers; the noise keeps identical bodies from being answered
+from any cache along the way.
+"""
+
+from __future__ import annotations
+
+import random
+
+from iris_classifier.config import FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.data import load_bundled
+
+# A ruler reading is good to about a millimetre.
+NOISE_CM = 0.1
+# The API refuses 0; the smallest iris petal on record is about this wide.
+MIN_FEATURE_CM = 0.1
+
+
+class FlowerSampler:
+    """Draws flowers, each a dict of the four features in cm, from its own random stream."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        features = load_bundled().features
+        self._rows: list[tuple[float, ...]] = [
+            tuple(float(value) for value in row) for row in features.itertuples(index=False)
+        ]
+        self._random = random.Random(seed)
+
+    def flower(self) -> dict[str, float]:
+        row = self._random.choice(self._rows)
+        return {
+            name: round(min(MAX_FEATURE_CM, max(MIN_FEATURE_CM, value + self._noise())), 2)
+            for name, value in zip(FEATURE_NAMES, row, strict=True)
+        }
+
+    def flowers(self, count: int) -> list[dict[str, float]]:
+        return [self.flower() for _ in range(count)]
+
+    def _noise(self) -> float:
+        return self._random.gauss(0.0, NOISE_CM)

@@ -1,0 +1,241 @@
+"""Load test of the iris classifier's HTTP API, gated for CI.
+
+Users post realistic flowers (single and batch), check every answer, and note which replica
+served it (`X-Served-By`). When the run ends, gates on failures, p95/p99 latency and the spread
+over replicas set the exit code, and a per-request CSV and a PNG chart are written next to the
+HTML report.
+
+    locust --config loadtest/locust.conf --host http://127.0.0.1:8080      # from the repo root
+    LOCUST_RUN_TIME=5m LOCUST_USERS=20 make loadtest HOST=http://127.0.0.1:30080
+
+Every setting below (and locust's own) can be set in locust.conf, on the command line, or with
+its LOCUST_* environment variable.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from locust import FastHttpUser, constant_throughput, events, task
+from locust.argument_parser import LocustArgumentParser
+from locust.env import Environment
+
+from loadtest.answers import batch_problem, classification_problem
+from loadtest.chart import write_chart
+from loadtest.flowers import FlowerSampler
+from loadtest.gates import (
+    GateResult,
+    balance_gate,
+    failure_ratio_gate,
+    format_tally,
+    latency_gate,
+)
+from loadtest.request_log import (
+    SERVED_BY_HEADER,
+    RequestLog,
+    RequestRecord,
+    replica_tally,
+    write_csv,
+)
+
+logger = logging.getLogger(__name__)
+
+# One log per locust process; it is emptied when a test starts.
+REQUEST_LOG = RequestLog()
+
+
+@events.init_command_line_parser.add_listener
+def add_settings(parser: LocustArgumentParser) -> None:
+    group = parser.add_argument_group("iris load test")
+    group.add_argument(
+        "--expected-replicas",
+        type=int,
+        default=3,
+        env_var="LOCUST_EXPECTED_REPLICAS",
+        help="replicas that must all serve, evenly (balance gate); 0 skips the balance gate",
+    )
+    group.add_argument(
+        "--requests-per-connection",
+        type=int,
+        default=1,
+        env_var="LOCUST_REQUESTS_PER_CONNECTION",
+        help="close the connection after this many requests (1: a fresh connection for every "
+        "request, so an L4 balancer spreads requests; 0: keep-alive, each user stays on the "
+        "replica its connection reached)",
+    )
+    group.add_argument(
+        "--user-rps",
+        type=float,
+        default=10.0,
+        env_var="LOCUST_USER_RPS",
+        help="requests per second each user aims at (the load is users x this)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=20,
+        env_var="LOCUST_BATCH_SIZE",
+        help="flowers per /iris/classify_batch request",
+    )
+    group.add_argument(
+        "--max-failure-ratio",
+        type=float,
+        default=0.01,
+        env_var="LOCUST_MAX_FAILURE_RATIO",
+        help="gate: the failed share of requests must stay below this",
+    )
+    group.add_argument(
+        "--p95-limit-ms",
+        type=float,
+        default=100.0,
+        env_var="LOCUST_P95_LIMIT_MS",
+        help="gate: 95th percentile response time over all requests",
+    )
+    group.add_argument(
+        "--p99-limit-ms",
+        type=float,
+        default=250.0,
+        env_var="LOCUST_P99_LIMIT_MS",
+        help="gate: 99th percentile response time over all requests",
+    )
+    group.add_argument(
+        "--balance-alpha",
+        type=float,
+        default=0.001,
+        env_var="LOCUST_BALANCE_ALPHA",
+        help="gate: chi-square significance level below which the spread is called uneven",
+    )
+    group.add_argument(
+        "--skip-gates",
+        action="store_true",
+        default=False,
+        env_var="LOCUST_SKIP_GATES",
+        help="report only (fault scenarios judge their own phases)",
+    )
+
+
+def status_problem(response: Any) -> str | None:
+    """Why the status is wrong; a connection that broke has status 0 and says why in .error."""
+    if response.status_code == 0:
+        return f"no HTTP answer: {response.error!r}"
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}: {response.text[:120]}"
+    return None
+
+
+class IrisUser(FastHttpUser):
+    """A client that classifies one flower at a time: the article's use case."""
+
+    weight = 4
+
+    def on_start(self) -> None:
+        self.sampler = FlowerSampler()
+        self.requests_sent = 0
+
+    def wait_time(self) -> float:
+        return constant_throughput(self.environment.parsed_options.user_rps)(self)
+
+    def connection_headers(self) -> dict[str, str]:
+        """`Connection: close` every N requests, so the next one opens a new connection."""
+        self.requests_sent += 1
+        every = self.environment.parsed_options.requests_per_connection
+        return {"Connection": "close"} if every > 0 and self.requests_sent % every == 0 else {}
+
+    @task
+    def classify_one(self) -> None:
+        with self.client.post(
+            "/iris/classify_iris",
+            json=self.sampler.flower(),
+            headers=self.connection_headers(),
+            catch_response=True,
+        ) as response:
+            # The body is only read once the status says there is one.
+            if problem := status_problem(response) or classification_problem(response.json()):
+                response.failure(problem)
+
+
+class BatchUser(IrisUser):
+    """A client that scores a table of flowers per request."""
+
+    weight = 1
+
+    @task
+    def classify_one(self) -> None:  # replaces the single-flower task
+        rows = self.environment.parsed_options.batch_size
+        with self.client.post(
+            "/iris/classify_batch",
+            json={"flowers": self.sampler.flowers(rows)},
+            headers=self.connection_headers(),
+            catch_response=True,
+        ) as response:
+            if problem := status_problem(response) or batch_problem(response.json(), rows):
+                response.failure(problem)
+
+
+@events.test_start.add_listener
+def clear_request_log(**_: Any) -> None:
+    REQUEST_LOG.reset()
+
+
+@events.request.add_listener
+def record_request(
+    name: str,
+    response_time: float,
+    response: Any,
+    exception: BaseException | None,
+    start_time: float = 0.0,
+    **_: Any,
+) -> None:
+    headers = getattr(response, "headers", None)
+    REQUEST_LOG.add(
+        RequestRecord(
+            started=start_time,
+            response_time_ms=response_time,
+            name=name,
+            served_by=(headers.get(SERVED_BY_HEADER) or "") if headers else "",
+            ok=exception is None,
+            error="" if exception is None else f"{type(exception).__name__}: {exception}"[:200],
+        )
+    )
+
+
+def evaluate_gates(environment: Environment) -> list[GateResult]:
+    options = environment.parsed_options
+    total = environment.stats.total
+    results = [
+        failure_ratio_gate(total.num_failures, total.num_requests, options.max_failure_ratio),
+        latency_gate("p95", total.get_response_time_percentile(0.95), options.p95_limit_ms),
+        latency_gate("p99", total.get_response_time_percentile(0.99), options.p99_limit_ms),
+    ]
+    if options.expected_replicas > 0:
+        results.append(
+            balance_gate(
+                replica_tally(REQUEST_LOG.records),
+                options.expected_replicas,
+                options.balance_alpha,
+            )
+        )
+    return results
+
+
+@events.quitting.add_listener
+def report_and_gate(environment: Environment, **_: Any) -> None:
+    options = environment.parsed_options
+    if options is None:  # used as a library, not from the locust command line
+        return
+    if options.html_file:
+        report_dir = Path(options.html_file).parent
+        write_csv(REQUEST_LOG.records, report_dir / "requests.csv")
+        write_chart(REQUEST_LOG.records, report_dir / "replicas.png", title=f"{options.host}")
+        logger.info("Per-request log and chart written to %s", report_dir)
+    logger.info("Requests per replica: %s", format_tally(replica_tally(REQUEST_LOG.records)))
+    if options.skip_gates:
+        return
+    results = evaluate_gates(environment)
+    for result in results:
+        logger.info("%s", result)
+    passed = all(result.passed for result in results)
+    logger.info("Load test gates %s", "passed" if passed else "FAILED")
+    environment.process_exit_code = 0 if passed else 1

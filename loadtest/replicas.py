@@ -1,0 +1,183 @@
+"""Replicas of the service that can be stopped the ways Kubernetes stops pods.
+
+A replica is either a container of the built image (what runs on Kubernetes) or, where no
+Docker engine or image is at hand, a `bentoml serve` process tree. Either way it gets its own
+port and `POD_NAME`, so its answers carry `X-Served-By: <name>`, and it can be terminated
+(SIGTERM to its main process, as the kubelet does on a rolling update or scale-down) or killed
+(SIGKILL to everything in it, as in a crash or an OOM kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+from harness.processes import (
+    REPO_ROOT,
+    bentoml_serve_command,
+    process_tree,
+    signal_tree,
+    start,
+    stop_tree,
+    wait_http_ok,
+)
+
+logger = logging.getLogger(__name__)
+
+# Startup loads the model and forks workers; on a busy 2-core machine that takes a while.
+READY_TIMEOUT_S = 180.0
+# BentoML's graceful shutdown lets in-flight requests finish; this is generous for a 10 s timeout.
+STOP_TIMEOUT_S = 40.0
+
+
+class Replica(Protocol):
+    name: str
+    port: int
+
+    def launch(self) -> None:
+        """Start without waiting; `wait_ready` blocks until it answers."""
+
+    def wait_ready(self) -> float: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> int:
+        """SIGKILL everything in the replica; return how many processes were killed."""
+
+    def wait_stopped(self) -> float: ...
+
+    def remove(self) -> None:
+        """Stop whatever is left, never raising: used on teardown."""
+
+
+def _readyz(port: int) -> str:
+    return f"http://127.0.0.1:{port}/readyz"
+
+
+class ProcessReplica:
+    """`bentoml serve` started from the repository, in its own session."""
+
+    def __init__(self, name: str, port: int, log_dir: Path) -> None:
+        self.name = name
+        self.port = port
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._tree: list[psutil.Process] = []
+
+    def launch(self) -> None:
+        self.process = start(
+            bentoml_serve_command(self.port),
+            env={"POD_NAME": self.name},
+            log_path=self.log_path,
+            cwd=REPO_ROOT,
+        )
+
+    def wait_ready(self) -> float:
+        assert self.process is not None, "launch() first"
+        return wait_http_ok(_readyz(self.port), timeout=READY_TIMEOUT_S, process=self.process)
+
+    def terminate(self) -> None:
+        assert self.process is not None
+        self._tree = process_tree(self.process.pid)
+        # Only the main process, as the kubelet signals PID 1; it stops its workers itself.
+        os.kill(self.process.pid, signal.SIGTERM)
+
+    def kill(self) -> int:
+        assert self.process is not None
+        self._tree = signal_tree(self.process.pid, signal.SIGKILL)
+        return len(self._tree)
+
+    def wait_stopped(self) -> float:
+        """Seconds until every process of the replica has exited."""
+        assert self.process is not None
+        started = time.monotonic()
+        _, alive = psutil.wait_procs(self._tree, timeout=STOP_TIMEOUT_S)
+        if alive:
+            raise TimeoutError(f"{self.name}: {len(alive)} processes still alive")
+        self.process.wait(timeout=5)
+        return time.monotonic() - started
+
+    def remove(self) -> None:
+        if self.process is not None:
+            stop_tree(self.process.pid, grace=10)
+        for leftover in self._tree:  # workers of a killed arbiter, if any survived
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()
+
+
+def _docker(
+    *args: str, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], check=check, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def docker_image_available(image: str) -> bool:
+    """True when a Docker engine answers and holds `image`."""
+    try:
+        return _docker("image", "inspect", image, check=False, timeout=20).returncode == 0
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+
+
+class ContainerReplica:
+    """A container of the built image on the host network, as one pod of the Deployment."""
+
+    def __init__(self, name: str, port: int, image: str, run_label: str, log_dir: Path) -> None:
+        self.name = name
+        self.port = port
+        self.image = image
+        self.run_label = run_label
+        self.container = f"iris-loadtest-{run_label}-{name}"
+        self.log_path = log_dir / f"{name}.log"
+
+    def launch(self) -> None:
+        self._save_logs()
+        _docker("rm", "--force", self.container, check=False)
+        # Hardened as the Deployment runs it: read-only root, the image's uid, no capabilities.
+        _docker(
+            *("run", "--detach", "--name", self.container, "--network", "host"),
+            *("--label", f"iris-loadtest={self.run_label}"),
+            *("--read-only", "--tmpfs", "/tmp", "--user", "1034:1034", "--cap-drop", "ALL"),
+            *("--security-opt", "no-new-privileges"),
+            *("--env", f"POD_NAME={self.name}", "--env", "BENTOML_DO_NOT_TRACK=true"),
+            self.image,
+            *("--host", "127.0.0.1", "--port", str(self.port)),
+        )
+
+    def wait_ready(self) -> float:
+        return wait_http_ok(_readyz(self.port), timeout=READY_TIMEOUT_S)
+
+    def terminate(self) -> None:
+        _docker("kill", "--signal", "SIGTERM", self.container)
+
+    def kill(self) -> int:
+        top = _docker("top", self.container, check=False)
+        _docker("kill", "--signal", "SIGKILL", self.container)
+        return max(0, len(top.stdout.splitlines()) - 1)
+
+    def wait_stopped(self) -> float:
+        started = time.monotonic()
+        _docker("wait", self.container, timeout=STOP_TIMEOUT_S)
+        return time.monotonic() - started
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self._save_logs()
+            _docker("rm", "--force", self.container, check=False)
+
+    def _save_logs(self) -> None:
+        """Append the container's output to its log file before the container goes away."""
+        logs = _docker("logs", self.container, check=False)
+        if logs.returncode == 0:
+            with self.log_path.open("a", encoding="utf-8") as log:
+                log.write(logs.stdout + logs.stderr)

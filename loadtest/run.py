@@ -1,0 +1,203 @@
+"""Load-test the service locally: replicas, HAProxy in front, locust, then fault scenarios.
+
+    python -m loadtest.run                       # 3 replicas, HAProxy on 127.0.0.1:8080
+    python -m loadtest.run --run-time 20s --observe 4 --lb-port 18080
+
+Replicas are containers of the built image when a Docker engine holds it, otherwise
+`bentoml serve` processes (the model must be in BENTOML_HOME's store either way). Everything
+started is stopped on exit, and the exit code is non-zero when any gate fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.processes import REPO_ROOT, free_port, start, stop_tree
+from loadtest.chart import write_chart
+from loadtest.gates import GateResult
+from loadtest.haproxy import Server, running_haproxy
+from loadtest.replicas import ContainerReplica, ProcessReplica, Replica, docker_image_available
+from loadtest.request_log import read_csv
+from loadtest.scenarios import drive_faults, judge
+
+logger = logging.getLogger("loadtest")
+
+LOCUST_CONF = REPO_ROOT / "loadtest" / "locust.conf"
+# The fault run is stopped by the driver; this only caps it if the driver is stuck.
+FAULT_RUN_CAP = "15m"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--replicas", type=int, default=3, help="replicas to start (3)")
+    parser.add_argument(
+        "--lb-port",
+        type=int,
+        default=int(os.environ.get("LOADTEST_LB_PORT", "8080")),
+        help="port HAProxy listens on at 127.0.0.1 (8080, or $LOADTEST_LB_PORT)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "container", "process"),
+        default="auto",
+        help="replicas as containers of --image or as bentoml serve processes (auto: "
+        "containers when a Docker engine holds the image)",
+    )
+    parser.add_argument("--image", default="iris-classifier:latest", help="image for containers")
+    parser.add_argument(
+        "--run-id",
+        default=uuid.uuid4().hex[:8],
+        help="label put on the containers of this run (random)",
+    )
+    parser.add_argument(
+        "--run-time", help="length of the gated steady run (default: locust.conf's run-time)"
+    )
+    parser.add_argument(
+        "--observe",
+        type=float,
+        default=6.0,
+        help="seconds each fault phase is watched under load (6)",
+    )
+    parser.add_argument(
+        "--max-recovery",
+        type=float,
+        default=5.0,
+        help="seconds after a SIGKILL by which requests must all succeed again (5)",
+    )
+    parser.add_argument("--no-faults", dest="faults", action="store_false", help="steady run only")
+    parser.add_argument(
+        "--no-drain",
+        dest="drain",
+        action="store_false",
+        help="SIGTERM without first taking the replica out of HAProxy (shows the race that "
+        "Kubernetes avoids by removing a terminating pod from the Service's endpoints)",
+    )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=REPO_ROOT / "reports" / "loadtest",
+        help="where reports, charts and logs go (reports/loadtest)",
+    )
+    return parser.parse_args(argv)
+
+
+def choose_replicas(args: argparse.Namespace, log_dir: Path) -> list[Replica]:
+    use_containers = args.mode == "container" or (
+        args.mode == "auto" and docker_image_available(args.image)
+    )
+    names = [f"replica-{index}" for index in range(1, args.replicas + 1)]
+    if use_containers:
+        logger.info("Replicas: containers of %s (label iris-loadtest=%s)", args.image, args.run_id)
+        return [
+            ContainerReplica(name, free_port(), args.image, args.run_id, log_dir) for name in names
+        ]
+    logger.info("Replicas: bentoml serve processes (no Docker engine holding %s)", args.image)
+    return [ProcessReplica(name, free_port(), log_dir) for name in names]
+
+
+def locust_command(host: str, report_dir: Path, *extra: str) -> list[str]:
+    return [
+        str(Path(sys.executable).with_name("locust")),
+        "--config",
+        str(LOCUST_CONF),
+        "--host",
+        host,
+        "--html",
+        str(report_dir / "report.html"),
+        "--csv",
+        str(report_dir / "locust"),
+        *extra,
+    ]
+
+
+def steady_run(host: str, args: argparse.Namespace) -> GateResult:
+    """The same gated locust run as `make loadtest`, its output shown as it comes."""
+    report_dir = args.report_dir / "steady"
+    extra = ["--expected-replicas", str(args.replicas)]
+    if args.run_time:
+        extra += ["--run-time", args.run_time]
+    logger.info("Steady load through %s; report in %s", host, report_dir)
+    code = subprocess.run(locust_command(host, report_dir, *extra), cwd=REPO_ROOT).returncode
+    return GateResult("steady run (locust gates above)", code == 0, f"locust exit code {code}")
+
+
+def fault_run(host: str, args: argparse.Namespace, replicas, proxy) -> list[GateResult]:
+    report_dir = args.report_dir / "faults"
+    logger.info("Fault scenarios under load through %s; report in %s", host, report_dir)
+    command = locust_command(host, report_dir, "--skip-gates", "--run-time", FAULT_RUN_CAP)
+    locust = start(command, log_path=args.report_dir / "logs" / "locust-faults.log", cwd=REPO_ROOT)
+    try:
+        timeline = drive_faults(
+            replicas, proxy, observe_s=args.observe, warmup_s=3.0, drain_before_sigterm=args.drain
+        )
+        # SIGINT, not SIGTERM: locust writes its HTML report only on a normal or ^C stop.
+        locust.send_signal(signal.SIGINT)
+        locust.wait(timeout=60)
+    finally:
+        stop_tree(locust.pid, grace=10)
+    records = read_csv(report_dir / "requests.csv")
+    table, results = judge(
+        records,
+        timeline,
+        replica_count=len(replicas),
+        max_failure_ratio=0.01,
+        balance_alpha=0.001,
+        max_recovery_s=args.max_recovery,
+    )
+    write_chart(
+        records,
+        report_dir / "replicas.png",
+        markers=timeline.markers,
+        title=f"{len(replicas)} replicas behind HAProxy: SIGTERM, restart, SIGKILL, restart",
+    )
+    for note in timeline.notes:
+        logger.info("%s", note)
+    logger.info("Requests per phase (by completion time):\n%s", table)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # A plain `kill` of this runner must still tear down what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    log_dir = args.report_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results: list[GateResult] = []
+    with contextlib.ExitStack() as stack:
+        replicas = choose_replicas(args, log_dir)
+        for replica in replicas:
+            stack.callback(replica.remove)
+            replica.launch()
+        for replica in replicas:
+            logger.info(
+                "%s ready on port %s after %.1f s", replica.name, replica.port, replica.wait_ready()
+            )
+        work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="haproxy-")))
+        servers = [Server(replica.name, replica.port) for replica in replicas]
+        proxy = stack.enter_context(
+            running_haproxy(servers, listen_port=args.lb_port, work_dir=work_dir)
+        )
+        host = f"http://127.0.0.1:{args.lb_port}"
+        results.append(steady_run(host, args))
+        if args.faults:
+            results.extend(fault_run(host, args, replicas, proxy))
+    for result in results:
+        logger.info("%s", result)
+    passed = all(result.passed for result in results)
+    logger.info("Load test %s", "PASSED" if passed else "FAILED")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Fault scenarios under load, and the judgement of each phase from the per-request log.
+
+While locust keeps the load on, one replica is terminated and restarted, then another is
+killed and restarted. The driver only records when things happened; every figure is then
+computed from the requests themselves, so what is reported is what clients saw.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from loadtest.gates import GateResult, balance_gate, failure_ratio_gate, format_tally
+from loadtest.haproxy import HAProxy
+from loadtest.replicas import Replica
+from loadtest.request_log import RequestRecord, WindowSummary, finished_between, summarize
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start: float  # seconds since the epoch
+    end: float
+    kind: str  # "steady", "terminated", "killed" or "rejoined": which gates apply
+
+
+@dataclass(frozen=True)
+class KillFigures:
+    victim: str
+    killed_at: float  # SIGKILL sent
+    died_at: float  # its port refused connections: the kernel had closed its sockets
+    processes_killed: int
+    # Connections HAProxy had open to the victim just before the kill: each can lose at most
+    # the one request it carries.
+    open_connections: int
+    detected_after_s: float
+
+
+@dataclass
+class FaultTimeline:
+    phases: list[Phase] = field(default_factory=list)
+    markers: list[tuple[float, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    kill: KillFigures | None = None
+
+    def mark(self, label: str) -> float:
+        now = time.time()
+        self.markers.append((now, label))
+        return now
+
+
+def _wait_port_closed(port: int, *, timeout: float = 10.0) -> float:
+    """Poll until nothing accepts connections on `port`; return when that was (epoch s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                pass
+        except OSError:
+            return time.time()
+        time.sleep(0.002)
+    raise TimeoutError(f"port {port} still accepts connections after {timeout:.0f}s")
+
+
+def _restart(replica: Replica, proxy: HAProxy, timeline: FaultTimeline) -> float:
+    """Start `replica` again and return when the balancer put it back in rotation."""
+    timeline.mark(f"start {replica.name}")
+    replica.launch()
+    ready_s = replica.wait_ready()
+    proxy.set_state(replica.name, "ready")  # undoes a drain; a no-op otherwise
+    up_s = proxy.wait_for(replica.name, "UP")
+    up_at = timeline.mark(f"{replica.name} UP")
+    timeline.notes.append(
+        f"{replica.name} restarted: ready after {ready_s:.1f} s, back in HAProxy {up_s:.1f} s later"
+    )
+    return up_at
+
+
+def drive_faults(
+    replicas: Sequence[Replica],
+    proxy: HAProxy,
+    *,
+    observe_s: float,
+    warmup_s: float,
+    drain_before_sigterm: bool = True,
+) -> FaultTimeline:
+    """SIGTERM replicas[0], restart it, SIGKILL replicas[1], restart it; record the timeline."""
+    terminated, killed = replicas[0], replicas[1]
+    timeline = FaultTimeline()
+    time.sleep(warmup_s)
+
+    start = timeline.mark("baseline")
+    time.sleep(observe_s)
+
+    terminated_at = timeline.mark(f"SIGTERM {terminated.name}")
+    timeline.phases.append(
+        Phase(f"baseline, {len(replicas)} replicas", start, terminated_at, "steady")
+    )
+    if drain_before_sigterm:
+        # What Kubernetes does when it deletes a pod: the endpoint leaves the Service (no new
+        # connections) while the pod gets SIGTERM and finishes what it has in flight.
+        proxy.set_state(terminated.name, "drain")
+    terminated.terminate()
+    stopped_s = terminated.wait_stopped()
+    down_s = proxy.wait_for(terminated.name, "DOWN")
+    timeline.notes.append(
+        f"{terminated.name} SIGTERM "
+        f"({'drained from HAProxy first' if drain_before_sigterm else 'HAProxy not told'}): "
+        f"exited after {stopped_s:.1f} s, its health check failed {down_s:.1f} s after that"
+    )
+    time.sleep(observe_s)
+    up_at = _restart(terminated, proxy, timeline)
+    timeline.phases.append(
+        Phase(f"SIGTERM {terminated.name} until it is back", terminated_at, up_at, "terminated")
+    )
+    time.sleep(observe_s)
+
+    open_connections = proxy.server_states()[killed.name].current_sessions
+    killed_at = timeline.mark(f"SIGKILL {killed.name}")
+    timeline.phases.append(Phase(f"{terminated.name} rejoined", up_at, killed_at, "rejoined"))
+    processes = killed.kill()
+    died_at = _wait_port_closed(killed.port)
+    detected_s = proxy.wait_for(killed.name, "DOWN")
+    killed.wait_stopped()
+    timeline.kill = KillFigures(
+        killed.name, killed_at, died_at, processes, open_connections, detected_s
+    )
+    timeline.notes.append(
+        f"{killed.name} SIGKILL: {processes} processes killed with {open_connections} "
+        f"connections open through HAProxy; its port closed {1000 * (died_at - killed_at):.0f} ms "
+        f"later; HAProxy marked it DOWN after {detected_s:.1f} s"
+    )
+    time.sleep(observe_s)
+    up_at = _restart(killed, proxy, timeline)
+    timeline.phases.append(
+        Phase(f"SIGKILL {killed.name} until it is back", killed_at, up_at, "killed")
+    )
+    time.sleep(observe_s)
+    end = timeline.mark("end")
+    timeline.phases.append(Phase(f"{killed.name} rejoined", up_at, end, "rejoined"))
+    return timeline
+
+
+def phase_table(phases: Sequence[Phase], summaries: Sequence[WindowSummary]) -> str:
+    lines = [f"{'phase':<38} {'secs':>5} {'requests':>8} {'failed':>6} {'p95 ms':>7}  per replica"]
+    for phase, summary in zip(phases, summaries, strict=True):
+        lines.append(
+            f"{phase.name:<38} {phase.end - phase.start:>5.1f} {summary.requests:>8} "
+            f"{summary.failures:>6} {summary.p95_ms:>7.0f}  {format_tally(summary.per_replica)}"
+        )
+    return "\n".join(lines)
+
+
+def judge(
+    records: Sequence[RequestRecord],
+    timeline: FaultTimeline,
+    *,
+    replica_count: int,
+    max_failure_ratio: float,
+    balance_alpha: float,
+    max_recovery_s: float,
+) -> tuple[str, list[GateResult]]:
+    """The per-phase table and the gates of every phase."""
+    summaries = [finished_between(records, phase.start, phase.end) for phase in timeline.phases]
+    summarized = [summarize(window) for window in summaries]
+    results: list[GateResult] = []
+    for phase, window, summary in zip(timeline.phases, summaries, summarized, strict=True):
+        if phase.kind in ("steady", "rejoined"):
+            ratio = failure_ratio_gate(summary.failures, summary.requests, max_failure_ratio)
+            balance = balance_gate(summary.per_replica, replica_count, balance_alpha)
+            results.append(GateResult(f"{phase.name}: failures", ratio.passed, ratio.detail))
+            results.append(GateResult(f"{phase.name}: balance", balance.passed, balance.detail))
+        elif phase.kind == "terminated":
+            results.append(
+                GateResult(
+                    f"{phase.name}: zero failures",
+                    summary.failures == 0 and summary.requests > 0,
+                    f"{summary.failures} of {summary.requests} requests failed"
+                    + (f" ({dict(summary.errors)})" if summary.failures else ""),
+                )
+            )
+        elif phase.kind == "killed" and timeline.kill is not None:
+            results.extend(_kill_gates(records, window, summary, timeline.kill, max_recovery_s))
+    return phase_table(timeline.phases, summarized), results
+
+
+def _kill_gates(
+    all_records: Sequence[RequestRecord],
+    window: Sequence[RequestRecord],
+    summary: WindowSummary,
+    kill: KillFigures,
+    max_recovery_s: float,
+) -> list[GateResult]:
+    failed = [record for record in window if not record.ok]
+    recovery_s = max((record.finished for record in failed), default=kill.killed_at)
+    recovery_s -= kill.killed_at
+    # What the replica had in flight: the connections open at the kill, plus requests that
+    # started in the few milliseconds its processes took to die (they may have reached it).
+    dying = sum(kill.killed_at <= record.started < kill.died_at for record in all_records)
+    bound = kill.open_connections + dying
+    return [
+        GateResult(
+            f"SIGKILL {kill.victim}: failures bounded by its in-flight requests",
+            summary.failures <= bound,
+            f"{summary.failures} failed (of {summary.requests}); in flight at most {bound}: "
+            f"{kill.open_connections} connections open to it at the kill + {dying} requests "
+            f"started in the {1000 * (kill.died_at - kill.killed_at):.0f} ms it took to die"
+            + (f"; errors {dict(summary.errors)}" if failed else ""),
+        ),
+        GateResult(
+            f"SIGKILL {kill.victim}: success back to 100%",
+            recovery_s <= max_recovery_s,
+            f"last failure {recovery_s:.2f} s after the kill (limit {max_recovery_s:g} s); "
+            f"HAProxy marked it DOWN after {kill.detected_after_s:.1f} s",
+        ),
+    ]
