@@ -54,6 +54,41 @@ test: install
 
 # --- Container image (bentofile.yaml) -----------------------------------------------------------
 
+IMAGE := iris-classifier:$(VERSION)
+# auto: the bentofile's python:3.11-slim when it can be pulled, else the local debootstrapped
+# base; or "default", "local", or any image reference.
+BASE_IMAGE ?= auto
+LOCAL_BASE_IMAGE ?= iris-python-base:3.11-bookworm
+REVISION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+IMAGE_ENV = BENTOML=$(BIN)/bentoml UV_BINARY=$(BIN)/uv BASE_IMAGE=$(BASE_IMAGE) \
+	LOCAL_BASE_IMAGE=$(LOCAL_BASE_IMAGE) VERSION=$(VERSION) REVISION=$(REVISION)
+
+.PHONY: base-image  ## Build the Python base image from Debian packages (skipped if it exists)
+base-image: install
+	@$(IMAGE_ENV) image/build-base-image.sh $(LOCAL_BASE_IMAGE)
+
+.PHONY: build  ## Build the Bento (bentoml build), training the model first if none is stored
+build: model
+	@mkdir -p build
+	@$(BIN)/bentoml build -o tag --label version=$(VERSION) --label revision=$(REVISION) | \
+		sed -n 's/^__tag__://p' > build/bento-tag
+	@test -s build/bento-tag
+	@cat build/bento-tag
+
+.PHONY: image  ## Build the Bento and its image iris-classifier:$$VERSION; prints the image reference last
+image: build
+	@$(IMAGE_ENV) image/containerize.sh "$$(cat build/bento-tag)" $(IMAGE)
+
+.PHONY: run-image  ## Run the image hardened as in Kubernetes (read-only, uid 1034, no capabilities) on $$PORT
+run-image:
+	docker run --rm --read-only --tmpfs /tmp --user 1034:1034 --cap-drop ALL \
+		--security-opt no-new-privileges --network host -e POD_NAME=local \
+		$(IMAGE) --host 127.0.0.1 --port $(PORT)
+
+.PHONY: image-stats  ## Print the image's size and its cold start (container start to /readyz 200)
+image-stats:
+	@$(BIN)/python image/stats.py $(IMAGE)
+
 # --- Kubernetes (kustomize/) --------------------------------------------------------------------
 
 # --- Load test (loadtest/) ----------------------------------------------------------------------

@@ -1,0 +1,169 @@
+"""Run the service image the way Kubernetes runs it, for the image tests and measurements.
+
+The flags mirror the production pod spec: a read-only root filesystem with a writable /tmp,
+uid/gid 1034, no capabilities, no privilege escalation. Host networking because the Docker
+engine here runs without a bridge; the server binds 127.0.0.1 on a free port, so nothing
+outside this machine can reach it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.processes import free_port, start, wait_http_ok
+
+logger = logging.getLogger(__name__)
+
+HARDENED_RUN_FLAGS = (
+    "--read-only",
+    "--tmpfs",
+    "/tmp",
+    "--user",
+    "1034:1034",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--network",
+    "host",
+)
+
+
+def docker_unavailable_reason() -> str | None:
+    """Why no Docker engine can be used here, or None when one answers."""
+    if shutil.which("docker") is None:
+        return "the docker CLI is not installed"
+    try:
+        probe = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "the Docker engine did not answer within 20 s"
+    if probe.returncode != 0:
+        return f"no Docker engine answers: {probe.stderr.strip() or probe.stdout.strip()}"
+    return None
+
+
+def docker(*args: str, timeout: float = 60) -> str:
+    """stdout of one docker command; raises CalledProcessError (with stderr) on failure."""
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise subprocess.CalledProcessError(
+            result.returncode, result.args, result.stdout, result.stderr
+        )
+    return result.stdout.strip()
+
+
+@dataclass
+class Container:
+    """One container of the service image, started attached so its exit is observable."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_exit(self, timeout: float) -> int:
+        """Exit code of the container, waiting at most `timeout` seconds for it to stop."""
+        return self.process.wait(timeout=timeout)
+
+    def remove(self) -> None:
+        """Remove the container whatever its state; the attached docker CLI then exits."""
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            docker("rm", "--force", self.name, timeout=60)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=30)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def start_hardened(
+    image: str,
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    name_prefix: str = "iris-classifier",
+) -> Container:
+    """Start `image` hardened on a free loopback port; the caller must `remove()` it."""
+    port = free_port()
+    name = f"{name_prefix}-{uuid.uuid4().hex[:10]}"
+    env_flags = [flag for key, value in (env or {}).items() for flag in ("-e", f"{key}={value}")]
+    command = [
+        "docker",
+        "run",
+        "--name",
+        name,
+        *HARDENED_RUN_FLAGS,
+        *env_flags,
+        image,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    logger.info("starting %s", " ".join(command))
+    return Container(
+        name=name, port=port, process=start(command, log_path=log_path), log_path=log_path
+    )
+
+
+@contextlib.contextmanager
+def hardened_container(
+    image: str,
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 90,
+) -> Iterator[Container]:
+    """A ready hardened container (its /readyz answered 200), always removed afterwards."""
+    container = start_hardened(image, log_path=log_path, env=env)
+    try:
+        try:
+            wait_http_ok(
+                f"{container.url}/readyz", timeout=ready_timeout, process=container.process
+            )
+        except (RuntimeError, TimeoutError) as error:
+            raise RuntimeError(f"{error}\n--- container log ---\n{container.logs()}") from error
+        yield container
+    finally:
+        container.remove()
+
+
+def cold_start_seconds(
+    image: str, *, log_path: Path, env: Mapping[str, str] | None = None
+) -> float:
+    """Seconds from `docker run` to the first 200 from /readyz, for one fresh container."""
+    started = time.monotonic()
+    container = start_hardened(image, log_path=log_path, env=env)
+    try:
+        wait_http_ok(f"{container.url}/readyz", timeout=120, process=container.process)
+        return time.monotonic() - started
+    finally:
+        container.remove()
+
+
+def image_size_bytes(image: str) -> int:
+    """Uncompressed size of `image` as `docker image inspect` reports it."""
+    return int(docker("image", "inspect", "--format", "{{.Size}}", image))

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Turn a Bento into the service image with `bentoml containerize`, printing the image
+# reference as the last line of output.
+#
+# Usage: image/containerize.sh BENTO_TAG IMAGE_REF
+# Env:   BASE_IMAGE        auto (default): the bentofile's base_image if it is present or can
+#                          be pulled, else the local one; "default"; "local"; or any reference
+#        LOCAL_BASE_IMAGE  tag of the debootstrapped base (built by build-base-image.sh if missing)
+#        VERSION, REVISION values for the OCI labels
+#        BENTOML           the bentoml executable (default: bentoml on PATH)
+set -euo pipefail
+
+bento_tag=${1:?usage: containerize.sh BENTO_TAG IMAGE_REF}
+image_ref=${2:?usage: containerize.sh BENTO_TAG IMAGE_REF}
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+bentoml=$(realpath "$(command -v "${BENTOML:-bentoml}")")
+local_base=${LOCAL_BASE_IMAGE:-iris-python-base:3.11-bookworm}
+default_base=$(sed -n 's/^  base_image: *//p' "$repo/bentofile.yaml")
+
+log() { echo "containerize: $*" >&2; }
+
+case ${BASE_IMAGE:-auto} in
+    auto)
+        if docker image inspect "$default_base" >/dev/null 2>&1 ||
+            docker pull --quiet "$default_base" >/dev/null 2>&1; then
+            base=$default_base
+        else
+            log "cannot pull $default_base: building on the local base image $local_base"
+            base=$local_base
+        fi
+        ;;
+    default) base=$default_base ;;
+    local) base=$local_base ;;
+    *) base=$BASE_IMAGE ;;
+esac
+if [[ $base == "$local_base" ]]; then
+    "$here/build-base-image.sh" "$local_base" >/dev/null
+fi
+log "building $image_ref from $bento_tag on $base"
+
+# The classic builder: Debian's docker.io has no buildx, and BentoML's Dockerfile needs no
+# BuildKit feature once BuildKit is off (it then leaves out its cache mounts).
+export DOCKER_BUILDKIT=0
+# BentoML 1.4 refuses a dockerfile_template outside the working directory and copies it to
+# a temporary directory first (bentoml/BentoML#5566), so containerize runs from there.
+export TMPDIR=/tmp
+cd "$TMPDIR"
+"$bentoml" containerize "$bento_tag" \
+    --image-tag "$image_ref" \
+    --network host \
+    --build-arg "BASE_IMAGE=$base" \
+    --label "org.opencontainers.image.title=iris-classifier" \
+    --label "org.opencontainers.image.version=${VERSION:-unknown}" \
+    --label "org.opencontainers.image.revision=${REVISION:-unknown}" \
+    --label "org.opencontainers.image.base.name=$base" \
+    --label "ai.bentoml.bento=$bento_tag" >&2
+echo "$image_ref"

@@ -1,0 +1,305 @@
+"""The container image: built once per run with `make image`, then run hardened as Kubernetes
+runs it (read-only root, uid 1034, no capabilities) and checked from outside.
+
+Without a Docker engine these tests skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import http.client
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.containers import (
+    Container,
+    docker,
+    docker_unavailable_reason,
+    hardened_container,
+    image_size_bytes,
+    start_hardened,
+)
+from harness.processes import wait_http_ok
+from tests.conftest import REPO_ROOT, SEED_FLOWER, SESSION_HOME, require
+
+BENTOFILE = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+VERSION = PYPROJECT["project"]["version"]
+IMAGE_UID = "1034"
+POD_NAME = "image-test-pod-7"
+MAX_IMAGE_BYTES = 600 * 10**6
+# Kubernetes' default terminationGracePeriodSeconds: after it the kubelet sends SIGKILL.
+GRACE_PERIOD_S = 30
+
+
+def local_modules_imported_by(path: Path) -> set[Path]:
+    """Repository files that `path` imports, directly or through other repository files."""
+    seen: set[Path] = set()
+    pending = [path]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for node in ast.walk(ast.parse(current.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            for name in names:
+                base = REPO_ROOT.joinpath(*name.split("."))
+                for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                    if candidate.is_file():
+                        pending.append(candidate)
+                        # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
+                        for parent in candidate.relative_to(REPO_ROOT).parents:
+                            init = REPO_ROOT / parent / "__init__.py"
+                            if parent != Path(".") and init.is_file():
+                                pending.append(init)
+    return seen
+
+
+def test_bentofile_includes_every_repository_module_the_service_imports() -> None:
+    service_file = REPO_ROOT / BENTOFILE["service"].split(":")[0].replace(".", "/")
+    needed = {
+        str(p.relative_to(REPO_ROOT))
+        for p in local_modules_imported_by(service_file.with_suffix(".py"))
+    }
+    assert needed - set(BENTOFILE["include"]) == set()
+
+
+def test_bentofile_include_list_is_explicit() -> None:
+    assert not [entry for entry in BENTOFILE["include"] if any(c in entry for c in "*?[")]
+
+
+def test_bentofile_pins_match_pyproject() -> None:
+    def pins(requirements: list[str]) -> dict[str, str]:
+        pairs = (re.split(r"==", requirement.split(";")[0].strip()) for requirement in requirements)
+        return {name.lower(): version for name, version in pairs}
+
+    image_pins = pins(BENTOFILE["python"]["packages"])
+    project_pins = pins(PYPROJECT["project"]["dependencies"])
+    assert all(len(r.split("==")) == 2 for r in BENTOFILE["python"]["packages"])
+    shared = image_pins.keys() & project_pins.keys()
+    assert {"bentoml", "scikit-learn", "numpy", "pydantic"} <= shared
+    assert {name: image_pins[name] for name in shared} == {
+        name: project_pins[name] for name in shared
+    }
+
+
+# --- The built image ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def service_image(trained_model: str) -> str:
+    """`make image` against the session's model store; its last output line is the reference."""
+    reason = docker_unavailable_reason()
+    require(reason is None, f"no Docker engine for the image tests ({reason})")
+    result = subprocess.run(
+        ["make", "--no-print-directory", "image"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "BENTOML_HOME": str(SESSION_HOME)},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"make image failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert last_line == f"iris-classifier:{VERSION}"
+    return last_line
+
+
+@pytest.fixture(scope="module")
+def container(service_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    log_path = tmp_path_factory.mktemp("image") / "container.log"
+    with hardened_container(
+        service_image, log_path=log_path, env={"POD_NAME": POD_NAME}
+    ) as running:
+        yield running
+
+
+def call(url: str, body: object | None = None) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one GET, or POST when `body` is given; 4xx and 5xx included."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+@pytest.mark.integration
+def test_make_image_tags_the_project_version(service_image: str) -> None:
+    labels = json.loads(
+        docker("image", "inspect", "--format", "{{json .Config.Labels}}", service_image)
+    )
+    assert labels["org.opencontainers.image.version"] == VERSION
+    assert labels["org.opencontainers.image.revision"] not in ("", "unknown")
+
+
+@pytest.mark.integration
+def test_image_is_at_most_600_mb(service_image: str) -> None:
+    assert image_size_bytes(service_image) <= MAX_IMAGE_BYTES
+
+
+@pytest.mark.integration
+def test_image_runs_as_uid_1034_by_default(service_image: str) -> None:
+    # Without --user: what a pod without runAsUser would get.
+    uid = docker("run", "--rm", "--network", "none", "--entrypoint", "id", service_image, "-u")
+    assert uid == IMAGE_UID
+
+
+@pytest.mark.integration
+def test_hardened_container_serves_as_non_root(container: Container) -> None:
+    assert docker("exec", container.name, "id", "-u") == IMAGE_UID
+    pid1_uid = docker("exec", container.name, "awk", "/^Uid:/ {print $2}", "/proc/1/status")
+    assert pid1_uid == IMAGE_UID
+
+
+@pytest.mark.integration
+def test_root_filesystem_is_read_only(container: Container) -> None:
+    with pytest.raises(subprocess.CalledProcessError):
+        docker("exec", container.name, "touch", "/home/bentoml/bento/written")
+
+
+@pytest.mark.integration
+def test_seed_request_gets_the_seed_answer(container: Container) -> None:
+    status, _, body = call(f"{container.url}/iris/classify_iris", SEED_FLOWER)
+    assert status == 200
+    answer = json.loads(body)
+    assert (answer["class"], answer["probability"]) == ("setosa", 0.99)
+    assert set(answer["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert answer["model_version"].startswith("iris_classifier:")
+
+
+@pytest.mark.integration
+def test_seed_healthcheck_answers(container: Container) -> None:
+    status, _, body = call(f"{container.url}/healthcheck")
+    assert (status, json.loads(body)) == (200, "Iris classifier is ready!")
+
+
+@pytest.mark.integration
+def test_bad_input_gets_a_4xx_with_json_error(container: Container) -> None:
+    status, _, body = call(
+        f"{container.url}/iris/classify_iris", {**SEED_FLOWER, "petal_width": -1}
+    )
+    assert 400 <= status < 500
+    assert "error" in json.loads(body)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", ["/readyz", "/livez"])
+def test_probes_answer_200(container: Container, path: str) -> None:
+    assert call(f"{container.url}{path}")[0] == 200
+
+
+@pytest.mark.integration
+def test_metrics_count_requests(container: Container) -> None:
+    call(f"{container.url}/iris/classify_iris", SEED_FLOWER)
+    status, _, body = call(f"{container.url}/metrics")
+    assert status == 200
+    assert re.search(
+        r'^bentoml_service_request_total\{.*endpoint="/iris/classify_iris"', body.decode(), re.M
+    )
+
+
+@pytest.mark.integration
+def test_x_served_by_is_the_pod_name(container: Container) -> None:
+    _, headers, _ = call(f"{container.url}/iris/classify_iris", SEED_FLOWER)
+    assert {k.lower(): v for k, v in headers.items()}["x-served-by"] == POD_NAME
+
+
+# --- SIGTERM drain ------------------------------------------------------------------------------
+
+BATCH = {"flowers": [SEED_FLOWER] * 5000}
+LOAD_THREADS = 8
+LOAD_SECONDS = 3
+
+
+@dataclass
+class DrainLoad:
+    """Keep-alive clients that send batches until told to stop, then one last batch each.
+
+    The last batches are all sent before SIGTERM, so they are in flight when it arrives: a
+    draining server answers every one of them. The clients never open a new connection after
+    SIGTERM, as Kubernetes stops routing to a terminating pod.
+    """
+
+    port: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    last_sent: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+    answered: list[tuple[int, float]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def client(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        body = json.dumps(BATCH).encode()
+        try:
+            while True:
+                last = self.stop.is_set()
+                connection.request(
+                    "POST", "/iris/classify_batch", body, {"Content-Type": "application/json"}
+                )
+                if last:
+                    self.last_sent.release()
+                response = connection.getresponse()
+                payload = response.read()
+                if response.status != 200 or len(json.loads(payload)["predictions"]) != 5000:
+                    self.failures.append(f"HTTP {response.status}: {payload[:200]!r}")
+                self.answered.append((response.status, time.monotonic()))
+                if last:
+                    return
+        except Exception as error:  # every way a request can fail counts
+            self.failures.append(repr(error))
+            self.last_sent.release()
+        finally:
+            connection.close()
+
+
+@pytest.mark.integration
+def test_sigterm_drains_requests_in_flight_and_exits_zero(
+    service_image: str, tmp_path: Path
+) -> None:
+    drained = start_hardened(
+        service_image, log_path=tmp_path / "drain.log", env={"POD_NAME": "drain"}
+    )
+    try:
+        wait_http_ok(f"{drained.url}/readyz", timeout=90, process=drained.process)
+        load = DrainLoad(drained.port)
+        clients = [threading.Thread(target=load.client) for _ in range(LOAD_THREADS)]
+        for client in clients:
+            client.start()
+        time.sleep(LOAD_SECONDS)
+        load.stop.set()
+        for _ in clients:
+            assert load.last_sent.acquire(timeout=60), "a client never sent its last batch"
+        sigterm_at = time.monotonic()
+        docker("kill", "--signal", "TERM", drained.name)
+        for client in clients:
+            client.join(timeout=GRACE_PERIOD_S)
+        exit_code = drained.wait_exit(timeout=GRACE_PERIOD_S)
+
+        assert load.failures == [], drained.logs()[-3000:]
+        answered_after_sigterm = [at for status, at in load.answered if at > sigterm_at]
+        assert answered_after_sigterm, "nothing was in flight at SIGTERM: the test proved nothing"
+        assert exit_code == 0, drained.logs()[-3000:]
+    finally:
+        drained.remove()
