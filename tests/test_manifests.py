@@ -1,0 +1,527 @@
+"""The kustomize overlays render, pass strict schema validation and keep their promises.
+
+Everything here runs on the objects kustomize renders, so a patch that misses its target or
+a transformer that rewrites a selector is caught the way a cluster would see it. Probe paths
+are checked against the service itself, not against a list written down twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tomllib
+import urllib.request
+from typing import Any
+
+import pytest
+
+from harness import manifests, pod_emulation
+from harness.manifests import Manifest
+from harness.processes import REPO_ROOT
+
+NAME = "iris-classifier"
+NAMESPACE = "iris-classifier"
+BENTO_UID = 1034
+KIND_REPLICAS = 3
+PRODUCTION_MIN_REPLICAS = 3
+# The release range the manifests promise to work on; newer shipped schemas are checked too.
+REQUIRED_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33")
+KIND_CONFIG = manifests.overlay_dir("kind") / "kind-config.yaml"
+
+
+def _require_kustomize() -> None:
+    _require(manifests.kustomize_command() is not None, "rendering needs kustomize or kubectl")
+
+
+@pytest.fixture(scope="module", params=manifests.OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[str, list[Manifest]]:
+    _require_kustomize()
+    return request.param, manifests.render(manifests.overlay_dir(request.param))
+
+
+@pytest.fixture(scope="module")
+def kind_objects() -> list[Manifest]:
+    _require_kustomize()
+    return manifests.render(manifests.overlay_dir("kind"))
+
+
+@pytest.fixture(scope="module")
+def production_objects() -> list[Manifest]:
+    _require_kustomize()
+    return manifests.render(manifests.overlay_dir("production"))
+
+
+@pytest.fixture(scope="module")
+def production_with_components(tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
+    """Production with every component enabled, the way its README says to do it."""
+    _require_kustomize()
+    tree = tmp_path_factory.mktemp("kustomize") / "kustomize"
+    shutil.copytree(manifests.KUSTOMIZE_ROOT, tree)
+    kustomization = tree / "overlays" / "production" / "kustomization.yaml"
+    listed = "".join(f"  - ../../components/{name}\n" for name in manifests.COMPONENTS)
+    kustomization.write_text(kustomization.read_text() + f"\ncomponents:\n{listed}")
+    return manifests.render(tree / "overlays" / "production")
+
+
+def _project_version() -> str:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as file:
+        return tomllib.load(file)["project"]["version"]
+
+
+# --- rendering and schemas ---------------------------------------------------------------------
+
+
+def test_every_overlay_renders_each_object_once(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    keys = [
+        (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"]) for obj in objects
+    ]
+    assert len(keys) == len(set(keys)), keys
+    assert {"Namespace", "ServiceAccount", "Service", "Deployment"} <= {key[0] for key in keys}
+
+
+def test_every_namespaced_object_lands_in_the_app_namespace(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == NAMESPACE, manifests.describe(obj)
+
+
+def test_the_targeted_kubernetes_releases_have_schemas() -> None:
+    assert set(REQUIRED_VERSIONS) <= set(manifests.schema_versions())
+
+
+@pytest.mark.parametrize("version", manifests.schema_versions())
+def test_overlays_pass_strict_schema_validation(
+    overlay: tuple[str, list[Manifest]], version: str
+) -> None:
+    name, objects = overlay
+    errors = [manifests.schema_error(obj, version) for obj in objects]
+    assert [error for error in errors if error] == [], f"overlay {name}, Kubernetes {version}"
+
+
+@pytest.mark.parametrize("version", REQUIRED_VERSIONS)
+def test_components_pass_strict_schema_validation(
+    production_with_components: list[Manifest], version: str
+) -> None:
+    errors = [
+        manifests.schema_error(obj, version)
+        for obj in production_with_components
+        if not manifests.is_custom_resource(obj)
+    ]
+    assert [error for error in errors if error] == []
+
+
+def test_strict_validation_rejects_a_misspelt_field(kind_objects: list[Manifest]) -> None:
+    deployment = manifests.only(kind_objects, "Deployment")
+    security = manifests.container(deployment, NAME)["securityContext"]
+    security["readOnlyRootFileSystem"] = security.pop("readOnlyRootFilesystem")
+    assert manifests.schema_error(deployment, REQUIRED_VERSIONS[0]) is not None
+
+
+def test_kustomizations_use_no_deprecated_fields() -> None:
+    deprecated = ("commonLabels", "patchesStrategicMerge", "patchesJson6902", "bases", "vars")
+    for path in manifests.KUSTOMIZE_ROOT.rglob("kustomization.yaml"):
+        used = set(manifests.load_yaml(path)) & set(deprecated)
+        assert not used, f"{path.relative_to(REPO_ROOT)} uses {sorted(used)}"
+
+
+# --- selectors and ports -----------------------------------------------------------------------
+
+
+def test_deployment_selector_matches_its_pod_labels(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    deployment = manifests.only(objects, "Deployment")
+    selector = deployment["spec"]["selector"]
+    assert selector.get("matchLabels"), "an empty selector would adopt foreign pods"
+    assert manifests.selector_matches(selector, manifests.pod_labels(deployment))
+
+
+def test_every_selector_in_the_overlay_selects_the_pods(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    labels = manifests.pod_labels(manifests.only(objects, "Deployment"))
+    service = manifests.only(objects, "Service")
+    assert service["spec"]["selector"], "a Service without selector gets no endpoints"
+    assert manifests.selector_matches({"matchLabels": service["spec"]["selector"]}, labels)
+    for budget in manifests.all_of(objects, "PodDisruptionBudget"):
+        assert manifests.selector_matches(budget["spec"]["selector"], labels)
+    for policy in manifests.all_of(objects, "NetworkPolicy"):
+        assert policy["spec"]["podSelector"], "an empty podSelector would govern every pod"
+        assert manifests.selector_matches(policy["spec"]["podSelector"], labels)
+    spec = manifests.pod_spec(manifests.only(objects, "Deployment"))
+    for constraint in spec.get("topologySpreadConstraints", []):
+        assert manifests.selector_matches(constraint["labelSelector"], labels)
+
+
+def test_service_target_port_exists_on_the_container(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    app = manifests.container(manifests.only(objects, "Deployment"), NAME)
+    (port,) = manifests.only(objects, "Service")["spec"]["ports"]
+    assert port["port"] == 8080
+    assert port["targetPort"] == "http"
+    assert manifests.port_exists(port["targetPort"], app)
+    assert manifests.port_exists(3000, app)
+
+
+def test_probes_and_network_policy_use_ports_of_the_container(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    app = manifests.container(manifests.only(objects, "Deployment"), NAME)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert manifests.port_exists(app[probe]["httpGet"]["port"], app), probe
+    for policy in manifests.all_of(objects, "NetworkPolicy"):
+        for rule in policy["spec"].get("ingress", []):
+            for port in rule["ports"]:
+                assert manifests.port_exists(port["port"], app)
+
+
+def test_probes_use_bentoml_health_endpoints(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    app = manifests.container(manifests.only(objects, "Deployment"), NAME)
+    assert app["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert app["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert app["livenessProbe"]["httpGet"]["path"] == "/livez"
+
+
+def test_probe_paths_are_answered_by_the_running_service(
+    kind_objects: list[Manifest], live_server: str
+) -> None:
+    app = manifests.container(manifests.only(kind_objects, "Deployment"), NAME)
+    for path in sorted(_probe_paths(app)):
+        with urllib.request.urlopen(f"{live_server}{path}", timeout=10) as response:
+            assert response.status == 200, path
+
+
+def test_grace_period_covers_the_pause_and_the_request_timeout(
+    kind_objects: list[Manifest], service_class: Any
+) -> None:
+    deployment = manifests.only(kind_objects, "Deployment")
+    pause = _pre_stop_pause(manifests.container(deployment, NAME))
+    request_timeout = service_class.config["traffic"]["timeout"]
+    grace = manifests.pod_spec(deployment)["terminationGracePeriodSeconds"]
+    # The last request may start just before SIGTERM; workers then need a moment to exit.
+    assert grace >= pause + request_timeout + 5
+
+
+# --- per-overlay promises ----------------------------------------------------------------------
+
+
+def test_kind_runs_the_image_make_image_builds(kind_objects: list[Manifest]) -> None:
+    app = manifests.container(manifests.only(kind_objects, "Deployment"), NAME)
+    assert app["image"] == f"iris-classifier:{_project_version()}"
+    assert app["imagePullPolicy"] == "IfNotPresent", "a kind-loaded image cannot be pulled"
+
+
+def test_kind_has_three_replicas_behind_the_mapped_node_port(kind_objects: list[Manifest]) -> None:
+    assert manifests.only(kind_objects, "Deployment")["spec"]["replicas"] == KIND_REPLICAS
+    service = manifests.only(kind_objects, "Service")
+    assert service["spec"]["type"] == "NodePort"
+    (port,) = service["spec"]["ports"]
+    config = manifests.load_yaml(KIND_CONFIG)
+    mappings = [
+        mapping for node in config["nodes"] for mapping in node.get("extraPortMappings", [])
+    ]
+    assert [(m["containerPort"], m["hostPort"]) for m in mappings] == [(port["nodePort"], 8080)]
+    assert all(m.get("listenAddress") == "127.0.0.1" for m in mappings), "keep it off the LAN"
+
+
+def test_kind_config_has_one_control_plane_and_two_workers() -> None:
+    config = manifests.load_yaml(KIND_CONFIG)
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["kind"] == "Cluster"
+    assert sorted(node["role"] for node in config["nodes"]) == ["control-plane", "worker", "worker"]
+
+
+def test_makefile_targets_the_port_kind_config_maps() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    match = re.search(r"^KIND_HOST_PORT\s*:?=\s*(\d+)", makefile, re.MULTILINE)
+    assert match, "Makefile defines no KIND_HOST_PORT"
+    config = manifests.load_yaml(KIND_CONFIG)
+    host_ports = [
+        m["hostPort"] for node in config["nodes"] for m in node.get("extraPortMappings", [])
+    ]
+    assert int(match.group(1)) in host_ports
+
+
+def test_production_image_is_pinned_from_a_registry(production_objects: list[Manifest]) -> None:
+    image = manifests.container(manifests.only(production_objects, "Deployment"), NAME)["image"]
+    name, _, digest = image.partition("@")
+    registry, _, repository = name.partition("/")
+    # A first path part with a dot or a port is a registry host; otherwise Docker Hub is implied.
+    assert repository, image
+    assert "." in registry or ":" in registry, image
+    tag = repository.rpartition(":")[2] if ":" in repository else ""
+    assert digest.startswith("sha256:") or tag not in ("", "latest"), image
+
+
+def test_production_replicas_are_owned_by_the_autoscaler(
+    production_objects: list[Manifest],
+) -> None:
+    deployment = manifests.only(production_objects, "Deployment")
+    assert "replicas" not in deployment["spec"], "apply would reset what the autoscaler set"
+    autoscaler = manifests.only(production_objects, "HorizontalPodAutoscaler")
+    target = autoscaler["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert autoscaler["spec"]["minReplicas"] >= PRODUCTION_MIN_REPLICAS
+    assert autoscaler["spec"]["maxReplicas"] > autoscaler["spec"]["minReplicas"]
+    (metric,) = autoscaler["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+
+
+def test_production_disruptions_and_rollouts_keep_pods_serving(
+    production_objects: list[Manifest],
+) -> None:
+    budget = manifests.only(production_objects, "PodDisruptionBudget")["spec"]
+    assert budget.get("maxUnavailable") == 1 or budget.get("minAvailable", 0) >= 2
+    deployment = manifests.only(production_objects, "Deployment")
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert strategy["rollingUpdate"]["maxSurge"] not in (0, "0%")
+
+
+def test_production_spreads_pods_over_nodes_and_zones(production_objects: list[Manifest]) -> None:
+    spec = manifests.pod_spec(manifests.only(production_objects, "Deployment"))
+    keys = {constraint["topologyKey"] for constraint in spec["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+
+
+def test_production_network_policy_admits_only_labelled_clients(
+    production_objects: list[Manifest],
+) -> None:
+    policy = manifests.only(production_objects, "NetworkPolicy")["spec"]
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    assert policy["egress"] == [], "the service opens no connection"
+    for rule in policy["ingress"]:
+        assert rule["from"], "a rule without `from` admits everyone"
+        for peer in rule["from"]:
+            assert peer.get("podSelector", {}).get("matchLabels"), peer
+        assert rule["ports"], "a rule without `ports` admits every port"
+
+
+def test_production_requests_at_least_what_kind_does(
+    kind_objects: list[Manifest], production_objects: list[Manifest]
+) -> None:
+    def resources(objects: list[Manifest]) -> Manifest:
+        return manifests.container(manifests.only(objects, "Deployment"), NAME)["resources"]
+
+    kind, production = resources(kind_objects), resources(production_objects)
+    assert production["limits"]["memory"] == production["requests"]["memory"]
+    assert manifests.quantity(production["requests"]["cpu"]) >= manifests.quantity(
+        kind["requests"]["cpu"]
+    )
+    assert manifests.quantity(production["limits"]["memory"]) >= manifests.quantity(
+        kind["limits"]["memory"]
+    )
+
+
+# --- hardening, the same in every overlay ------------------------------------------------------
+
+
+def test_pods_run_as_the_bentoml_user_read_only_and_unprivileged(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    deployment = manifests.only(objects, "Deployment")
+    spec = manifests.pod_spec(deployment)
+    pod_security = spec["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    assert pod_security["runAsUser"] == BENTO_UID
+    assert pod_security["seccompProfile"]["type"] == "RuntimeDefault"
+    for app in spec["containers"]:
+        security = app["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert "add" not in security["capabilities"]
+        assert security.get("runAsUser", BENTO_UID) == BENTO_UID
+        assert security.get("privileged", False) is False
+    assert not any("hostPath" in volume for volume in spec.get("volumes", []))
+    for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not spec.get(host_namespace), host_namespace
+
+
+def test_pods_get_a_writable_tmp_and_no_api_token(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    spec = manifests.pod_spec(manifests.only(objects, "Deployment"))
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    mounts = {
+        mount["mountPath"]: mount["name"]
+        for mount in manifests.container(manifests.only(objects, "Deployment"), NAME)[
+            "volumeMounts"
+        ]
+    }
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert spec["automountServiceAccountToken"] is False
+    account = manifests.only(objects, "ServiceAccount")
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+    assert account["automountServiceAccountToken"] is False
+
+
+def test_namespace_enforces_the_restricted_pod_security_standard(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    labels = manifests.only(objects, "Namespace")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_pods_know_their_name_for_the_served_by_header(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    env = {
+        var["name"]: var
+        for var in manifests.container(manifests.only(objects, "Deployment"), NAME)["env"]
+    }
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["BENTOML_DO_NOT_TRACK"]["value"] == "true"
+
+
+def test_pods_leave_the_endpoints_before_they_stop(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    deployment = manifests.only(objects, "Deployment")
+    spec = manifests.pod_spec(deployment)
+    pause = _pre_stop_pause(manifests.container(deployment, NAME))
+    assert pause >= 3, "endpoint removal needs a few seconds to reach every kube-proxy"
+    assert spec["terminationGracePeriodSeconds"] > pause
+
+
+def test_resources_request_cpu_and_memory_and_limit_memory(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    resources = manifests.container(manifests.only(objects, "Deployment"), NAME)["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert "memory" in resources["limits"]
+    assert manifests.quantity(resources["limits"]["memory"]) >= manifests.quantity(
+        resources["requests"]["memory"]
+    )
+
+
+# --- optional components -----------------------------------------------------------------------
+
+
+def test_ingress_component_routes_to_the_service_port(
+    production_with_components: list[Manifest],
+) -> None:
+    service = manifests.only(production_with_components, "Service")
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    ingress = manifests.only(production_with_components, "Ingress")
+    paths = [path for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+    assert {path["path"] for path in paths} == {"/iris", "/healthcheck"}, "keep /metrics internal"
+    for path in paths:
+        backend = path["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"]["name"] in port_names
+
+
+def test_servicemonitor_component_scrapes_the_service(
+    production_with_components: list[Manifest],
+) -> None:
+    service = manifests.only(production_with_components, "Service")
+    monitor = manifests.only(production_with_components, "ServiceMonitor")
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
+    assert manifests.selector_matches(monitor["spec"]["selector"], service["metadata"]["labels"])
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in port_names
+        assert endpoint["path"] == "/metrics"
+
+
+def test_components_each_admit_their_own_peer(production_with_components: list[Manifest]) -> None:
+    policy = manifests.only(production_with_components, "NetworkPolicy")["spec"]
+    namespaces = {
+        peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+        for rule in policy["ingress"]
+        for peer in rule["from"]
+    }
+    assert {"ingress-nginx", "monitoring"} <= namespaces
+
+
+def test_every_component_has_a_readme() -> None:
+    for name in manifests.COMPONENTS:
+        readme = manifests.KUSTOMIZE_ROOT / "components" / name / "README.md"
+        assert readme.is_file(), readme
+        assert readme.read_text().strip(), readme
+
+
+# --- the image, run as the pod spec says -------------------------------------------------------
+
+POD_NAME = "iris-classifier-7d9f8b6c5-x2x4q"
+SEED_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
+
+
+@pytest.mark.integration
+def test_image_serves_under_the_pod_spec(kind_objects: list[Manifest]) -> None:
+    """Start the kind overlay's image as its pod spec says and walk through a pod's life.
+
+    Read-only root, uid 1034, no capabilities, the memory limit, no network: if the image
+    needed to write outside /tmp, run as root, bind to loopback only or reach out at start,
+    it would fail here rather than in a crash-looping pod.
+    """
+    _require(pod_emulation.docker_available(), "needs a running Docker engine")
+    deployment = manifests.only(kind_objects, "Deployment")
+    app = manifests.container(deployment, NAME)
+    container = pod_emulation.pod_container(deployment, NAME, pod_name=POD_NAME)
+    _require(
+        pod_emulation.image_present(container.image), f"needs {container.image}: run make image"
+    )
+    startup = app["startupProbe"]
+    pod = pod_emulation.RunningPod(container, name=f"iris-manifest-check-{os.getpid()}")
+    try:
+        pod.wait_ready(
+            startup["httpGet"]["path"],
+            timeout=startup["periodSeconds"] * startup["failureThreshold"],
+        )
+        assert pod.listen_addresses() & pod_emulation.WILDCARD_ADDRESSES, (
+            "the kubelet and the Service reach the pod IP, not its loopback"
+        )
+
+        probes = pod.http([("GET", path, None, 1) for path in sorted(_probe_paths(app))])
+        assert [answer["status"] for answer in probes] == [200] * len(probes), probes
+
+        # A bounded burst of the largest requests the API takes, then a seed request.
+        answers = pod.http(
+            [
+                ("POST", "/iris/classify_batch", {"flowers": [SEED_FLOWER] * 5000}, 10),
+                ("POST", "/iris/classify_iris", SEED_FLOWER, 200),
+            ]
+        )
+        assert [answer["status"] for answer in answers] == [200, 200], answers
+        assert answers[-1]["served_by"] == POD_NAME
+        assert pod.inspect("{{.State.OOMKilled}}") == "false"
+        assert pod.memory_usage_bytes() < container.memory_limit_bytes
+
+        pod.exec(*app["lifecycle"]["preStop"]["exec"]["command"])
+        grace = manifests.pod_spec(deployment)["terminationGracePeriodSeconds"]
+        exit_code = pod.stop(grace_seconds=grace - _pre_stop_pause(app))
+        assert exit_code != 137, "SIGTERM did not stop the service within the grace period"
+    finally:
+        pod.remove()
+
+
+def _require(condition: bool, reason: str) -> None:
+    """Skip without a tool the test needs, but fail under CI, where it must be there."""
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+def _probe_paths(app: Manifest) -> set[str]:
+    return {
+        app[probe]["httpGet"]["path"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+
+
+def _pre_stop_pause(app: Manifest) -> int:
+    command = app["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep", command
+    return int(command[1])
