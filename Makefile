@@ -91,6 +91,61 @@ image-stats:
 
 # --- Kubernetes (kustomize/) --------------------------------------------------------------------
 
+# Standalone kustomize when installed, else the one built into kubectl.
+KUSTOMIZE ?= $(if $(shell command -v kustomize),kustomize build,kubectl kustomize)
+OVERLAYS := kind production
+KIND_CLUSTER ?= iris-classifier
+# Every kubectl call names the kind cluster's context: never the production cluster by accident.
+KIND_KUBECTL = kubectl --context kind-$(KIND_CLUSTER) --namespace iris-classifier
+# localhost port that kind-config.yaml maps to the Service's node port.
+KIND_HOST_PORT := 8080
+
+define require_tools
+	@for tool in $(1); do command -v $$tool >/dev/null || { echo "$$tool is not installed: see README, Kubernetes" >&2; exit 1; }; done
+endef
+
+.PHONY: render  ## Render every kustomize overlay to build/manifests/<overlay>.yaml
+render:
+	@mkdir -p build/manifests
+	@for overlay in $(OVERLAYS); do \
+		$(KUSTOMIZE) kustomize/overlays/$$overlay > build/manifests/$$overlay.yaml; \
+		echo "build/manifests/$$overlay.yaml"; \
+	done
+
+.PHONY: measure-memory  ## Measure the memory of one serving replica (sizes the pods' requests)
+measure-memory: model
+	$(BIN)/python -m harness.replica_memory
+
+.PHONY: kind-up  ## Create the local kind cluster (1 control plane, 2 workers, localhost:8080)
+kind-up:
+	$(call require_tools,kind kubectl docker)
+	@if kind get clusters | grep -qx '$(KIND_CLUSTER)'; then echo "kind cluster $(KIND_CLUSTER) exists"; \
+	else kind create cluster --name $(KIND_CLUSTER) --config kustomize/overlays/kind/kind-config.yaml --wait 180s; fi
+
+.PHONY: kind-load  ## Build the image and load it onto every kind node
+kind-load: image
+	$(call require_tools,kind)
+	kind load docker-image iris-classifier:$(VERSION) --name $(KIND_CLUSTER)
+
+.PHONY: deploy-kind  ## Apply the kind overlay and wait until all replicas answer through the node port
+deploy-kind: kind-load
+	$(call require_tools,kubectl curl)
+	kubectl --context kind-$(KIND_CLUSTER) apply -k kustomize/overlays/kind
+	$(KIND_KUBECTL) rollout status deployment/iris-classifier --timeout=300s
+	curl -fsS --retry 10 --retry-connrefused --retry-delay 2 http://localhost:$(KIND_HOST_PORT)/healthcheck
+	@echo
+
+.PHONY: loadtest-kind  ## Load-test the kind deployment through the node port (3 replicas expected)
+loadtest-kind:
+	@curl -fsS -o /dev/null http://localhost:$(KIND_HOST_PORT)/healthcheck || \
+		{ echo "nothing answers on localhost:$(KIND_HOST_PORT): run make kind-up deploy-kind first" >&2; exit 1; }
+	$(MAKE) loadtest HOST=http://localhost:$(KIND_HOST_PORT) REPLICAS=3
+
+.PHONY: kind-down  ## Delete the local kind cluster
+kind-down:
+	$(call require_tools,kind)
+	kind delete cluster --name $(KIND_CLUSTER)
+
 # --- Load test (loadtest/) ----------------------------------------------------------------------
 
 # HAProxy's port in loadtest-local; kind's node port mapping takes localhost:8080 too.
