@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
 
 from iris_classifier.config import MAX_BATCH_ROWS, MAX_FEATURE_CM
 
@@ -76,6 +77,11 @@ class BatchRequest(BaseModel):
     flowers: list[IrisFeatures] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
 
 
+# A typed dict rather than a model for the batch rows: pydantic validates and serialises
+# 1,000 of these several times faster than 1,000 model instances, with the same JSON.
+BatchPrediction = TypedDict("BatchPrediction", {"class": str, "probability": Probability})
+
+
 class BatchClassification(BaseModel):
-    predictions: list[Prediction] = Field(description="One prediction per flower, in order.")
+    predictions: list[BatchPrediction] = Field(description="One prediction per flower, in order.")
     model_version: str

@@ -253,7 +253,7 @@ def test_service_class_called_directly(service_class) -> None:
     single = asyncio.run(service.classify_iris(IrisFeatures(**SEED_FLOWER)))
     assert (single.species, single.probability) == ("setosa", 0.99)
     batch = asyncio.run(service.classify_batch(BatchRequest(flowers=[IrisFeatures(**SEED_FLOWER)])))
-    assert [(p.species, p.probability) for p in batch.predictions] == [("setosa", 0.99)]
+    assert [(p["class"], p["probability"]) for p in batch.predictions] == [("setosa", 0.99)]
 
 
 def test_response_uses_the_seed_field_name_class(service_class) -> None:
