@@ -40,12 +40,23 @@ class RoundResult:
     single: WrkResult
     batch: WrkResult
     batch_rows: int
+    single_cpu_s: float
+    batch_cpu_s: float
     rss_mb: float
     pss_mb: float
 
     @property
     def flowers_per_second(self) -> float:
         return self.batch.requests_per_second * self.batch_rows
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return 1e6 * self.single_cpu_s / self.single.requests if self.single.requests else 0.0
+
+    @property
+    def flowers_per_cpu_second(self) -> float:
+        flowers = self.batch.requests * self.batch_rows
+        return flowers / self.batch_cpu_s if self.batch_cpu_s else 0.0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -59,6 +70,8 @@ class RoundResult:
             "batch_rps": self.batch.requests_per_second,
             "batch_failed": self.batch.failed,
             "flowers_per_second": self.flowers_per_second,
+            "cpu_us_per_request": self.cpu_us_per_request,
+            "flowers_per_cpu_second": self.flowers_per_cpu_second,
             "rss_mb": self.rss_mb,
             "pss_mb": self.pss_mb,
         }
@@ -80,6 +93,22 @@ def tree_memory_mb(pid: int) -> tuple[float, float]:
         rss += info.rss
         pss += getattr(info, "pss", info.rss)
     return rss / 1e6, pss / 1e6
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time used so far by the whole process tree.
+
+    CPU time per request barely moves when other work shares the machine, unlike requests per
+    second, so it is the steadier figure for comparing servers on a busy host.
+    """
+    total = 0.0
+    for proc in process_tree(pid):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def check_answers(base_url: str) -> None:
@@ -116,6 +145,7 @@ def measure_round(
                 connections=settings.single_connections,
                 cpus=settings.load_cpus,
             )
+        cpu_before_single = tree_cpu_seconds(process.pid)
         single = run_wrk(
             base_url,
             "single.lua",
@@ -123,6 +153,7 @@ def measure_round(
             connections=settings.single_connections,
             cpus=settings.load_cpus,
         )
+        cpu_before_batch = tree_cpu_seconds(process.pid)
         batch = run_wrk(
             base_url,
             "batch.lua",
@@ -131,6 +162,7 @@ def measure_round(
             cpus=settings.load_cpus,
             batch_rows=settings.batch_rows,
         )
+        cpu_after_batch = tree_cpu_seconds(process.pid)
         rss_mb, pss_mb = tree_memory_mb(process.pid)
     finally:
         stop_tree(process.pid)
@@ -141,16 +173,21 @@ def measure_round(
         single=single,
         batch=batch,
         batch_rows=settings.batch_rows,
+        single_cpu_s=cpu_before_batch - cpu_before_single,
+        batch_cpu_s=cpu_after_batch - cpu_before_batch,
         rss_mb=rss_mb,
         pss_mb=pss_mb,
     )
     logger.info(
-        "round %d %-16s %8.0f req/s p99 %6.1f ms %9.0f flowers/s %5.0f MB RSS cold %.2f s",
+        "round %d %-16s %8.0f req/s p99 %6.1f ms %6.0f CPU us/req %9.0f flowers/s "
+        "%9.0f flowers/CPU-s %5.0f MB RSS cold %.2f s",
         round_index,
         server.name,
         single.requests_per_second,
         single.p99_ms,
+        result.cpu_us_per_request,
         result.flowers_per_second,
+        result.flowers_per_cpu_second,
         rss_mb,
         cold_start_s,
     )
