@@ -95,6 +95,9 @@ image-stats:
 KUSTOMIZE ?= $(if $(shell command -v kustomize),kustomize build,kubectl kustomize)
 OVERLAYS := kind production
 KIND_CLUSTER ?= iris-classifier
+# Empty: the kind release's default node image. Pin one from its release notes to choose the
+# Kubernetes version, e.g. KIND_NODE_IMAGE=kindest/node:v1.33.1
+KIND_NODE_IMAGE ?=
 # Every kubectl call names the kind cluster's context: never the production cluster by accident.
 KIND_KUBECTL = kubectl --context kind-$(KIND_CLUSTER) --namespace iris-classifier
 # localhost port that kind-config.yaml maps to the Service's node port.
@@ -112,15 +115,16 @@ render:
 		echo "build/manifests/$$overlay.yaml"; \
 	done
 
-.PHONY: measure-memory  ## Measure the memory of one serving replica (sizes the pods' requests)
+.PHONY: measure-memory  ## Measure one serving replica's memory (sizes the pods); ARGS=--pod for the image
 measure-memory: model
-	$(BIN)/python -m harness.replica_memory
+	$(BIN)/python -m harness.replica_memory $(ARGS)
 
 .PHONY: kind-up  ## Create the local kind cluster (1 control plane, 2 workers, localhost:8080)
 kind-up:
 	$(call require_tools,kind kubectl docker)
 	@if kind get clusters | grep -qx '$(KIND_CLUSTER)'; then echo "kind cluster $(KIND_CLUSTER) exists"; \
-	else kind create cluster --name $(KIND_CLUSTER) --config kustomize/overlays/kind/kind-config.yaml --wait 180s; fi
+	else kind create cluster --name $(KIND_CLUSTER) --config kustomize/overlays/kind/kind-config.yaml \
+		$(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE)) --wait 180s; fi
 
 .PHONY: kind-load  ## Build the image and load it onto every kind node
 kind-load: image

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import tomllib
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,6 +81,14 @@ def test_every_overlay_renders_each_object_once(overlay: tuple[str, list[Manifes
     ]
     assert len(keys) == len(set(keys)), keys
     assert {"Namespace", "ServiceAccount", "Service", "Deployment"} <= {key[0] for key in keys}
+
+
+def test_every_object_carries_the_app_labels(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    for obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == NAME, manifests.describe(obj)
+        assert labels.get("app.kubernetes.io/managed-by") == "kustomize", manifests.describe(obj)
 
 
 def test_every_namespaced_object_lands_in_the_app_namespace(
@@ -456,21 +466,37 @@ POD_NAME = "iris-classifier-7d9f8b6c5-x2x4q"
 SEED_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
 
 
+@pytest.fixture(scope="module")
+def kind_image(kind_objects: list[Manifest], trained_model: str) -> str:
+    """The kind overlay's image; built with `make image` (into this session's store) if absent."""
+    _require(pod_emulation.docker_available(), "needs a running Docker engine")
+    image = manifests.container(manifests.only(kind_objects, "Deployment"), NAME)["image"]
+    if not pod_emulation.image_present(image):
+        result = subprocess.run(
+            ["make", "--no-print-directory", "image"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        assert result.returncode == 0, f"make image failed:\n{result.stderr[-4000:]}"
+    assert pod_emulation.image_present(image), f"make image did not produce {image}"
+    return image
+
+
 @pytest.mark.integration
-def test_image_serves_under_the_pod_spec(kind_objects: list[Manifest]) -> None:
+def test_image_serves_under_the_pod_spec(kind_objects: list[Manifest], kind_image: str) -> None:
     """Start the kind overlay's image as its pod spec says and walk through a pod's life.
 
     Read-only root, uid 1034, no capabilities, the memory limit, no network: if the image
     needed to write outside /tmp, run as root, bind to loopback only or reach out at start,
     it would fail here rather than in a crash-looping pod.
     """
-    _require(pod_emulation.docker_available(), "needs a running Docker engine")
     deployment = manifests.only(kind_objects, "Deployment")
     app = manifests.container(deployment, NAME)
     container = pod_emulation.pod_container(deployment, NAME, pod_name=POD_NAME)
-    _require(
-        pod_emulation.image_present(container.image), f"needs {container.image}: run make image"
-    )
+    assert container.image == kind_image
     startup = app["startupProbe"]
     pod = pod_emulation.RunningPod(container, name=f"iris-manifest-check-{os.getpid()}")
     try:
@@ -525,3 +551,24 @@ def _pre_stop_pause(app: Manifest) -> int:
     command = app["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep", command
     return int(command[1])
+
+
+def test_readme_shows_the_current_difference_between_the_overlays(tmp_path: Path) -> None:
+    _require_kustomize()
+    rendered = {}
+    for overlay in ("kind", "production"):
+        rendered[overlay] = tmp_path / f"{overlay}.yaml"
+        rendered[overlay].write_text(manifests.render_text(manifests.overlay_dir(overlay)))
+    result = subprocess.run(
+        ["diff", "-u", str(rendered["kind"]), str(rendered["production"])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    hunks = result.stdout.split("\n", 2)[2]  # without the two file-name lines
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Kubernetes") :]
+    shown = re.search(r"```diff\n(.*?)```", section, re.DOTALL)
+    assert shown, "the README's Kubernetes section shows no diff"
+    assert shown.group(1) == hunks, "README diff is stale: paste the output of the diff again"
