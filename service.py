@@ -25,6 +25,7 @@ from iris_classifier.contract import (
     Classification,
     IrisFeatures,
 )
+from iris_classifier.api_page import ApiPageMiddleware
 from iris_classifier.http import (
     ConciseRefusalFilter,
     ErrorFormatMiddleware,
@@ -116,5 +117,6 @@ class IrisClassifier:
 
 
 IrisClassifier.add_asgi_middleware(ServedByMiddleware, served_by=settings.served_by)
+IrisClassifier.add_asgi_middleware(ApiPageMiddleware)
 IrisClassifier.add_asgi_middleware(ErrorFormatMiddleware)
 IrisClassifier.add_asgi_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes)

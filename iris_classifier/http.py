@@ -1,4 +1,5 @@
-"""ASGI middleware the service adds in front of BentoML's own: body limit and replica identity."""
+"""ASGI middleware the service adds in front of BentoML's own: request limits, error format,
+replica identity, and the concise logging of refused requests."""
 
 from __future__ import annotations
 
@@ -36,13 +37,41 @@ class ServedByMiddleware:
         await self.app(scope, receive, send_with_header)
 
 
+def rewriting_body(send: Send, status: int, rewrite: Callable[[bytes], bytes]) -> Send:
+    """A `send` that holds back a response of `status` and sends it with `rewrite(body)`.
+
+    Responses with any other status stream through untouched, so only the answers that are
+    rewritten pay for buffering.
+    """
+    held_start: Message | None = None
+    held_body: list[bytes] = []
+
+    async def send_rewritten(message: Message) -> None:
+        nonlocal held_start
+        if message["type"] == "http.response.start" and message["status"] == status:
+            held_start = message
+            return
+        if held_start is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        held_body.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = rewrite(b"".join(held_body))
+        headers = [(k, v) for k, v in held_start.get("headers", ()) if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**held_start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return send_rewritten
+
+
 class ErrorFormatMiddleware:
     """Rewrites BentoML's 400 validation answer so its message names each field and reason.
 
     BentoML answers `{"error": "2 validation error for IrisFeaturesIODescriptor", ...}`; the
     client gets `{"error": "invalid input: sepal_length: Input should be a finite number",
     "detail": [{"field": "sepal_length", "reason": "...", "type": "finite_number"}]}` instead.
-    Only 400 answers are buffered; successful ones stream through untouched.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -52,27 +81,7 @@ class ErrorFormatMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        held_start: Message | None = None
-        held_body: list[bytes] = []
-
-        async def send_rewritten(message: Message) -> None:
-            nonlocal held_start
-            if message["type"] == "http.response.start" and message["status"] == 400:
-                held_start = message
-                return
-            if held_start is None or message["type"] != "http.response.body":
-                await send(message)
-                return
-            held_body.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            body = _rewrite_validation_error(b"".join(held_body))
-            headers = [(k, v) for k, v in held_start.get("headers", ()) if k != b"content-length"]
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send({**held_start, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, send_rewritten)
+        await self.app(scope, receive, rewriting_body(send, 400, _rewrite_validation_error))
 
 
 def _rewrite_validation_error(body: bytes) -> bytes:

@@ -296,7 +296,34 @@ def test_production_disruptions_and_rollouts_keep_pods_serving(
     assert strategy["rollingUpdate"]["maxSurge"] not in (0, "0%")
 
 
-def test_production_spreads_pods_over_nodes_and_zones(production_objects: list[Manifest]) -> None:
+def test_pods_spread_over_nodes_in_every_overlay(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    spec = manifests.pod_spec(manifests.only(objects, "Deployment"))
+    by_key = {c["topologyKey"]: c for c in spec["topologySpreadConstraints"]}
+    assert by_key["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    for constraint in by_key.values():
+        # Ignoring taints would count an unusable control plane as an empty node: never met.
+        assert constraint["nodeTaintsPolicy"] == "Honor"
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+
+
+def test_kind_workers_can_hold_the_replicas_within_the_skew(kind_objects: list[Manifest]) -> None:
+    deployment = manifests.only(kind_objects, "Deployment")
+    spec = manifests.pod_spec(deployment)
+    (by_node,) = [
+        c for c in spec["topologySpreadConstraints"] if c["topologyKey"] == "kubernetes.io/hostname"
+    ]
+    # The control plane is tainted and the pods do not tolerate it: only workers take pods.
+    assert not spec.get("tolerations")
+    config = manifests.load_yaml(KIND_CONFIG)
+    workers = sum(node["role"] == "worker" for node in config["nodes"])
+    replicas = deployment["spec"]["replicas"]
+    assert replicas >= workers, "every worker should serve"
+    evenest_skew = 0 if replicas % workers == 0 else 1
+    assert evenest_skew <= by_node["maxSkew"]
+
+
+def test_production_also_spreads_pods_over_zones(production_objects: list[Manifest]) -> None:
     spec = manifests.pod_spec(manifests.only(production_objects, "Deployment"))
     keys = {constraint["topologyKey"] for constraint in spec["topologySpreadConstraints"]}
     assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
