@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+from pathlib import Path
 
 import bentoml
-import joblib
 import numpy as np
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -32,7 +32,7 @@ from iris_classifier.http import (
     RequestLimitsMiddleware,
     ServedByMiddleware,
 )
-from iris_classifier.model import LinearModel
+from iris_classifier.model import WEIGHTS_FILE, LinearModel
 
 settings = Settings.from_env()
 
@@ -61,10 +61,16 @@ class IrisClassifier:
         logging.getLogger("bentoml._internal.server.http_app").addFilter(ConciseRefusalFilter())
         model = self.model_ref.resolve() if hasattr(self.model_ref, "resolve") else self.model_ref
         metadata = model.info.metadata
-        pipeline = joblib.load(
-            self.model_ref.path_of(metadata.get("model_file", "pipeline.joblib"))
-        )
-        self.model = LinearModel(pipeline)
+        weights = Path(self.model_ref.path_of(metadata.get("weights_file", WEIGHTS_FILE)))
+        if weights.is_file():
+            self.model = LinearModel.load(weights)
+        else:  # stored before training saved plain weights: fold the pipeline (imports sklearn)
+            import joblib
+
+            pipeline = joblib.load(
+                self.model_ref.path_of(metadata.get("model_file", "pipeline.joblib"))
+            )
+            self.model = LinearModel(pipeline)
         self.model_version = str(model.tag)
         if list(metadata.get("feature_names", FEATURE_NAMES)) != list(FEATURE_NAMES):
             raise RuntimeError(

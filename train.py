@@ -24,7 +24,7 @@ import sklearn
 from iris_classifier.config import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
 from iris_classifier.data import DataError, TrainingData, load_bundled, load_csv
 from iris_classifier.evaluation import fit_and_evaluate, min_rows_per_class, write_report
-from iris_classifier.model import build_pipeline
+from iris_classifier.model import WEIGHTS_FILE, LinearModel, build_pipeline
 
 logger = logging.getLogger("train")
 
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "feature_names": list(FEATURE_NAMES),
         "feature_unit": FEATURE_UNIT,
         "model_file": MODEL_FILE,
+        "weights_file": WEIGHTS_FILE,
         "library_versions": library_versions(),
     }
     labels = {
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     with bentoml.models.create(MODEL_NAME, metadata=metadata, labels=labels) as model_ref:
         joblib.dump(pipeline, model_ref.path_of(MODEL_FILE))
+        # The service serves from these plain weights and so never imports scikit-learn.
+        LinearModel(pipeline).save(model_ref.path_of(WEIGHTS_FILE))
     summary["model"] = str(model_ref.tag)
     write_report(run_dir, evaluation, summary)
     logger.info(

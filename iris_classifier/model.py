@@ -4,17 +4,26 @@ scikit-learn's `predict_proba` spends about 190 us per call checking its input, 
 arithmetic of a 4-feature linear model is a few microseconds. `LinearModel` therefore folds
 the fitted pipeline into plain weights once, at load time, and evaluates them directly: pure
 Python for one flower, NumPy for a batch. Tests hold it to scikit-learn's answers within 1e-9.
+
+Training also saves those weights as JSON beside the pipeline, so serving needs neither
+scikit-learn nor its SciPy and pandas imports: about 125 MB less per process and a second
+less start-up. scikit-learn is therefore imported only where a pipeline is built or folded.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+WEIGHTS_FILE = "linear_model.json"
 
 
 def build_pipeline(seed: int) -> Pipeline:
@@ -23,6 +32,9 @@ def build_pipeline(seed: int) -> Pipeline:
     All four features share a unit and a similar range, so the model is fitted without
     rescaling; `LinearModel` would fold a StandardScaler in if one were added.
     """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
     return Pipeline([("classifier", LogisticRegression(C=1.0, max_iter=1000, random_state=seed))])
 
 
@@ -34,6 +46,9 @@ class LinearModel:
     """Plain weights of a fitted (StandardScaler ->) LogisticRegression pipeline."""
 
     def __init__(self, pipeline: Pipeline) -> None:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
         *transforms, (_, classifier) = pipeline.steps
         if not isinstance(classifier, LogisticRegression):
             raise UnsupportedPipelineError(f"last step is {type(classifier).__name__}")
@@ -47,12 +62,36 @@ class LinearModel:
             # w . ((x - m) / s) + b  ==  (w / s) . x + (b - w . (m / s))
             bias = bias - weights @ (mean / scale)
             weights = weights / scale
-        self.class_names: tuple[str, ...] = tuple(str(c) for c in classifier.classes_)
+        self._set_weights(weights, bias, [str(c) for c in classifier.classes_])
+
+    def _set_weights(self, weights: np.ndarray, bias: np.ndarray, class_names: list[str]) -> None:
+        self.class_names: tuple[str, ...] = tuple(class_names)
         self.binary = weights.shape[0] == 1
         self._weights = weights
         self._bias = bias
         self._rows = [tuple(float(w) for w in row) for row in weights]
         self._bias_values = tuple(float(b) for b in bias)
+
+    def save(self, path: Path | str) -> None:
+        """Write the folded weights as JSON; floats round-trip exactly."""
+        document = {
+            "class_names": list(self.class_names),
+            "weights": self._weights.tolist(),
+            "bias": self._bias.tolist(),
+        }
+        Path(path).write_text(json.dumps(document, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path | str) -> LinearModel:
+        """Read weights written by `save`, without importing scikit-learn."""
+        document = json.loads(Path(path).read_text())
+        model = cls.__new__(cls)
+        model._set_weights(
+            np.asarray(document["weights"], dtype=float),
+            np.asarray(document["bias"], dtype=float),
+            [str(name) for name in document["class_names"]],
+        )
+        return model
 
     def predict_proba_one(self, features: Sequence[float]) -> list[float]:
         """Class probabilities for one flower, without NumPy's per-call overhead."""

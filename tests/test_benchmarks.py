@@ -121,3 +121,13 @@ def test_smoke_run_measures_every_server(model_store: Path, tmp_path: Path) -> N
     assert "| bentoml |" in report
     assert "Targets for `bentoml`" in report
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_service_module_imports_without_scikit_learn() -> None:
+    """`bentoml serve` imports service.py in its arbiter process too: scikit-learn, SciPy and
+    pandas there would add about 125 MB to a replica that never uses them."""
+    probe = "import sys, service; print(sorted({'sklearn', 'scipy', 'pandas'} & set(sys.modules)))"
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == "[]"

@@ -100,3 +100,16 @@ def test_training_is_reproducible(iris) -> None:
     np.testing.assert_array_equal(
         first.named_steps["classifier"].coef_, second.named_steps["classifier"].coef_
     )
+
+
+def test_saved_weights_answer_like_scikit_learn(iris, tmp_path) -> None:
+    features, target = iris
+    pipeline = fitted(build_pipeline(seed=42), features, target)
+    LinearModel(pipeline).save(tmp_path / "weights.json")
+
+    loaded = LinearModel.load(tmp_path / "weights.json")
+
+    expected = pipeline.predict_proba(features)
+    np.testing.assert_allclose(loaded.predict_proba(features), expected, rtol=0, atol=1e-9)
+    singles = np.array([loaded.predict_proba_one(row) for row in features])
+    np.testing.assert_allclose(singles, expected, rtol=0, atol=1e-9)
