@@ -37,6 +37,7 @@ class RoundResult:
     server: str
     round_index: int
     cold_start_s: float
+    cold_start_cpu_s: float
     single: WrkResult
     batch: WrkResult
     batch_rows: int
@@ -63,6 +64,7 @@ class RoundResult:
             "server": self.server,
             "round": self.round_index,
             "cold_start_s": self.cold_start_s,
+            "cold_start_cpu_s": self.cold_start_cpu_s,
             "single_rps": self.single.requests_per_second,
             "single_p50_ms": self.single.p50_ms,
             "single_p99_ms": self.single.p99_ms,
@@ -136,6 +138,7 @@ def measure_round(
     try:
         wait_http_ok(f"{base_url}{server.ready_path}", timeout=120, process=process)
         cold_start_s = time.monotonic() - started
+        cold_start_cpu_s = tree_cpu_seconds(process.pid)
         check_answers(base_url)
         if settings.warmup_seconds > 0:
             run_wrk(
@@ -170,6 +173,7 @@ def measure_round(
         server=server.name,
         round_index=round_index,
         cold_start_s=cold_start_s,
+        cold_start_cpu_s=cold_start_cpu_s,
         single=single,
         batch=batch,
         batch_rows=settings.batch_rows,
