@@ -75,11 +75,11 @@ build: model
 	@test -s build/bento-tag
 	@cat build/bento-tag
 
-.PHONY: image  ## Build the Bento and its image iris-classifier:$$VERSION; prints the image reference last
+.PHONY: image  ## Build the Bento and its image iris-classifier:<version>; prints the image reference last
 image: build
 	@$(IMAGE_ENV) image/containerize.sh "$$(cat build/bento-tag)" $(IMAGE)
 
-.PHONY: run-image  ## Run the image hardened as in Kubernetes (read-only, uid 1034, no capabilities) on $$PORT
+.PHONY: run-image  ## Run the image hardened as in Kubernetes (read-only, uid 1034, no capabilities) on PORT
 run-image:
 	docker run --rm --read-only --tmpfs /tmp --user 1034:1034 --cap-drop ALL \
 		--security-opt no-new-privileges --network host -e POD_NAME=local \
