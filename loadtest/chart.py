@@ -40,10 +40,14 @@ def write_chart(
         2, 1, figsize=(11, 7), sharex=True, height_ratios=[3, 2]
     )
     replicas = sorted({record.served_by for record in records if record.served_by})
-    for replica in replicas:
+    # Even balancing draws the lines on top of each other: styles keep each one visible.
+    styles = ("-", "--", ":", "-.")
+    for index, replica in enumerate(replicas):
         mask = np.array([record.ok and record.served_by == replica for record in records])
         counts, _ = np.histogram(elapsed[mask], bins=edges)
-        rate_axes.plot(centres, counts / BIN_SECONDS, label=replica, linewidth=1.2)
+        rate_axes.plot(
+            centres, counts / BIN_SECONDS, styles[index % len(styles)], label=replica, linewidth=1.4
+        )
     failed = np.array([not record.ok for record in records])
     failures, _ = np.histogram(elapsed[failed], bins=edges)
     rate_axes.bar(

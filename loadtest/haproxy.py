@@ -106,6 +106,11 @@ class HAProxy:
             if row["pxname"] == BACKEND and row["svname"] not in ("FRONTEND", "BACKEND")
         }
 
+    def connections_accepted(self) -> int:
+        """Client connections the frontend has accepted since HAProxy started."""
+        rows = csv.DictReader(io.StringIO(self._command("show stat").lstrip("# ")))
+        return sum(int(row["stot"] or 0) for row in rows if row["svname"] == "FRONTEND")
+
     def set_state(self, server: str, state: str) -> None:
         """Change a server's admin state: "drain" (no new connections) or "ready"."""
         answer = self._command(f"set server {BACKEND}/{server} state {state}").strip()
@@ -127,19 +132,22 @@ class HAProxy:
 
 
 def _require_free(port: int) -> None:
+    """Fail with a useful message when another server listens on `port`."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As HAProxy does: connections of a previous run in TIME_WAIT must not count as in use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
             raise RuntimeError(
-                f"127.0.0.1:{port} is taken ({exc.strerror}); a kind cluster maps 8080 too: "
-                "choose another port (make loadtest-local LB_PORT=18080)"
+                f"127.0.0.1:{port} is taken ({exc.strerror}); the kind cluster's node port "
+                "mapping uses 8080 too: choose another one, e.g. make loadtest-local LB_PORT=18080"
             ) from exc
 
 
 @contextlib.contextmanager
 def running_haproxy(
-    servers: Sequence[Server], *, listen_port: int, work_dir: Path
+    servers: Sequence[Server], *, listen_port: int, work_dir: Path, log_path: Path
 ) -> Iterator[HAProxy]:
     """HAProxy on 127.0.0.1:`listen_port` until the block ends, all servers UP on entry."""
     _require_free(listen_port)
@@ -148,7 +156,7 @@ def running_haproxy(
     config.write_text(render_config(servers, listen_port=listen_port, stats_socket=stats_socket))
     binary = haproxy_binary()
     subprocess.run([binary, "-c", "-q", "-f", str(config)], check=True)
-    process = start([binary, "-db", "-f", str(config)], log_path=work_dir / "haproxy.log")
+    process = start([binary, "-db", "-f", str(config)], log_path=log_path)
     logger.info("HAProxy (pid %s) on 127.0.0.1:%s, config %s", process.pid, listen_port, config)
     try:
         proxy = HAProxy(process, stats_socket)

@@ -89,14 +89,14 @@ def add_settings(parser: LocustArgumentParser) -> None:
     group.add_argument(
         "--p95-limit-ms",
         type=float,
-        default=100.0,
+        default=150.0,
         env_var="LOCUST_P95_LIMIT_MS",
         help="gate: 95th percentile response time over all requests",
     )
     group.add_argument(
         "--p99-limit-ms",
         type=float,
-        default=250.0,
+        default=400.0,
         env_var="LOCUST_P99_LIMIT_MS",
         help="gate: 99th percentile response time over all requests",
     )

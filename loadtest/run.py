@@ -25,7 +25,7 @@ from pathlib import Path
 from harness.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest.chart import write_chart
 from loadtest.gates import GateResult
-from loadtest.haproxy import Server, running_haproxy
+from loadtest.haproxy import HAProxy, Server, running_haproxy
 from loadtest.replicas import ContainerReplica, ProcessReplica, Replica, docker_image_available
 from loadtest.request_log import read_csv
 from loadtest.scenarios import drive_faults, judge
@@ -131,7 +131,9 @@ def steady_run(host: str, args: argparse.Namespace) -> GateResult:
     return GateResult("steady run (locust gates above)", code == 0, f"locust exit code {code}")
 
 
-def fault_run(host: str, args: argparse.Namespace, replicas, proxy) -> list[GateResult]:
+def fault_run(
+    host: str, args: argparse.Namespace, replicas: Sequence[Replica], proxy: HAProxy
+) -> list[GateResult]:
     report_dir = args.report_dir / "faults"
     logger.info("Fault scenarios under load through %s; report in %s", host, report_dir)
     command = locust_command(host, report_dir, "--skip-gates", "--run-time", FAULT_RUN_CAP)
@@ -171,6 +173,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     # A plain `kill` of this runner must still tear down what it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        results = run_stage(args)
+    except (RuntimeError, TimeoutError, subprocess.SubprocessError, OSError) as exc:
+        # Everything started has been stopped by now; say what broke, not a traceback.
+        logger.error("Load test could not run: %s", exc)
+        return 2
+    for result in results:
+        logger.info("%s", result)
+    passed = all(result.passed for result in results)
+    logger.info("Load test %s", "PASSED" if passed else "FAILED")
+    return 0 if passed else 1
+
+
+def run_stage(args: argparse.Namespace) -> list[GateResult]:
+    """Start replicas and HAProxy, run the load and the faults, stop everything; the gates."""
     log_dir = args.report_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     results: list[GateResult] = []
@@ -186,17 +203,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="haproxy-")))
         servers = [Server(replica.name, replica.port) for replica in replicas]
         proxy = stack.enter_context(
-            running_haproxy(servers, listen_port=args.lb_port, work_dir=work_dir)
+            running_haproxy(
+                servers,
+                listen_port=args.lb_port,
+                work_dir=work_dir,
+                log_path=log_dir / "haproxy.log",
+            )
         )
         host = f"http://127.0.0.1:{args.lb_port}"
         results.append(steady_run(host, args))
         if args.faults:
             results.extend(fault_run(host, args, replicas, proxy))
-    for result in results:
-        logger.info("%s", result)
-    passed = all(result.passed for result in results)
-    logger.info("Load test %s", "PASSED" if passed else "FAILED")
-    return 0 if passed else 1
+    return results
 
 
 if __name__ == "__main__":

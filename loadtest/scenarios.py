@@ -67,6 +67,16 @@ def _wait_port_closed(port: int, *, timeout: float = 10.0) -> float:
     raise TimeoutError(f"port {port} still accepts connections after {timeout:.0f}s")
 
 
+def _wait_for_traffic(proxy: HAProxy, *, timeout: float = 60.0) -> None:
+    """Block until locust's first connections come through (it takes seconds to start)."""
+    deadline = time.monotonic() + timeout
+    already = proxy.connections_accepted()
+    while proxy.connections_accepted() == already:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no load reached HAProxy within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
 def _restart(replica: Replica, proxy: HAProxy, timeline: FaultTimeline) -> float:
     """Start `replica` again and return when the balancer put it back in rotation."""
     timeline.mark(f"start {replica.name}")
@@ -92,6 +102,7 @@ def drive_faults(
     """SIGTERM replicas[0], restart it, SIGKILL replicas[1], restart it; record the timeline."""
     terminated, killed = replicas[0], replicas[1]
     timeline = FaultTimeline()
+    _wait_for_traffic(proxy)
     time.sleep(warmup_s)
 
     start = timeline.mark("baseline")
@@ -215,7 +226,8 @@ def _kill_gates(
         GateResult(
             f"SIGKILL {kill.victim}: success back to 100%",
             recovery_s <= max_recovery_s,
-            f"last failure {recovery_s:.2f} s after the kill (limit {max_recovery_s:g} s); "
+            (f"last failure {recovery_s:.2f} s after the kill" if failed else "no failure at all")
+            + f" (limit {max_recovery_s:g} s); "
             f"HAProxy marked it DOWN after {kill.detected_after_s:.1f} s",
         ),
     ]
