@@ -28,22 +28,29 @@ logger = logging.getLogger(__name__)
 # status, X-Served-By and body. Standard library only, the image has nothing else for it.
 _HTTP_SCRIPT = """
 import json, sys, urllib.error, urllib.request
-port, requests = int(sys.argv[1]), json.load(sys.stdin)
+from concurrent.futures import ThreadPoolExecutor
+port, job = int(sys.argv[1]), json.load(sys.stdin)
+
+def call(method, path, body):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, headers, text = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        status, headers, text = error.code, error.headers, error.read()
+    except OSError as error:
+        status, headers, text = 0, {}, str(error).encode()
+    return {"path": path, "status": status, "served_by": headers.get("X-Served-By"),
+            "body": text.decode(errors="replace")[:500]}
+
 answers = []
-for method, path, body, times in requests:
-    for _ in range(times):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                         method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, headers, text = response.status, response.headers, response.read()
-        except urllib.error.HTTPError as error:
-            status, headers, text = error.code, error.headers, error.read()
-        except OSError as error:
-            status, headers, text = 0, {}, str(error).encode()
-    answers.append({"path": path, "status": status, "served_by": headers.get("X-Served-By"),
-                    "body": text.decode(errors="replace")[:500]})
+with ThreadPoolExecutor(max_workers=job["concurrency"]) as pool:
+    for method, path, body, times in job["requests"]:
+        results = list(pool.map(lambda _: call(method, path, body), range(times)))
+        failed = [result for result in results if result["status"] != 200]
+        answers.append(failed[0] if failed else results[-1])
 print(json.dumps(answers))
 """
 
@@ -143,8 +150,11 @@ class RunningPod:
             container.image,
         )
 
-    def http(self, requests: Sequence[tuple[str, str, Any, int]]) -> list[dict[str, Any]]:
-        """(method, path, JSON body or None, times) each; the last answer of each is returned."""
+    def http(
+        self, requests: Sequence[tuple[str, str, Any, int]], *, concurrency: int = 1
+    ) -> list[dict[str, Any]]:
+        """(method, path, JSON body or None, times) each, sent `concurrency` at a time from
+        inside the container; per entry, its first failed answer, else its last one."""
         output = docker(
             "exec",
             "--interactive",
@@ -153,7 +163,7 @@ class RunningPod:
             "-c",
             _HTTP_SCRIPT,
             str(self.container.port),
-            stdin=json.dumps(list(requests)),
+            stdin=json.dumps({"concurrency": concurrency, "requests": list(requests)}),
         )
         return json.loads(output)
 

@@ -3,8 +3,9 @@
 A pod runs exactly what `bentoml serve` starts here: the arbiter and its worker processes.
 The container's memory cgroup charges each page once, so the sum of PSS (shared pages split
 between the processes that map them) is the closest figure to what the kubelet sees; the sum
-of RSS counts shared pages several times and is an upper bound. Both are taken after start
-and again after a bounded burst of the largest requests the API accepts.
+of RSS counts shared pages several times and is an upper bound. Both are taken after start,
+polled for their peak during a bounded burst of the largest requests the API accepts (several
+in flight at once), and taken again after it.
 
     python -m harness.replica_memory            # or: make measure-memory
     python -m harness.replica_memory --pod      # the kind image, run as its pod spec says
@@ -21,7 +22,10 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -60,15 +64,44 @@ def post_json(url: str, payload: object) -> None:
         response.read()
 
 
-def exercise(base_url: str, *, singles: int, batches: int) -> None:
-    """A bounded burst: `singles` one-flower requests, then `batches` maximal batches."""
-    for _ in range(singles):
-        post_json(f"{base_url}/iris/classify_iris", FLOWER)
-    for _ in range(batches):
-        post_json(f"{base_url}/iris/classify_batch", {"flowers": [FLOWER] * LARGEST_BATCH})
+def exercise(base_url: str, *, singles: int, batches: int, concurrency: int) -> None:
+    """A bounded burst: `singles` one-flower requests, then `batches` maximal batches, each
+    sent `concurrency` at a time so that many large bodies are in the server at once."""
+    batch = {"flowers": [FLOWER] * LARGEST_BATCH}
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(
+            pool.map(lambda _: post_json(f"{base_url}/iris/classify_iris", FLOWER), range(singles))
+        )
+        list(
+            pool.map(lambda _: post_json(f"{base_url}/iris/classify_batch", batch), range(batches))
+        )
 
 
-def measure(*, singles: int, batches: int) -> dict[str, dict[str, float]]:
+def peak_while(
+    sample: Callable[[], dict[str, float]], action: Callable[[], object]
+) -> dict[str, float]:
+    """The largest value of each figure `sample` returns, polled while `action` runs."""
+    peaks: dict[str, float] = {}
+    done = threading.Event()
+
+    def poll() -> None:
+        while True:
+            for key, value in sample().items():
+                peaks[key] = max(peaks.get(key, value), value)
+            if done.wait(0.25):
+                return
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        action()
+    finally:
+        done.set()
+        poller.join()
+    return peaks
+
+
+def measure(*, singles: int, batches: int, concurrency: int) -> dict[str, dict[str, float]]:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     with (
@@ -82,12 +115,15 @@ def measure(*, singles: int, batches: int) -> dict[str, dict[str, float]]:
         ) as server,
     ):
         idle = tree_memory_mib(server.pid)
-        exercise(base_url, singles=singles, batches=batches)
+        peak = peak_while(
+            lambda: tree_memory_mib(server.pid),
+            lambda: exercise(base_url, singles=singles, batches=batches, concurrency=concurrency),
+        )
         loaded = tree_memory_mib(server.pid)
-    return {"after_start": idle, "after_burst": loaded}
+    return {"after_start": idle, "burst_peak": peak, "after_burst": loaded}
 
 
-def measure_pod(*, singles: int, batches: int) -> dict[str, dict[str, float]]:
+def measure_pod(*, singles: int, batches: int, concurrency: int) -> dict[str, dict[str, float]]:
     """The same burst against the kind overlay's image, started as its pod spec says."""
     from harness import manifests, pod_emulation
 
@@ -96,36 +132,52 @@ def measure_pod(*, singles: int, batches: int) -> dict[str, dict[str, float]]:
     pod = pod_emulation.RunningPod(container, name=f"iris-measure-{os.getpid()}")
     try:
         pod.wait_ready("/readyz", timeout=120)
-        idle = pod.memory_usage_bytes() / MIB
-        answers = pod.http(
-            [
-                ("POST", "/iris/classify_iris", FLOWER, singles),
-                ("POST", "/iris/classify_batch", {"flowers": [FLOWER] * LARGEST_BATCH}, batches),
-            ]
-        )
-        if any(answer["status"] != 200 for answer in answers):
-            raise RuntimeError(f"the burst failed: {answers}")
-        loaded = pod.memory_usage_bytes() / MIB
+
+        def usage() -> dict[str, float]:
+            return {"container_mib": pod.memory_usage_bytes() / MIB}
+
+        def burst() -> None:
+            answers = pod.http(
+                [
+                    ("POST", "/iris/classify_iris", FLOWER, singles),
+                    (
+                        "POST",
+                        "/iris/classify_batch",
+                        {"flowers": [FLOWER] * LARGEST_BATCH},
+                        batches,
+                    ),
+                ],
+                concurrency=concurrency,
+            )
+            if any(answer["status"] != 200 for answer in answers):
+                raise RuntimeError(f"the burst failed: {answers}")
+
+        idle = usage()
+        peak = peak_while(usage, burst)
+        loaded = usage()
     finally:
         pod.remove()
-    return {"after_start": {"container_mib": idle}, "after_burst": {"container_mib": loaded}}
+    return {"after_start": idle, "burst_peak": peak, "after_burst": loaded}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--singles", type=int, default=500, help="one-flower requests")
-    parser.add_argument("--batches", type=int, default=20, help=f"{LARGEST_BATCH}-row batches")
+    parser.add_argument("--batches", type=int, default=40, help=f"{LARGEST_BATCH}-row batches")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
     parser.add_argument(
         "--pod", action="store_true", help="measure the kind image in Docker instead"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.pod:
-        result = measure_pod(singles=args.singles, batches=args.batches)
+        result = measure_pod(
+            singles=args.singles, batches=args.batches, concurrency=args.concurrency
+        )
         for stage, figures in result.items():
             logger.info("%-12s container %.0f MiB", stage, figures["container_mib"])
     else:
-        result = measure(singles=args.singles, batches=args.batches)
+        result = measure(singles=args.singles, batches=args.batches, concurrency=args.concurrency)
         for stage, figures in result.items():
             logger.info(
                 "%-12s %d processes  RSS %.0f MiB  PSS %.0f MiB",
