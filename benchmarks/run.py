@@ -31,7 +31,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10, help="length of each measured load")
     parser.add_argument("--warmup", type=float, default=2, help="single-flower warm-up seconds")
     parser.add_argument("--connections", type=int, default=16, help="for single-flower load")
