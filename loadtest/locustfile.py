@@ -125,10 +125,10 @@ def status_problem(response: Any) -> str | None:
     return None
 
 
-class IrisUser(FastHttpUser):
-    """A client that classifies one flower at a time: the article's use case."""
+class IrisClient(FastHttpUser):
+    """What both kinds of user share: their flowers, their pace, their connection policy."""
 
-    weight = 4
+    abstract = True
 
     def on_start(self) -> None:
         self.sampler = FlowerSampler()
@@ -143,6 +143,12 @@ class IrisUser(FastHttpUser):
         every = self.environment.parsed_options.requests_per_connection
         return {"Connection": "close"} if every > 0 and self.requests_sent % every == 0 else {}
 
+
+class IrisUser(IrisClient):
+    """A client that classifies one flower at a time: the article's use case."""
+
+    weight = 4
+
     @task
     def classify_one(self) -> None:
         with self.client.post(
@@ -156,13 +162,13 @@ class IrisUser(FastHttpUser):
                 response.failure(problem)
 
 
-class BatchUser(IrisUser):
+class BatchUser(IrisClient):
     """A client that scores a table of flowers per request."""
 
     weight = 1
 
     @task
-    def classify_one(self) -> None:  # replaces the single-flower task
+    def classify_batch(self) -> None:
         rows = self.environment.parsed_options.batch_size
         with self.client.post(
             "/iris/classify_batch",

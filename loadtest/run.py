@@ -88,7 +88,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=REPO_ROOT / "reports" / "loadtest",
         help="where reports, charts and logs go (reports/loadtest)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.faults and args.replicas < 2:
+        parser.error(
+            "the fault scenarios stop replicas one at a time: use 2 or more, or --no-faults"
+        )
+    return args
 
 
 def choose_replicas(args: argparse.Namespace, log_dir: Path) -> list[Replica]:
@@ -101,7 +106,8 @@ def choose_replicas(args: argparse.Namespace, log_dir: Path) -> list[Replica]:
         return [
             ContainerReplica(name, free_port(), args.image, args.run_id, log_dir) for name in names
         ]
-    logger.info("Replicas: bentoml serve processes (no Docker engine holding %s)", args.image)
+    reason = "as asked" if args.mode == "process" else f"no Docker engine holding {args.image}"
+    logger.info("Replicas: bentoml serve processes (%s)", reason)
     return [ProcessReplica(name, free_port(), log_dir) for name in names]
 
 

@@ -136,7 +136,8 @@ def drive_faults(
     timeline.phases.append(Phase(f"{terminated.name} rejoined", up_at, killed_at, "rejoined"))
     processes = killed.kill()
     died_at = _wait_port_closed(killed.port)
-    detected_s = proxy.wait_for(killed.name, "DOWN")
+    proxy.wait_for(killed.name, "DOWN")
+    detected_s = time.time() - killed_at
     killed.wait_stopped()
     timeline.kill = KillFigures(
         killed.name, killed_at, died_at, processes, open_connections, detected_s
@@ -144,7 +145,7 @@ def drive_faults(
     timeline.notes.append(
         f"{killed.name} SIGKILL: {processes} processes killed with {open_connections} "
         f"connections open through HAProxy; its port closed {1000 * (died_at - killed_at):.0f} ms "
-        f"later; HAProxy marked it DOWN after {detected_s:.1f} s"
+        f"later; HAProxy marked it DOWN {detected_s:.1f} s after the kill"
     )
     time.sleep(observe_s)
     up_at = _restart(killed, proxy, timeline)
@@ -228,6 +229,6 @@ def _kill_gates(
             recovery_s <= max_recovery_s,
             (f"last failure {recovery_s:.2f} s after the kill" if failed else "no failure at all")
             + f" (limit {max_recovery_s:g} s); "
-            f"HAProxy marked it DOWN after {kill.detected_after_s:.1f} s",
+            f"HAProxy marked it DOWN {kill.detected_after_s:.1f} s after the kill",
         ),
     ]
