@@ -131,8 +131,10 @@ def drive_faults(
     )
     time.sleep(observe_s)
 
-    open_connections = proxy.server_states()[killed.name].current_sessions
+    # The kill moment is taken before the connection count, so that a request reaching the
+    # replica between the two is counted among those started while it was dying.
     killed_at = timeline.mark(f"SIGKILL {killed.name}")
+    open_connections = proxy.server_states()[killed.name].current_sessions
     timeline.phases.append(Phase(f"{terminated.name} rejoined", up_at, killed_at, "rejoined"))
     processes = killed.kill()
     died_at = _wait_port_closed(killed.port)
