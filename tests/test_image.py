@@ -237,44 +237,54 @@ def test_x_served_by_is_the_pod_name(container: Container) -> None:
 BATCH = {"flowers": [SEED_FLOWER] * 5000}
 LOAD_THREADS = 8
 LOAD_SECONDS = 3
+# Time for the server to read the headers of every last request before SIGTERM is sent.
+HEADERS_READ_SECONDS = 1.5
 
 
 @dataclass
 class DrainLoad:
     """Keep-alive clients that send batches until told to stop, then one last batch each.
 
-    The last batches are all sent before SIGTERM, so they are in flight when it arrives: a
-    draining server answers every one of them. The clients never open a new connection after
-    SIGTERM, as Kubernetes stops routing to a terminating pod.
+    A last batch is sent in two parts: the headers and half the body, then, after SIGTERM,
+    the rest. The server has begun each of those requests before SIGTERM and can only finish
+    it after, so a server that drains answers all of them and one that does not fails some.
+    The clients open no new connection after SIGTERM, as Kubernetes stops routing to a
+    terminating pod.
     """
 
     port: int
     stop: threading.Event = field(default_factory=threading.Event)
-    last_sent: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
-    answered: list[tuple[int, float]] = field(default_factory=list)
+    sigterm_sent: threading.Event = field(default_factory=threading.Event)
+    last_started: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+    answered: list[tuple[bool, float]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def client(self) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         body = json.dumps(BATCH).encode()
+        last = False
         try:
-            while True:
+            while not last:
                 last = self.stop.is_set()
-                connection.request(
-                    "POST", "/iris/classify_batch", body, {"Content-Type": "application/json"}
-                )
+                connection.putrequest("POST", "/iris/classify_batch")
+                connection.putheader("Content-Type", "application/json")
+                connection.putheader("Content-Length", str(len(body)))
                 if last:
-                    self.last_sent.release()
+                    connection.endheaders(body[: len(body) // 2])
+                    self.last_started.release()
+                    self.sigterm_sent.wait(timeout=60)
+                    connection.send(body[len(body) // 2 :])
+                else:
+                    connection.endheaders(body)
                 response = connection.getresponse()
                 payload = response.read()
                 if response.status != 200 or len(json.loads(payload)["predictions"]) != 5000:
                     self.failures.append(f"HTTP {response.status}: {payload[:200]!r}")
-                self.answered.append((response.status, time.monotonic()))
-                if last:
-                    return
+                self.answered.append((last, time.monotonic()))
         except Exception as error:  # every way a request can fail counts
-            self.failures.append(repr(error))
-            self.last_sent.release()
+            self.failures.append(f"{'last' if last else 'load'} request: {error!r}")
+            if not last:
+                self.last_started.release()
         finally:
             connection.close()
 
@@ -286,25 +296,29 @@ def test_sigterm_drains_requests_in_flight_and_exits_zero(
     drained = start_hardened(
         service_image, log_path=tmp_path / "drain.log", env={"POD_NAME": "drain"}
     )
+    load = DrainLoad(drained.port)
     try:
         wait_http_ok(f"{drained.url}/readyz", timeout=90, process=drained.process)
-        load = DrainLoad(drained.port)
         clients = [threading.Thread(target=load.client) for _ in range(LOAD_THREADS)]
         for client in clients:
             client.start()
         time.sleep(LOAD_SECONDS)
         load.stop.set()
         for _ in clients:
-            assert load.last_sent.acquire(timeout=60), "a client never sent its last batch"
+            assert load.last_started.acquire(timeout=60), "a client never began its last batch"
+        time.sleep(HEADERS_READ_SECONDS)
         sigterm_at = time.monotonic()
         docker("kill", "--signal", "TERM", drained.name)
+        load.sigterm_sent.set()
         for client in clients:
             client.join(timeout=GRACE_PERIOD_S)
         exit_code = drained.wait_exit(timeout=GRACE_PERIOD_S)
 
         assert load.failures == [], drained.logs()[-3000:]
-        answered_after_sigterm = [at for status, at in load.answered if at > sigterm_at]
-        assert answered_after_sigterm, "nothing was in flight at SIGTERM: the test proved nothing"
+        finished_after_sigterm = [at > sigterm_at for last, at in load.answered if last]
+        assert finished_after_sigterm == [True] * LOAD_THREADS
+        assert len(load.answered) > LOAD_THREADS, "no load before SIGTERM"
         assert exit_code == 0, drained.logs()[-3000:]
     finally:
+        load.sigterm_sent.set()  # no client may wait for it forever
         drained.remove()
