@@ -7,10 +7,12 @@ Without a Docker engine these tests skip, except under CI=true, where they fail.
 from __future__ import annotations
 
 import ast
+import contextlib
 import http.client
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -109,11 +111,35 @@ def test_bentofile_pins_match_pyproject() -> None:
 # --- The built image ---------------------------------------------------------------------------
 
 
+DEFAULT_BASE = BENTOFILE["docker"]["base_image"]
+LOCAL_BASE = "iris-python-base:3.11-bookworm"
+
+
+def base_image_obtainable() -> bool:
+    """Whether `make image` can get a base: present, buildable with debootstrap, or pullable."""
+    for image in (LOCAL_BASE, DEFAULT_BASE):
+        with contextlib.suppress(subprocess.CalledProcessError):
+            docker("image", "inspect", image)
+            return True
+    if shutil.which("debootstrap"):
+        return True
+    try:
+        docker("pull", "--quiet", DEFAULT_BASE, timeout=600)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def service_image(trained_model: str) -> str:
     """`make image` against the session's model store; its last output line is the reference."""
     reason = docker_unavailable_reason()
     require(reason is None, f"no Docker engine for the image tests ({reason})")
+    require(
+        base_image_obtainable(),
+        f"no base image: {DEFAULT_BASE} cannot be pulled, {LOCAL_BASE} is absent and "
+        "debootstrap (to build it) is not installed",
+    )
     result = subprocess.run(
         ["make", "--no-print-directory", "image"],
         cwd=REPO_ROOT,
