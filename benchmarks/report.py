@@ -117,6 +117,7 @@ def render_markdown(
     service: str,
     reference: str,
     chart_name: str,
+    descriptions: dict[str, str] | None = None,
 ) -> str:
     summary = medians(results)
     servers = list(summary)
@@ -126,6 +127,7 @@ def render_markdown(
         f"Generated {when} by `{command}`.",
         "",
         *machine_lines(settings),
+        *(f"- `{name}`: {text}" for name, text in (descriptions or {}).items()),
         f"- Load: {rounds} round(s), servers alternated in a rotating order each round; "
         f"{settings.single_seconds:g} s of single-flower requests over "
         f"{settings.single_connections} connections (after {settings.warmup_seconds:g} s warm-up), "

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace, command: str) -> list[RoundResult]:
         service=BENTOML.name,
         reference=REFERENCE,
         chart_name="latest.png",
+        descriptions={server.name: server.description for server in servers},
     )
     (args.output / "latest.md").write_text(markdown)
     render_chart(results, args.output / "latest.png", service=BENTOML.name, reference=REFERENCE)

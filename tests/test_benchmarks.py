@@ -119,6 +119,7 @@ def test_smoke_run_measures_every_server(model_store: Path, tmp_path: Path) -> N
         assert row["rss_mb"] > 0
     report = (tmp_path / "latest.md").read_text()
     assert "| bentoml |" in report
+    assert "`fit-per-request`: baseline (b)" in report
     assert "Targets for `bentoml`" in report
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
 
