@@ -67,8 +67,18 @@ class BatchRequest(BaseModel):
         json_schema_extra={
             "example": {
                 "flowers": [
-                    {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
-                    {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3},
+                    {
+                        "sepal_length": 5.1,
+                        "sepal_width": 3.5,
+                        "petal_length": 1.4,
+                        "petal_width": 0.2,
+                    },
+                    {
+                        "sepal_length": 6.7,
+                        "sepal_width": 3.0,
+                        "petal_length": 5.2,
+                        "petal_width": 2.3,
+                    },
                 ]
             }
         },

@@ -89,7 +89,7 @@ def test_bentofile_include_list_is_explicit() -> None:
 
 
 # Dependencies of pyproject.toml that only `train.py` uses: they stay out of the image.
-TRAINING_ONLY = {"pandas", "matplotlib"}
+TRAINING_ONLY = {"scikit-learn", "pandas", "matplotlib"}
 
 
 def test_bentofile_pins_match_pyproject() -> None:
