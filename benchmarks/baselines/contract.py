@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import bentoml
@@ -69,3 +71,28 @@ def add_contract_error_handler(app: FastAPI) -> None:
         return JSONResponse({"error": "invalid input", "detail": detail}, status_code=422)
 
     app.add_exception_handler(RequestValidationError, invalid_input)
+
+
+def create_app(title: str) -> tuple[FastAPI, dict[str, StoredModel]]:
+    """A FastAPI app that loads the stored model at start-up into the returned dict (key
+    "model"), answers bad input as the service does, and has the seed's health routes."""
+    loaded: dict[str, StoredModel] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loaded["model"] = load_stored_model()
+        yield
+        loaded.clear()
+
+    app = FastAPI(title=title, lifespan=lifespan)
+    add_contract_error_handler(app)
+
+    @app.get("/healthcheck")
+    async def healthcheck() -> str:
+        return "Iris classifier is ready!"
+
+    @app.get("/readyz")
+    async def readyz() -> str:
+        return "ok"
+
+    return app, loaded

@@ -10,34 +10,19 @@ more than it saves. Run it with:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Response
+from fastapi import Response
 
 from benchmarks.baselines.contract import (
     SERVED_BY,
     IrisBatch,
     IrisFeatures,
-    StoredModel,
-    add_contract_error_handler,
-    load_stored_model,
+    create_app,
 )
 
-loaded: dict[str, StoredModel] = {}
-
-
-@asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    loaded["model"] = load_stored_model()
-    yield
-    loaded.clear()
-
-
-app = FastAPI(title="iris baseline: FastAPI, model loaded once", lifespan=lifespan)
-add_contract_error_handler(app)
+app, loaded = create_app("iris baseline: FastAPI, model loaded once")
 
 
 @app.post("/iris/classify_iris")
@@ -70,13 +55,3 @@ async def classify_batch(batch: IrisBatch, response: Response) -> dict[str, Any]
         ],
         "model_version": model.version,
     }
-
-
-@app.get("/healthcheck")
-async def healthcheck() -> str:
-    return "Iris classifier is ready!"
-
-
-@app.get("/readyz")
-async def readyz() -> str:
-    return "ok"

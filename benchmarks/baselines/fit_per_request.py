@@ -10,12 +10,10 @@ endpoints are plain `def`, as in the article, so FastAPI runs them in its thread
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Response
+from fastapi import Response
 from sklearn.base import clone
 from sklearn.datasets import load_iris
 
@@ -23,23 +21,10 @@ from benchmarks.baselines.contract import (
     SERVED_BY,
     IrisBatch,
     IrisFeatures,
-    StoredModel,
-    add_contract_error_handler,
-    load_stored_model,
+    create_app,
 )
 
-template: dict[str, StoredModel] = {}
-
-
-@asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    template["model"] = load_stored_model()
-    yield
-    template.clear()
-
-
-app = FastAPI(title="iris baseline: fit on every request", lifespan=lifespan)
-add_contract_error_handler(app)
+app, template = create_app("iris baseline: fit on every request")
 
 
 def freshly_fitted_pipeline() -> Any:
@@ -77,13 +62,3 @@ def classify_batch(batch: IrisBatch, response: Response) -> dict[str, Any]:
         ],
         "model_version": "fitted-per-request",
     }
-
-
-@app.get("/healthcheck")
-def healthcheck() -> str:
-    return "Iris classifier is ready!"
-
-
-@app.get("/readyz")
-def readyz() -> str:
-    return "ok"
