@@ -96,7 +96,8 @@ class IrisClassifier:
         best = max(range(len(probabilities)), key=probabilities.__getitem__)
         return Classification(
             species=self.model.class_names[best],
-            probability=round(probabilities[best], 2),
+            # Rounded as the batch path rounds, so both endpoints give the same answer.
+            probability=float(np.round(probabilities[best], 2)),
             probabilities={
                 name: round(p, 4)
                 for name, p in zip(self.model.class_names, probabilities, strict=True)
