@@ -39,7 +39,7 @@ train: install
 model: install
 	@$(BIN)/bentoml models get iris_classifier:latest >/dev/null 2>&1 || $(BIN)/python train.py
 
-.PHONY: serve  ## Serve the classifier on $$PORT (default 3000), training first if needed
+.PHONY: serve  ## Serve the classifier on PORT (default 3000), training first if needed
 serve: model
 	$(BIN)/bentoml serve service:IrisClassifier --port $(PORT)
 
