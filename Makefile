@@ -35,9 +35,9 @@ install: $(VENV)/.installed
 train: install
 	$(BIN)/python train.py $(ARGS)
 
-.PHONY: model  ## Train only if the model store has no iris_classifier model yet
+.PHONY: model  ## Train only if the model store has no servable iris_classifier model yet
 model: install
-	@$(BIN)/bentoml models get iris_classifier:latest >/dev/null 2>&1 || $(BIN)/python train.py
+	@$(BIN)/python train.py --if-missing
 
 .PHONY: serve  ## Serve the classifier on PORT (default 3000), training first if needed
 serve: model

@@ -3,6 +3,7 @@
     python train.py                          # the iris data bundled with scikit-learn
     python train.py --data flowers.csv       # sepal_length,sepal_width,petal_length,petal_width,species
     python train.py --min-accuracy 0.95      # a stricter gate
+    python train.py --if-missing             # only if the store has no servable model (make serve)
 
 Exit codes: 0 stored, 1 refused by the quality gate, 2 unusable data or arguments.
 Nothing is stored unless the model passes the gate.
@@ -51,6 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=Path("reports"),
         help="where the evaluation report of each run is written (reports/<run>/)",
     )
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when the store already holds a model the service can serve",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.min_accuracy <= 1:
         parser.error("--min-accuracy must be between 0 and 1")
@@ -80,9 +86,22 @@ def load_data(args: argparse.Namespace) -> TrainingData:
     return load_csv(args.data, min_rows_per_class=min_rows_per_class(args.test_size, args.folds))
 
 
+def servable_model() -> str | None:
+    """Tag of the latest stored model if the service can serve it (it has plain weights)."""
+    try:
+        model = bentoml.models.get(f"{MODEL_NAME}:latest")
+    except bentoml.exceptions.NotFound:
+        return None
+    weights = model.info.metadata.get("weights_file", WEIGHTS_FILE)
+    return str(model.tag) if Path(model.path_of(weights)).is_file() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
+    if args.if_missing and (servable := servable_model()):
+        logger.info("the store already holds %s; not training", servable)
+        return 0
     try:
         data = load_data(args)
     except DataError as exc:

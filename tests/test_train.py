@@ -112,3 +112,23 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--min-accuracy must be between 0 and 1" in result.stderr
     assert stored_models(home) == []
+
+
+def test_if_missing_trains_once_then_keeps_the_stored_model(tmp_path: Path) -> None:
+    first, home = run_train(tmp_path, "--if-missing")
+    assert first.returncode == 0, first.stderr
+    [model_dir] = stored_models(home)
+    second, _ = run_train(tmp_path, "--if-missing")
+    assert second.returncode == 0, second.stderr
+    assert f"the store already holds iris_classifier:{model_dir.name}" in second.stderr
+    assert stored_models(home) == [model_dir]
+
+
+def test_if_missing_replaces_a_model_the_service_cannot_serve(tmp_path: Path) -> None:
+    first, home = run_train(tmp_path)
+    assert first.returncode == 0, first.stderr
+    [old_model] = stored_models(home)
+    (old_model / "linear_model.json").unlink()
+    second, _ = run_train(tmp_path, "--if-missing")
+    assert second.returncode == 0, second.stderr
+    assert len(stored_models(home)) == 2
