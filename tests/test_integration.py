@@ -122,3 +122,10 @@ def test_chunked_oversized_body_is_refused_before_it_is_all_sent(live_server: st
             pass
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert sent_chunks < max_chunks
+
+
+def test_openapi_document_describes_every_route(live_server: str) -> None:
+    _, _, body = request(f"{live_server}/docs.json")
+    paths = json.loads(body)["paths"]
+    assert {"/iris/classify_iris", "/iris/classify_batch", "/healthcheck", "/readyz"} <= set(paths)
+    assert paths["/iris/classify_iris"]["post"]["requestBody"]["required"] is True
