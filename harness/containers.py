@@ -56,16 +56,39 @@ def docker_unavailable_reason() -> str | None:
     return None
 
 
-def docker(*args: str, timeout: float = 60) -> str:
+def docker(*args: str, timeout: float | None = 60, stdin: str | None = None) -> str:
     """stdout of one docker command; raises CalledProcessError (with stderr) on failure."""
     result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+        ["docker", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if result.returncode != 0:
         raise subprocess.CalledProcessError(
             result.returncode, result.args, result.stdout, result.stderr
         )
     return result.stdout.strip()
+
+
+def image_present(image: str) -> bool:
+    """True when a Docker engine answers and holds `image`."""
+    try:
+        docker("image", "inspect", image, timeout=20)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, FileNotFoundError):
+        return False
+    return True
+
+
+def container_logs(name: str, *, tail: int | None = None) -> str:
+    """What the container wrote to stdout and stderr (empty when it is gone)."""
+    limit = ["--tail", str(tail)] if tail is not None else []
+    result = subprocess.run(
+        ["docker", "logs", *limit, name], capture_output=True, text=True, timeout=60, check=False
+    )
+    return result.stdout + result.stderr if result.returncode == 0 else ""
 
 
 @dataclass

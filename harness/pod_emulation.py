@@ -10,6 +10,7 @@ it against the container port the Service targets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import manifests
+from harness.containers import container_logs, docker
 from harness.manifests import Manifest
 
 logger = logging.getLogger(__name__)
@@ -164,6 +166,7 @@ class RunningPod:
             _HTTP_SCRIPT,
             str(self.container.port),
             stdin=json.dumps({"concurrency": concurrency, "requests": list(requests)}),
+            timeout=None,  # a burst's length is bounded by the requests it is given
         )
         return json.loads(output)
 
@@ -198,20 +201,15 @@ class RunningPod:
 
     def stop(self, *, grace_seconds: int) -> int:
         """SIGTERM, SIGKILL after `grace_seconds`; the exit code (137 means it was killed)."""
-        docker("stop", "--time", str(grace_seconds), self.name)
+        docker("stop", "--time", str(grace_seconds), self.name, timeout=grace_seconds + 60)
         return int(self.inspect("{{.State.ExitCode}}"))
 
     def logs(self) -> str:
-        result = subprocess.run(
-            ["docker", "logs", "--tail", "40", self.name],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return result.stdout + result.stderr
+        return container_logs(self.name, tail=40)
 
     def remove(self) -> None:
-        subprocess.run(["docker", "rm", "--force", self.name], capture_output=True, check=False)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            docker("rm", "--force", self.name)
 
 
 def _docker_size(text: str) -> str:
@@ -220,28 +218,3 @@ def _docker_size(text: str) -> str:
     if not match:
         raise ValueError(f"unexpected docker size {text!r}")
     return match.group(1) + (match.group(2) or "")
-
-
-def docker(*args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        ["docker", *args], input=stdin, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"docker {args[0]} failed: {result.stderr.strip()}")
-    return result.stdout
-
-
-def docker_available() -> bool:
-    try:
-        docker("info", "--format", "{{.ServerVersion}}")
-    except (RuntimeError, FileNotFoundError):
-        return False
-    return True
-
-
-def image_present(image: str) -> bool:
-    try:
-        docker("image", "inspect", image)
-    except RuntimeError:
-        return False
-    return True

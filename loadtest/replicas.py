@@ -20,6 +20,7 @@ from typing import Protocol
 
 import psutil
 
+from harness.containers import HARDENED_RUN_FLAGS, container_logs, docker
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
@@ -113,22 +114,6 @@ class ProcessReplica:
                 leftover.kill()
 
 
-def _docker(
-    *args: str, check: bool = True, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", *args], check=check, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def docker_image_available(image: str) -> bool:
-    """True when a Docker engine answers and holds `image`."""
-    try:
-        return _docker("image", "inspect", image, check=False, timeout=20).returncode == 0
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-
-
 class ContainerReplica:
     """A container of the built image on the host network, as one pod of the Deployment."""
 
@@ -142,13 +127,13 @@ class ContainerReplica:
 
     def launch(self) -> None:
         self._save_logs()
-        _docker("rm", "--force", self.container, check=False)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            docker("rm", "--force", self.container)
         # Hardened as the Deployment runs it: read-only root, the image's uid, no capabilities.
-        _docker(
-            *("run", "--detach", "--name", self.container, "--network", "host"),
+        docker(
+            *("run", "--detach", "--name", self.container),
             *("--label", f"iris-loadtest={self.run_label}"),
-            *("--read-only", "--tmpfs", "/tmp", "--user", "1034:1034", "--cap-drop", "ALL"),
-            *("--security-opt", "no-new-privileges"),
+            *HARDENED_RUN_FLAGS,
             *("--env", f"POD_NAME={self.name}", "--env", "BENTOML_DO_NOT_TRACK=true"),
             self.image,
             *("--host", "127.0.0.1", "--port", str(self.port)),
@@ -158,30 +143,29 @@ class ContainerReplica:
         return wait_http_ok(_readyz(self.port), timeout=READY_TIMEOUT_S)
 
     def terminate(self) -> None:
-        _docker("kill", "--signal", "SIGTERM", self.container)
+        docker("kill", "--signal", "SIGTERM", self.container)
 
     def kill(self) -> int:
         # Straight to the container's processes as seen from the host: `docker kill` goes
         # through the engine and takes a few hundred ms, which would blur the kill moment.
-        pid = int(_docker("inspect", "--format", "{{.State.Pid}}", self.container).stdout)
+        pid = int(docker("inspect", "--format", "{{.State.Pid}}", self.container))
         if pid > 0 and (tree := signal_tree(pid, signal.SIGKILL)):
             return len(tree)
-        _docker("kill", "--signal", "SIGKILL", self.container)
+        docker("kill", "--signal", "SIGKILL", self.container)
         return 1
 
     def wait_stopped(self) -> float:
         started = time.monotonic()
-        _docker("wait", self.container, timeout=STOP_TIMEOUT_S)
+        docker("wait", self.container, timeout=STOP_TIMEOUT_S)
         return time.monotonic() - started
 
     def remove(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self._save_logs()
-            _docker("rm", "--force", self.container, check=False)
+            docker("rm", "--force", self.container)
 
     def _save_logs(self) -> None:
         """Append the container's output to its log file before the container goes away."""
-        logs = _docker("logs", self.container, check=False)
-        if logs.returncode == 0:
+        if logs := container_logs(self.container):
             with self.log_path.open("a", encoding="utf-8") as log:
-                log.write(logs.stdout + logs.stderr)
+                log.write(logs)

@@ -22,11 +22,12 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.containers import image_present
 from harness.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest.chart import write_chart
 from loadtest.gates import GateResult
 from loadtest.haproxy import HAProxy, Server, running_haproxy
-from loadtest.replicas import ContainerReplica, ProcessReplica, Replica, docker_image_available
+from loadtest.replicas import ContainerReplica, ProcessReplica, Replica
 from loadtest.request_log import read_csv
 from loadtest.scenarios import drive_faults, judge
 
@@ -97,9 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def choose_replicas(args: argparse.Namespace, log_dir: Path) -> list[Replica]:
-    use_containers = args.mode == "container" or (
-        args.mode == "auto" and docker_image_available(args.image)
-    )
+    use_containers = args.mode == "container" or (args.mode == "auto" and image_present(args.image))
     names = [f"replica-{index}" for index in range(1, args.replicas + 1)]
     if use_containers:
         logger.info("Replicas: containers of %s (label iris-loadtest=%s)", args.image, args.run_id)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from harness import manifests, pod_emulation
+from harness.containers import docker_unavailable_reason, image_present
 from harness.manifests import Manifest
 from harness.processes import REPO_ROOT
 
@@ -496,9 +497,9 @@ SEED_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_wi
 @pytest.fixture(scope="module")
 def kind_image(kind_objects: list[Manifest], trained_model: str) -> str:
     """The kind overlay's image; built with `make image` (into this session's store) if absent."""
-    _require(pod_emulation.docker_available(), "needs a running Docker engine")
+    _require(docker_unavailable_reason() is None, "needs a running Docker engine")
     image = manifests.container(manifests.only(kind_objects, "Deployment"), NAME)["image"]
-    if not pod_emulation.image_present(image):
+    if not image_present(image):
         result = subprocess.run(
             ["make", "--no-print-directory", "image"],
             cwd=REPO_ROOT,
@@ -508,7 +509,7 @@ def kind_image(kind_objects: list[Manifest], trained_model: str) -> str:
             check=False,
         )
         assert result.returncode == 0, f"make image failed:\n{result.stderr[-4000:]}"
-    assert pod_emulation.image_present(image), f"make image did not produce {image}"
+    assert image_present(image), f"make image did not produce {image}"
     return image
 
 
