@@ -127,30 +127,29 @@ def even_records(start: float, end: float, replicas: int = 3) -> list[RequestRec
     ]
 
 
-def test_judge_passes_clean_phases_and_a_bounded_crash() -> None:
-    records = [*even_records(0, 20), *even_records(30, 40)]
-    records += [record(30.0 - 0.004, served_by="", ok=False)]  # in flight at the kill
+def judge_faults(records: list[RequestRecord], timeline: FaultTimeline) -> list:
+    """The fault run judged with the gates `make loadtest-local` uses, for 3 replicas."""
     _, results = judge(
         records,
-        fault_timeline(kill_at=30.0, open_connections=1),
+        timeline,
         replica_count=3,
         max_failure_ratio=0.01,
         balance_alpha=0.001,
         max_recovery_s=5,
     )
+    return results
+
+
+def test_judge_passes_clean_phases_and_a_bounded_crash() -> None:
+    records = [*even_records(0, 20), *even_records(30, 40)]
+    records += [record(30.0 - 0.004, served_by="", ok=False)]  # in flight at the kill
+    results = judge_faults(records, fault_timeline(kill_at=30.0, open_connections=1))
     assert all(result.passed for result in results), [str(result) for result in results]
 
 
 def test_judge_fails_a_sigterm_that_lost_a_request() -> None:
     records = [*even_records(0, 20), record(15.0, served_by="", ok=False)]
-    _, results = judge(
-        records,
-        fault_timeline(kill_at=30.0, open_connections=0),
-        replica_count=3,
-        max_failure_ratio=0.01,
-        balance_alpha=0.001,
-        max_recovery_s=5,
-    )
+    results = judge_faults(records, fault_timeline(kill_at=30.0, open_connections=0))
     failed = [result.name for result in results if not result.passed]
     assert failed == ["SIGTERM replica-1: zero failures"]
 
@@ -158,19 +157,19 @@ def test_judge_fails_a_sigterm_that_lost_a_request() -> None:
 def test_judge_fails_a_crash_with_more_failures_than_requests_in_flight() -> None:
     late_failures = [record(31.0 + index, served_by="", ok=False) for index in range(6)]
     records = [*even_records(0, 20), *even_records(30, 40), *late_failures]
-    _, results = judge(
-        records,
-        fault_timeline(kill_at=30.0, open_connections=1),
-        replica_count=3,
-        max_failure_ratio=0.01,
-        balance_alpha=0.001,
-        max_recovery_s=5,
-    )
+    results = judge_faults(records, fault_timeline(kill_at=30.0, open_connections=1))
     failed = {result.name for result in results if not result.passed}
     assert failed == {
         "SIGKILL replica-2: failures bounded by its in-flight requests",
         "SIGKILL replica-2: success back to 100%",
     }
+
+
+def require_haproxy() -> None:
+    try:
+        haproxy_binary()
+    except FileNotFoundError as missing:
+        require(False, str(missing))
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -185,10 +184,7 @@ def test_request_log_round_trips_and_charts(tmp_path: Path) -> None:
 
 
 def test_haproxy_accepts_the_generated_config(tmp_path: Path) -> None:
-    require(
-        shutil.which("haproxy") is not None or Path("/usr/sbin/haproxy").exists(),
-        "haproxy is not installed",
-    )
+    require_haproxy()
     config = tmp_path / "haproxy.cfg"
     servers = [Server("replica-1", 3001), Server("replica-2", 3002)]
     config.write_text(render_config(servers, listen_port=8080, stats_socket=tmp_path / "s.sock"))
@@ -259,10 +255,7 @@ def leftovers(run_id: str) -> list[str]:
 def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     trained_model: str, tmp_path: Path
 ) -> None:
-    require(
-        shutil.which("haproxy") is not None or Path("/usr/sbin/haproxy").exists(),
-        "haproxy is not installed (apt-get install haproxy)",
-    )
+    require_haproxy()
     from harness.processes import free_port
 
     run_id = uuid.uuid4().hex[:8]
