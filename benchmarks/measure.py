@@ -13,7 +13,15 @@ import psutil
 
 from benchmarks.loadgen import WrkResult, run_wrk
 from benchmarks.servers import Server
-from harness.processes import REPO_ROOT, free_port, process_tree, start, stop_tree, wait_http_ok
+from harness.processes import (
+    REPO_ROOT,
+    free_port,
+    process_tree,
+    start,
+    stop_tree,
+    tree_memory_bytes,
+    wait_http_ok,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,20 +88,8 @@ class RoundResult:
 
 
 def tree_memory_mb(pid: int) -> tuple[float, float]:
-    """Resident and proportional set sizes summed over the whole process tree, in MB.
-
-    RSS counts pages shared between forked workers once per process, so it overstates what a
-    multi-process server costs; PSS splits shared pages fairly and is close to what a
-    container's memory cgroup is charged. Both are reported.
-    """
-    rss = pss = 0
-    for proc in process_tree(pid):
-        try:
-            info = proc.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        rss += info.rss
-        pss += getattr(info, "pss", info.rss)
+    """Resident and proportional set sizes summed over the whole process tree, in MB."""
+    _, rss, pss = tree_memory_bytes(pid)
     return rss / 1e6, pss / 1e6
 
 

@@ -66,6 +66,25 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return []
 
 
+def tree_memory_bytes(pid: int) -> tuple[int, int, int]:
+    """(processes, RSS, PSS) summed over `pid` and its descendants.
+
+    RSS counts pages shared between forked workers once per process, so it overstates what a
+    multi-process server costs; PSS splits shared pages fairly and is close to what a
+    container's memory cgroup is charged.
+    """
+    rss = pss = 0
+    processes = process_tree(pid)
+    for proc in processes:
+        try:
+            info = proc.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return len(processes), rss, pss
+
+
 def signal_tree(pid: int, signum: int) -> list[psutil.Process]:
     """Send `signum` to `pid` and every descendant; return the processes signalled."""
     tree = process_tree(pid)

@@ -28,9 +28,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
-
-from harness.processes import REPO_ROOT, bentoml_serve_command, free_port, process_tree, running
+from harness.processes import (
+    REPO_ROOT,
+    bentoml_serve_command,
+    free_port,
+    running,
+    tree_memory_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +45,8 @@ FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_w
 
 def tree_memory_mib(pid: int) -> dict[str, float]:
     """RSS and PSS summed over `pid` and its descendants, in MiB."""
-    rss = pss = 0
-    processes = process_tree(pid)
-    for proc in processes:
-        try:
-            info = proc.memory_full_info()
-        except psutil.NoSuchProcess:
-            continue
-        rss += info.rss
-        pss += getattr(info, "pss", info.rss)
-    return {"processes": len(processes), "rss_mib": rss / MIB, "pss_mib": pss / MIB}
+    processes, rss, pss = tree_memory_bytes(pid)
+    return {"processes": processes, "rss_mib": rss / MIB, "pss_mib": pss / MIB}
 
 
 def post_json(url: str, payload: object) -> None:
