@@ -1,0 +1,1 @@
+"""Serving: model loading, start-up checks and prediction; never imports the training code."""

@@ -1,0 +1,1 @@
+"""Training: estimators, ONNX export with its parity gate, data layouts and model comparison."""
