@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pandas as pd
 from sklearn.datasets import load_iris
 
 from iris_classifier.config import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.training.layouts import LayoutError, recognise
 
 SPECIES_COLUMN = "species"
 # Shown at most this many offending lines per problem; the count says how many there are.
@@ -49,8 +51,14 @@ def load_bundled() -> TrainingData:
     return TrainingData(features, species, "scikit-learn bundled iris", _frame_sha256(frame))
 
 
-def load_csv(path: Path, *, min_rows_per_class: int) -> TrainingData:
-    """Read and check a CSV; raise `DataError` naming the first problem found."""
+def load_csv(
+    path: Path, *, min_rows_per_class: int, columns: Mapping[str, str] | None = None
+) -> TrainingData:
+    """Read and check a CSV; raise `DataError` naming the first problem found.
+
+    UCI's `iris.data` and Kaggle's `Iris.csv` are recognised by their first line; `columns`
+    maps any other layout ({required column: file column}).
+    """
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -61,23 +69,41 @@ def load_csv(path: Path, *, min_rows_per_class: int) -> TrainingData:
         raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
     # pandas renames a repeated column ("a.1"), so the header is checked as written.
     header = [column.strip() for column in next(csv.reader(io.StringIO(text)), [])]
-    _check_columns(path, header)
+    try:
+        layout = recognise(header, columns)
+    except LayoutError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+    _check_columns(path, [name for name in layout.columns if name is not None])
     try:
         # Everything is read as text first so that a stray word is reported, not silently NaN.
         raw = pd.read_csv(
-            io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True
+            io.StringIO(text),
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+            header=0 if layout.has_header else None,
         )
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
-    raw.columns = header
+    if len(raw.columns) != len(layout.columns):
+        raise DataError(
+            f"{path}: not a readable CSV file (the first line has {len(layout.columns)} fields, "
+            f"the rows {len(raw.columns)})"
+        )
+    raw.columns = [name or f"ignored {i}" for i, name in enumerate(layout.columns)]
     if raw.empty:
         raise DataError(f"{path}: the header is there but there are no data rows")
+    # Indexed by line number in the file, so every message names the lines as an editor does.
+    first_line = 2 if layout.has_header else 1
+    raw.index = range(first_line, first_line + len(raw))
 
     features = pd.DataFrame({name: _numeric_column(path, raw, name) for name in FEATURE_NAMES})
     species = _species_column(path, raw)
     _check_classes(path, species, min_rows_per_class)
+    features, species = features.reset_index(drop=True), species.reset_index(drop=True)
     frame = features.assign(**{SPECIES_COLUMN: species})
-    return TrainingData(features, species, str(path), _frame_sha256(frame))
+    source = str(path) if layout.name == "header" else f"{path} ({layout.name} layout)"
+    return TrainingData(features, species, source, _frame_sha256(frame))
 
 
 def _check_columns(path: Path, columns: list[str]) -> None:
@@ -93,12 +119,15 @@ def _check_columns(path: Path, columns: list[str]) -> None:
     if extra:
         problems.append(f"unexpected columns {extra}")
     if problems:
-        raise DataError(f"{path}: {'; '.join(problems)}; expected exactly {expected}")
+        raise DataError(
+            f"{path}: {'; '.join(problems)}; expected exactly {expected} "
+            "(or name yours with --columns NAME=COLUMN,...)"
+        )
 
 
 def _lines(mask: pd.Series) -> str:
-    """CSV line numbers of the rows in `mask` (line 1 is the header)."""
-    lines = [str(i + 2) for i in np.flatnonzero(mask.to_numpy())]
+    """File line numbers of the rows in `mask` (the frame is indexed by line number)."""
+    lines = [str(line) for line in mask.index[mask.to_numpy()]]
     shown = ", ".join(lines[:MAX_LINES_SHOWN])
     more = f" and {len(lines) - MAX_LINES_SHOWN} more" if len(lines) > MAX_LINES_SHOWN else ""
     return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"

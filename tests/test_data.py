@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from iris_classifier.data import DataError, load_bundled, load_csv
+from iris_classifier.training.layouts import parse_column_mapping
 
 HEADER = "sepal_length,sepal_width,petal_length,petal_width,species"
 GOOD_ROWS = [
@@ -145,3 +146,76 @@ def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(csv_text(GOOD_ROWS).encode() + b"\xff\xfe,1,2,3,setosa\n")
     with pytest.raises(DataError):
         load(path)
+
+
+def uci_text(rows: list[str]) -> str:
+    """UCI's iris.data: no header, `Iris-` labels, and the blank lines the real file ends with."""
+    return (
+        "\n".join(",".join([*r.split(",")[:4], "Iris-" + r.split(",")[4]]) for r in rows) + "\n\n"
+    )
+
+
+def kaggle_text(rows: list[str]) -> str:
+    header = "Id,SepalLengthCm,SepalWidthCm,PetalLengthCm,PetalWidthCm,Species"
+    lines = [f"{i},{r.rsplit(',', 1)[0]},Iris-{r.rsplit(',', 1)[1]}" for i, r in enumerate(rows, 1)]
+    return "\n".join([header, *lines]) + "\n"
+
+
+def test_uci_iris_data_is_recognised(tmp_path: Path) -> None:
+    data = load(write(tmp_path, uci_text(GOOD_ROWS)))
+    original = load(write(tmp_path, csv_text(GOOD_ROWS)))
+    assert data.sha256 == original.sha256
+    assert "UCI iris.data layout" in data.source
+
+
+def test_uci_iris_data_reports_file_line_numbers(tmp_path: Path) -> None:
+    # No header: the bad flower is on line 25 of the file, not 26.
+    text = uci_text([*GOOD_ROWS, "5.0,abc,1.4,0.2,setosa"])
+    with pytest.raises(DataError, match="non-numeric values on line 25 "):
+        load(write(tmp_path, text))
+
+
+def test_kaggle_iris_csv_is_recognised(tmp_path: Path) -> None:
+    data = load(write(tmp_path, kaggle_text(GOOD_ROWS)))
+    assert data.sha256 == load(write(tmp_path, csv_text(GOOD_ROWS))).sha256
+    assert list(data.features.columns) == list(HEADER.split(",")[:4])
+    assert "Kaggle Iris.csv layout" in data.source
+
+
+def test_column_mapping_reads_another_layout(tmp_path: Path) -> None:
+    header = "Kind,SL,SW,PL,PW,Notes"
+    rows = [f"{r.rsplit(',', 1)[1]},{r.rsplit(',', 1)[0]},ok" for r in GOOD_ROWS]
+    mapping = parse_column_mapping(
+        "sepal_length=SL, sepal_width=SW, petal_length=PL, petal_width=PW, species=Kind"
+    )
+    data = load_csv(write(tmp_path, csv_text(rows, header)), min_rows_per_class=8, columns=mapping)
+    assert data.sha256 == load(write(tmp_path, csv_text(GOOD_ROWS))).sha256
+
+
+def test_unknown_layout_is_still_refused_with_a_hint(tmp_path: Path) -> None:
+    header = "Kind,SL,SW,PL,PW"
+    rows = [f"{r.rsplit(',', 1)[1]},{r.rsplit(',', 1)[0]}" for r in GOOD_ROWS]
+    with pytest.raises(DataError, match=r"missing columns .*--columns"):
+        load(write(tmp_path, csv_text(rows, header)))
+
+
+def test_column_mapping_naming_an_absent_column_is_refused(tmp_path: Path) -> None:
+    mapping = parse_column_mapping(
+        "sepal_length=SL,sepal_width=SW,petal_length=PL,petal_width=PW,species=Kind"
+    )
+    with pytest.raises(DataError, match=r"does not have: \['Kind', 'PL', 'PW', 'SL', 'SW'\]"):
+        load_csv(write(tmp_path, csv_text(GOOD_ROWS)), min_rows_per_class=8, columns=mapping)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sepal_length=a,sepal_width=b,petal_length=c,petal_width=d", "no column given for"),
+        ("sepal_length=a,sepal_length=b", "mapped twice"),
+        ("stem=a", "'stem' is not one of"),
+        ("sepal_length", "is not NAME=COLUMN"),
+    ],
+)
+def test_bad_column_mapping_is_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_column_mapping(text)
