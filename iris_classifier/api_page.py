@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from iris_classifier.http import ASGIApp, Message, Receive, Scope, Send, rewriting_body
+from iris_classifier.serving import card
 
 CONTENT_SECURITY_POLICY = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
@@ -92,10 +93,32 @@ HEALTHCHECK_OPERATION = {
 }
 
 
+MODEL_OPERATION = {
+    "get": {
+        "tags": ["Service APIs"],
+        "description": "The served model: estimator, hyper-parameters, hold-out and "
+        "cross-validation metrics, classes, features, ONNX precision and opset.",
+        "responses": {
+            "200": {
+                "description": "Successful Response",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
+}
+
+
 def describe_service(document: dict[str, Any]) -> dict[str, Any]:
     """BentoML's OpenAPI document corrected to what this service accepts and answers."""
     _to_openapi_30_bounds(document)
     document.setdefault("paths", {}).setdefault("/healthcheck", HEALTHCHECK_OPERATION)
+    document["paths"].setdefault("/iris/model", MODEL_OPERATION)
+    served = card.published()
+    if served:
+        # The API page shows this description first: which estimator answers, how well it scored.
+        info = document.setdefault("info", {})
+        info["description"] = f"{card.summary(served)}\n\n{info.get('description') or ''}"
+        info["x-model"] = served
     document.setdefault("components", {}).setdefault("schemas", {})["InvalidArgument"] = {
         **REFUSAL_SCHEMA,
         "title": "InvalidArgument",

@@ -264,3 +264,23 @@ def test_response_uses_the_seed_field_name_class(service_class) -> None:
     dumped = json.loads(answer.model_dump_json())
     assert "class" in dumped
     assert "species" not in dumped
+
+
+def test_model_endpoint_names_the_estimator_and_its_metrics(service_client, trained_model) -> None:
+    response = service_client.get("/iris/model")
+    assert response.status_code == 200
+    card = response.json()
+    assert card["model_version"] == trained_model
+    assert card["estimator"] == "logistic-regression"
+    assert card["format"] == "onnx"
+    assert 0.9 <= card["metrics"]["holdout_accuracy"] <= 1
+    assert card["class_names"] == ["setosa", "versicolor", "virginica"]
+
+
+def test_api_page_document_describes_the_served_model(service_client, trained_model) -> None:
+    document = service_client.get("/docs.json").json()
+    assert document["info"]["description"].startswith(f"Served model {trained_model}: ")
+    assert "logistic-regression" in document["info"]["description"]
+    assert "holdout accuracy" in document["info"]["description"]
+    assert document["info"]["x-model"]["estimator"] == "logistic-regression"
+    assert "get" in document["paths"]["/iris/model"]

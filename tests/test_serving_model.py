@@ -1,0 +1,64 @@
+"""Start-up checks of the served ONNX model: every bad model is refused in one clear line.
+
+Each case is checked twice: by `load` directly, and by a real `bentoml serve`, which must
+exit non-zero with that one line (no traceback) and never answer its readiness probe.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iris_classifier.config import FEATURE_NAMES
+from iris_classifier.serving.model import ModelError, load
+from tests.conftest import REPO_ROOT, SESSION_HOME
+from tests.model_store import BAD_MODEL_CASES, break_model, copy_store, stored_metadata
+
+pytestmark = pytest.mark.usefixtures("trained_model")
+
+
+def test_good_model_loads_and_answers_like_its_batch_path(tmp_path: Path) -> None:
+    model_dir = copy_store(SESSION_HOME, tmp_path)
+    classifier = load(model_dir, stored_metadata(model_dir), FEATURE_NAMES)
+    rows = np.random.default_rng(3).uniform(0.1, 10, size=(50, 4))
+    batch = classifier.predict_proba(rows)
+    # The single-flower path reuses one bound buffer: every call must see its own flower.
+    singles = np.array([classifier.predict_proba_one(tuple(row)) for row in rows])
+    np.testing.assert_allclose(singles, batch, rtol=0, atol=1e-5)
+    assert classifier.class_names == ("setosa", "versicolor", "virginica")
+
+
+@pytest.mark.parametrize("case", BAD_MODEL_CASES)
+def test_bad_model_is_refused_by_load(tmp_path: Path, case: str) -> None:
+    model_dir = copy_store(SESSION_HOME, tmp_path)
+    expected = break_model(model_dir, case)
+    with pytest.raises(ModelError) as refused:
+        load(model_dir, stored_metadata(model_dir), FEATURE_NAMES)
+    assert expected in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", BAD_MODEL_CASES)
+def test_bentoml_serve_exits_with_one_line_on_a_bad_model(tmp_path: Path, case: str) -> None:
+    home = tmp_path / "home"
+    expected = break_model(copy_store(SESSION_HOME, home), case)
+    bentoml_cli = Path(sys.executable).with_name("bentoml")
+    result = subprocess.run(
+        [str(bentoml_cli), "serve", "service:IrisClassifier", "--port", "1"],
+        cwd=REPO_ROOT,
+        env={"PATH": "/usr/bin:/bin", "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    refusals = [line for line in result.stderr.splitlines() if "refusing to serve" in line]
+    assert len(refusals) == 1, result.stderr[-2000:]
+    assert expected in refusals[0]
+    assert "Traceback" not in result.stderr + result.stdout
