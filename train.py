@@ -1,12 +1,15 @@
-"""Train the iris classifier, check it against a quality gate and store it in BentoML.
+"""Train the iris classifier, check it, export it to ONNX and store it in BentoML.
 
-    python train.py                          # the iris data bundled with scikit-learn
-    python train.py --data flowers.csv       # sepal_length,sepal_width,petal_length,petal_width,species
-    python train.py --min-accuracy 0.95      # a stricter gate
+    python train.py                          # logistic regression on the bundled iris data
+    python train.py --model random-forest    # or gradient-boosting, svm
+    python train.py --compare                # every estimator on one split: a report, no model
+    python train.py --data iris.data         # UCI's file, Kaggle's Iris.csv, or our own CSV
+    python train.py --data f.csv --columns sepal_length=SL,sepal_width=SW,petal_length=PL,petal_width=PW,species=Kind
+    python train.py --min-accuracy 0.95      # a stricter quality gate
     python train.py --if-missing             # only if the store has no servable model (make serve)
 
-Exit codes: 0 stored, 1 refused by the quality gate, 2 unusable data or arguments.
-Nothing is stored unless the model passes the gate.
+Exit codes: 0 stored (or compared), 1 refused by the quality gate or the ONNX parity gate,
+2 unusable data or arguments. Nothing is stored unless the model passes both gates.
 """
 
 from __future__ import annotations
@@ -25,18 +28,48 @@ import sklearn
 from iris_classifier.config import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
 from iris_classifier.data import DataError, TrainingData, load_bundled, load_csv
 from iris_classifier.evaluation import fit_and_evaluate, min_rows_per_class, write_report
-from iris_classifier.model import WEIGHTS_FILE, LinearModel, build_pipeline
+from iris_classifier.serving import model as served
+from iris_classifier.training.estimators import (
+    DEFAULT_ESTIMATOR,
+    ESTIMATORS,
+    build_pipeline,
+    hyperparameters,
+)
+from iris_classifier.training.layouts import parse_column_mapping
+from iris_classifier.training.onnx_export import opset_versions
+from iris_classifier.training.parity import TOLERANCE, ParityError, export_checked
 
 logger = logging.getLogger("train")
 
 EXIT_GATE_REFUSED = 1
 EXIT_BAD_DATA = 2
-MODEL_FILE = "pipeline.joblib"
+# The fitted scikit-learn pipeline, kept for reproducibility (and the benchmark baselines) in a
+# store entry of its own: the service references only MODEL_NAME, so no pickle reaches the
+# Bento, the image or a serving process.
+PIPELINE_MODEL_NAME = f"{MODEL_NAME}_sklearn"
+PIPELINE_FILE = "pipeline.joblib"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, help="CSV to train on (default: bundled iris data)")
+    parser.add_argument(
+        "--model",
+        choices=sorted(ESTIMATORS),
+        default=DEFAULT_ESTIMATOR,
+        help=f"the estimator to train (default {DEFAULT_ESTIMATOR})",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="train every estimator on the same split and write a comparison report; store nothing",
+    )
+    parser.add_argument(
+        "--columns",
+        metavar="NAME=COLUMN,...",
+        help="which CSV column holds each of "
+        f"{', '.join([*FEATURE_NAMES, 'species'])}; other columns are ignored",
+    )
     parser.add_argument(
         "--min-accuracy",
         type=float,
@@ -64,12 +97,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--test-size must be between 0 and 1")
     if args.folds < 2:
         parser.error("--folds must be at least 2")
+    if args.columns is not None:
+        if args.data is None:
+            parser.error("--columns needs --data")
+        try:
+            args.columns = parse_column_mapping(args.columns)
+        except ValueError as exc:
+            parser.error(f"--columns: {exc}")
     return args
 
 
 def library_versions() -> dict[str, str]:
     import numpy
+    import onnx
+    import onnxruntime
     import pandas
+    import skl2onnx
 
     return {
         "python": platform.python_version(),
@@ -77,23 +120,34 @@ def library_versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         "pandas": pandas.__version__,
         "bentoml": bentoml.__version__,
+        "skl2onnx": skl2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
     }
 
 
 def load_data(args: argparse.Namespace) -> TrainingData:
     if args.data is None:
         return load_bundled()
-    return load_csv(args.data, min_rows_per_class=min_rows_per_class(args.test_size, args.folds))
+    return load_csv(
+        args.data,
+        min_rows_per_class=min_rows_per_class(args.test_size, args.folds),
+        columns=args.columns,
+    )
 
 
 def servable_model() -> str | None:
-    """Tag of the latest stored model if the service can serve it (it has plain weights)."""
+    """Tag of the latest stored model if the service would serve it (it passes its checks)."""
     try:
         model = bentoml.models.get(f"{MODEL_NAME}:latest")
     except bentoml.exceptions.NotFound:
         return None
-    weights = model.info.metadata.get("weights_file", WEIGHTS_FILE)
-    return str(model.tag) if Path(model.path_of(weights)).is_file() else None
+    try:
+        served.load(Path(model.path), model.info.metadata, FEATURE_NAMES)
+    except served.ModelError as exc:
+        logger.info("the stored %s cannot be served (%s); training a new one", model.tag, exc)
+        return None
+    return str(model.tag)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,13 +164,26 @@ def main(argv: list[str] | None = None) -> int:
     logger.info(
         "training on %s: %d rows, classes %s", data.source, len(data.species), data.class_names
     )
-
-    pipeline, evaluation = fit_and_evaluate(
-        build_pipeline(args.seed), data, test_size=args.test_size, folds=args.folds, seed=args.seed
-    )
     run_dir = args.report_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    if args.compare:
+        from iris_classifier.training.compare import compare_estimators
+
+        report = compare_estimators(
+            data, run_dir, test_size=args.test_size, folds=args.folds, seed=args.seed
+        )
+        logger.info("compared %s; nothing was stored (report: %s)", ", ".join(ESTIMATORS), report)
+        return 0
+
+    pipeline, evaluation, holdout = fit_and_evaluate(
+        build_pipeline(args.model, args.seed),
+        data,
+        test_size=args.test_size,
+        folds=args.folds,
+        seed=args.seed,
+    )
     passed = evaluation.holdout_accuracy >= args.min_accuracy
     summary = {
+        "estimator": args.model,
         "data": data.source,
         "data_sha256": data.sha256,
         "seed": args.seed,
@@ -134,8 +201,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_GATE_REFUSED
 
+    try:
+        onnx_model, parity = export_checked(
+            pipeline, holdout, feature_names=FEATURE_NAMES, seed=args.seed
+        )
+    except ParityError as exc:
+        write_report(run_dir, evaluation, {**summary, "parity": "refused"})
+        logger.error("parity gate refused the model: %s; nothing was stored", exc)
+        return EXIT_GATE_REFUSED
+    logger.info("ONNX parity within %g: %s", TOLERANCE, parity.describe())
+
     metadata = {
         **summary,
+        "format": served.MODEL_FORMAT,
+        "model_file": served.MODEL_FILE,
+        "hyperparameters": hyperparameters(pipeline),
         "metrics": {
             "holdout_accuracy": evaluation.holdout_accuracy,
             "holdout_macro_f1": evaluation.holdout_macro_f1,
@@ -146,24 +226,58 @@ def main(argv: list[str] | None = None) -> int:
         "class_names": evaluation.class_names,
         "feature_names": list(FEATURE_NAMES),
         "feature_unit": FEATURE_UNIT,
-        "model_file": MODEL_FILE,
-        "weights_file": WEIGHTS_FILE,
+        "precision": parity.precision,
+        "input": {
+            "name": served.INPUT_NAME,
+            "shape": ["rows", len(FEATURE_NAMES)],
+            "dtype": parity.precision,
+        },
+        "outputs": {
+            served.LABEL_OUTPUT: {"shape": ["rows"], "dtype": "string"},
+            served.PROBABILITIES_OUTPUT: {
+                "shape": ["rows", len(evaluation.class_names)],
+                "dtype": parity.precision,
+            },
+        },
+        "opset": opset_versions(onnx_model),
+        "parity": {
+            "tolerance": TOLERANCE,
+            "max_difference": parity.max_difference,
+            "worst_set": parity.worst_set,
+            "worst_row": parity.worst_row,
+        },
         "library_versions": library_versions(),
     }
     labels = {
-        "framework": "scikit-learn",
-        "algorithm": "logistic-regression",
+        "framework": "onnx",
+        "trained_with": "scikit-learn",
+        "algorithm": args.model,
         "dataset": "iris-bundled" if args.data is None else "csv",
     }
-    with bentoml.models.create(MODEL_NAME, metadata=metadata, labels=labels) as model_ref:
-        joblib.dump(pipeline, model_ref.path_of(MODEL_FILE))
-        # The service serves from these plain weights and so never imports scikit-learn.
-        LinearModel(pipeline).save(model_ref.path_of(WEIGHTS_FILE))
+    # The pipeline entry first: the served entry, created last, takes its version, so the pair
+    # shares one version and `iris_classifier:latest` never names a model without its pipeline.
+    with bentoml.models.create(
+        PIPELINE_MODEL_NAME,
+        metadata={"class_names": evaluation.class_names, "estimator": args.model},
+        labels={"framework": "scikit-learn", "algorithm": args.model},
+    ) as pipeline_ref:
+        joblib.dump(pipeline, pipeline_ref.path_of(PIPELINE_FILE))
+    metadata["pipeline_model"] = str(pipeline_ref.tag)
+    try:
+        with bentoml.models.create(
+            f"{MODEL_NAME}:{pipeline_ref.tag.version}", metadata=metadata, labels=labels
+        ) as model_ref:
+            Path(model_ref.path_of(served.MODEL_FILE)).write_bytes(onnx_model)
+    except BaseException:
+        bentoml.models.delete(pipeline_ref.tag)
+        raise
     summary["model"] = str(model_ref.tag)
+    summary["pipeline"] = str(pipeline_ref.tag)
     write_report(run_dir, evaluation, summary)
     logger.info(
-        "stored %s: hold-out accuracy %.4f, macro-F1 %.4f, cv accuracy %.4f +/- %.4f (report: %s)",
+        "stored %s (%s): hold-out accuracy %.4f, macro-F1 %.4f, cv accuracy %.4f +/- %.4f (report: %s)",
         model_ref.tag,
+        args.model,
         evaluation.holdout_accuracy,
         evaluation.holdout_macro_f1,
         evaluation.cv_accuracy_mean,

@@ -39,8 +39,11 @@ class Evaluation:
 
 def fit_and_evaluate(
     pipeline: Pipeline, data: TrainingData, *, test_size: float, folds: int, seed: int
-) -> tuple[Pipeline, Evaluation]:
-    """Cross-validate on the training split, fit on it, and score the untouched hold-out."""
+) -> tuple[Pipeline, Evaluation, np.ndarray]:
+    """Cross-validate on the training split, fit on it, and score the untouched hold-out.
+
+    Returns the fitted pipeline, its evaluation and the hold-out features (for the ONNX gate).
+    """
     features = data.features.to_numpy(dtype=float)
     labels = data.species.to_numpy()
     x_train, x_test, y_train, y_test = train_test_split(
@@ -62,7 +65,7 @@ def fit_and_evaluate(
         class_names=class_names,
         confusion_matrix=confusion_matrix(y_test, predicted, labels=class_names).tolist(),
     )
-    return fitted, evaluation
+    return fitted, evaluation, x_test
 
 
 def write_report(directory: Path, evaluation: Evaluation, summary: dict) -> list[Path]:

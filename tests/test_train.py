@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.model_store import break_model, stored_metadata
 from tests.test_data import GOOD_ROWS, HEADER
 
 
@@ -39,7 +40,11 @@ def test_trains_stores_and_reports(tmp_path: Path) -> None:
     result, home = run_train(tmp_path)
     assert result.returncode == 0, result.stderr
     [model_dir] = stored_models(home)
-    assert (model_dir / "pipeline.joblib").is_file()
+    # The served entry holds the ONNX graph and its metadata, and no pickle.
+    assert sorted(p.name for p in model_dir.iterdir()) == ["model.onnx", "model.yaml"]
+    # The fitted pipeline is kept beside it, in an entry of its own with the same version.
+    pipeline_dir = home / "models" / "iris_classifier_sklearn" / model_dir.name
+    assert (pipeline_dir / "pipeline.joblib").is_file()
     [run_dir] = list((tmp_path / "reports").iterdir())
     report = json.loads((run_dir / "evaluation.json").read_text())
     assert report["gate"] == "passed"
@@ -67,10 +72,24 @@ def test_stored_metadata_describes_the_model(trained_model: str) -> None:
         metadata["metrics"]
     )
     assert sum(map(sum, metadata["metrics"]["confusion_matrix"])) == 30
-    assert {"scikit-learn", "numpy", "pandas", "bentoml", "python"} <= set(
-        metadata["library_versions"]
-    )
-    assert model.info.labels["framework"] == "scikit-learn"
+    assert {
+        "scikit-learn",
+        "numpy",
+        "pandas",
+        "bentoml",
+        "python",
+        "skl2onnx",
+        "onnx",
+        "onnxruntime",
+    } <= set(metadata["library_versions"])
+    assert metadata["estimator"] == "logistic-regression"
+    assert metadata["hyperparameters"]["classifier"]["random_state"] == 42
+    assert metadata["format"] == "onnx"
+    assert metadata["input"] == {"name": "features", "shape": ["rows", 4], "dtype": "float32"}
+    assert metadata["outputs"]["probabilities"]["shape"] == ["rows", 3]
+    assert metadata["opset"]["ai.onnx"] >= 17
+    assert metadata["parity"]["max_difference"] <= 1e-5
+    assert model.info.labels["framework"] == "onnx"
 
 
 def test_quality_gate_refuses_and_stores_nothing(tmp_path: Path) -> None:
@@ -124,11 +143,61 @@ def test_if_missing_trains_once_then_keeps_the_stored_model(tmp_path: Path) -> N
     assert stored_models(home) == [model_dir]
 
 
-def test_if_missing_replaces_a_model_the_service_cannot_serve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", ["old-json-weights", "corrupt-onnx"])
+def test_if_missing_replaces_a_model_the_service_cannot_serve(tmp_path: Path, case: str) -> None:
     first, home = run_train(tmp_path)
     assert first.returncode == 0, first.stderr
     [old_model] = stored_models(home)
-    (old_model / "linear_model.json").unlink()
+    break_model(old_model, case)
     second, _ = run_train(tmp_path, "--if-missing")
     assert second.returncode == 0, second.stderr
+    assert "cannot be served" in second.stderr
     assert len(stored_models(home)) == 2
+
+
+@pytest.mark.parametrize("estimator", ["random-forest", "svm"])
+def test_model_option_stores_that_estimator(tmp_path: Path, estimator: str) -> None:
+    result, home = run_train(tmp_path, "--model", estimator)
+    assert result.returncode == 0, result.stderr
+    [model_dir] = stored_models(home)
+    assert stored_metadata(model_dir)["estimator"] == estimator
+    assert f"({estimator})" in result.stderr
+
+
+def test_compare_reports_every_estimator_and_stores_nothing(tmp_path: Path) -> None:
+    result, home = run_train(tmp_path, "--compare")
+    assert result.returncode == 0, result.stderr
+    assert stored_models(home) == []
+    [run_dir] = list((tmp_path / "reports").iterdir())
+    report = json.loads((run_dir / "comparison.json").read_text())
+    rows = {row["estimator"]: row for row in report["estimators"]}
+    assert set(rows) == {"logistic-regression", "random-forest", "gradient-boosting", "svm"}
+    for row in rows.values():
+        assert 0.9 <= row["holdout_accuracy"] <= 1
+        assert row["single_row_us"] > 0
+        assert row["batch_1000_us"] > 0
+        assert row["model_bytes"] > 0
+    # Different estimators differ in size: the report measures each, not one model four times.
+    assert rows["random-forest"]["model_bytes"] > 10 * rows["logistic-regression"]["model_bytes"]
+    markdown = (run_dir / "comparison.md").read_text()
+    assert all(name in markdown for name in rows)
+    assert (run_dir / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parity_gate_refuses_and_names_the_worst_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import bentoml
+
+    import train
+    from iris_classifier.training import parity
+
+    before = {str(model.tag) for model in bentoml.models.list()}
+    # No export matches scikit-learn exactly: a zero tolerance must refuse every precision.
+    monkeypatch.setattr(parity, "TOLERANCE", 0.0)
+    assert train.main(["--report-dir", str(tmp_path)]) == 1
+    assert {str(model.tag) for model in bentoml.models.list()} == before
+    [message] = [r.getMessage() for r in caplog.records if "parity gate refused" in r.getMessage()]
+    assert "float32: largest difference" in message
+    assert "float64: largest difference" in message
+    assert " row [" in message

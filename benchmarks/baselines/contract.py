@@ -56,8 +56,10 @@ class StoredModel(BaseModel):
 
 def load_stored_model(tag: str = MODEL_TAG) -> StoredModel:
     ref = bentoml.models.get(tag)
+    # The served entry holds ONNX only; train.py keeps the fitted pipeline in an entry beside it.
+    pipeline_ref = bentoml.models.get(ref.info.metadata["pipeline_model"])
     return StoredModel(
-        pipeline=joblib.load(ref.path_of("pipeline.joblib")),
+        pipeline=joblib.load(pipeline_ref.path_of("pipeline.joblib")),
         class_names=list(ref.info.metadata["class_names"]),
         version=ref.tag.version or "",
     )
