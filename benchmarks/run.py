@@ -21,7 +21,13 @@ from pathlib import Path
 
 from benchmarks.measure import LoadSettings, RoundResult, measure_round
 from benchmarks.report import render_chart, render_markdown
-from benchmarks.servers import ALL_SERVERS, BENTOML, REFERENCE
+from benchmarks.servers import (
+    ALL_SERVERS,
+    BENTOML,
+    BENTOML_RANDOM_FOREST,
+    RANDOM_FOREST_HOME_VARIABLE,
+    REFERENCE,
+)
 from harness.processes import REPO_ROOT
 
 logger = logging.getLogger("benchmarks")
@@ -54,6 +60,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.servers.split(",")) - set(ALL_SERVERS)
     if unknown:
         parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
+    if BENTOML_RANDOM_FOREST.name in args.servers.split(",") and not os.environ.get(
+        RANDOM_FOREST_HOME_VARIABLE
+    ):
+        parser.error(
+            f"{BENTOML_RANDOM_FOREST.name} needs {RANDOM_FOREST_HOME_VARIABLE}: a BentoML home "
+            "holding a random forest (make bench trains one)"
+        )
     return args
 
 

@@ -83,21 +83,42 @@ def require_tools(*names: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private BentoML home holding a freshly trained model."""
+def trained_home(tmp_path_factory: pytest.TempPathFactory, *train_args: str) -> Path:
     home = tmp_path_factory.mktemp("bentoml-home")
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     subprocess.run(
-        [sys.executable, "train.py"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+        [sys.executable, "train.py", *train_args],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     return home
 
 
+@pytest.fixture(scope="module")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private BentoML home holding a freshly trained model."""
+    return trained_home(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def random_forest_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private BentoML home holding a freshly trained random forest."""
+    return trained_home(tmp_path_factory, "--model", "random-forest")
+
+
 @pytest.mark.integration
-def test_smoke_run_measures_every_server(model_store: Path, tmp_path: Path) -> None:
+def test_smoke_run_measures_every_server(
+    model_store: Path, random_forest_store: Path, tmp_path: Path
+) -> None:
     require_tools("wrk", "taskset")
-    env = {**os.environ, "BENTOML_HOME": str(model_store), "BENTOML_DO_NOT_TRACK": "true"}
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(model_store),
+        "BENCH_RANDOM_FOREST_HOME": str(random_forest_store),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
     completed = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--smoke", "--output", str(tmp_path)],
         cwd=REPO_ROOT,
@@ -110,7 +131,7 @@ def test_smoke_run_measures_every_server(model_store: Path, tmp_path: Path) -> N
 
     raw = json.loads((tmp_path / "latest.json").read_text())
     rounds = {row["server"]: row for row in raw["rounds"]}
-    assert set(rounds) == {"bentoml", "fastapi", "fit-per-request"}
+    assert set(rounds) == {"bentoml", "bentoml-random-forest", "fastapi", "fit-per-request"}
     for row in rounds.values():
         assert row["single_failed"] == 0
         assert row["batch_failed"] == 0
@@ -119,11 +140,13 @@ def test_smoke_run_measures_every_server(model_store: Path, tmp_path: Path) -> N
         assert row["rss_mb"] > 0
     report = (tmp_path / "latest.md").read_text()
     assert "| bentoml |" in report
+    assert "| bentoml-random-forest |" in report
     assert "`fit-per-request`: baseline (b)" in report
     assert "Targets for `bentoml`" in report
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.usefixtures("trained_model")  # importing the service checks the stored model
 def test_service_module_imports_without_scikit_learn() -> None:
     """`bentoml serve` imports service.py in its arbiter process too: scikit-learn, SciPy and
     pandas there would add about 125 MB to a replica that never uses them."""
