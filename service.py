@@ -38,6 +38,8 @@ from iris_classifier.http import (
 from iris_classifier.serving import card
 from iris_classifier.serving.model import ModelError, OnnxClassifier
 from iris_classifier.serving.model import load as load_model
+from iris_classifier.serving.v2 import InferenceProtocol
+from iris_classifier.serving.v2_http import endpoints as v2_endpoints
 
 settings = Settings.from_env()
 read_features = operator.attrgetter(*FEATURE_NAMES)
@@ -48,6 +50,8 @@ legacy = Starlette(
     routes=[
         Route("/healthcheck", lambda _: JSONResponse("Iris classifier is ready!")),
         Route("/iris/model", lambda _: JSONResponse(card.published())),
+        # The Open Inference Protocol (KServe V2): /v2, its health, metadata and infer routes.
+        *v2_endpoints.routes(),
     ]
 )
 STORED_MODEL = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
@@ -90,6 +94,18 @@ class IrisClassifier:
         self.model, model_card = load_stored(self.model_ref)
         self.model_version = model_card["model_version"]
         card.publish(model_card)
+        v2_endpoints.attach(
+            InferenceProtocol(
+                self.model,
+                model_version=self.model_version.split(":", 1)[-1],
+                server_version=settings.version,
+                parameters={
+                    key: model_card[key]
+                    for key in ("class_names", "feature_names", "feature_unit", "estimator")
+                    if key in model_card
+                },
+            )
+        )
         # Everything loaded so far lives as long as the process. Freezing it keeps the garbage
         # collector from re-walking those objects in every full collection; those walks were
         # the tail of the latency distribution (p99 about 9x the p50 before, about 2x after).

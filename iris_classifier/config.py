@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import socket
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ MAX_BODY_BYTES = 1024 * 1024
 class Settings:
     served_by: str
     max_body_bytes: int
+    version: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -30,4 +32,13 @@ class Settings:
             # the closest thing to a replica identity.
             served_by=os.environ.get("POD_NAME") or socket.gethostname(),
             max_body_bytes=int(os.environ.get("IRIS_MAX_BODY_BYTES", MAX_BODY_BYTES)),
+            version=os.environ.get("IRIS_VERSION") or installed_version(),
         )
+
+
+def installed_version() -> str:
+    """The project's version when it is installed (make install); the image sets IRIS_VERSION."""
+    try:
+        return importlib.metadata.version("iris-classifier")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
