@@ -77,7 +77,7 @@ load_stored(STORED_MODEL)
 # BentoML wraps every request in OpenTelemetry spans (five per request) even when no exporter
 # is configured; on the prediction routes that was half the CPU a request cost. Other routes,
 # and any deployment that configures an exporter, still get their traces.
-UNTRACED_ROUTES = ["/iris/classify_iris", "/iris/classify_batch"]
+UNTRACED_ROUTES = ["/iris/classify_iris", "/iris/classify_batch", "/v2/models/"]
 
 
 @bentoml.asgi_app(legacy, path="/")

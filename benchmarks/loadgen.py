@@ -64,6 +64,7 @@ def run_wrk(
     connections: int,
     cpus: str,
     batch_rows: int = 1000,
+    script_env: dict[str, str] | None = None,
 ) -> WrkResult:
     """Run one wrk load of `seconds` on `cpus` with one thread and `connections` connections."""
     command = [
@@ -75,7 +76,7 @@ def run_wrk(
         "--script", str(WRK_SCRIPTS / script),
         base_url,
     ]  # fmt: skip
-    env = {**os.environ, "BENCH_BATCH_ROWS": str(batch_rows)}
+    env = {**os.environ, "BENCH_BATCH_ROWS": str(batch_rows), **(script_env or {})}
     completed = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=seconds + 60, check=True
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from iris_classifier.http import ASGIApp, Message, Receive, Scope, Send, rewriting_body
 from iris_classifier.serving import card
+from iris_classifier.serving.v2_openapi import v2_paths
 
 CONTENT_SECURITY_POLICY = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
@@ -114,6 +115,9 @@ def describe_service(document: dict[str, Any]) -> dict[str, Any]:
     document.setdefault("paths", {}).setdefault("/healthcheck", HEALTHCHECK_OPERATION)
     document["paths"].setdefault("/iris/model", MODEL_OPERATION)
     served = card.published()
+    version = str(served.get("model_version", "")).split(":")[-1]
+    for path, operations in v2_paths(version).items():
+        document["paths"].setdefault(path, operations)
     if served:
         # The API page shows this description first: which estimator answers, how well it scored.
         info = document.setdefault("info", {})

@@ -101,6 +101,13 @@ def _rewrite_validation_error(body: bytes) -> bytes:
     return json.dumps({"error": f"invalid input: {summary}", "detail": problems}).encode()
 
 
+def _accepted_media_type(media_type: str, path: str) -> bool:
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return True
+    # Binary tensors of the Open Inference Protocol: a JSON header, then raw values.
+    return media_type == "application/octet-stream" and path.startswith("/v2/")
+
+
 class RequestLimitsMiddleware:
     """Admits only JSON request bodies, and answers 413 to one above `max_bytes` unread.
 
@@ -119,7 +126,7 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         media_type = _header(scope, b"content-type").split(";")[0].strip().lower()
-        if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        if media_type and not _accepted_media_type(media_type, scope["path"]):
             await _refuse(
                 scope,
                 send,
