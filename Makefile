@@ -176,9 +176,25 @@ BENCH_ARGS ?=
 # A model store of its own, trained afresh, so figures never depend on an older stored model.
 BENCH_HOME := $(CURDIR)/build/benchmarks/bentoml-home
 BENCH_RF_HOME := $(CURDIR)/build/benchmarks/bentoml-home-random-forest
+# MLServer, the Open Inference Protocol peer, in an environment of its own (it pins other
+# versions of FastAPI and friends than the service does).
+MLSERVER_VENV := build/mlserver-venv
+MLSERVER_REPOSITORY := $(CURDIR)/build/benchmarks/mlserver
+BENCH_V2_ENV = BENTOML_HOME=$(BENCH_HOME) BENCH_MLSERVER_VENV=$(CURDIR)/$(MLSERVER_VENV) \
+	BENCH_MLSERVER_REPOSITORY=$(MLSERVER_REPOSITORY)
 
-.PHONY: bench  ## Benchmark the service against both baselines (BENCH_ARGS=... for run.py flags)
-bench: install
+$(MLSERVER_VENV)/.installed: benchmarks/peers/mlserver-requirements.txt
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install --quiet -r $<
+	touch $@
+
+.PHONY: mlserver  ## MLServer 1.7.1 in build/mlserver-venv, with a model repository for make bench
+mlserver: $(MLSERVER_VENV)/.installed
+	rm -rf $(MLSERVER_REPOSITORY)
+	$(MLSERVER_VENV)/bin/python benchmarks/peers/mlserver_repository.py $(MLSERVER_REPOSITORY)
+
+.PHONY: bench  ## Benchmark the service against the baselines and MLServer (BENCH_ARGS=... for run.py)
+bench: install mlserver
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 	rm -rf $(BENCH_HOME) $(BENCH_RF_HOME)
 	BENTOML_HOME=$(BENCH_HOME) $(BIN)/python train.py --report-dir build/benchmarks/reports
@@ -186,6 +202,7 @@ bench: install
 		--report-dir build/benchmarks/reports
 	BENTOML_HOME=$(BENCH_HOME) BENCH_RANDOM_FOREST_HOME=$(BENCH_RF_HOME) \
 		BENCH_COMMAND="make bench $(BENCH_ARGS)" $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+	$(BENCH_V2_ENV) BENCH_COMMAND="make bench" $(BIN)/python -m benchmarks.v2
 
 .PHONY: bench-smoke  ## Run the benchmark harness for a few seconds to check it works (no figures)
 bench-smoke: install
@@ -196,6 +213,8 @@ bench-smoke: install
 		--report-dir build/benchmarks/reports
 	BENTOML_HOME=$(BENCH_HOME) BENCH_RANDOM_FOREST_HOME=$(BENCH_RF_HOME) \
 		$(BIN)/python -m benchmarks.run --smoke --output build/benchmarks/smoke
+	$(BENCH_V2_ENV) $(BIN)/python -m benchmarks.v2 --smoke --servers bentoml \
+		--output build/benchmarks/smoke
 
 .PHONY: clean  ## Remove the virtual environment and build outputs
 clean:

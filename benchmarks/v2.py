@@ -200,19 +200,22 @@ def measure(
                 else str(body.header_length),
             }
             connections = args.connections if rows == 1 else args.batch_connections
+            load = {"connections": connections, "cpus": args.load_cpus, "script_env": script_env}
             if args.warmup > 0:
-                run_wrk(base_url, "post_file.lua", seconds=args.warmup, connections=connections,
-                        cpus=args.load_cpus, script_env=script_env)  # fmt: skip
-            result = run_wrk(base_url, "post_file.lua", seconds=args.seconds,
-                             connections=connections, cpus=args.load_cpus, script_env=script_env)  # fmt: skip
+                run_wrk(base_url, "post_file.lua", seconds=args.warmup, **load)
+            result = run_wrk(base_url, "post_file.lua", seconds=args.seconds, **load)
             if result.failed:
                 raise RuntimeError(f"{server.name} {name}: {result.failed} failed requests")
             results.append(Measurement(server.name, name, round_index, rows, result))
             logger.info(
                 "round %d %-9s %-13s %8.0f req/s %10.0f flowers/s p99 %6.1f ms",
-                round_index, server.name, name, result.requests_per_second,
-                results[-1].flowers_per_second, result.p99_ms,
-            )  # fmt: skip
+                round_index,
+                server.name,
+                name,
+                result.requests_per_second,
+                results[-1].flowers_per_second,
+                result.p99_ms,
+            )
     finally:
         stop_tree(process.pid)
     return results
@@ -265,14 +268,18 @@ def render_markdown(measurements: list[Measurement], servers: list[V2Server], co
         )
     lines += [
         "",
-        "| ratio to MLServer (paired per round) | median | rounds | target |",
-        "|---|---:|---|---:|",
+        "| ratio to MLServer (paired per round) | median | rounds | target | verdict |",
+        "|---|---:|---|---:|---|",
     ]
     for label, values in paired_ratios(measurements).items():
         target = next(t for name, *_, t in RATIOS if name == label)
         shown = ", ".join(f"{v:.2f}" for v in values)
-        median = f"{statistics.median(values):.2f}x" if values else "n/a"
-        lines.append(f"| {label} | {median} | {shown} | {target:.1f}x |")
+        if values:
+            median = statistics.median(values)
+            verdict = "met" if median >= target else "missed"
+            lines.append(f"| {label} | {median:.2f}x | {shown} | {target:.1f}x | {verdict} |")
+        else:
+            lines.append(f"| {label} | n/a | | {target:.1f}x | not measured |")
     return "\n".join(lines) + "\n"
 
 
@@ -307,6 +314,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--load-cpus", default="1")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--servers", default="bentoml,mlserver", help="comma-separated: bentoml, mlserver"
+    )
     parser.add_argument("--smoke", action="store_true", help="one short round: checks the harness")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -317,7 +327,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    servers = [this_service(), mlserver()]
+    chosen = args.servers.split(",")
+    servers = [server for server in (this_service(), mlserver()) if server.name in chosen]
     args.output.mkdir(parents=True, exist_ok=True)
     log_dir = args.output / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -347,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "\n"
     )
-    render_chart(measurements, args.output / "v2.png")
+    if any(paired_ratios(measurements).values()):
+        render_chart(measurements, args.output / "v2.png")
     print(render_markdown(measurements, servers, command))
     return 0
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.loadgen import parse_wrk_output
+from benchmarks.loadgen import WrkResult, parse_wrk_output
 from benchmarks.report import targets
+from benchmarks.v2 import Measurement, mlserver, paired_ratios, render_markdown, this_service
 from harness.processes import REPO_ROOT
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:3000
@@ -155,3 +156,58 @@ def test_service_module_imports_without_scikit_learn() -> None:
         [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert completed.stdout.strip() == "[]"
+
+
+def measurement(server: str, workload: str, round_index: int, rps: float) -> Measurement:
+    rows = 1 if workload == "single" else 1000
+    result = WrkResult(requests=int(rps * 10), seconds=10.0, p50_ms=1.0, p99_ms=2.0, failed=0)
+    return Measurement(server, workload, round_index, rows, result)
+
+
+def test_v2_ratios_pair_rounds_and_judge_each_target() -> None:
+    measurements = [
+        measurement("bentoml", "single", 1, 300),
+        measurement("mlserver", "single", 1, 100),
+        measurement("bentoml", "single", 2, 120),
+        measurement("mlserver", "single", 2, 100),  # a slow round for this service: 1.2x
+        measurement("bentoml", "batch-json", 1, 140),
+        measurement("mlserver", "batch-json", 1, 100),
+        measurement("bentoml", "batch-binary", 1, 400),
+    ]
+    ratios = paired_ratios(measurements)
+    assert ratios["single flower, V2 JSON"] == pytest.approx([3.0, 1.2])
+    assert ratios["1,000-row batch, V2 JSON"] == pytest.approx([1.4])
+    assert ratios["1,000-row batch, binary vs MLServer's JSON"] == pytest.approx([4.0])
+    report = render_markdown(measurements, [this_service(), mlserver()], "make bench")
+    assert "| single flower, V2 JSON | 2.10x | 3.00, 1.20 | 1.5x | met |" in report
+    assert "| 1,000-row batch, V2 JSON | 1.40x | 1.40 | 1.5x | missed |" in report
+
+
+@pytest.mark.integration
+def test_v2_smoke_run_measures_every_workload_of_this_service(
+    model_store: Path, tmp_path: Path
+) -> None:
+    require_tools("wrk", "taskset")
+    env = {**os.environ, "BENTOML_HOME": str(model_store), "BENTOML_DO_NOT_TRACK": "true"}
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.v2",
+            "--smoke",
+            "--servers",
+            "bentoml",
+            "--output",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    rows = json.loads((tmp_path / "v2.json").read_text())
+    assert {row["workload"] for row in rows} == {"single", "batch-json", "batch-binary"}
+    assert all(row["rps"] > 0 for row in rows)
+    assert "| bentoml | batch-binary |" in (tmp_path / "v2.md").read_text()
