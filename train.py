@@ -26,6 +26,7 @@ from iris_classifier.config import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
 from iris_classifier.data import DataError, TrainingData, load_bundled, load_csv
 from iris_classifier.evaluation import fit_and_evaluate, min_rows_per_class, write_report
 from iris_classifier.model import WEIGHTS_FILE, LinearModel, build_pipeline
+from iris_classifier.training.feature_stats import feature_statistics
 
 logger = logging.getLogger("train")
 
@@ -92,8 +93,10 @@ def servable_model() -> str | None:
         model = bentoml.models.get(f"{MODEL_NAME}:latest")
     except bentoml.exceptions.NotFound:
         return None
-    weights = model.info.metadata.get("weights_file", WEIGHTS_FILE)
-    return str(model.tag) if Path(model.path_of(weights)).is_file() else None
+    metadata = model.info.metadata
+    weights = metadata.get("weights_file", WEIGHTS_FILE)
+    servable = Path(model.path_of(weights)).is_file() and "feature_stats" in metadata
+    return str(model.tag) if servable else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         "class_names": evaluation.class_names,
         "feature_names": list(FEATURE_NAMES),
         "feature_unit": FEATURE_UNIT,
+        # The service flags flowers outside these ranges (`out_of_range` in every answer).
+        "feature_stats": feature_statistics(data.features),
         "model_file": MODEL_FILE,
         "weights_file": WEIGHTS_FILE,
         "library_versions": library_versions(),

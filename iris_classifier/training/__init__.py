@@ -1,0 +1,1 @@
+"""Training: data checks, estimators, export and evaluation. Never imported when serving."""
