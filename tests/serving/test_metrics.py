@@ -95,17 +95,15 @@ def two_worker_server(
     trained_model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`bentoml serve` with two worker processes, whose counts /metrics must add up."""
-    import os
-
-    from harness.processes import bentoml_serve_command, free_port, running
+    from harness.processes import bentoml_serve_command, free_port, private_bentoml_home, running
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("two-workers") / "serve.log"
     env = {
-        "BENTOML_HOME": os.environ["BENTOML_HOME"],
+        "BENTOML_HOME": str(private_bentoml_home(log.with_name("bentoml-home"))),
         "BENTOML_CONFIG_OPTIONS": "services.IrisClassifier.workers=2",
     }
-    log = tmp_path_factory.mktemp("two-workers") / "serve.log"
     with running(
         bentoml_serve_command(port),
         ready_url=f"{url}/readyz",
