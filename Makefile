@@ -163,10 +163,12 @@ LOADTEST_ARGS ?=
 loadtest: install
 	$(BIN)/locust --config loadtest/locust.conf --host $(HOST) --expected-replicas $(REPLICAS)
 
-.PHONY: loadtest-local  ## REPLICAS replicas behind HAProxy on LB_PORT: gated load, then SIGTERM/SIGKILL under load
+.PHONY: loadtest-local  ## REPLICAS replicas behind HAProxy on LB_PORT, watched by Prometheus: gated load, then SIGTERM/SIGKILL
 loadtest-local: model
 	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
 		{ echo "haproxy is not installed: apt-get install haproxy" >&2; exit 1; }
+	@command -v prometheus >/dev/null || \
+		{ echo "prometheus is not installed: apt-get install prometheus (or LOADTEST_ARGS=--no-prometheus)" >&2; exit 1; }
 	$(BIN)/python -m loadtest.run --replicas $(REPLICAS) --lb-port $(LB_PORT) \
 		--image iris-classifier:$(VERSION) $(LOADTEST_ARGS)
 

@@ -29,12 +29,14 @@ from iris_classifier.config import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
 from iris_classifier.data import DataError, TrainingData, load_bundled, load_csv
 from iris_classifier.evaluation import fit_and_evaluate, min_rows_per_class, write_report
 from iris_classifier.serving import model as served
+from iris_classifier.serving.ranges import TrainingRanges
 from iris_classifier.training.estimators import (
     DEFAULT_ESTIMATOR,
     ESTIMATORS,
     build_pipeline,
     hyperparameters,
 )
+from iris_classifier.training.feature_stats import feature_statistics
 from iris_classifier.training.layouts import parse_column_mapping
 from iris_classifier.training.onnx_export import opset_versions
 from iris_classifier.training.parity import TOLERANCE, ParityError, export_checked
@@ -144,6 +146,7 @@ def servable_model() -> str | None:
         return None
     try:
         served.load(Path(model.path), model.info.metadata, FEATURE_NAMES)
+        TrainingRanges.from_metadata(model.info.metadata.get("feature_stats"), FEATURE_NAMES)
     except served.ModelError as exc:
         logger.info("the stored %s cannot be served (%s); training a new one", model.tag, exc)
         return None
@@ -246,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             "worst_set": parity.worst_set,
             "worst_row": parity.worst_row,
         },
+        # The service flags flowers outside these ranges (`out_of_range` in every answer).
+        "feature_stats": feature_statistics(data.features),
         "library_versions": library_versions(),
     }
     labels = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -155,6 +156,20 @@ def running(
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def private_bentoml_home(directory: Path) -> Path:
+    """A BentoML home for one `bentoml serve` of its own, sharing the current store's models.
+
+    Each server empties and reuses `<home>/prometheus_multiproc_dir` for its /metrics, so two
+    servers on one home report each other's counts (or lose their own).
+    """
+    models = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml") / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(directory, ignore_errors=True)  # a previous run's
+    directory.mkdir(parents=True)
+    (directory / "models").symlink_to(models.resolve(), target_is_directory=True)
+    return directory
 
 
 def bentoml_serve_command(port: int, *, host: str = "127.0.0.1") -> list[str]:

@@ -24,6 +24,7 @@ from harness.containers import HARDENED_RUN_FLAGS, container_logs, docker
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
+    private_bentoml_home,
     process_tree,
     signal_tree,
     start,
@@ -74,9 +75,10 @@ class ProcessReplica:
         self._tree: list[psutil.Process] = []
 
     def launch(self) -> None:
+        home = private_bentoml_home(self.log_path.with_name(f"{self.name}-bentoml-home"))
         self.process = start(
             bentoml_serve_command(self.port),
-            env={"POD_NAME": self.name},
+            env={"POD_NAME": self.name, "BENTOML_HOME": str(home)},
             log_path=self.log_path,
             cwd=REPO_ROOT,
         )

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,15 @@ from harness.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest.chart import write_chart
 from loadtest.gates import GateResult
 from loadtest.haproxy import HAProxy, Server, running_haproxy
+from loadtest.prometheus import (
+    Prometheus,
+    PrometheusError,
+    agreement_gate,
+    format_view,
+    running_prometheus,
+    view_of_run,
+    write_view_chart,
+)
 from loadtest.replicas import ContainerReplica, ProcessReplica, Replica
 from loadtest.request_log import read_csv
 from loadtest.scenarios import drive_faults, judge
@@ -77,6 +87,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-faults", dest="faults", action="store_false", help="steady run only")
     parser.add_argument(
+        "--no-prometheus",
+        dest="prometheus",
+        action="store_false",
+        help="do not start Prometheus to scrape the replicas and report its view of the run",
+    )
+    parser.add_argument(
         "--no-drain",
         dest="drain",
         action="store_false",
@@ -125,15 +141,29 @@ def locust_command(host: str, report_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def steady_run(host: str, args: argparse.Namespace) -> GateResult:
-    """The same gated locust run as `make loadtest`, its output shown as it comes."""
+def steady_run(
+    host: str, args: argparse.Namespace, prometheus: Prometheus | None
+) -> list[GateResult]:
+    """The same gated locust run as `make loadtest`, its output shown as it comes, then what
+    Prometheus saw of it."""
     report_dir = args.report_dir / "steady"
     extra = ["--expected-replicas", str(args.replicas)]
     if args.run_time:
         extra += ["--run-time", args.run_time]
     logger.info("Steady load through %s; report in %s", host, report_dir)
+    since = time.time()
     code = subprocess.run(locust_command(host, report_dir, *extra), cwd=REPO_ROOT).returncode
-    return GateResult("steady run (locust gates above)", code == 0, f"locust exit code {code}")
+    until = time.time()
+    results = [GateResult("steady run (locust gates above)", code == 0, f"locust exit code {code}")]
+    if prometheus is not None:
+        records = read_csv(report_dir / "requests.csv")
+        view = view_of_run(prometheus, since, until, records)
+        logger.info(
+            "Prometheus's view of the steady run beside locust's:\n%s", format_view(view, records)
+        )
+        write_view_chart(prometheus, view, since, until, report_dir / "prometheus.png")
+        results.append(agreement_gate(view, args.replicas))
+    return results
 
 
 def fault_run(
@@ -180,7 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         results = run_stage(args)
-    except (RuntimeError, TimeoutError, subprocess.SubprocessError, OSError) as exc:
+    except (
+        RuntimeError,
+        TimeoutError,
+        subprocess.SubprocessError,
+        OSError,
+        PrometheusError,
+    ) as exc:
         # Everything started has been stopped by now; say what broke, not a traceback.
         logger.error("Load test could not run: %s", exc)
         return 2
@@ -215,8 +251,19 @@ def run_stage(args: argparse.Namespace) -> list[GateResult]:
                 log_path=log_dir / "haproxy.log",
             )
         )
+        prometheus = None
+        if args.prometheus:
+            prometheus = stack.enter_context(
+                running_prometheus(
+                    {replica.name: replica.port for replica in replicas},
+                    work_dir=Path(
+                        stack.enter_context(tempfile.TemporaryDirectory(prefix="prometheus-"))
+                    ),
+                    log_path=log_dir / "prometheus.log",
+                )
+            )
         host = f"http://127.0.0.1:{args.lb_port}"
-        results.append(steady_run(host, args))
+        results.extend(steady_run(host, args, prometheus))
         if args.faults:
             results.extend(fault_run(host, args, replicas, proxy))
     return results

@@ -73,12 +73,13 @@ def service_client(service_class) -> Iterator:
 @pytest.fixture(scope="session")
 def live_server(trained_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a real `bentoml serve` subprocess with POD_NAME=live-replica-1."""
-    from harness.processes import bentoml_serve_command, free_port, running
+    from harness.processes import bentoml_serve_command, free_port, private_bentoml_home, running
 
     port = free_port()
     log = tmp_path_factory.mktemp("live-server") / "serve.log"
     url = f"http://127.0.0.1:{port}"
-    env = {"POD_NAME": "live-replica-1", "BENTOML_HOME": str(SESSION_HOME)}
+    home = private_bentoml_home(log.with_name("bentoml-home"))
+    env = {"POD_NAME": "live-replica-1", "BENTOML_HOME": str(home)}
     with running(
         bentoml_serve_command(port),
         ready_url=f"{url}/readyz",

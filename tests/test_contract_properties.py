@@ -87,7 +87,11 @@ def test_batch_answers_match_single_answers(service_client, flowers: list[dict])
     assert len(predictions) == len(flowers)
     for flower, prediction in zip(flowers, predictions, strict=True):
         single = service_client.post(CLASSIFY, content=encode(flower), headers=HEADERS).json()
-        assert prediction == {"class": single["class"], "probability": single["probability"]}
+        assert prediction == {
+            "class": single["class"],
+            "probability": single["probability"],
+            "out_of_range": single["out_of_range"],
+        }
 
 
 @SETTINGS

@@ -256,6 +256,7 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     trained_model: str, tmp_path: Path
 ) -> None:
     require_haproxy()
+    require(shutil.which("prometheus") is not None, "prometheus is not installed")
     from harness.processes import free_port
 
     run_id = uuid.uuid4().hex[:8]
@@ -278,6 +279,8 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     assert "Load test PASSED" in output
     assert "[PASS] SIGTERM replica-1 until it is back: zero failures" in output
     assert "[PASS] SIGKILL replica-2: success back to 100%" in output
+    assert "[PASS] Prometheus and X-Served-By agree per replica" in output
+    assert (tmp_path / "steady" / "prometheus.png").exists()
     served = Counter(
         row.served_by for row in read_csv(tmp_path / "steady" / "requests.csv") if row.ok
     )

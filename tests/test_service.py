@@ -47,6 +47,41 @@ def test_seed_request_gets_seed_answer(service_client) -> None:
     assert body["model_version"].startswith("iris_classifier:")
 
 
+def test_seed_request_names_its_features_outside_the_training_range(service_client) -> None:
+    # No iris in the bundled data has a 2 cm sepal or a 4 cm petal width; 4 cm sepal width
+    # and 2 cm petal length are within what it holds.
+    body = service_client.post(CLASSIFY, json=SEED_FLOWER).json()
+    assert body["out_of_range"] == ["sepal_length", "petal_width"]
+
+
+def test_a_typical_flower_is_in_range(service_client) -> None:
+    typical = {"sepal_length": 5.8, "sepal_width": 3.0, "petal_length": 4.35, "petal_width": 1.3}
+    assert service_client.post(CLASSIFY, json=typical).json()["out_of_range"] == []
+
+
+@pytest.mark.parametrize(
+    ("flower", "flagged"),
+    [
+        # The bundled data's extremes are in range; a hair beyond them is not.
+        ({"sepal_length": 4.3, "sepal_width": 2.0, "petal_length": 1.0, "petal_width": 0.1}, []),
+        ({"sepal_length": 7.9, "sepal_width": 4.4, "petal_length": 6.9, "petal_width": 2.5}, []),
+        (
+            {"sepal_length": 4.29, "sepal_width": 4.41, "petal_length": 0.99, "petal_width": 2.51},
+            ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+        ),
+        (
+            {"sepal_length": 5.0, "sepal_width": 1.9, "petal_length": 1.5, "petal_width": 0.2},
+            ["sepal_width"],
+        ),
+    ],
+)
+def test_batch_rows_carry_their_own_out_of_range(service_client, flower, flagged) -> None:
+    response = service_client.post(BATCH, json={"flowers": [SEED_FLOWER, flower]})
+    rows = response.json()["predictions"]
+    assert [row["out_of_range"] for row in rows] == [["sepal_length", "petal_width"], flagged]
+    assert service_client.post(CLASSIFY, json=flower).json()["out_of_range"] == flagged
+
+
 def test_every_response_names_the_replica(service_client) -> None:
     import socket
 
@@ -83,7 +118,8 @@ def test_batch_answers_in_order(service_client) -> None:
     assert classes == ["setosa", "virginica", "versicolor", "setosa"]
     singles = [service_client.post(CLASSIFY, json=f).json() for f in flowers]
     assert response.json()["predictions"] == [
-        {"class": s["class"], "probability": s["probability"]} for s in singles
+        {"class": s["class"], "probability": s["probability"], "out_of_range": s["out_of_range"]}
+        for s in singles
     ]
 
 

@@ -1,1 +1,3 @@
-"""Serving: model loading, start-up checks and prediction; never imports the training code."""
+"""Serving: model loading, start-up checks, prediction and what the service reports about
+them. Never imports training code, scikit-learn, pandas or SciPy, so serving processes and the
+image stay small."""

@@ -16,6 +16,7 @@ CARD_KEYS = (
     "class_names",
     "feature_names",
     "feature_unit",
+    "feature_stats",
     "precision",
     "opset",
     "data_sha256",

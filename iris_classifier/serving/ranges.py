@@ -1,0 +1,73 @@
+"""Which features of a flower lie outside the range the model saw in training.
+
+A range check, not a drift detector: it flags single flowers the model has to extrapolate
+for, and says nothing about whether the mix of flowers has shifted while staying in range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from iris_classifier.serving.model import ModelError
+
+
+class MissingRangesError(ModelError):
+    """The model's metadata lacks the training ranges the service reports against."""
+
+
+class TrainingRanges:
+    """The smallest and largest value of each feature in the model's training data."""
+
+    def __init__(
+        self, feature_names: Sequence[str], low: Sequence[float], high: Sequence[float]
+    ) -> None:
+        self.feature_names = tuple(feature_names)
+        self.low = tuple(float(value) for value in low)
+        self.high = tuple(float(value) for value in high)
+        self._low_array = np.asarray(self.low)
+        self._high_array = np.asarray(self.high)
+        # Every combination of flagged features, indexed by one bit per feature: a batch turns
+        # its boolean matrix into one small integer per row and looks the names up.
+        self._bits = 1 << np.arange(len(self.feature_names))
+        self._names_by_code = [
+            [name for bit, name in enumerate(self.feature_names) if code >> bit & 1]
+            for code in range(1 << len(self.feature_names))
+        ]
+
+    @classmethod
+    def from_metadata(
+        cls, statistics: Mapping[str, Mapping[str, float]] | None, feature_names: Sequence[str]
+    ) -> TrainingRanges:
+        """From the `feature_stats` that train.py stores in the model's metadata."""
+        statistics = statistics or {}
+        missing = [name for name in feature_names if name not in statistics]
+        if missing:
+            raise MissingRangesError(
+                f"the model's metadata has no training statistics for {', '.join(missing)}: "
+                "store a model with train.py"
+            )
+        return cls(
+            feature_names,
+            [statistics[name]["min"] for name in feature_names],
+            [statistics[name]["max"] for name in feature_names],
+        )
+
+    def outside_one(self, values: Sequence[float]) -> list[str]:
+        """Names of one flower's features outside the training range, in contract order."""
+        return [
+            name
+            for name, value, low, high in zip(
+                self.feature_names, values, self.low, self.high, strict=True
+            )
+            if value < low or value > high
+        ]
+
+    def outside_mask(self, features: np.ndarray) -> np.ndarray:
+        """(rows, features) booleans: True where a value lies outside the training range."""
+        return (features < self._low_array) | (features > self._high_array)
+
+    def names_per_row(self, mask: np.ndarray) -> list[list[str]]:
+        """What `outside_one` gives, for every row of a mask from `outside_mask`."""
+        return [self._names_by_code[code] for code in (mask @ self._bits).tolist()]
