@@ -52,7 +52,7 @@ class OnnxClassifier:
         self._outputs = [PROBABILITIES_OUTPUT]
         # The single-flower path reuses one bound input row and one bound output row, so a
         # request costs ONNX Runtime's arithmetic and no per-call allocation or input checks
-        # (a third of `InferenceSession.run`'s cost for the linear model).
+        # (benchmarks/README.md compares it with `InferenceSession.run`).
         self._row = np.zeros((1, session.get_inputs()[0].shape[1]), self.dtype)
         self._row_probabilities = np.zeros((1, len(self.class_names)), self.dtype)
         self._binding = session.io_binding()
