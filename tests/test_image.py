@@ -94,7 +94,7 @@ def test_bentofile_include_list_is_explicit() -> None:
 
 
 # Dependencies of pyproject.toml that only `train.py` uses: they stay out of the image.
-TRAINING_ONLY = {"scikit-learn", "pandas", "matplotlib"}
+TRAINING_ONLY = {"scikit-learn", "pandas", "matplotlib", "skl2onnx", "onnx"}
 
 
 def test_bentofile_pins_match_pyproject() -> None:
@@ -194,6 +194,22 @@ def test_make_image_tags_the_project_version(service_image: str) -> None:
 @pytest.mark.integration
 def test_image_is_at_most_600_mb(service_image: str) -> None:
     assert image_size_bytes(service_image) <= MAX_IMAGE_BYTES
+
+
+@pytest.mark.integration
+def test_image_serves_onnx_without_training_packages_or_pickles(service_image: str) -> None:
+    probe = (
+        "import importlib.util as u, pathlib as p; "
+        "print(sorted(m for m in ('onnxruntime', 'sklearn', 'scipy', 'pandas', 'matplotlib', "
+        "'skl2onnx', 'onnx', 'joblib') if u.find_spec(m))); "
+        "print(sorted(f.name for f in p.Path('/home/bentoml/bento/models').rglob('*') "
+        "if f.is_file()))"
+    )
+    found = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python", service_image, "-c", probe
+    ).splitlines()
+    assert found[0] == "['onnxruntime']"
+    assert found[1] == "['model.onnx', 'model.yaml']"
 
 
 @pytest.mark.integration

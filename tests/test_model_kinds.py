@@ -8,9 +8,6 @@ that no scikit-learn, SciPy or pandas is loaded while serving, and no pickle is 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from harness.processes import bentoml_serve_command, free_port, running
 from iris_classifier.training.estimators import ESTIMATORS
 from tests.conftest import REPO_ROOT, SEED_FLOWER
 from tests.test_integration import BAD_BODIES, request
+from tests.test_train import run_train
 
 pytestmark = pytest.mark.integration
 
@@ -40,18 +38,11 @@ threading.Thread(target=_record, daemon=True).start()
 """
 
 
-def train(home: Path, reports: Path, *args: str) -> None:
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
-    result = subprocess.run(
-        [sys.executable, "train.py", "--report-dir", str(reports), *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def train(tmp_path: Path, *args: str) -> Path:
+    """Train into a fresh store under `tmp_path`; return that BentoML home."""
+    result, home = run_train(tmp_path, *args)
     assert result.returncode == 0, result.stderr
+    return home
 
 
 def served_entry_files(home: Path) -> list[str]:
@@ -113,9 +104,9 @@ def serving_env(home: Path, modules_dir: Path) -> dict[str, str]:
 def test_estimator_is_served_from_onnx_without_training_libraries(
     tmp_path: Path, estimator: str
 ) -> None:
-    home, modules_dir = tmp_path / "home", tmp_path / "modules"
+    modules_dir = tmp_path / "modules"
     modules_dir.mkdir()
-    train(home, tmp_path / "reports", "--model", estimator)
+    home = train(tmp_path, "--model", estimator)
     assert served_entry_files(home) == ["model.onnx", "model.yaml"]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -133,9 +124,9 @@ def test_estimator_is_served_from_onnx_without_training_libraries(
 
 
 def test_random_forest_is_served_by_make_serve(tmp_path: Path) -> None:
-    home, modules_dir = tmp_path / "home", tmp_path / "modules"
+    modules_dir = tmp_path / "modules"
     modules_dir.mkdir()
-    train(home, tmp_path / "reports", "--model", "random-forest")
+    home = train(tmp_path, "--model", "random-forest")
     [stored_version] = [
         p.name for p in (home / "models" / "iris_classifier").iterdir() if p.is_dir()
     ]

@@ -62,3 +62,11 @@ def test_bentoml_serve_exits_with_one_line_on_a_bad_model(tmp_path: Path, case: 
     assert len(refusals) == 1, result.stderr[-2000:]
     assert expected in refusals[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_session_runs_with_one_intra_op_and_one_inter_op_thread(tmp_path: Path) -> None:
+    model_dir = copy_store(SESSION_HOME, tmp_path)
+    options = load(
+        model_dir, stored_metadata(model_dir), FEATURE_NAMES
+    ).session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)

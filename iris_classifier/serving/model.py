@@ -48,11 +48,11 @@ class OnnxClassifier:
     def __init__(self, session: onnxruntime.InferenceSession, class_names: Sequence[str]) -> None:
         self.class_names: tuple[str, ...] = tuple(class_names)
         self.dtype = TENSOR_DTYPES[session.get_inputs()[0].type]
-        self._session = session
+        self.session = session
         self._outputs = [PROBABILITIES_OUTPUT]
         # The single-flower path reuses one bound input row and one bound output row, so a
         # request costs ONNX Runtime's arithmetic and no per-call allocation or input checks
-        # (a third of `InferenceSession.run`'s cost for the linear model).
+        # (benchmarks/README.md compares it with `InferenceSession.run`).
         self._row = np.zeros((1, session.get_inputs()[0].shape[1]), self.dtype)
         self._row_probabilities = np.zeros((1, len(self.class_names)), self.dtype)
         self._binding = session.io_binding()
@@ -74,13 +74,13 @@ class OnnxClassifier:
         coroutines that run this without awaiting in between.
         """
         self._row[0] = features
-        self._session.run_with_iobinding(self._binding)
+        self.session.run_with_iobinding(self._binding)
         return self._row_probabilities[0].tolist()
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Probabilities of each class for a (rows, 4) array of flowers."""
         feed = {INPUT_NAME: features.astype(self.dtype, copy=False)}
-        return self._session.run(self._outputs, feed)[0]
+        return self.session.run(self._outputs, feed)[0]
 
 
 def load(directory: Path, metadata: Mapping[str, Any], feature_names: Sequence[str]):
