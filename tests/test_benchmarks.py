@@ -18,6 +18,7 @@ import pytest
 from benchmarks.loadgen import parse_wrk_output
 from benchmarks.report import targets
 from harness.processes import REPO_ROOT
+from tests.conftest import require
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:3000
   1 threads and 16 connections
@@ -75,12 +76,10 @@ def test_targets_flag_a_slower_service() -> None:
 def require_tools(*names: str) -> None:
     """Skip when a tool is missing, except in CI, where its absence is a failure."""
     missing = [name for name in names if shutil.which(name) is None]
-    if not missing:
-        return
-    reason = f"{', '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    require(
+        not missing,
+        f"{', '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})",
+    )
 
 
 @pytest.fixture(scope="module")

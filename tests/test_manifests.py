@@ -22,6 +22,7 @@ from harness import manifests, pod_emulation
 from harness.containers import docker_unavailable_reason, image_present
 from harness.manifests import Manifest
 from harness.processes import REPO_ROOT
+from tests.conftest import require as _require
 
 NAME = "iris-classifier"
 NAMESPACE = "iris-classifier"
@@ -557,15 +558,6 @@ def test_image_serves_under_the_pod_spec(kind_objects: list[Manifest], kind_imag
         assert exit_code != 137, "SIGTERM did not stop the service within the grace period"
     finally:
         pod.remove()
-
-
-def _require(condition: bool, reason: str) -> None:
-    """Skip without a tool the test needs, but fail under CI, where it must be there."""
-    if condition:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"required under CI=true: {reason}")
-    pytest.skip(reason)
 
 
 def _probe_paths(app: Manifest) -> set[str]:
