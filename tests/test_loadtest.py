@@ -19,7 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from iris_classifier.config import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.config import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.contract import IrisFeatures
 from loadtest.answers import batch_problem, classification_problem
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
@@ -96,14 +97,14 @@ def test_a_batch_answer_must_have_one_prediction_per_flower() -> None:
 
 def test_sampled_flowers_are_valid_requests_of_every_species() -> None:
     sampler = FlowerSampler(seed=7)
-    flowers = sampler.flowers(2000)
-    for flower in flowers:
+    drawn = [sampler.labelled_flower() for _ in range(3000)]
+    for _, flower in drawn:
         assert tuple(flower) == FEATURE_NAMES
-        assert all(0 < value <= MAX_FEATURE_CM for value in flower.values())
-    # Petal length separates the species: short setosa petals and long virginica ones appear.
-    assert min(flower["petal_length"] for flower in flowers) < 2
-    assert max(flower["petal_length"] for flower in flowers) > 6
-    assert len(CLASS_NAMES) == 3
+        IrisFeatures.model_validate(flower, strict=True)  # what the service accepts
+    # The bundled data holds 50 flowers of each species: each gets about a third of the draws.
+    shares = {name: count / len(drawn) for name, count in Counter(s for s, _ in drawn).items()}
+    assert set(shares) == set(CLASS_NAMES)
+    assert all(0.28 < share < 0.39 for share in shares.values()), shares
 
 
 # --- fault judgement ----------------------------------------------------------------------------
