@@ -309,7 +309,15 @@ def test_pods_spread_over_nodes_in_every_overlay(overlay: tuple[str, list[Manife
         assert constraint["matchLabelKeys"] == ["pod-template-hash"]
 
 
-def test_kind_workers_can_hold_the_replicas_within_the_skew(kind_objects: list[Manifest]) -> None:
+def test_kind_spread_gives_every_worker_a_pod_before_any_gets_a_second(
+    kind_objects: list[Manifest],
+) -> None:
+    """Replays the scheduler's spread filter on kind's nodes, choosing at each step the worst
+    node the constraint still allows (the fullest): a node may take the next pod only if its
+    count plus one exceeds the smallest count over the counted nodes by at most maxSkew. With
+    nodeTaintsPolicy Ignore the tainted control plane is counted, at 0, and the third pod
+    could not be placed; with a maxSkew of 2, or ScheduleAnyway, one worker could get two pods
+    while the other has none."""
     deployment = manifests.only(kind_objects, "Deployment")
     spec = manifests.pod_spec(deployment)
     (by_node,) = [
@@ -317,12 +325,24 @@ def test_kind_workers_can_hold_the_replicas_within_the_skew(kind_objects: list[M
     ]
     # The control plane is tainted and the pods do not tolerate it: only workers take pods.
     assert not spec.get("tolerations")
-    config = manifests.load_yaml(KIND_CONFIG)
-    workers = sum(node["role"] == "worker" for node in config["nodes"])
-    replicas = deployment["spec"]["replicas"]
-    assert replicas >= workers, "every worker should serve"
-    evenest_skew = 0 if replicas % workers == 0 else 1
-    assert evenest_skew <= by_node["maxSkew"]
+    roles = [node["role"] for node in manifests.load_yaml(KIND_CONFIG)["nodes"]]
+    workers = [index for index, role in enumerate(roles) if role == "worker"]
+    honours_taints = by_node.get("nodeTaintsPolicy", "Ignore") == "Honor"
+    counted = workers if honours_taints else list(range(len(roles)))
+    enforced = by_node["whenUnsatisfiable"] == "DoNotSchedule"
+    pods = [0] * len(roles)
+    for pod in range(1, deployment["spec"]["replicas"] + 1):
+        lowest = min(pods[index] for index in counted)
+        allowed = [
+            index
+            for index in workers
+            if not enforced or pods[index] + 1 - lowest <= by_node["maxSkew"]
+        ]
+        assert allowed, f"pod {pod} cannot be scheduled; pods per node {pods}"
+        pods[max(allowed, key=pods.__getitem__)] += 1
+        on_workers = [pods[index] for index in workers]
+        assert max(on_workers) - min(on_workers) <= 1, f"pods per node after pod {pod}: {pods}"
+    assert min(pods[index] for index in workers) >= 1, f"a worker serves nothing: {pods}"
 
 
 def test_production_also_spreads_pods_over_zones(production_objects: list[Manifest]) -> None:
