@@ -29,8 +29,10 @@ NAMESPACE = "iris-classifier"
 BENTO_UID = 1034
 KIND_REPLICAS = 3
 PRODUCTION_MIN_REPLICAS = 3
-# The release range the manifests promise to work on; newer shipped schemas are checked too.
-REQUIRED_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33")
+# The release range the manifests promise to work on (the README states it); newer shipped
+# schemas are checked too.
+OLDEST_RELEASE, NEWEST_RELEASE = 29, 37
+REQUIRED_VERSIONS = tuple(f"1.{minor}" for minor in range(OLDEST_RELEASE, NEWEST_RELEASE + 1))
 KIND_CONFIG = manifests.overlay_dir("kind") / "kind-config.yaml"
 
 
@@ -104,6 +106,20 @@ def test_every_namespaced_object_lands_in_the_app_namespace(
 
 def test_the_targeted_kubernetes_releases_have_schemas() -> None:
     assert set(REQUIRED_VERSIONS) <= set(manifests.schema_versions())
+
+
+def test_readmes_promise_the_release_range_that_is_validated() -> None:
+    claims = [
+        (str(path.relative_to(REPO_ROOT)), claim.groups())
+        for path in [REPO_ROOT / "README.md", *manifests.KUSTOMIZE_ROOT.rglob("README.md")]
+        for claim in re.finditer(
+            r"(?:validated\s+for|release\s+from)\s+(1\.\d+)\s+to\s+(1\.\d+)", path.read_text()
+        )
+    ]
+    assert claims, "no README states the validated Kubernetes releases"
+    assert {range_ for _, range_ in claims} == {(REQUIRED_VERSIONS[0], REQUIRED_VERSIONS[-1])}, (
+        claims
+    )
 
 
 @pytest.mark.parametrize("version", manifests.schema_versions())
