@@ -112,7 +112,7 @@ def test_bentofile_pins_match_pyproject() -> None:
 
 
 DEFAULT_BASE = BENTOFILE["docker"]["base_image"]
-LOCAL_BASE = "iris-python-base:3.11-bookworm"
+LOCAL_BASE = "iris-python-runtime:3.11-bookworm"
 
 
 def base_image_obtainable() -> bool:
@@ -256,6 +256,104 @@ def test_metrics_count_requests(container: Container) -> None:
 def test_x_served_by_is_the_pod_name(container: Container) -> None:
     _, headers, _ = call(f"{container.url}/iris/classify_iris", SEED_FLOWER)
     assert {k.lower(): v for k, v in headers.items()}["x-served-by"] == POD_NAME
+
+
+# --- Trust store and build leftovers -----------------------------------------------------------
+
+# Run inside the image: the certificates /etc/ca-certificates.conf enables (plus local ones in
+# /usr/local/share/ca-certificates, which update-ca-certificates adds too), and those each trust
+# store holds, as SHA-256 fingerprints; and the environment of the service's first process.
+TRUST_PROBE = r"""
+import glob, hashlib, json, os, ssl
+
+BEGIN, END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+
+def read(path):
+    with open(path, "rb") as file:  # file names in ca-certificates.conf are UTF-8 bytes
+        return file.read().decode("ascii", errors="replace")
+
+def fingerprints(path):
+    blocks = [part[part.index(BEGIN):] + END + "\n" for part in read(path).split(END) if BEGIN in part]
+    return [hashlib.sha256(ssl.PEM_cert_to_DER_cert(block)).hexdigest() for block in blocks]
+
+enabled = []
+with open("/etc/ca-certificates.conf", "rb") as conf:
+    for line in conf.read().splitlines():
+        line = line.strip()
+        if line and not line.startswith((b"#", b"!")):
+            enabled += fingerprints(b"/usr/share/ca-certificates/" + line)
+for path in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True):
+    enabled += fingerprints(path)
+
+capath = ssl.get_default_verify_paths().capath
+context = ssl.create_default_context()
+stores = {
+    "python default context": [
+        hashlib.sha256(der).hexdigest() for der in context.get_ca_certs(binary_form=True)
+    ],
+    "openssl capath": [
+        fingerprint
+        for path in glob.glob(os.path.join(capath, "*"))
+        if os.path.isfile(path) and BEGIN in read(path)
+        for fingerprint in fingerprints(path)
+    ],
+}
+try:
+    import certifi
+    stores["certifi"] = fingerprints(certifi.where())
+except ImportError:
+    pass
+environ = [item.split("=", 1)[0] for item in read("/proc/1/environ").split("\0") if item]
+print(json.dumps({"enabled": enabled, "stores": stores, "environ": environ}))
+"""
+
+# Settings that only the build stage may carry: CA overrides and package-installer settings.
+BUILD_ONLY_VARIABLES = re.compile(
+    r"^(SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|PIP_.*|UV_.*)$"
+)
+
+
+@pytest.mark.integration
+def test_running_image_trusts_exactly_what_ca_certificates_enables(container: Container) -> None:
+    probe = json.loads(docker("exec", container.name, "python3", "-c", TRUST_PROBE))
+    assert len(probe["enabled"]) > 100, "ca-certificates enables Debian's CAs"
+    for store, trusted in probe["stores"].items():
+        assert set(trusted) == set(probe["enabled"]), f"{store} differs from ca-certificates"
+    assert not [name for name in probe["environ"] if BUILD_ONLY_VARIABLES.match(name)]
+
+
+# Run as root inside the image: every path where a build-only tool or cache would be.
+LEFTOVERS_PROBE = r"""
+import json, os
+found = []
+for directory, subdirectories, files in os.walk("/"):
+    if directory in ("/proc", "/sys", "/dev"):
+        subdirectories[:] = []
+        continue
+    for name in files + subdirectories:
+        path = os.path.join(directory, name)
+        if name in ("uv", "uvx", "build-host-ca.crt") or (
+            os.path.basename(directory) == ".cache" and name in ("pip", "uv")
+        ):
+            found.append(path)
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.integration
+def test_image_holds_no_build_only_tools_caches_or_settings(service_image: str) -> None:
+    leftovers = json.loads(
+        docker(
+            *("run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "python3"),
+            *(service_image, "-c", LEFTOVERS_PROBE),
+        )
+    )
+    assert leftovers == []
+    environment = json.loads(
+        docker("image", "inspect", "--format", "{{json .Config.Env}}", service_image)
+    )
+    names = [entry.split("=", 1)[0] for entry in environment]
+    assert not [name for name in names if BUILD_ONLY_VARIABLES.match(name)], environment
 
 
 # --- SIGTERM drain ------------------------------------------------------------------------------
