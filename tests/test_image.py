@@ -42,7 +42,12 @@ PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 IMAGE_UID = "1034"
 POD_NAME = "image-test-pod-7"
-MAX_IMAGE_BYTES = 600 * 10**6
+# `make image` measured 283,761,518 bytes on the local base (image/README.md). The limit adds
+# 10 %: room for patch releases of the locked packages, while any sizeable dependency (the
+# 51 MB of scikit-learn alone, let alone its SciPy) takes the image over it.
+MEASURED_IMAGE_BYTES = 283_761_518
+IMAGE_SIZE_MARGIN = 0.10
+MAX_IMAGE_BYTES = int(MEASURED_IMAGE_BYTES * (1 + IMAGE_SIZE_MARGIN))
 # Kubernetes' default terminationGracePeriodSeconds: after it the kubelet sends SIGKILL.
 GRACE_PERIOD_S = 30
 
@@ -187,8 +192,9 @@ def test_make_image_tags_the_project_version(service_image: str) -> None:
 
 
 @pytest.mark.integration
-def test_image_is_at_most_600_mb(service_image: str) -> None:
-    assert image_size_bytes(service_image) <= MAX_IMAGE_BYTES
+def test_image_stays_within_its_measured_size_and_margin(service_image: str) -> None:
+    size = image_size_bytes(service_image)
+    assert size <= MAX_IMAGE_BYTES, f"{size:,} bytes, limit {MAX_IMAGE_BYTES:,}"
 
 
 @pytest.mark.integration
