@@ -419,13 +419,20 @@ class DrainLoad:
             connection.close()
 
 
-@pytest.mark.integration
-def test_sigterm_drains_requests_in_flight_and_exits_zero(
-    service_image: str, tmp_path: Path
-) -> None:
-    drained = start_hardened(
-        service_image, log_path=tmp_path / "drain.log", env={"POD_NAME": "drain"}
-    )
+@dataclass
+class DrainOutcome:
+    load: DrainLoad
+    signal_at: float
+    exit_code: int
+    logs: str
+
+    def last_batches_answered_after_the_signal(self) -> int:
+        return sum(last and at > self.signal_at for last, at in self.load.answered)
+
+
+def stop_under_load(image: str, log_path: Path, signal: str) -> DrainOutcome:
+    """Run `image` under DrainLoad and send `signal` while every client's last batch is half sent."""
+    drained = start_hardened(image, log_path=log_path, env={"POD_NAME": "drain"})
     load = DrainLoad(drained.port)
     try:
         wait_http_ok(f"{drained.url}/readyz", timeout=90, process=drained.process)
@@ -437,18 +444,37 @@ def test_sigterm_drains_requests_in_flight_and_exits_zero(
         for _ in clients:
             assert load.last_started.acquire(timeout=60), "a client never began its last batch"
         time.sleep(HEADERS_READ_SECONDS)
-        sigterm_at = time.monotonic()
-        docker("kill", "--signal", "TERM", drained.name)
+        signal_at = time.monotonic()
+        docker("kill", "--signal", signal, drained.name)
         load.sigterm_sent.set()
         for client in clients:
             client.join(timeout=GRACE_PERIOD_S)
         exit_code = drained.wait_exit(timeout=GRACE_PERIOD_S)
-
-        assert load.failures == [], drained.logs()[-3000:]
-        finished_after_sigterm = [at > sigterm_at for last, at in load.answered if last]
-        assert finished_after_sigterm == [True] * LOAD_THREADS
-        assert len(load.answered) > LOAD_THREADS, "no load before SIGTERM"
-        assert exit_code == 0, drained.logs()[-3000:]
+        return DrainOutcome(load, signal_at, exit_code, drained.logs()[-3000:])
     finally:
         load.sigterm_sent.set()  # no client may wait for it forever
         drained.remove()
+
+
+@pytest.mark.integration
+def test_sigterm_drains_requests_in_flight_and_exits_zero(
+    service_image: str, tmp_path: Path
+) -> None:
+    outcome = stop_under_load(service_image, tmp_path / "drain.log", "TERM")
+    assert outcome.load.failures == [], outcome.logs
+    assert outcome.last_batches_answered_after_the_signal() == LOAD_THREADS
+    assert len(outcome.load.answered) > LOAD_THREADS, "no load before SIGTERM"
+    assert outcome.exit_code == 0, outcome.logs
+
+
+@pytest.mark.integration
+def test_sigkill_instead_loses_every_request_in_flight(service_image: str, tmp_path: Path) -> None:
+    """The control for the drain test: the same load stopped by SIGKILL, which the kubelet sends
+    once the grace period is over, must fail all the last batches, or the drain test could not
+    tell draining from not draining."""
+    outcome = stop_under_load(service_image, tmp_path / "kill.log", "KILL")
+    assert len(outcome.load.answered) > LOAD_THREADS, "no load before SIGKILL"
+    assert outcome.last_batches_answered_after_the_signal() == 0
+    last_failures = [failure for failure in outcome.load.failures if failure.startswith("last")]
+    assert len(last_failures) == LOAD_THREADS, outcome.load.failures
+    assert outcome.exit_code == 137
