@@ -6,11 +6,13 @@ timing, since speed is what `make bench` reports, not what a test can judge on a
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,59 @@ def test_service_module_imports_without_scikit_learn() -> None:
         [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert completed.stdout.strip() == "[]"
+
+
+FLOWER = '"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2'
+# Bodies the service refuses, spelt as raw JSON so NaN and 1e400 reach the servers as sent.
+REFUSED = {
+    "string": '{"sepal_length": "4", "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "NaN token": '{"sepal_length": NaN, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "overflow": '{"sepal_length": 1e400, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "boolean": '{"sepal_length": true, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "zero": '{"sepal_length": 0, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "too long": '{"sepal_length": 101, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "missing": '{"sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "unknown field": "{" + FLOWER + ', "colour": 1}',
+}
+REFUSED_BATCHES = {
+    "empty batch": '{"flowers": []}',
+    "5,001 flowers": '{"flowers": [' + ", ".join(["{" + FLOWER + "}"] * 5001) + "]}",
+    "bad row": '{"flowers": [{' + FLOWER + '}, {"sepal_length": "x"}]}',
+}
+
+
+@pytest.fixture(scope="module", params=["fastapi_loaded_once", "fit_per_request"])
+def baseline_client(request: pytest.FixtureRequest, trained_model: str) -> Iterator:
+    """A baseline app over the session's model store, started as uvicorn would start it."""
+    from starlette.testclient import TestClient
+
+    module = importlib.import_module(f"benchmarks.baselines.{request.param}")
+    with TestClient(module.app) as client:
+        yield client
+
+
+def refused_fields(client, path: str, body: str) -> tuple[int, list[str]]:
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    detail = response.json().get("detail") if response.status_code != 200 else []
+    return response.status_code, [problem.get("field") for problem in detail or []]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/iris/classify_iris", body) for body in REFUSED.values()]
+    + [("/iris/classify_batch", body) for body in REFUSED_BATCHES.values()],
+    ids=[*REFUSED, *REFUSED_BATCHES],
+)
+def test_baselines_refuse_what_the_service_refuses_as_it_does(
+    baseline_client, service_client, path: str, body: str
+) -> None:
+    """The benchmark compares like with like only if the baselines are as strict."""
+    service = refused_fields(service_client, path, body)
+    assert service[0] == 400
+    assert refused_fields(baseline_client, path, body) == service
+
+
+def test_baselines_answer_a_valid_flower(baseline_client) -> None:
+    response = baseline_client.post("/iris/classify_iris", json=json.loads("{" + FLOWER + "}"))
+    assert response.status_code == 200, response.text
+    assert response.json()["class"] == "setosa"
