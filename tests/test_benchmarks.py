@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.loadgen import parse_wrk_output
-from benchmarks.report import targets
+from benchmarks.loadgen import WrkResult, parse_wrk_output
+from benchmarks.measure import RoundResult
+from benchmarks.report import cpu_column_note, medians, paired_ratios, ratio, targets
 from harness.processes import REPO_ROOT
 from tests.conftest import require
 
@@ -73,6 +74,50 @@ def test_targets_flag_a_slower_service() -> None:
     }
 
     assert not any(target.met for target in targets(summary, "bentoml", "fastapi"))
+
+
+def round_result(server: str, index: int, rps: float, flowers: float, cpu_s: float) -> RoundResult:
+    """One round of 10 s loads: `rps` single requests a second, then `flowers` a second."""
+    return RoundResult(
+        server=server,
+        round_index=index,
+        cold_start_s=2.0,
+        cold_start_cpu_s=2.0,
+        single=WrkResult(int(rps * 10), 10.0, 5.0, 10.0, 0),
+        batch=WrkResult(int(flowers * 10 / 1000), 10.0, 5.0, 10.0, 0),
+        batch_rows=1000,
+        single_cpu_s=cpu_s,
+        batch_cpu_s=cpu_s,
+        rss_mb=200.0,
+        pss_mb=180.0,
+    )
+
+
+def test_paired_ratios_pair_each_round_not_the_medians() -> None:
+    # Medians 300k and 100k flowers/s give 3.0x, but within each round the service was 2x.
+    results = [
+        round_result("bentoml", 1, 1000, 200_000, 10),
+        round_result("fastapi", 1, 1000, 100_000, 10),
+        round_result("bentoml", 2, 1000, 300_000, 10),
+        round_result("fastapi", 2, 1000, 150_000, 10),
+        round_result("bentoml", 3, 1000, 320_000, 10),
+        round_result("fastapi", 3, 1000, 40_000, 10),
+    ]
+    summary = medians(results)
+    assert (
+        ratio(summary["bentoml"]["flowers_per_second"], summary["fastapi"]["flowers_per_second"])
+        == 3.0
+    )
+    assert paired_ratios(results, "bentoml", "fastapi")["flowers_per_second"] == 2.0
+
+
+def test_report_says_cpu_per_request_follows_the_rate_when_the_cpu_is_saturated() -> None:
+    # 1,000 req/s for 10 s on 10 CPU-seconds: busy all the time, 1,000 us a request.
+    saturated = [round_result("bentoml", 1, 1000, 100_000, 10.0)]
+    assert saturated[0].cpu_us_per_request == 1e6 / saturated[0].single.requests_per_second
+    assert "busy 100.0% to 100.0%" in cpu_column_note(saturated)
+    half_idle = [round_result("bentoml", 1, 1000, 100_000, 5.0)]
+    assert "busy 50.0% to 50.0%" in cpu_column_note(half_idle)
 
 
 def require_tools(*names: str) -> None:
