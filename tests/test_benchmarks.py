@@ -111,13 +111,15 @@ def test_paired_ratios_pair_each_round_not_the_medians() -> None:
     assert paired_ratios(results, "bentoml", "fastapi")["flowers_per_second"] == 2.0
 
 
-def test_report_says_cpu_per_request_follows_the_rate_when_the_cpu_is_saturated() -> None:
+def test_report_says_what_cpu_per_request_means_from_how_busy_the_cpu_was() -> None:
     # 1,000 req/s for 10 s on 10 CPU-seconds: busy all the time, 1,000 us a request.
     saturated = [round_result("bentoml", 1, 1000, 100_000, 10.0)]
     assert saturated[0].cpu_us_per_request == 1e6 / saturated[0].single.requests_per_second
     assert "busy 100.0% to 100.0%" in cpu_column_note(saturated)
-    half_idle = [round_result("bentoml", 1, 1000, 100_000, 5.0)]
-    assert "busy 50.0% to 50.0%" in cpu_column_note(half_idle)
+    assert "the same figure as the rate" in cpu_column_note(saturated)
+    shared = [*saturated, round_result("bentoml", 2, 1000, 100_000, 5.0)]
+    assert "busy 50.0% to 100.0%" in cpu_column_note(shared)
+    assert "other work shared the pinned CPU" in cpu_column_note(shared)
 
 
 def require_tools(*names: str) -> None:
