@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -236,3 +238,43 @@ def test_baselines_answer_a_valid_flower(baseline_client) -> None:
     response = baseline_client.post("/iris/classify_iris", json=json.loads("{" + FLOWER + "}"))
     assert response.status_code == 200, response.text
     assert response.json()["class"] == "setosa"
+
+
+# The README tables of ratios to the FastAPI baseline: their rows and the figure each row shows.
+RATIO_ROWS = {
+    "single-flower requests/s": "single_rps",
+    "single-flower p99 latency": "single_p99_ms",
+    "flowers/s in 1,000-row batches": "flowers_per_second",
+    "resident memory, whole process tree": "rss_mb",
+    "cold start to `/readyz`": "cold_start_s",
+}
+
+
+def ratios_of_the_last_run() -> dict[str, list[float]]:
+    """Per row: the service's ratio of medians and paired ratio, then fit-per-request's."""
+    rounds = json.loads((REPO_ROOT / "benchmarks/results/latest.json").read_text())["rounds"]
+    by_round: dict[int, dict[str, dict]] = {}
+    for row in rounds:
+        by_round.setdefault(row["round"], {})[row["server"]] = row
+    figures = {}
+    for label, key in RATIO_ROWS.items():
+        figures[label] = []
+        for server in ("bentoml", "fit-per-request"):
+            median = statistics.median(r[key] for r in rounds if r["server"] == server)
+            base = statistics.median(r[key] for r in rounds if r["server"] == "fastapi")
+            paired = statistics.median(
+                ratio(pair[server][key], pair["fastapi"][key]) for pair in by_round.values()
+            )
+            figures[label] += [ratio(median, base), paired]
+    return figures
+
+
+@pytest.mark.parametrize("readme", ["README.md", "benchmarks/README.md"])
+def test_readme_ratios_are_those_of_the_last_run(readme: str) -> None:
+    text = (REPO_ROOT / readme).read_text()
+    expected = ratios_of_the_last_run()
+    for label, figures in expected.items():
+        row = re.search(rf"^\| {re.escape(label)} \|(.*)\|$", text, re.M)
+        assert row, f"{readme} has no row {label!r}"
+        shown = [float(cell.strip().removesuffix("x")) for cell in row.group(1).split("|")]
+        assert shown == pytest.approx(figures, rel=0.01, abs=0.006), label
