@@ -58,7 +58,7 @@ IMAGE := iris-classifier:$(VERSION)
 # auto: the bentofile's python:3.11-slim when it can be pulled, else the local debootstrapped
 # base; or "default", "local", or any image reference.
 BASE_IMAGE ?= auto
-LOCAL_BASE_IMAGE ?= iris-python-base:3.11-bookworm
+LOCAL_BASE_IMAGE ?= iris-python-runtime:3.11-bookworm
 REVISION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 IMAGE_ENV = BENTOML=$(BIN)/bentoml UV_BINARY=$(BIN)/uv BASE_IMAGE=$(BASE_IMAGE) \
 	LOCAL_BASE_IMAGE=$(LOCAL_BASE_IMAGE) VERSION=$(VERSION) REVISION=$(REVISION)

@@ -63,6 +63,32 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
 
 
+def paired_ratios(results: list[RoundResult], server: str, reference: str) -> dict[str, float]:
+    """Median over the rounds of each round's ratio of `server` to `reference`.
+
+    The servers of a round run back to back, so each ratio compares runs made while the
+    machine was in the same state; the ratio of the medians mixes rounds and can differ.
+    """
+    by_round: dict[int, dict[str, dict[str, object]]] = {}
+    for result in results:
+        by_round.setdefault(result.round_index, {})[result.server] = result.as_dict()
+    pairs = [row for row in by_round.values() if server in row and reference in row]
+    if not pairs:
+        return {}
+    return {
+        key: statistics.median(
+            ratio(float(pair[server][key]), float(pair[reference][key])) for pair in pairs
+        )
+        for key, _ in RATIOS
+    }
+
+
+def cpu_busy_share(result: RoundResult) -> float:
+    """Share of the time the server's process tree was on a CPU during the single-flower load:
+    CPU time per request times requests per second."""
+    return result.cpu_us_per_request * result.single.requests_per_second / 1e6
+
+
 def targets(summary: dict[str, dict[str, float]], service: str, reference: str) -> list[Target]:
     """The issue's targets for the service, judged on medians."""
     ours, theirs = summary.get(service), summary.get(reference)
@@ -137,8 +163,9 @@ def render_markdown(
         "Medians over the rounds. RSS and PSS are summed over the server's whole process tree "
         "after the load; cold start is from launch to the first 200 from its readiness URL, and "
         "start CPU is the CPU time the tree spent getting there. CPU us/req and flowers/CPU-s "
-        "divide the server's CPU time by the work done: they move far less than rates do when "
-        "other work shares the machine.",
+        "divide the server's CPU time during the load by the work done.",
+        "",
+        cpu_column_note(results),
         "",
         "| server | " + " | ".join(heading for _, heading, *_ in METRICS) + " |",
         "| --- | " + " | ".join("---:" for _ in METRICS) + " |",
@@ -161,6 +188,20 @@ def render_markdown(
             row = summary[server]
             cells = [f"{ratio(row[key], base[key]):.2f}x" for key, _ in RATIOS]
             lines.append(f"| {server} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"Paired: the median over the rounds of each round's ratio to `{reference}` (a "
+            "round's servers run back to back, so each ratio compares runs made under the same "
+            "conditions; the ratios above divide medians taken from different rounds):",
+            "",
+            "| server | " + " | ".join(heading for _, heading in RATIOS) + " |",
+            "| --- | " + " | ".join("---:" for _ in RATIOS) + " |",
+        ]
+        for server in servers:
+            paired = paired_ratios(results, server, reference)
+            if paired:
+                cells = [f"{paired[key]:.2f}x" for key, _ in RATIOS]
+                lines.append(f"| {server} | " + " | ".join(cells) + " |")
     checks = targets(summary, service, reference)
     if checks:
         lines += [
@@ -195,6 +236,31 @@ def render_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+# A server whose CPU is busy this share of the time or more is saturated by the load.
+SATURATED = 0.95
+
+
+def cpu_column_note(results: list[RoundResult]) -> str:
+    """What the CPU us/req column means in this run, from how busy the servers were."""
+    shares = [cpu_busy_share(result) for result in results]
+    if not shares:
+        return ""
+    busy = f"{min(shares):.1%} to {max(shares):.1%} of the single-flower phase"
+    if min(shares) >= SATURATED:
+        return (
+            f"Under wrk's closed-loop load each server kept its pinned CPU busy {busy} in every "
+            "round, so CPU us/req is 1e6 / (req/s) within that margin: the same figure as the "
+            "rate, moving with it. CPU per request apart from throughput would need a fixed "
+            "request rate below saturation, which this benchmark does not run."
+        )
+    return (
+        f"The servers' CPU was busy {busy} (CPU us/req times req/s): other work shared the "
+        "pinned CPU and held the rates down. CPU us/req counts the server's own CPU time only, "
+        "so it moves less than the rates with such load; in a round at 100 % it is "
+        "1e6 / (req/s)."
+    )
 
 
 def render_chart(results: list[RoundResult], path: Path, *, service: str, reference: str) -> None:

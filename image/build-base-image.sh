@@ -3,18 +3,19 @@
 #
 # Why: build farms without access to a container registry cannot pull python:3.11-slim,
 # but they can reach a Debian mirror. The image built here stands in for it: Debian's
-# Python 3.11, bash, useradd, uv (so BentoML's Dockerfile needs no pip bootstrap) and the
-# build host's CA bundle, so downloads inside `docker build` work behind a TLS-inspecting
-# proxy. No compiler, no git, no documentation.
+# Python 3.11, bash, useradd and Debian's ca-certificates, nothing else. It is the base of
+# the image that ships, so it holds no build tool and trusts only what Debian's
+# ca-certificates enables: the build host's CA bundle and uv go into a build stage only
+# (image/build-env.sh). No compiler, no git, no documentation.
 #
-# Usage: image/build-base-image.sh [TAG]      (default iris-python-base:3.11-bookworm)
+# Usage: image/build-base-image.sh [TAG]      (default iris-python-runtime:3.11-bookworm)
 # Env:   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR  mirrors (default: read from apt's sources)
-#        HOST_CA_BUNDLE  CA bundle to trust (default /etc/ssl/certs/ca-certificates.crt)
-#        UV_BINARY       uv executable to copy in (default: the one on PATH)
+#        HOST_CA_BUNDLE  CA bundle apt uses for an https mirror while building (default
+#                        /etc/ssl/certs/ca-certificates.crt); it is not left in the image
 #        REBUILD=1       rebuild even if TAG already exists
 set -euo pipefail
 
-tag=${1:-iris-python-base:3.11-bookworm}
+tag=${1:-iris-python-runtime:3.11-bookworm}
 suite=bookworm
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -47,10 +48,8 @@ security_mirror=${DEBIAN_SECURITY_MIRROR:-$(apt_mirror_for "$suite-security" | h
 mirror=${mirror:-http://deb.debian.org/debian}
 security_mirror=${security_mirror:-http://deb.debian.org/debian-security}
 ca_bundle=${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
-uv_binary=${UV_BINARY:-$(command -v uv || true)}
 
 [[ -r $ca_bundle ]] || { log "CA bundle $ca_bundle not readable"; exit 1; }
-[[ -x $uv_binary ]] || { log "uv not found: install the dev dependencies or set UV_BINARY"; exit 1; }
 command -v debootstrap >/dev/null || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
 
 workdir=$(mktemp -d /var/tmp/iris-base.XXXXXX)
@@ -76,16 +75,17 @@ SOURCES
 # Like the official slim images: later apt installs skip documentation and man pages.
 cp "$here/base/dpkg-nodoc" "$rootfs/etc/dpkg/dpkg.cfg.d/nodoc"
 cp "$here/base/apt-slim" "$rootfs/etc/apt/apt.conf.d/90slim"
-cp "$ca_bundle" "$rootfs/etc/ssl/certs/ca-certificates.crt"
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+# The host's bundle is apt's only, for an https mirror behind a TLS-inspecting proxy; it sits
+# in /tmp, which is emptied below, and Debian's own bundle stays as ca-certificates made it.
+cp "$ca_bundle" "$rootfs/tmp/build-host-ca.crt"
 
 log "applying $suite-updates and $suite-security"
 chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    sh -euc 'apt-get update -qq && apt-get -qq -y upgrade && apt-get -qq clean' >"$workdir/upgrade.log" 2>&1 ||
+    sh -euc 'apt-get -o Acquire::https::CAInfo=/tmp/build-host-ca.crt update -qq &&
+        apt-get -o Acquire::https::CAInfo=/tmp/build-host-ca.crt -qq -y upgrade &&
+        apt-get -qq clean' >"$workdir/upgrade.log" 2>&1 ||
     { tail -n 30 "$workdir/upgrade.log" >&2; exit 1; }
-# update-ca-certificates may have rewritten the bundle during the upgrade.
-cp "$ca_bundle" "$rootfs/etc/ssl/certs/ca-certificates.crt"
-install -m 0755 "$uv_binary" "$rootfs/usr/local/bin/uv"
 
 # Slim down: package lists, caches, docs (copyright files stay), man pages, locales.
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/cache/debconf/*-old \

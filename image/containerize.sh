@@ -6,6 +6,8 @@
 # Env:   BASE_IMAGE        auto (default): the bentofile's base_image if it is present or can
 #                          be pulled, else the local one; "default"; "local"; or any reference
 #        LOCAL_BASE_IMAGE  tag of the debootstrapped base (built by build-base-image.sh if missing)
+#        BUILD_ENV_IMAGE   tag for the build stage's image (build-env.sh), which is never shipped
+#        HOST_CA_BUNDLE, UV_BINARY  what the build stage gets (see build-env.sh)
 #        VERSION, REVISION values for the OCI labels
 #        BENTOML           the bentoml executable (default: bentoml on PATH)
 set -euo pipefail
@@ -15,7 +17,8 @@ image_ref=${2:?usage: containerize.sh BENTO_TAG IMAGE_REF}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 bentoml=$(realpath "$(command -v "${BENTOML:-bentoml}")")
-local_base=${LOCAL_BASE_IMAGE:-iris-python-base:3.11-bookworm}
+local_base=${LOCAL_BASE_IMAGE:-iris-python-runtime:3.11-bookworm}
+build_env=${BUILD_ENV_IMAGE:-iris-image-build-env:latest}
 default_base=$(sed -n 's/^  base_image: *//p' "$repo/bentofile.yaml")
 
 log() { echo "containerize: $*" >&2; }
@@ -37,7 +40,8 @@ esac
 if [[ $base == "$local_base" ]]; then
     "$here/build-base-image.sh" "$local_base" >/dev/null
 fi
-log "building $image_ref from $bento_tag on $base"
+"$here/build-env.sh" "$base" "$build_env" >/dev/null
+log "building $image_ref from $bento_tag on $base (packages installed in $build_env)"
 
 # The classic builder: Debian's docker.io has no buildx, and BentoML's Dockerfile needs no
 # BuildKit feature once BuildKit is off (it then leaves out its cache mounts).
@@ -50,6 +54,7 @@ cd "$TMPDIR"
     --image-tag "$image_ref" \
     --network host \
     --build-arg "BASE_IMAGE=$base" \
+    --build-arg "BUILD_IMAGE=$build_env" \
     --label "org.opencontainers.image.title=iris-classifier" \
     --label "org.opencontainers.image.version=${VERSION:-unknown}" \
     --label "org.opencontainers.image.revision=${REVISION:-unknown}" \

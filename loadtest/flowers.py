@@ -22,15 +22,22 @@ class FlowerSampler:
     """Draws flowers, each a dict of the four features in cm, from its own random stream."""
 
     def __init__(self, seed: int | None = None) -> None:
-        features = load_bundled().features
-        self._rows: list[tuple[float, ...]] = [
-            tuple(float(value) for value in row) for row in features.itertuples(index=False)
+        data = load_bundled()
+        self._rows: list[tuple[str, tuple[float, ...]]] = [
+            (str(species), tuple(float(value) for value in row))
+            for species, row in zip(
+                data.species, data.features.itertuples(index=False), strict=True
+            )
         ]
         self._random = random.Random(seed)
 
     def flower(self) -> dict[str, float]:
-        row = self._random.choice(self._rows)
-        return {
+        return self.labelled_flower()[1]
+
+    def labelled_flower(self) -> tuple[str, dict[str, float]]:
+        """A flower and the species of the real flower it was drawn from."""
+        species, row = self._random.choice(self._rows)
+        return species, {
             name: round(min(MAX_FEATURE_CM, max(MIN_FEATURE_CM, value + self._noise())), 2)
             for name, value in zip(FEATURE_NAMES, row, strict=True)
         }

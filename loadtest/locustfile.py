@@ -14,7 +14,9 @@ its LOCUST_* environment variable.
 
 from __future__ import annotations
 
+import json
 import logging
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,12 @@ from locust import FastHttpUser, constant_throughput, events, task
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 
-from loadtest.answers import batch_problem, classification_problem
+from loadtest.answers import (
+    REFERENCE_FLOWERS,
+    ReferenceAnswers,
+    batch_problem,
+    classification_problem,
+)
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
 from loadtest.gates import (
@@ -44,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 # One log per locust process; it is emptied when a test starts.
 REQUEST_LOG = RequestLog()
+# The reference flowers' answers, taken again when a test starts.
+REFERENCE = ReferenceAnswers()
 
 
 @events.init_command_line_parser.add_listener
@@ -180,9 +189,67 @@ class BatchUser(IrisClient):
                 response.failure(problem)
 
 
+class ReferenceUser(IrisClient):
+    """Asks for the reference flowers' answers, one flower at a time and all in one batch, on a
+    new connection every time so that every replica answers them in turn; each answer must
+    equal the one taken before the load (loadtest/answers.py)."""
+
+    fixed_count = 1
+
+    @task
+    def classify_reference(self) -> None:
+        turn = self.requests_sent % (len(REFERENCE_FLOWERS) + 1)
+        self.requests_sent += 1
+        batch = turn == len(REFERENCE_FLOWERS)
+        with self.client.post(
+            "/iris/classify_batch" if batch else "/iris/classify_iris",
+            json={"flowers": list(REFERENCE_FLOWERS)} if batch else REFERENCE_FLOWERS[turn],
+            headers={"Connection": "close"},
+            catch_response=True,
+        ) as response:
+            if problem := status_problem(response):
+                response.failure(problem)
+                return
+            served_by = response.headers.get(SERVED_BY_HEADER) or ""
+            if batch:
+                problem = REFERENCE.batch_problem(response.json(), served_by)
+            else:
+                problem = REFERENCE.single_problem(turn, response.json(), served_by)
+            if problem:
+                response.failure(problem)
+
+
+def post_json(url: str, body: object) -> Any:
+    """The JSON answer to one POST on a connection of its own; raises on any other status."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Connection": "close"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def take_reference_answers(host: str) -> None:
+    """The reference flowers' answers, asked for before any load."""
+    singles = [post_json(f"{host}/iris/classify_iris", flower) for flower in REFERENCE_FLOWERS]
+    batch = post_json(f"{host}/iris/classify_batch", {"flowers": list(REFERENCE_FLOWERS)})
+    REFERENCE.take(singles, batch)
+
+
 @events.test_start.add_listener
 def clear_request_log(**_: Any) -> None:
     REQUEST_LOG.reset()
+
+
+@events.test_start.add_listener
+def take_reference_answers_before_the_load(environment: Environment, **_: Any) -> None:
+    REFERENCE.reset()
+    try:
+        take_reference_answers(environment.host)
+    except (OSError, ValueError) as error:
+        # Every reference check then fails, and so does the reference gate.
+        logger.error("Could not take the reference answers before the load: %s", error)
 
 
 @events.request.add_listener
@@ -215,6 +282,7 @@ def evaluate_gates(environment: Environment) -> list[GateResult]:
         latency_gate("p95", total.get_response_time_percentile(0.95), options.p95_limit_ms),
         latency_gate("p99", total.get_response_time_percentile(0.99), options.p99_limit_ms),
     ]
+    results.append(REFERENCE.gate(replica_tally(REQUEST_LOG.records)))
     if options.expected_replicas > 0:
         results.append(
             balance_gate(

@@ -6,19 +6,25 @@ timing, since speed is what `make bench` reports, not what a test can judge on a
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from benchmarks import v2
 from benchmarks.loadgen import WrkResult, parse_wrk_output
-from benchmarks.report import targets
-from benchmarks.v2 import Measurement, mlserver, paired_ratios, render_markdown, this_service
+from benchmarks.measure import RoundResult
+from benchmarks.report import cpu_column_note, medians, paired_ratios, ratio, targets
 from harness.processes import REPO_ROOT
+from tests.conftest import require
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:3000
   1 threads and 16 connections
@@ -73,15 +79,59 @@ def test_targets_flag_a_slower_service() -> None:
     assert not any(target.met for target in targets(summary, "bentoml", "fastapi"))
 
 
+def round_result(server: str, index: int, rps: float, flowers: float, cpu_s: float) -> RoundResult:
+    """One round of 10 s loads: `rps` single requests a second, then `flowers` a second."""
+    return RoundResult(
+        server=server,
+        round_index=index,
+        cold_start_s=2.0,
+        cold_start_cpu_s=2.0,
+        single=WrkResult(int(rps * 10), 10.0, 5.0, 10.0, 0),
+        batch=WrkResult(int(flowers * 10 / 1000), 10.0, 5.0, 10.0, 0),
+        batch_rows=1000,
+        single_cpu_s=cpu_s,
+        batch_cpu_s=cpu_s,
+        rss_mb=200.0,
+        pss_mb=180.0,
+    )
+
+
+def test_paired_ratios_pair_each_round_not_the_medians() -> None:
+    # Medians 300k and 100k flowers/s give 3.0x, but within each round the service was 2x.
+    results = [
+        round_result("bentoml", 1, 1000, 200_000, 10),
+        round_result("fastapi", 1, 1000, 100_000, 10),
+        round_result("bentoml", 2, 1000, 300_000, 10),
+        round_result("fastapi", 2, 1000, 150_000, 10),
+        round_result("bentoml", 3, 1000, 320_000, 10),
+        round_result("fastapi", 3, 1000, 40_000, 10),
+    ]
+    summary = medians(results)
+    assert (
+        ratio(summary["bentoml"]["flowers_per_second"], summary["fastapi"]["flowers_per_second"])
+        == 3.0
+    )
+    assert paired_ratios(results, "bentoml", "fastapi")["flowers_per_second"] == 2.0
+
+
+def test_report_says_what_cpu_per_request_means_from_how_busy_the_cpu_was() -> None:
+    # 1,000 req/s for 10 s on 10 CPU-seconds: busy all the time, 1,000 us a request.
+    saturated = [round_result("bentoml", 1, 1000, 100_000, 10.0)]
+    assert saturated[0].cpu_us_per_request == 1e6 / saturated[0].single.requests_per_second
+    assert "busy 100.0% to 100.0%" in cpu_column_note(saturated)
+    assert "the same figure as the rate" in cpu_column_note(saturated)
+    shared = [*saturated, round_result("bentoml", 2, 1000, 100_000, 5.0)]
+    assert "busy 50.0% to 100.0%" in cpu_column_note(shared)
+    assert "other work shared the pinned CPU" in cpu_column_note(shared)
+
+
 def require_tools(*names: str) -> None:
     """Skip when a tool is missing, except in CI, where its absence is a failure."""
     missing = [name for name in names if shutil.which(name) is None]
-    if not missing:
-        return
-    reason = f"{', '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    require(
+        not missing,
+        f"{', '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})",
+    )
 
 
 def trained_home(tmp_path_factory: pytest.TempPathFactory, *train_args: str) -> Path:
@@ -158,10 +208,10 @@ def test_service_module_imports_without_scikit_learn() -> None:
     assert completed.stdout.strip() == "[]"
 
 
-def measurement(server: str, workload: str, round_index: int, rps: float) -> Measurement:
+def measurement(server: str, workload: str, round_index: int, rps: float) -> v2.Measurement:
     rows = 1 if workload == "single" else 1000
     result = WrkResult(requests=int(rps * 10), seconds=10.0, p50_ms=1.0, p99_ms=2.0, failed=0)
-    return Measurement(server, workload, round_index, rows, result)
+    return v2.Measurement(server, workload, round_index, rows, result)
 
 
 def test_v2_ratios_pair_rounds_and_judge_each_target() -> None:
@@ -174,11 +224,11 @@ def test_v2_ratios_pair_rounds_and_judge_each_target() -> None:
         measurement("mlserver", "batch-json", 1, 100),
         measurement("bentoml", "batch-binary", 1, 400),
     ]
-    ratios = paired_ratios(measurements)
+    ratios = v2.paired_ratios(measurements)
     assert ratios["single flower, V2 JSON"] == pytest.approx([3.0, 1.2])
     assert ratios["1,000-row batch, V2 JSON"] == pytest.approx([1.4])
     assert ratios["1,000-row batch, binary vs MLServer's JSON"] == pytest.approx([4.0])
-    report = render_markdown(measurements, [this_service(), mlserver()], "make bench")
+    report = v2.render_markdown(measurements, [v2.this_service(), v2.mlserver()], "make bench")
     assert "| single flower, V2 JSON | 2.10x | 3.00, 1.20 | 1.5x | met |" in report
     assert "| 1,000-row batch, V2 JSON | 1.40x | 1.40 | 1.5x | missed |" in report
 
@@ -211,3 +261,99 @@ def test_v2_smoke_run_measures_every_workload_of_this_service(
     assert {row["workload"] for row in rows} == {"single", "batch-json", "batch-binary"}
     assert all(row["rps"] > 0 for row in rows)
     assert "| bentoml | batch-binary |" in (tmp_path / "v2.md").read_text()
+
+
+FLOWER = '"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2'
+# Bodies the service refuses, spelt as raw JSON so NaN and 1e400 reach the servers as sent.
+REFUSED = {
+    "string": '{"sepal_length": "4", "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "NaN token": '{"sepal_length": NaN, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "overflow": '{"sepal_length": 1e400, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "boolean": '{"sepal_length": true, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "zero": '{"sepal_length": 0, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "too long": '{"sepal_length": 101, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "missing": '{"sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "unknown field": "{" + FLOWER + ', "colour": 1}',
+}
+REFUSED_BATCHES = {
+    "empty batch": '{"flowers": []}',
+    "5,001 flowers": '{"flowers": [' + ", ".join(["{" + FLOWER + "}"] * 5001) + "]}",
+    "bad row": '{"flowers": [{' + FLOWER + '}, {"sepal_length": "x"}]}',
+}
+
+
+@pytest.fixture(scope="module", params=["fastapi_loaded_once", "fit_per_request"])
+def baseline_client(request: pytest.FixtureRequest, trained_model: str) -> Iterator:
+    """A baseline app over the session's model store, started as uvicorn would start it."""
+    from starlette.testclient import TestClient
+
+    module = importlib.import_module(f"benchmarks.baselines.{request.param}")
+    with TestClient(module.app) as client:
+        yield client
+
+
+def refused_fields(client, path: str, body: str) -> tuple[int, list[str]]:
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    detail = response.json().get("detail") if response.status_code != 200 else []
+    return response.status_code, [problem.get("field") for problem in detail or []]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/iris/classify_iris", body) for body in REFUSED.values()]
+    + [("/iris/classify_batch", body) for body in REFUSED_BATCHES.values()],
+    ids=[*REFUSED, *REFUSED_BATCHES],
+)
+def test_baselines_refuse_what_the_service_refuses_as_it_does(
+    baseline_client, service_client, path: str, body: str
+) -> None:
+    """The benchmark compares like with like only if the baselines are as strict."""
+    service = refused_fields(service_client, path, body)
+    assert service[0] == 400
+    assert refused_fields(baseline_client, path, body) == service
+
+
+def test_baselines_answer_a_valid_flower(baseline_client) -> None:
+    response = baseline_client.post("/iris/classify_iris", json=json.loads("{" + FLOWER + "}"))
+    assert response.status_code == 200, response.text
+    assert response.json()["class"] == "setosa"
+
+
+# The README tables of ratios to the FastAPI baseline: their rows and the figure each row shows.
+RATIO_ROWS = {
+    "single-flower requests/s": "single_rps",
+    "single-flower p99 latency": "single_p99_ms",
+    "flowers/s in 1,000-row batches": "flowers_per_second",
+    "resident memory, whole process tree": "rss_mb",
+    "cold start to `/readyz`": "cold_start_s",
+}
+
+
+def ratios_of_the_last_run() -> dict[str, list[float]]:
+    """Per row: the service's ratio of medians and paired ratio, then fit-per-request's."""
+    rounds = json.loads((REPO_ROOT / "benchmarks/results/latest.json").read_text())["rounds"]
+    by_round: dict[int, dict[str, dict]] = {}
+    for row in rounds:
+        by_round.setdefault(row["round"], {})[row["server"]] = row
+    figures = {}
+    for label, key in RATIO_ROWS.items():
+        figures[label] = []
+        for server in ("bentoml", "fit-per-request"):
+            median = statistics.median(r[key] for r in rounds if r["server"] == server)
+            base = statistics.median(r[key] for r in rounds if r["server"] == "fastapi")
+            paired = statistics.median(
+                ratio(pair[server][key], pair["fastapi"][key]) for pair in by_round.values()
+            )
+            figures[label] += [ratio(median, base), paired]
+    return figures
+
+
+@pytest.mark.parametrize("readme", ["README.md", "benchmarks/README.md"])
+def test_readme_ratios_are_those_of_the_last_run(readme: str) -> None:
+    text = (REPO_ROOT / readme).read_text()
+    expected = ratios_of_the_last_run()
+    for label, figures in expected.items():
+        row = re.search(rf"^\| {re.escape(label)} \|(.*)\|$", text, re.M)
+        assert row, f"{readme} has no row {label!r}"
+        shown = [float(cell.strip().removesuffix("x")) for cell in row.group(1).split("|")]
+        assert shown == pytest.approx(figures, rel=0.01, abs=0.006), label

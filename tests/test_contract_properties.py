@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iris_classifier.config import FEATURE_NAMES, MAX_FEATURE_CM
+from tests.reference_model import reference_probabilities
 
 CLASSIFY = "/iris/classify_iris"
 BATCH = "/iris/classify_batch"
@@ -46,22 +46,27 @@ def encode(document: object) -> bytes:
     return json.dumps(document, allow_nan=True).encode()
 
 
+# The service answers from weights folded out of the stored model, held to it within 1e-9
+# (tests/test_model.py); its answers then round to 4 places, and `probability` to 2.
+FAST_PATH_TOLERANCE = 1e-9
+
+
 @SETTINGS
 @given(flower=valid_flower)
-def test_any_valid_flower_gets_the_models_answer(service_client, flower: dict) -> None:
-
+def test_any_valid_flower_gets_the_models_answer(
+    service_client, trained_model: str, flower: dict
+) -> None:
     response = service_client.post(CLASSIFY, content=encode(flower), headers=HEADERS)
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert answer["class"] in answer["probabilities"]
-    assert 0 <= answer["probability"] <= 1
-    best = max(answer["probabilities"], key=answer["probabilities"].get)
-    assert answer["probabilities"][answer["class"]] == answer["probabilities"][best]
-    # Both are roundings of one probability (to 2 and to 4 places): they differ by at most
-    # half a hundredth plus half a ten-thousandth. Rounding the 4-place value again could
-    # differ from rounding the raw one (0.134951 -> 0.135 -> 0.14, but 0.134951 -> 0.13).
-    assert abs(answer["probability"] - answer["probabilities"][answer["class"]]) <= 0.00505 + 1e-12
-    assert np.isclose(sum(answer["probabilities"].values()), 1, atol=2e-4)
+    assert answer["model_version"] == trained_model
+    (expected,) = reference_probabilities(trained_model, [flower])
+    assert set(answer["probabilities"]) == set(expected)
+    for name, probability in expected.items():
+        assert abs(answer["probabilities"][name] - probability) <= 0.00005 + FAST_PATH_TOLERANCE
+    # The most likely class of the stored model (either one, should two tie within tolerance).
+    assert expected[answer["class"]] >= max(expected.values()) - FAST_PATH_TOLERANCE
+    assert abs(answer["probability"] - expected[answer["class"]]) <= 0.005 + FAST_PATH_TOLERANCE
 
 
 @SETTINGS

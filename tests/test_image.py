@@ -42,7 +42,12 @@ PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 IMAGE_UID = "1034"
 POD_NAME = "image-test-pod-7"
-MAX_IMAGE_BYTES = 600 * 10**6
+# `make image` measured 283,761,518 bytes on the local base (image/README.md). The limit adds
+# 10 %: room for patch releases of the locked packages, while any sizeable dependency (the
+# 51 MB of scikit-learn alone, let alone its SciPy) takes the image over it.
+MEASURED_IMAGE_BYTES = 283_761_518
+IMAGE_SIZE_MARGIN = 0.10
+MAX_IMAGE_BYTES = int(MEASURED_IMAGE_BYTES * (1 + IMAGE_SIZE_MARGIN))
 # Kubernetes' default terminationGracePeriodSeconds: after it the kubelet sends SIGKILL.
 GRACE_PERIOD_S = 30
 
@@ -117,7 +122,7 @@ def test_bentofile_pins_match_pyproject() -> None:
 
 
 DEFAULT_BASE = BENTOFILE["docker"]["base_image"]
-LOCAL_BASE = "iris-python-base:3.11-bookworm"
+LOCAL_BASE = "iris-python-runtime:3.11-bookworm"
 
 
 def base_image_obtainable() -> bool:
@@ -192,8 +197,9 @@ def test_make_image_tags_the_project_version(service_image: str) -> None:
 
 
 @pytest.mark.integration
-def test_image_is_at_most_600_mb(service_image: str) -> None:
-    assert image_size_bytes(service_image) <= MAX_IMAGE_BYTES
+def test_image_stays_within_its_measured_size_and_margin(service_image: str) -> None:
+    size = image_size_bytes(service_image)
+    assert size <= MAX_IMAGE_BYTES, f"{size:,} bytes, limit {MAX_IMAGE_BYTES:,}"
 
 
 @pytest.mark.integration
@@ -279,6 +285,104 @@ def test_x_served_by_is_the_pod_name(container: Container) -> None:
     assert {k.lower(): v for k, v in headers.items()}["x-served-by"] == POD_NAME
 
 
+# --- Trust store and build leftovers -----------------------------------------------------------
+
+# Run inside the image: the certificates /etc/ca-certificates.conf enables (plus local ones in
+# /usr/local/share/ca-certificates, which update-ca-certificates adds too), and those each trust
+# store holds, as SHA-256 fingerprints; and the environment of the service's first process.
+TRUST_PROBE = r"""
+import glob, hashlib, json, os, ssl
+
+BEGIN, END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+
+def read(path):
+    with open(path, "rb") as file:  # file names in ca-certificates.conf are UTF-8 bytes
+        return file.read().decode("ascii", errors="replace")
+
+def fingerprints(path):
+    blocks = [part[part.index(BEGIN):] + END + "\n" for part in read(path).split(END) if BEGIN in part]
+    return [hashlib.sha256(ssl.PEM_cert_to_DER_cert(block)).hexdigest() for block in blocks]
+
+enabled = []
+with open("/etc/ca-certificates.conf", "rb") as conf:
+    for line in conf.read().splitlines():
+        line = line.strip()
+        if line and not line.startswith((b"#", b"!")):
+            enabled += fingerprints(b"/usr/share/ca-certificates/" + line)
+for path in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True):
+    enabled += fingerprints(path)
+
+capath = ssl.get_default_verify_paths().capath
+context = ssl.create_default_context()
+stores = {
+    "python default context": [
+        hashlib.sha256(der).hexdigest() for der in context.get_ca_certs(binary_form=True)
+    ],
+    "openssl capath": [
+        fingerprint
+        for path in glob.glob(os.path.join(capath, "*"))
+        if os.path.isfile(path) and BEGIN in read(path)
+        for fingerprint in fingerprints(path)
+    ],
+}
+try:
+    import certifi
+    stores["certifi"] = fingerprints(certifi.where())
+except ImportError:
+    pass
+environ = [item.split("=", 1)[0] for item in read("/proc/1/environ").split("\0") if item]
+print(json.dumps({"enabled": enabled, "stores": stores, "environ": environ}))
+"""
+
+# Settings that only the build stage may carry: CA overrides and package-installer settings.
+BUILD_ONLY_VARIABLES = re.compile(
+    r"^(SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|PIP_.*|UV_.*)$"
+)
+
+
+@pytest.mark.integration
+def test_running_image_trusts_exactly_what_ca_certificates_enables(container: Container) -> None:
+    probe = json.loads(docker("exec", container.name, "python3", "-c", TRUST_PROBE))
+    assert len(probe["enabled"]) > 100, "ca-certificates enables Debian's CAs"
+    for store, trusted in probe["stores"].items():
+        assert set(trusted) == set(probe["enabled"]), f"{store} differs from ca-certificates"
+    assert not [name for name in probe["environ"] if BUILD_ONLY_VARIABLES.match(name)]
+
+
+# Run as root inside the image: every path where a build-only tool or cache would be.
+LEFTOVERS_PROBE = r"""
+import json, os
+found = []
+for directory, subdirectories, files in os.walk("/"):
+    if directory in ("/proc", "/sys", "/dev"):
+        subdirectories[:] = []
+        continue
+    for name in files + subdirectories:
+        path = os.path.join(directory, name)
+        if name in ("uv", "uvx", "build-host-ca.crt") or (
+            os.path.basename(directory) == ".cache" and name in ("pip", "uv")
+        ):
+            found.append(path)
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.integration
+def test_image_holds_no_build_only_tools_caches_or_settings(service_image: str) -> None:
+    leftovers = json.loads(
+        docker(
+            *("run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "python3"),
+            *(service_image, "-c", LEFTOVERS_PROBE),
+        )
+    )
+    assert leftovers == []
+    environment = json.loads(
+        docker("image", "inspect", "--format", "{{json .Config.Env}}", service_image)
+    )
+    names = [entry.split("=", 1)[0] for entry in environment]
+    assert not [name for name in names if BUILD_ONLY_VARIABLES.match(name)], environment
+
+
 # --- SIGTERM drain ------------------------------------------------------------------------------
 
 BATCH = {"flowers": [SEED_FLOWER] * 5000}
@@ -336,13 +440,20 @@ class DrainLoad:
             connection.close()
 
 
-@pytest.mark.integration
-def test_sigterm_drains_requests_in_flight_and_exits_zero(
-    service_image: str, tmp_path: Path
-) -> None:
-    drained = start_hardened(
-        service_image, log_path=tmp_path / "drain.log", env={"POD_NAME": "drain"}
-    )
+@dataclass
+class DrainOutcome:
+    load: DrainLoad
+    signal_at: float
+    exit_code: int
+    logs: str
+
+    def last_batches_answered_after_the_signal(self) -> int:
+        return sum(last and at > self.signal_at for last, at in self.load.answered)
+
+
+def stop_under_load(image: str, log_path: Path, signal: str) -> DrainOutcome:
+    """Run `image` under DrainLoad and send `signal` while every client's last batch is half sent."""
+    drained = start_hardened(image, log_path=log_path, env={"POD_NAME": "drain"})
     load = DrainLoad(drained.port)
     try:
         wait_http_ok(f"{drained.url}/readyz", timeout=90, process=drained.process)
@@ -354,18 +465,37 @@ def test_sigterm_drains_requests_in_flight_and_exits_zero(
         for _ in clients:
             assert load.last_started.acquire(timeout=60), "a client never began its last batch"
         time.sleep(HEADERS_READ_SECONDS)
-        sigterm_at = time.monotonic()
-        docker("kill", "--signal", "TERM", drained.name)
+        signal_at = time.monotonic()
+        docker("kill", "--signal", signal, drained.name)
         load.sigterm_sent.set()
         for client in clients:
             client.join(timeout=GRACE_PERIOD_S)
         exit_code = drained.wait_exit(timeout=GRACE_PERIOD_S)
-
-        assert load.failures == [], drained.logs()[-3000:]
-        finished_after_sigterm = [at > sigterm_at for last, at in load.answered if last]
-        assert finished_after_sigterm == [True] * LOAD_THREADS
-        assert len(load.answered) > LOAD_THREADS, "no load before SIGTERM"
-        assert exit_code == 0, drained.logs()[-3000:]
+        return DrainOutcome(load, signal_at, exit_code, drained.logs()[-3000:])
     finally:
         load.sigterm_sent.set()  # no client may wait for it forever
         drained.remove()
+
+
+@pytest.mark.integration
+def test_sigterm_drains_requests_in_flight_and_exits_zero(
+    service_image: str, tmp_path: Path
+) -> None:
+    outcome = stop_under_load(service_image, tmp_path / "drain.log", "TERM")
+    assert outcome.load.failures == [], outcome.logs
+    assert outcome.last_batches_answered_after_the_signal() == LOAD_THREADS
+    assert len(outcome.load.answered) > LOAD_THREADS, "no load before SIGTERM"
+    assert outcome.exit_code == 0, outcome.logs
+
+
+@pytest.mark.integration
+def test_sigkill_instead_loses_every_request_in_flight(service_image: str, tmp_path: Path) -> None:
+    """The control for the drain test: the same load stopped by SIGKILL, which the kubelet sends
+    once the grace period is over, must fail all the last batches, or the drain test could not
+    tell draining from not draining."""
+    outcome = stop_under_load(service_image, tmp_path / "kill.log", "KILL")
+    assert len(outcome.load.answered) > LOAD_THREADS, "no load before SIGKILL"
+    assert outcome.last_batches_answered_after_the_signal() == 0
+    last_failures = [failure for failure in outcome.load.failures if failure.startswith("last")]
+    assert len(last_failures) == LOAD_THREADS, outcome.load.failures
+    assert outcome.exit_code == 137

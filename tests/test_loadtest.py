@@ -7,10 +7,13 @@ it is skipped when HAProxy is missing, under CI=true it fails instead.
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 import uuid
 from collections import Counter
@@ -19,8 +22,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from iris_classifier.config import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
-from loadtest.answers import batch_problem, classification_problem
+from iris_classifier.config import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.contract import IrisFeatures
+from loadtest.answers import (
+    REFERENCE_FLOWERS,
+    ReferenceAnswers,
+    batch_problem,
+    classification_problem,
+)
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
 from loadtest.gates import balance_gate, failure_ratio_gate, latency_gate
@@ -94,16 +103,59 @@ def test_a_batch_answer_must_have_one_prediction_per_flower() -> None:
     assert "1 predictions for 2 flowers" in (batch_problem(answer, 2) or "")
 
 
+def reference_answers(probability: float = 0.97) -> tuple[list[dict], dict]:
+    """Well-formed answers for every reference flower, and for all of them in one batch."""
+    single = {**GOOD_ANSWER, "probability": probability}
+    batch = {
+        "predictions": [{"class": "setosa", "probability": probability}] * len(REFERENCE_FLOWERS),
+        "model_version": GOOD_ANSWER["model_version"],
+    }
+    return [single] * len(REFERENCE_FLOWERS), batch
+
+
+def test_reference_answers_pass_when_every_replica_gives_the_same() -> None:
+    reference = ReferenceAnswers()
+    reference.take(*reference_answers())
+    singles, batch = reference_answers()
+    assert reference.single_problem(0, singles[0], "replica-1") is None
+    assert reference.batch_problem(batch, "replica-2") is None
+    result = reference.gate({"replica-1": 40, "replica-2": 41})
+    assert result.passed, result.detail
+
+
+def test_a_replica_answering_differently_fails_the_reference_gate() -> None:
+    reference = ReferenceAnswers()
+    reference.take(*reference_answers())
+    singles, batch = reference_answers(probability=0.96)  # still a well-formed answer
+    assert classification_problem(singles[0]) is None
+    assert "replica-2 answered" in (reference.single_problem(0, singles[0], "replica-2") or "")
+    assert reference.batch_problem(batch, "replica-2") is not None
+    result = reference.gate({"replica-1": 40, "replica-2": 41})
+    assert not result.passed
+    assert "2 differed" in result.detail
+
+
+def test_the_reference_gate_needs_every_replica_checked_and_answers_taken() -> None:
+    reference = ReferenceAnswers()
+    assert not reference.gate({"replica-1": 10}).passed
+    assert reference.single_problem(0, GOOD_ANSWER, "replica-1") is not None
+    reference.take(*reference_answers())
+    assert reference.single_problem(0, reference_answers()[0][0], "replica-1") is None
+    result = reference.gate({"replica-1": 10, "replica-2": 10})
+    assert not result.passed
+    assert "never checked on replica-2" in result.detail
+
+
 def test_sampled_flowers_are_valid_requests_of_every_species() -> None:
     sampler = FlowerSampler(seed=7)
-    flowers = sampler.flowers(2000)
-    for flower in flowers:
+    drawn = [sampler.labelled_flower() for _ in range(3000)]
+    for _, flower in drawn:
         assert tuple(flower) == FEATURE_NAMES
-        assert all(0 < value <= MAX_FEATURE_CM for value in flower.values())
-    # Petal length separates the species: short setosa petals and long virginica ones appear.
-    assert min(flower["petal_length"] for flower in flowers) < 2
-    assert max(flower["petal_length"] for flower in flowers) > 6
-    assert len(CLASS_NAMES) == 3
+        IrisFeatures.model_validate(flower, strict=True)  # what the service accepts
+    # The bundled data holds 50 flowers of each species: each gets about a third of the draws.
+    shares = {name: count / len(drawn) for name, count in Counter(s for s, _ in drawn).items()}
+    assert set(shares) == set(CLASS_NAMES)
+    assert all(0.28 < share < 0.39 for share in shares.values()), shares
 
 
 # --- fault judgement ----------------------------------------------------------------------------
@@ -203,27 +255,82 @@ def locust_binary() -> str:
     return str(Path(sys.executable).with_name("locust"))
 
 
-@pytest.mark.integration
-def test_locust_gates_fail_when_replicas_are_missing(live_server: str, tmp_path: Path) -> None:
-    """One replica where three are expected: the balance gate must set a non-zero exit code."""
+def run_locust(host: str, report_dir: Path, *settings: str) -> tuple[int, str]:
+    """Exit code and output of a short locust run with locust.conf against `host`.
+
+    locust starts its run-time clock from the event loop's time, which stands still while the
+    locustfile is imported (3.5 s on a busy machine): a run of 3 s then ends before a request.
+    """
     run = subprocess.run(
         [
             locust_binary(),
-            *("--config", "loadtest/locust.conf", "--host", live_server),
-            *("--run-time", "3s", "--users", "2", "--html", str(tmp_path / "report.html")),
-            *("--csv", str(tmp_path / "locust"), "--expected-replicas", "3"),
+            *("--config", "loadtest/locust.conf", "--host", host, "--run-time", "8s"),
+            *("--html", str(report_dir / "report.html"), "--csv", str(report_dir / "locust")),
+            *settings,
         ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    output = run.stdout + run.stderr
-    assert run.returncode == 1, output
+    return run.returncode, run.stdout + run.stderr
+
+
+@pytest.mark.integration
+def test_locust_gates_fail_when_replicas_are_missing(live_server: str, tmp_path: Path) -> None:
+    """One replica where three are expected: the balance gate must set a non-zero exit code."""
+    returncode, output = run_locust(
+        live_server, tmp_path, "--users", "2", "--expected-replicas", "3"
+    )
+    assert returncode == 1, output
     assert "[FAIL] balance: 1 replicas served, expected 3" in output
     assert "[PASS] failure ratio" in output
+    assert "[PASS] reference answers: identical to those before the load (live-replica-1:" in output
     assert (tmp_path / "replicas.png").exists()
     assert (tmp_path / "requests.csv").exists()
+
+
+class DriftingReplicas(http.server.BaseHTTPRequestHandler):
+    """Two replicas behind one port: after the answers the load test takes before its load,
+    every second request is served by a replica whose model answers a little differently."""
+
+    requests_seen = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.lock:
+            DriftingReplicas.requests_seen += 1
+            drifted = self.requests_seen > len(REFERENCE_FLOWERS) + 1 and self.requests_seen % 2
+        single, batch = reference_answers(probability=0.96 if drifted else 0.97)
+        payload = json.dumps(batch if "flowers" in body else single[0]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("X-Served-By", "replica-b" if drifted else "replica-a")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.mark.integration
+def test_locust_fails_a_run_where_a_replica_answers_differently(tmp_path: Path) -> None:
+    from harness.processes import free_port
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), DriftingReplicas)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        returncode, output = run_locust(host, tmp_path, "--users", "1", "--expected-replicas", "0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert returncode == 1, output
+    assert "[FAIL] reference answers:" in output
+    assert "replica-b answered" in output
 
 
 def image_reference() -> str:

@@ -1,1 +1,1 @@
-"""Hand-written servers that answer the same contract as the BentoML service, for comparison."""
+"""Hand-written servers that answer the BentoML service's own contract, for comparison."""

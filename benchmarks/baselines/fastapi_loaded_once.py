@@ -17,9 +17,10 @@ from fastapi import Response
 
 from benchmarks.baselines.contract import (
     SERVED_BY,
-    IrisBatch,
+    BatchRequest,
     IrisFeatures,
     create_app,
+    feature_row,
 )
 
 app, loaded = create_app("iris baseline: FastAPI, model loaded once")
@@ -28,7 +29,7 @@ app, loaded = create_app("iris baseline: FastAPI, model loaded once")
 @app.post("/iris/classify_iris")
 async def classify_iris(flower: IrisFeatures, response: Response) -> dict[str, Any]:
     model = loaded["model"]
-    probabilities = model.pipeline.predict_proba(np.array([flower.as_row()]))[0]
+    probabilities = model.pipeline.predict_proba(np.array([feature_row(flower)]))[0]
     best = int(np.argmax(probabilities))
     response.headers["X-Served-By"] = SERVED_BY
     return {
@@ -40,9 +41,9 @@ async def classify_iris(flower: IrisFeatures, response: Response) -> dict[str, A
 
 
 @app.post("/iris/classify_batch")
-async def classify_batch(batch: IrisBatch, response: Response) -> dict[str, Any]:
+async def classify_batch(batch: BatchRequest, response: Response) -> dict[str, Any]:
     model = loaded["model"]
-    rows = np.array([flower.as_row() for flower in batch.flowers])
+    rows = np.array([feature_row(flower) for flower in batch.flowers])
     probabilities = model.pipeline.predict_proba(rows)
     best = probabilities.argmax(axis=1)
     response.headers["X-Served-By"] = SERVED_BY

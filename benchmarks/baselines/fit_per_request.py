@@ -19,9 +19,10 @@ from sklearn.datasets import load_iris
 
 from benchmarks.baselines.contract import (
     SERVED_BY,
-    IrisBatch,
+    BatchRequest,
     IrisFeatures,
     create_app,
+    feature_row,
 )
 
 app, template = create_app("iris baseline: fit on every request")
@@ -35,7 +36,7 @@ def freshly_fitted_pipeline() -> Any:
 @app.post("/iris/classify_iris")
 def classify_iris(flower: IrisFeatures, response: Response) -> dict[str, Any]:
     class_names = template["model"].class_names
-    probabilities = freshly_fitted_pipeline().predict_proba(np.array([flower.as_row()]))[0]
+    probabilities = freshly_fitted_pipeline().predict_proba(np.array([feature_row(flower)]))[0]
     best = int(np.argmax(probabilities))
     response.headers["X-Served-By"] = SERVED_BY
     return {
@@ -47,9 +48,9 @@ def classify_iris(flower: IrisFeatures, response: Response) -> dict[str, Any]:
 
 
 @app.post("/iris/classify_batch")
-def classify_batch(batch: IrisBatch, response: Response) -> dict[str, Any]:
+def classify_batch(batch: BatchRequest, response: Response) -> dict[str, Any]:
     class_names = template["model"].class_names
-    rows = np.array([flower.as_row() for flower in batch.flowers])
+    rows = np.array([feature_row(flower) for flower in batch.flowers])
     probabilities = freshly_fitted_pipeline().predict_proba(rows)
     best = probabilities.argmax(axis=1)
     response.headers["X-Served-By"] = SERVED_BY

@@ -1,0 +1,38 @@
+"""The model's answers computed apart from the service: the stored model run directly.
+
+Tests compare the service's answers with these. Only this module knows how to run what the
+model store holds, so a change of model format changes this one function.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from iris_classifier.config import FEATURE_NAMES
+
+# What train.py stores: the fitted scikit-learn pipeline, beside the weights the service uses.
+STORED_PIPELINE = "pipeline.joblib"
+
+
+@functools.cache
+def _stored_pipeline(model_tag: str) -> Any:
+    import bentoml
+    import joblib
+
+    return joblib.load(bentoml.models.get(model_tag).path_of(STORED_PIPELINE))
+
+
+def reference_probabilities(
+    model_tag: str, flowers: Sequence[Mapping[str, float]]
+) -> list[dict[str, float]]:
+    """Each flower's class probabilities from the stored model `model_tag`, unrounded."""
+    pipeline = _stored_pipeline(model_tag)
+    features = np.array([[float(flower[name]) for name in FEATURE_NAMES] for flower in flowers])
+    classes = [str(name) for name in pipeline.classes_]
+    return [
+        dict(zip(classes, map(float, row), strict=True)) for row in pipeline.predict_proba(features)
+    ]
