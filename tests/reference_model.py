@@ -14,7 +14,9 @@ import numpy as np
 
 from iris_classifier.config import FEATURE_NAMES
 
-# What train.py stores: the fitted scikit-learn pipeline, beside the weights the service uses.
+# What train.py stores beside the served ONNX model: the fitted scikit-learn pipeline, in a
+# store entry of its own that the served entry's metadata names. The reference is scikit-learn
+# itself, not the ONNX Runtime the service runs.
 STORED_PIPELINE = "pipeline.joblib"
 
 
@@ -23,7 +25,8 @@ def _stored_pipeline(model_tag: str) -> Any:
     import bentoml
     import joblib
 
-    return joblib.load(bentoml.models.get(model_tag).path_of(STORED_PIPELINE))
+    pipeline_entry = bentoml.models.get(model_tag).info.metadata["pipeline_model"]
+    return joblib.load(bentoml.models.get(pipeline_entry).path_of(STORED_PIPELINE))
 
 
 def reference_probabilities(
