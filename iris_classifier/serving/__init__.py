@@ -1,0 +1,1 @@
+"""What the running service needs and nothing from training: HTTP layers, logging, shutdown."""
