@@ -32,11 +32,14 @@ from iris_classifier.http import (
     ConciseRefusalFilter,
     ErrorFormatMiddleware,
     RequestLimitsMiddleware,
-    ServedByMiddleware,
 )
 from iris_classifier.model import WEIGHTS_FILE, LinearModel
+from iris_classifier.serving.edge import EdgeMiddleware
+from iris_classifier.serving.logs import configure_logging
+from iris_classifier.serving.shutdown import Drain
 
 settings = Settings.from_env()
+configure_logging(settings.log_format, settings.served_by)
 read_features = operator.attrgetter(*FEATURE_NAMES)
 
 # The seed service answered GET /healthcheck; clients and probes written for it keep working.
@@ -55,6 +58,8 @@ UNTRACED_ROUTES = ["/iris/classify_iris", "/iris/classify_batch"]
 @bentoml.service(
     traffic={"timeout": 10},
     tracing={"excluded_urls": UNTRACED_ROUTES},
+    # EdgeMiddleware writes one access line per request, with its request id.
+    logging={"access": {"enabled": False}},
     labels={"project": "iris-classifier"},
 )
 class IrisClassifier:
@@ -130,7 +135,9 @@ class IrisClassifier:
         )
 
 
-IrisClassifier.add_asgi_middleware(ServedByMiddleware, served_by=settings.served_by)
+IrisClassifier.add_asgi_middleware(
+    EdgeMiddleware, served_by=settings.served_by, drain=Drain(settings.drain_seconds)
+)
 IrisClassifier.add_asgi_middleware(ApiPageMiddleware)
 IrisClassifier.add_asgi_middleware(ErrorFormatMiddleware)
 IrisClassifier.add_asgi_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes)
