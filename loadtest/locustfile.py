@@ -1,7 +1,9 @@
 """Load test of the iris classifier's HTTP API, gated for CI.
 
 Users post realistic flowers (single and batch), check every answer, and note which replica
-served it (`X-Served-By`). When the run ends, gates on failures, p95/p99 latency and the spread
+served it (`X-Served-By`). Most open a fresh connection per request, so an L4 balancer spreads
+them; `--kept-alive-users` of them keep one connection open as pooled clients do (a requests
+Session, an HTTP client library, a sidecar), which is what a graceful stop must not break. When the run ends, gates on failures, p95/p99 latency and the spread
 over replicas set the exit code, and a per-request CSV and a PNG chart are written next to the
 HTML report.
 
@@ -14,6 +16,7 @@ its LOCUST_* environment variable.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,11 @@ from loadtest.gates import (
     latency_gate,
 )
 from loadtest.request_log import (
+    KEPT_ALIVE_MARK,
     SERVED_BY_HEADER,
     RequestLog,
     RequestRecord,
+    fresh_connections,
     replica_tally,
     write_csv,
 )
@@ -44,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 # One log per locust process; it is emptied when a test starts.
 REQUEST_LOG = RequestLog()
+# Numbers users in the order they start; the first --kept-alive-users keep their connection.
+USER_NUMBERS = itertools.count()
 
 
 @events.init_command_line_parser.add_listener
@@ -64,6 +71,14 @@ def add_settings(parser: LocustArgumentParser) -> None:
         help="close the connection after this many requests (1: a fresh connection for every "
         "request, so an L4 balancer spreads requests; 0: keep-alive, each user stays on the "
         "replica its connection reached)",
+    )
+    group.add_argument(
+        "--kept-alive-users",
+        type=int,
+        default=0,
+        env_var="LOCUST_KEPT_ALIVE_USERS",
+        help="this many users keep one connection for all their requests, as pooled clients "
+        "do; --requests-per-connection applies to the others",
     )
     group.add_argument(
         "--user-rps",
@@ -133,12 +148,17 @@ class IrisClient(FastHttpUser):
     def on_start(self) -> None:
         self.sampler = FlowerSampler()
         self.requests_sent = 0
+        options = self.environment.parsed_options
+        self.kept_alive = next(USER_NUMBERS) < options.kept_alive_users
+        self.name_mark = KEPT_ALIVE_MARK if self.kept_alive else ""
 
     def wait_time(self) -> float:
         return constant_throughput(self.environment.parsed_options.user_rps)(self)
 
     def connection_headers(self) -> dict[str, str]:
         """`Connection: close` every N requests, so the next one opens a new connection."""
+        if self.kept_alive:
+            return {}
         self.requests_sent += 1
         every = self.environment.parsed_options.requests_per_connection
         return {"Connection": "close"} if every > 0 and self.requests_sent % every == 0 else {}
@@ -153,6 +173,7 @@ class IrisUser(IrisClient):
     def classify_one(self) -> None:
         with self.client.post(
             "/iris/classify_iris",
+            name=f"/iris/classify_iris{self.name_mark}",
             json=self.sampler.flower(),
             headers=self.connection_headers(),
             catch_response=True,
@@ -172,6 +193,7 @@ class BatchUser(IrisClient):
         rows = self.environment.parsed_options.batch_size
         with self.client.post(
             "/iris/classify_batch",
+            name=f"/iris/classify_batch{self.name_mark}",
             json={"flowers": self.sampler.flowers(rows)},
             headers=self.connection_headers(),
             catch_response=True,
@@ -182,7 +204,9 @@ class BatchUser(IrisClient):
 
 @events.test_start.add_listener
 def clear_request_log(**_: Any) -> None:
+    global USER_NUMBERS
     REQUEST_LOG.reset()
+    USER_NUMBERS = itertools.count()
 
 
 @events.request.add_listener
@@ -218,7 +242,7 @@ def evaluate_gates(environment: Environment) -> list[GateResult]:
     if options.expected_replicas > 0:
         results.append(
             balance_gate(
-                replica_tally(REQUEST_LOG.records),
+                replica_tally(fresh_connections(REQUEST_LOG.records)),
                 options.expected_replicas,
                 options.balance_alpha,
             )

@@ -113,7 +113,7 @@ def fault_timeline(kill_at: float, open_connections: int) -> FaultTimeline:
     timeline = FaultTimeline()
     timeline.phases = [
         Phase("baseline", 0.0, 10.0, "steady"),
-        Phase("SIGTERM replica-1", 10.0, 20.0, "terminated"),
+        Phase("SIGTERM replica-1", 10.0, 20.0, "graceful"),
         Phase("SIGKILL replica-2", kill_at, 40.0, "killed"),
     ]
     timeline.kill = KillFigures("replica-2", kill_at, kill_at + 0.01, 3, open_connections, 0.5)
