@@ -111,11 +111,15 @@ frontend iris
     default_backend {BACKEND}
 
 backend {BACKEND}
-    balance random
+    # One random draw, as kube-proxy's iptables rules make: HAProxy's default draws two and
+    # takes the server with fewer connections, which steers fresh connections away from the
+    # replicas that hold kept-alive ones. The highest weight gives each server the most points
+    # on HAProxy's hash ring, so that the random choice is even.
+    balance random(1)
     option httpchk
     http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost
     http-check expect status 200
-    default-server check inter {period_ms}ms fall 2 rise 1
+    default-server check inter {period_ms}ms fall 2 rise 1 weight 256
 {server_lines}
 """
 
