@@ -385,7 +385,8 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
             sys.executable,
             *("-m", "loadtest.run", "--replicas", "3", "--lb-port", str(free_port())),
             *("--image", image_reference(), "--run-id", run_id, "--report-dir", str(tmp_path)),
-            *("--run-time", "20s", "--observe", "4"),
+            # HAProxy's default checks take a stopping replica out within a second.
+            *("--run-time", "20s", "--observe", "4", "--drain-seconds", "3"),
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -398,6 +399,7 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     assert "Load test PASSED" in output
     assert "[PASS] SIGTERM replica-1 until it is back: zero failures" in output
     assert "[PASS] SIGKILL replica-2: success back to 100%" in output
+    assert "[PASS] rolling update of 3 replicas: zero failures" in output
     served = Counter(
         row.served_by for row in read_csv(tmp_path / "steady" / "requests.csv") if row.ok
     )
