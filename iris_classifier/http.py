@@ -192,25 +192,29 @@ async def _refuse(
     scope: Scope, receive: Receive, send: Send, status: int, reason: str, field: str
 ) -> None:
     logger.warning("refused %s %s: %d %s", scope["method"], scope["path"], status, reason)
-    body = json.dumps({"error": reason, "detail": [{"field": field, "reason": reason}]}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                # The rest of the body is never parsed, so the connection cannot be reused.
-                (b"connection", b"close"),
-            ],
-        }
-    )
     # The answer goes out whole now; the server closes the connection only once the last
-    # (empty) part is sent, so the unread body is drained in between.
-    await send({"type": "http.response.body", "body": body, "more_body": True})
+    # (empty) part is sent, so the unread body is drained in between. The rest of the body
+    # is never parsed, so the connection cannot be reused.
+    await send_json(
+        send,
+        status,
+        {"error": reason, "detail": [{"field": field, "reason": reason}]},
+        closing=True,
+    )
     if _header(scope, b"expect").lower() != "100-continue":  # else the body never comes
         await discard_body(receive)
     await send({"type": "http.response.body", "body": b""})
+
+
+async def send_json(send: Send, status: int, content: Any, *, closing: bool = False) -> None:
+    """Send `content` as a JSON answer; `closing` marks it `Connection: close` and leaves the
+    response open (an empty last part must follow) so the request body can still be read."""
+    body = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if closing:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": closing})
 
 
 async def discard_body(receive: Receive) -> int:

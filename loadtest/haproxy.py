@@ -58,68 +58,50 @@ def render_config(
         f"    server {server.name} 127.0.0.1:{server.port}{' disabled' if server.spare else ''}"
         for server in servers
     )
-    if probe_period_s is not None:
-        return _render_kube_proxy_like(server_lines, listen_port, stats_socket, probe_period_s)
-    return f"""\
-global
-    maxconn 4096
-    stats socket {stats_socket} mode 600 level admin
-
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
+    if probe_period_s is None:
+        retries = """\
     # A refused connection (a replica that just died) is retried on the next server.
     retries 3
-    option redispatch 1
-
-frontend iris
-    bind 127.0.0.1:{listen_port}
-    default_backend {BACKEND}
-
-backend {BACKEND}
-    balance roundrobin
-    option httpchk
-    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost
-    http-check expect status 200
+    option redispatch 1"""
+        balancing = """\
+    balance roundrobin"""
+        checks = """\
     # Down after 2 failed checks 250 ms apart once one fails; back after 2 good ones.
-    default-server check inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2
-{server_lines}
-"""
-
-
-def _render_kube_proxy_like(
-    server_lines: str, listen_port: int, stats_socket: Path, probe_period_s: float
-) -> str:
-    period_ms = round(probe_period_s * 1000)
-    return f"""\
-global
-    maxconn 4096
-    stats socket {stats_socket} mode 600 level admin
-
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
+    default-server check inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2"""
+    else:
+        retries = """\
     timeout check 2s
-    retries 0
-
-frontend iris
-    bind 127.0.0.1:{listen_port}
-    default_backend {BACKEND}
-
-backend {BACKEND}
+    retries 0"""
+        balancing = """\
     # One random draw, as kube-proxy's iptables rules make: HAProxy's default draws two and
     # takes the server with fewer connections, which steers fresh connections away from the
     # replicas that hold kept-alive ones. The highest weight gives each server the most points
     # on HAProxy's hash ring, so that the random choice is even.
-    balance random(1)
+    balance random(1)"""
+        checks = f"""\
+    default-server check inter {round(probe_period_s * 1000)}ms fall 2 rise 1 weight 256"""
+    return f"""\
+global
+    maxconn 4096
+    stats socket {stats_socket} mode 600 level admin
+
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+{retries}
+
+frontend iris
+    bind 127.0.0.1:{listen_port}
+    default_backend {BACKEND}
+
+backend {BACKEND}
+{balancing}
     option httpchk
     http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost
     http-check expect status 200
-    default-server check inter {period_ms}ms fall 2 rise 1 weight 256
+{checks}
 {server_lines}
 """
 

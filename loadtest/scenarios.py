@@ -128,6 +128,13 @@ def drive_faults(
     return timeline
 
 
+def _stop_gracefully(replica: Replica, proxy: HAProxy) -> tuple[float, float]:
+    """SIGTERM; (seconds until the balancer took it out, seconds until it exited)."""
+    replica.terminate()
+    down_s = proxy.wait_for(replica.name, "DOWN", timeout=60)
+    return down_s, down_s + replica.wait_stopped()
+
+
 def _sigterm_and_restart(
     terminated: Replica,
     proxy: HAProxy,
@@ -145,9 +152,7 @@ def _sigterm_and_restart(
         # What Kubernetes does when it deletes a pod: the endpoint leaves the Service (no new
         # connections) while the pod gets SIGTERM and finishes what it has in flight.
         proxy.set_state(terminated.name, "drain")
-    terminated.terminate()
-    down_s = proxy.wait_for(terminated.name, "DOWN", timeout=60)
-    stopped_s = down_s + terminated.wait_stopped()
+    down_s, stopped_s = _stop_gracefully(terminated, proxy)
     timeline.notes.append(
         f"{terminated.name} SIGTERM "
         f"({'drained from HAProxy first' if drain_before_sigterm else 'HAProxy not told'}): "
@@ -213,9 +218,7 @@ def _rolling_update(
         proxy.set_state(new.name, "ready")  # the spare slot joins the balancer's checks
         up_s = proxy.wait_for(new.name, "UP")
         terminated_at = timeline.mark(f"SIGTERM {old.name}")
-        old.terminate()
-        down_s = proxy.wait_for(old.name, "DOWN", timeout=60)
-        stopped_s = down_s + old.wait_stopped()
+        down_s, stopped_s = _stop_gracefully(old, proxy)
         timeline.notes.append(
             f"rolling update: {new.name} ready after {ready_s:.1f} s and in rotation "
             f"{up_s:.1f} s later; then {old.name} got SIGTERM, left the rotation after "

@@ -30,7 +30,8 @@ class Pause(BaseModel):
     seconds: float
 
 
-@bentoml.service(traffic={"timeout": TIMEOUT_S})
+# No metrics: the service under test registers the same Prometheus series in this process.
+@bentoml.service(traffic={"timeout": TIMEOUT_S}, metrics={"enabled": False})
 class Slow:
     @bentoml.api
     async def wait(self, pause: Pause, /) -> str:

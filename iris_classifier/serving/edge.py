@@ -11,12 +11,11 @@ with 503 and marks every response `Connection: close`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
 
-from iris_classifier.http import ASGIApp, Message, Receive, Scope, Send
+from iris_classifier.http import ASGIApp, Message, Receive, Scope, Send, send_json
 from iris_classifier.serving.request_context import CURRENT_REQUEST, context_for
 from iris_classifier.serving.shutdown import Drain
 
@@ -87,18 +86,18 @@ class EdgeMiddleware:
 
         try:
             if self.drain.active and scope["path"] == READINESS_PATH:
-                await _answer(send_marked, 503, {"error": "draining: this replica is stopping"})
+                await send_json(send_marked, 503, {"error": "draining: this replica is stopping"})
             else:
                 await app(scope, receive, send_marked)
                 if not status:
                     # BentoML's timeout layer swallows an error raised before the answer began
                     # (it waits for the timeout, then finds nothing to cancel): answer for it.
                     logger.error("no answer from the application", extra={"request": context})
-                    await _answer(send_marked, 500, {"error": "internal server error"})
+                    await send_json(send_marked, 500, {"error": "internal server error"})
         except Exception:
             logger.exception("unhandled error", extra={"request": context})
             if not status:
-                await _answer(send_marked, 500, {"error": "internal server error"})
+                await send_json(send_marked, 500, {"error": "internal server error"})
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
             level = logging.DEBUG if scope["path"] in PROBE_PATHS and status < 400 else logging.INFO
@@ -111,18 +110,3 @@ class EdgeMiddleware:
                 extra={"request": context, "status": status, "duration_ms": duration_ms},
             )
             CURRENT_REQUEST.reset(token)
-
-
-async def _answer(send: Send, status: int, content: dict[str, str]) -> None:
-    body = json.dumps(content).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
