@@ -285,3 +285,21 @@ def test_http_client_reads_the_413_for_a_body_it_sends_whole(
     assert "too large" in answer["error"]
     assert response.getheader("connection") == "close"
     assert peak - before < 32 * 1024 * 1024, f"server memory grew {(peak - before) >> 20} MiB"
+
+
+def test_only_requests_that_are_not_http_are_answered_without_our_headers(live_server: str) -> None:
+    """uvicorn answers a request it cannot parse before any application code runs: that 400 is
+    the one response without X-Served-By and X-Request-ID (documented in the serving README)."""
+    parts = urlsplit(live_server)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 400"), answer[:200]
+    assert b"x-served-by" not in head
+    status, headers, _ = request(f"{live_server}/no-such-page")
+    assert status == 404
+    assert headers["X-Served-By"] == "live-replica-1"
+    assert headers["X-Request-ID"]
