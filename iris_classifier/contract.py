@@ -49,8 +49,9 @@ class IrisFeatures(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _refuse_many_unknown_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict) and len(data) > len(cls.model_fields) + 1:
-            unknown = [name for name in data if name not in cls.model_fields]
+        known = cls.model_fields.keys()  # a property: looked up once, not once per field
+        if isinstance(data, dict) and len(data) > len(known) + 1:
+            unknown = [name for name in data if name not in known]
             if len(unknown) > MAX_UNKNOWN_FIELDS_LISTED:
                 named = ", ".join(
                     repr(str(name)[:32]) for name in unknown[:MAX_UNKNOWN_FIELDS_LISTED]
