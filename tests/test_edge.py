@@ -101,7 +101,7 @@ def test_an_unhandled_error_carries_both_headers_and_is_logged_with_its_id(
     assert response.json() == {"error": "internal server error"}
     marked(response, "boom-1")
     lines = [json.loads(JsonLineFormatter("r").format(rec)) for rec in caplog.records]
-    assert any(line["level"] == "ERROR" and line["request_id"] == "boom-1" for line in lines)
+    assert any(line["level"] == "WARNING" and line["request_id"] == "boom-1" for line in lines)
     access = [line for line in lines if line.get("status") == 500]
     assert access
     assert access[0]["path"] == "/boom"

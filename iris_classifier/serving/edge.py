@@ -90,9 +90,9 @@ class EdgeMiddleware:
             else:
                 await app(scope, receive, send_marked)
                 if not status:
-                    # BentoML's timeout layer swallows an error raised before the answer began
-                    # (it waits for the timeout, then finds nothing to cancel): answer for it.
-                    logger.error("no answer from the application", extra={"request": context})
+                    # A client that left before its answer, or an error that BentoML's timeout
+                    # layer swallowed (it waits for the timeout, then finds nothing to cancel).
+                    logger.warning("no answer from the application", extra={"request": context})
                     await send_json(send_marked, 500, {"error": "internal server error"})
         except Exception:
             logger.exception("unhandled error", extra={"request": context})
@@ -100,9 +100,12 @@ class EdgeMiddleware:
                 await send_json(send_marked, 500, {"error": "internal server error"})
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
-            level = logging.DEBUG if scope["path"] in PROBE_PATHS and status < 400 else logging.INFO
+            if scope["path"] in PROBE_PATHS and (status < 400 or self.drain.active):
+                level = logging.DEBUG  # probes, and a drain's expected readiness 503s
+            else:
+                level = logging.WARNING if status >= 500 else logging.INFO
             logger.log(
-                logging.WARNING if status >= 500 else level,
+                level,
                 "%s %s %d",
                 context.method,
                 context.path,
