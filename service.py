@@ -33,17 +33,20 @@ from iris_classifier.http import (
     ConciseRefusalFilter,
     ErrorFormatMiddleware,
     RequestLimitsMiddleware,
-    ServedByMiddleware,
 )
 from iris_classifier.serving import card
+from iris_classifier.serving.edge import EdgeMiddleware
+from iris_classifier.serving.logs import configure_logging
 from iris_classifier.serving.metrics import ModelMetrics
 from iris_classifier.serving.model import ModelError, OnnxClassifier
 from iris_classifier.serving.model import load as load_model
 from iris_classifier.serving.ranges import TrainingRanges
+from iris_classifier.serving.shutdown import Drain
 from iris_classifier.serving.v2 import InferenceProtocol
 from iris_classifier.serving.v2_http import endpoints as v2_endpoints
 
 settings = Settings.from_env()
+configure_logging(settings.log_format, settings.served_by)
 read_features = operator.attrgetter(*FEATURE_NAMES)
 
 # The seed service answered GET /healthcheck; clients and probes written for it keep working.
@@ -88,6 +91,8 @@ UNTRACED_ROUTES = ["/iris/classify_iris", "/iris/classify_batch", "/v2/models/"]
 @bentoml.service(
     traffic={"timeout": 10},
     tracing={"excluded_urls": UNTRACED_ROUTES},
+    # EdgeMiddleware writes one access line per request, with its request id.
+    logging={"access": {"enabled": False}},
     labels={"project": "iris-classifier"},
 )
 class IrisClassifier:
@@ -179,7 +184,10 @@ class IrisClassifier:
         )
 
 
-IrisClassifier.add_asgi_middleware(ServedByMiddleware, served_by=settings.served_by)
+drain = Drain(settings.drain_seconds)
+# The V2 readiness route says what /readyz says: not ready once the drain has begun.
+v2_endpoints.stopping = lambda: drain.active
+IrisClassifier.add_asgi_middleware(EdgeMiddleware, served_by=settings.served_by, drain=drain)
 IrisClassifier.add_asgi_middleware(ApiPageMiddleware)
 IrisClassifier.add_asgi_middleware(ErrorFormatMiddleware)
 IrisClassifier.add_asgi_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes)

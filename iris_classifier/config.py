@@ -18,12 +18,20 @@ MAX_FEATURE_CM = 100.0
 MAX_BATCH_ROWS = 5_000
 MAX_BODY_BYTES = 1024 * 1024
 
+LOG_FORMATS = ("text", "json")
+
 
 @dataclass(frozen=True)
 class Settings:
     served_by: str
     max_body_bytes: int
     version: str
+    # "json": one JSON object per line, for log collectors (the image and the manifests set
+    # it); "text": the same fields as key=value for a terminal (`make serve`).
+    log_format: str
+    # Seconds between SIGTERM and closing the listener, while balancers take the replica out;
+    # 0 stops at once (a developer's Ctrl+C). See iris_classifier/serving/shutdown.py.
+    drain_seconds: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -33,7 +41,17 @@ class Settings:
             served_by=os.environ.get("POD_NAME") or socket.gethostname(),
             max_body_bytes=int(os.environ.get("IRIS_MAX_BODY_BYTES", MAX_BODY_BYTES)),
             version=os.environ.get("IRIS_VERSION") or installed_version(),
+            log_format=_choice("IRIS_LOG_FORMAT", LOG_FORMATS),
+            drain_seconds=float(os.environ.get("IRIS_DRAIN_SECONDS", "0")),
         )
+
+
+def _choice(variable: str, choices: tuple[str, ...]) -> str:
+    """The variable's value if it is one of `choices` (the first is the default)."""
+    value = os.environ.get(variable, choices[0]).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{variable}={value!r}: expected one of {', '.join(choices)}")
+    return value
 
 
 def installed_version() -> str:

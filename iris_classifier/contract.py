@@ -7,9 +7,10 @@ Infinity however they are spelled, because a model fed them answers with confide
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from iris_classifier.config import MAX_BATCH_ROWS, MAX_FEATURE_CM
@@ -29,6 +30,9 @@ OUT_OF_RANGE_DESCRIPTION = (
     "Features of this flower outside the range seen in the model's training data, in request "
     "order; [] when none. A range check for extrapolation, not a drift detector."
 )
+# Up to this many unknown fields are refused one error each; more are refused as one error,
+# so a request with 60,000 of them costs about what it cost to read, not 60,000 errors.
+MAX_UNKNOWN_FIELDS_LISTED = 5
 
 
 class IrisFeatures(BaseModel):
@@ -45,6 +49,23 @@ class IrisFeatures(BaseModel):
     sepal_width: Centimetres
     petal_length: Centimetres
     petal_width: Centimetres
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_many_unknown_fields(cls, data: Any) -> Any:
+        known = cls.model_fields.keys()  # a property: looked up once, not once per field
+        if isinstance(data, dict) and len(data) > len(known) + 1:
+            unknown = [name for name in data if name not in known]
+            if len(unknown) > MAX_UNKNOWN_FIELDS_LISTED:
+                named = ", ".join(
+                    repr(str(name)[:32]) for name in unknown[:MAX_UNKNOWN_FIELDS_LISTED]
+                )
+                raise PydanticCustomError(
+                    "extra_forbidden",
+                    "{count} unknown fields (first: {named})",
+                    {"count": len(unknown), "named": named},
+                )
+        return data
 
 
 class Prediction(BaseModel):

@@ -1,10 +1,18 @@
-"""ASGI middleware the service adds in front of BentoML's own: request limits, error format,
-replica identity, and the concise logging of refused requests."""
+"""ASGI middleware the service adds to BentoML's own: request limits, error format, and the
+concise logging of refused requests. (Request ids, the replica name and the drain on SIGTERM
+are the outermost layer: iris_classifier/serving/edge.py.)
+
+A refusal costs about what reading the request cost, whatever the request holds: at most
+MAX_LISTED_PROBLEMS problems are listed, in the answer and in the log, each field name and
+reason cut to a fixed length, with the count of the others.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -16,25 +24,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("iris_classifier.http")
 
-
-class ServedByMiddleware:
-    """Adds `X-Served-By: <replica>` to every HTTP response, errors included."""
-
-    def __init__(self, app: ASGIApp, served_by: str) -> None:
-        self.app = app
-        self.header = (b"x-served-by", served_by.encode("latin-1", "replace"))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), self.header]
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
+MAX_LISTED_PROBLEMS = 5
+MAX_FIELD_CHARS = 64
+MAX_REASON_CHARS = 200
+# After answering a request whose body is left unread, the rest is read and thrown away, as
+# nginx's lingering close does: a client that sends its whole body before reading (urllib,
+# http.client) then reads the answer instead of "connection reset". Bounded in bytes, in
+# total time and in time without data; a body beyond that gets the reset after all.
+LINGER_MAX_BYTES = 256 * 1024 * 1024
+LINGER_MAX_SECONDS = 10.0
+LINGER_IDLE_SECONDS = 2.0
 
 
 def rewriting_body(send: Send, status: int, rewrite: Callable[[bytes], bytes]) -> Send:
@@ -88,17 +87,35 @@ def _rewrite_validation_error(body: bytes) -> bytes:
     try:
         answer = json.loads(body)
         problems = [
-            {
-                "field": ".".join(str(part) for part in problem["loc"]) or "body",
-                "reason": problem["msg"],
-                "type": problem["type"],
-            }
+            _problem(problem["loc"], problem["msg"], problem["type"])
             for problem in answer["detail"]
         ]
     except (ValueError, KeyError, TypeError):
         return body  # not a validation answer: pass it on as it is
-    summary = "; ".join(f"{p['field']}: {p['reason']}" for p in problems)
-    return json.dumps({"error": f"invalid input: {summary}", "detail": problems}).encode()
+    listed = problems[:MAX_LISTED_PROBLEMS]
+    return json.dumps(
+        {"error": f"invalid input: {summarize(listed, len(problems))}", "detail": listed}
+    ).encode()
+
+
+def _problem(location: Any, reason: Any, kind: Any) -> dict[str, str]:
+    field = ".".join(str(part) for part in location) if isinstance(location, list | tuple) else ""
+    return {
+        "field": _cut(field or "body", MAX_FIELD_CHARS),
+        "reason": _cut(str(reason), MAX_REASON_CHARS),
+        "type": _cut(str(kind), MAX_FIELD_CHARS),
+    }
+
+
+def summarize(listed: list[dict[str, str]], total: int) -> str:
+    """`field: reason; ...` for the listed problems, and how many more there are."""
+    summary = "; ".join(f"{problem['field']}: {problem['reason']}" for problem in listed)
+    hidden = total - len(listed)
+    return f"{summary}; and {hidden} more" if hidden > 0 else summary
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _accepted_media_type(media_type: str, path: str) -> bool:
@@ -129,6 +146,7 @@ class RequestLimitsMiddleware:
         if media_type and not _accepted_media_type(media_type, scope["path"]):
             await _refuse(
                 scope,
+                receive,
                 send,
                 415,
                 f"unsupported Content-Type {media_type!r}: send application/json",
@@ -137,7 +155,7 @@ class RequestLimitsMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._too_large(scope, send, f"declared Content-Length {declared}")
+            await self._too_large(scope, receive, send, f"declared Content-Length {declared}")
             return
         chunks: list[bytes] = []
         size = 0
@@ -148,7 +166,9 @@ class RequestLimitsMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._too_large(scope, send, f"more than {self.max_bytes} bytes sent")
+                await self._too_large(
+                    scope, receive, send, f"more than {self.max_bytes} bytes sent"
+                )
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -164,9 +184,10 @@ class RequestLimitsMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, send: Send, reason: str) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, reason: str) -> None:
         await _refuse(
             scope,
+            receive,
             send,
             413,
             f"request body too large: {reason}, the limit is {self.max_bytes} bytes",
@@ -174,22 +195,53 @@ class RequestLimitsMiddleware:
         )
 
 
-async def _refuse(scope: Scope, send: Send, status: int, reason: str, field: str) -> None:
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, status: int, reason: str, field: str
+) -> None:
     logger.warning("refused %s %s: %d %s", scope["method"], scope["path"], status, reason)
-    body = json.dumps({"error": reason, "detail": [{"field": field, "reason": reason}]}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                # The rest of the body is never read, so the connection cannot be reused.
-                (b"connection", b"close"),
-            ],
-        }
+    # The answer goes out whole now; the server closes the connection only once the last
+    # (empty) part is sent, so the unread body is drained in between. The rest of the body
+    # is never parsed, so the connection cannot be reused.
+    await send_json(
+        send,
+        status,
+        {"error": reason, "detail": [{"field": field, "reason": reason}]},
+        closing=True,
     )
-    await send({"type": "http.response.body", "body": body})
+    if _header(scope, b"expect").lower() != "100-continue":  # else the body never comes
+        await discard_body(receive)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def send_json(send: Send, status: int, content: Any, *, closing: bool = False) -> None:
+    """Send `content` as a JSON answer; `closing` marks it `Connection: close` and leaves the
+    response open (an empty last part must follow) so the request body can still be read."""
+    body = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if closing:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": closing})
+
+
+async def discard_body(receive: Receive) -> int:
+    """Read and drop the rest of the request body, within the lingering bounds; bytes read."""
+    discarded = 0
+    deadline = time.monotonic() + LINGER_MAX_SECONDS
+    while discarded <= LINGER_MAX_BYTES:
+        wait = min(LINGER_IDLE_SECONDS, deadline - time.monotonic())
+        if wait <= 0:
+            break
+        try:
+            message = await asyncio.wait_for(receive(), wait)
+        except TimeoutError:
+            break
+        if message["type"] != "http.request":
+            break
+        discarded += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return discarded
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -235,10 +287,14 @@ def _refusal_problems(error: BaseException | None) -> str | None:
     from pydantic import ValidationError
 
     if isinstance(error, ValidationError):
-        return "400 " + "; ".join(
-            f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
-            for problem in error.errors(include_url=False)
-        )
+        count = error.error_count()
+        listed = [
+            _problem(problem["loc"], problem["msg"], problem["type"])
+            for problem in error.errors(include_url=False, include_input=False)[
+                :MAX_LISTED_PROBLEMS
+            ]
+        ]
+        return f"400 {summarize(listed, count)}"
     if isinstance(error, BentoMLException) and 400 <= error.error_code.value < 500:
-        return f"{error.error_code.value} {error}"
+        return f"{error.error_code.value} {_cut(str(error), MAX_REASON_CHARS)}"
     return None

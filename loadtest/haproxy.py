@@ -31,6 +31,8 @@ BACKEND = "replicas"
 class Server:
     name: str
     port: int
+    # A spare slot (a pod a rolling update has yet to create): out of rotation until set "ready".
+    spare: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,45 @@ class ServerState:
     current_sessions: int  # open connections to the server right now
 
 
-def render_config(servers: Sequence[Server], *, listen_port: int, stats_socket: Path) -> str:
+def render_config(
+    servers: Sequence[Server],
+    *,
+    listen_port: int,
+    stats_socket: Path,
+    probe_period_s: float | None = None,
+) -> str:
+    """HAProxy's configuration; `probe_period_s` makes it balance as kube-proxy does.
+
+    With a probe period, connections go to a random server, are never retried or sent
+    elsewhere, and a server leaves rotation only after 2 failed `/readyz` checks that far
+    apart: the readiness probe's timing standing in for the endpoint removal.
+    """
     server_lines = "\n".join(
-        f"    server {server.name} 127.0.0.1:{server.port}" for server in servers
+        f"    server {server.name} 127.0.0.1:{server.port}{' disabled' if server.spare else ''}"
+        for server in servers
     )
+    if probe_period_s is None:
+        retries = """\
+    # A refused connection (a replica that just died) is retried on the next server.
+    retries 3
+    option redispatch 1"""
+        balancing = """\
+    balance roundrobin"""
+        checks = """\
+    # Down after 2 failed checks 250 ms apart once one fails; back after 2 good ones.
+    default-server check inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2"""
+    else:
+        retries = """\
+    timeout check 2s
+    retries 0"""
+        balancing = """\
+    # One random draw, as kube-proxy's iptables rules make: HAProxy's default draws two and
+    # takes the server with fewer connections, which steers fresh connections away from the
+    # replicas that hold kept-alive ones. The highest weight gives each server the most points
+    # on HAProxy's hash ring, so that the random choice is even.
+    balance random(1)"""
+        checks = f"""\
+    default-server check inter {round(probe_period_s * 1000)}ms fall 2 rise 1 weight 256"""
     return f"""\
 global
     maxconn 4096
@@ -53,21 +90,18 @@ defaults
     timeout connect 1s
     timeout client 30s
     timeout server 30s
-    # A refused connection (a replica that just died) is retried on the next server.
-    retries 3
-    option redispatch 1
+{retries}
 
 frontend iris
     bind 127.0.0.1:{listen_port}
     default_backend {BACKEND}
 
 backend {BACKEND}
-    balance roundrobin
+{balancing}
     option httpchk
     http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost
     http-check expect status 200
-    # Down after 2 failed checks 250 ms apart once one fails; back after 2 good ones.
-    default-server check inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2
+{checks}
 {server_lines}
 """
 
@@ -147,13 +181,25 @@ def _require_free(port: int) -> None:
 
 @contextlib.contextmanager
 def running_haproxy(
-    servers: Sequence[Server], *, listen_port: int, work_dir: Path, log_path: Path
+    servers: Sequence[Server],
+    *,
+    listen_port: int,
+    work_dir: Path,
+    log_path: Path,
+    probe_period_s: float | None = None,
 ) -> Iterator[HAProxy]:
-    """HAProxy on 127.0.0.1:`listen_port` until the block ends, all servers UP on entry."""
+    """HAProxy on 127.0.0.1:`listen_port` until the block ends, all but spares UP on entry."""
     _require_free(listen_port)
     stats_socket = work_dir / "haproxy.sock"
     config = work_dir / "haproxy.cfg"
-    config.write_text(render_config(servers, listen_port=listen_port, stats_socket=stats_socket))
+    config.write_text(
+        render_config(
+            servers,
+            listen_port=listen_port,
+            stats_socket=stats_socket,
+            probe_period_s=probe_period_s,
+        )
+    )
     binary = haproxy_binary()
     subprocess.run([binary, "-c", "-q", "-f", str(config)], check=True)
     process = start([binary, "-db", "-f", str(config)], log_path=log_path)
@@ -161,7 +207,8 @@ def running_haproxy(
     try:
         proxy = HAProxy(process, stats_socket)
         for server in servers:
-            proxy.wait_for(server.name, "UP")
+            if not server.spare:
+                proxy.wait_for(server.name, "UP")
         yield proxy
     finally:
         stop_tree(process.pid, grace=5)

@@ -233,9 +233,14 @@ def view_of_run(
     # The last answers must have been scraped before the counts are read.
     time.sleep(2 * SCRAPE_INTERVAL_S + 0.5)
     window = f"{max(1, round(until - since))}s"
+    # Counted from the first scrape after locust's first request: what reached the replicas
+    # before it (the reference answers the locustfile takes first) is not in locust's log.
+    first_scrape_from = max(since, min((record.started for record in records), default=since))
     selector = f'job="{JOB}",{PREDICTIONS}'
     return RunView(
-        counts=compare_counts(prometheus.request_totals(since, until + SCRAPE_INTERVAL_S), records),
+        counts=compare_counts(
+            prometheus.request_totals(first_scrape_from, until + SCRAPE_INTERVAL_S), records
+        ),
         error_ratio=prometheus.scalar(
             f'sum(increase(bentoml_service_request_total{{{selector},http_response_code=~"5.."}}[{window}]))'
             f" / sum(increase(bentoml_service_request_total{{{selector}}}[{window}]))",

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Startup loads the model and forks workers; on a busy 2-core machine that takes a while.
 READY_TIMEOUT_S = 180.0
-# BentoML's graceful shutdown lets in-flight requests finish; this is generous for a 10 s timeout.
+# A drain (IRIS_DRAIN_SECONDS, 15 s as deployed) plus in-flight requests (10 s timeout at most).
 STOP_TIMEOUT_S = 40.0
 
 
@@ -67,9 +68,12 @@ def _readyz(port: int) -> str:
 class ProcessReplica:
     """`bentoml serve` started from the repository, in its own session."""
 
-    def __init__(self, name: str, port: int, log_dir: Path) -> None:
+    def __init__(
+        self, name: str, port: int, log_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.port = port
+        self.env = dict(env or {})
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._tree: list[psutil.Process] = []
@@ -78,7 +82,7 @@ class ProcessReplica:
         home = private_bentoml_home(self.log_path.with_name(f"{self.name}-bentoml-home"))
         self.process = start(
             bentoml_serve_command(self.port),
-            env={"POD_NAME": self.name, "BENTOML_HOME": str(home)},
+            env={**self.env, "POD_NAME": self.name, "BENTOML_HOME": str(home)},
             log_path=self.log_path,
             cwd=REPO_ROOT,
         )
@@ -119,9 +123,18 @@ class ProcessReplica:
 class ContainerReplica:
     """A container of the built image on the host network, as one pod of the Deployment."""
 
-    def __init__(self, name: str, port: int, image: str, run_label: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        image: str,
+        run_label: str,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.port = port
+        self.env = dict(env or {})
         self.image = image
         self.run_label = run_label
         self.container = f"iris-loadtest-{run_label}-{name}"
@@ -137,6 +150,7 @@ class ContainerReplica:
             *("--label", f"iris-loadtest={self.run_label}"),
             *HARDENED_RUN_FLAGS,
             *("--env", f"POD_NAME={self.name}", "--env", "BENTOML_DO_NOT_TRACK=true"),
+            *(arg for key, value in self.env.items() for arg in ("--env", f"{key}={value}")),
             self.image,
             *("--host", "127.0.0.1", "--port", str(self.port)),
         )

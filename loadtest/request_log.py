@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 SERVED_BY_HEADER = "X-Served-By"
+# Appended to the request name of users that keep their connection: their requests all go to
+# the replica the connection reached, so they are left out of the balance judgement.
+KEPT_ALIVE_MARK = " (kept alive)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,11 @@ def finished_between(
     replica is killed fails in the phase of the kill, not in the phase before.
     """
     return [record for record in records if start <= record.finished < end]
+
+
+def fresh_connections(records: Iterable[RequestRecord]) -> list[RequestRecord]:
+    """The requests of users that open connections anew, which the balancer spreads."""
+    return [record for record in records if not record.name.endswith(KEPT_ALIVE_MARK)]
 
 
 def replica_tally(records: Iterable[RequestRecord]) -> Counter[str]:

@@ -2,6 +2,7 @@
 
     python -m loadtest.run                       # 3 replicas, HAProxy on 127.0.0.1:8080
     python -m loadtest.run --run-time 20s --observe 4 --lb-port 18080
+    python -m loadtest.run --no-steady --scenarios sigterm,rolling --kube-proxy 5
 
 Replicas are containers of the built image when a Docker engine holds it, otherwise
 `bentoml serve` processes (the model must be in BENTOML_HOME's store either way). Everything
@@ -93,6 +94,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="do not start Prometheus to scrape the replicas and report its view of the run",
     )
     parser.add_argument(
+        "--no-steady", dest="steady", action="store_false", help="fault scenarios only"
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="sigterm,kill,rolling",
+        help="fault scenarios in this order, comma-separated: sigterm (SIGTERM one replica, "
+        "restart it), kill (SIGKILL one, restart it), rolling (replace every replica one by "
+        "one); default all three",
+    )
+    parser.add_argument(
+        "--kube-proxy",
+        type=float,
+        metavar="PROBE_SECONDS",
+        help="balance as kube-proxy does (random choice, no retry, no redispatch) and take a "
+        "replica out only after 2 failed /readyz checks this many seconds apart, as the "
+        "Deployment's readiness probe does (5)",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=15.0,
+        help="IRIS_DRAIN_SECONDS of the replicas, as in the Deployment (15): it must outlast "
+        "the balancer's detection of a failing readiness check",
+    )
+    parser.add_argument(
+        "--kept-alive-users",
+        type=int,
+        default=4,
+        help="users (of locust.conf's) that keep their connection open (4)",
+    )
+    parser.add_argument(
         "--no-drain",
         dest="drain",
         action="store_false",
@@ -106,6 +138,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where reports, charts and logs go (reports/loadtest)",
     )
     args = parser.parse_args(argv)
+    args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    if unknown := set(args.scenarios) - {"sigterm", "kill", "rolling"}:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.scenarios[:1] != ["sigterm"]:
+        parser.error("the scenarios start with sigterm")
     if args.faults and args.replicas < 2:
         parser.error(
             "the fault scenarios stop replicas one at a time: use 2 or more, or --no-faults"
@@ -113,20 +150,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def choose_replicas(args: argparse.Namespace, log_dir: Path) -> list[Replica]:
+def choose_replicas(args: argparse.Namespace, log_dir: Path, first: int = 1) -> list[Replica]:
+    """`args.replicas` replicas named replica-<first>, replica-<first + 1>, ..."""
     use_containers = args.mode == "container" or (args.mode == "auto" and image_present(args.image))
-    names = [f"replica-{index}" for index in range(1, args.replicas + 1)]
+    names = [f"replica-{index}" for index in range(first, first + args.replicas)]
+    env = {"IRIS_DRAIN_SECONDS": f"{args.drain_seconds:g}"}
     if use_containers:
         logger.info("Replicas: containers of %s (label iris-loadtest=%s)", args.image, args.run_id)
         return [
-            ContainerReplica(name, free_port(), args.image, args.run_id, log_dir) for name in names
+            ContainerReplica(name, free_port(), args.image, args.run_id, log_dir, env)
+            for name in names
         ]
     reason = "as asked" if args.mode == "process" else f"no Docker engine holding {args.image}"
     logger.info("Replicas: bentoml serve processes (%s)", reason)
-    return [ProcessReplica(name, free_port(), log_dir) for name in names]
+    return [ProcessReplica(name, free_port(), log_dir, env) for name in names]
 
 
-def locust_command(host: str, report_dir: Path, *extra: str) -> list[str]:
+def locust_command(
+    host: str, report_dir: Path, *extra: str, kept_alive_users: int = 0
+) -> list[str]:
     return [
         str(Path(sys.executable).with_name("locust")),
         "--config",
@@ -137,6 +179,8 @@ def locust_command(host: str, report_dir: Path, *extra: str) -> list[str]:
         str(report_dir / "report.html"),
         "--csv",
         str(report_dir / "locust"),
+        "--kept-alive-users",
+        str(kept_alive_users),
         *extra,
     ]
 
@@ -151,8 +195,9 @@ def steady_run(
     if args.run_time:
         extra += ["--run-time", args.run_time]
     logger.info("Steady load through %s; report in %s", host, report_dir)
+    command = locust_command(host, report_dir, *extra, kept_alive_users=args.kept_alive_users)
     since = time.time()
-    code = subprocess.run(locust_command(host, report_dir, *extra), cwd=REPO_ROOT).returncode
+    code = subprocess.run(command, cwd=REPO_ROOT).returncode
     until = time.time()
     results = [GateResult("steady run (locust gates above)", code == 0, f"locust exit code {code}")]
     if prometheus is not None:
@@ -167,15 +212,33 @@ def steady_run(
 
 
 def fault_run(
-    host: str, args: argparse.Namespace, replicas: Sequence[Replica], proxy: HAProxy
+    host: str,
+    args: argparse.Namespace,
+    replicas: Sequence[Replica],
+    proxy: HAProxy,
+    spares: Sequence[Replica],
 ) -> list[GateResult]:
     report_dir = args.report_dir / "faults"
     logger.info("Fault scenarios under load through %s; report in %s", host, report_dir)
-    command = locust_command(host, report_dir, "--skip-gates", "--run-time", FAULT_RUN_CAP)
+    command = locust_command(
+        host,
+        report_dir,
+        "--skip-gates",
+        "--run-time",
+        FAULT_RUN_CAP,
+        kept_alive_users=args.kept_alive_users,
+    )
     locust = start(command, log_path=args.report_dir / "logs" / "locust-faults.log", cwd=REPO_ROOT)
     try:
         timeline = drive_faults(
-            replicas, proxy, observe_s=args.observe, warmup_s=3.0, drain_before_sigterm=args.drain
+            replicas,
+            proxy,
+            observe_s=args.observe,
+            warmup_s=3.0,
+            # A kube-proxy-like balancer learns of the stop only from the readiness check.
+            drain_before_sigterm=args.drain and args.kube_proxy is None,
+            kill="kill" in args.scenarios,
+            spares=spares if "rolling" in args.scenarios else (),
         )
         # SIGINT, not SIGTERM: locust writes its HTML report only on a normal or ^C stop.
         locust.send_signal(signal.SIGINT)
@@ -195,7 +258,7 @@ def fault_run(
         records,
         report_dir / "replicas.png",
         markers=timeline.markers,
-        title=f"{len(replicas)} replicas behind HAProxy: SIGTERM, restart, SIGKILL, restart",
+        title=f"{len(replicas)} replicas behind HAProxy: {', '.join(args.scenarios)}",
     )
     for note in timeline.notes:
         logger.info("%s", note)
@@ -234,8 +297,12 @@ def run_stage(args: argparse.Namespace) -> list[GateResult]:
     results: list[GateResult] = []
     with contextlib.ExitStack() as stack:
         replicas = choose_replicas(args, log_dir)
-        for replica in replicas:
+        # The pods a rolling update creates: slots in the balancer, started when their turn comes.
+        rolling = args.faults and "rolling" in args.scenarios
+        spares = choose_replicas(args, log_dir, first=args.replicas + 1) if rolling else []
+        for replica in [*replicas, *spares]:
             stack.callback(replica.remove)
+        for replica in replicas:
             replica.launch()
         for replica in replicas:
             logger.info(
@@ -243,16 +310,18 @@ def run_stage(args: argparse.Namespace) -> list[GateResult]:
             )
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="haproxy-")))
         servers = [Server(replica.name, replica.port) for replica in replicas]
+        servers += [Server(spare.name, spare.port, spare=True) for spare in spares]
         proxy = stack.enter_context(
             running_haproxy(
                 servers,
                 listen_port=args.lb_port,
                 work_dir=work_dir,
                 log_path=log_dir / "haproxy.log",
+                probe_period_s=args.kube_proxy,
             )
         )
         prometheus = None
-        if args.prometheus:
+        if args.prometheus and args.steady:
             prometheus = stack.enter_context(
                 running_prometheus(
                     {replica.name: replica.port for replica in replicas},
@@ -263,9 +332,10 @@ def run_stage(args: argparse.Namespace) -> list[GateResult]:
                 )
             )
         host = f"http://127.0.0.1:{args.lb_port}"
-        results.extend(steady_run(host, args, prometheus))
+        if args.steady:
+            results.extend(steady_run(host, args, prometheus))
         if args.faults:
-            results.extend(fault_run(host, args, replicas, proxy))
+            results.extend(fault_run(host, args, replicas, proxy, spares))
     return results
 
 

@@ -1,8 +1,11 @@
 """Fault scenarios under load, and the judgement of each phase from the per-request log.
 
 While locust keeps the load on, one replica is terminated and restarted, then another is
-killed and restarted. The driver only records when things happened; every figure is then
-computed from the requests themselves, so what is reported is what clients saw.
+killed and restarted, then a rolling update replaces every replica one by one, as a
+Deployment with `maxSurge: 1, maxUnavailable: 0` does: a new replica is in rotation before an
+old one gets SIGTERM. The driver only records when things happened; every figure is then
+computed from the requests themselves, so what is reported is what clients saw. A graceful
+stop (SIGTERM, the rolling update) must lose no request at all, kept-alive clients included.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from dataclasses import dataclass, field
 from loadtest.gates import GateResult, balance_gate, failure_ratio_gate, format_tally
 from loadtest.haproxy import HAProxy
 from loadtest.replicas import Replica
-from loadtest.request_log import RequestRecord, WindowSummary, finished_between, summarize
+from loadtest.request_log import (
+    RequestRecord,
+    WindowSummary,
+    finished_between,
+    fresh_connections,
+    replica_tally,
+    summarize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +36,7 @@ class Phase:
     name: str
     start: float  # seconds since the epoch
     end: float
-    kind: str  # "steady", "terminated", "killed" or "rejoined": which gates apply
+    kind: str  # "steady", "graceful", "killed" or "rejoined": which gates apply
 
 
 @dataclass(frozen=True)
@@ -98,44 +108,73 @@ def drive_faults(
     observe_s: float,
     warmup_s: float,
     drain_before_sigterm: bool = True,
+    kill: bool = True,
+    spares: Sequence[Replica] = (),
 ) -> FaultTimeline:
-    """SIGTERM replicas[0], restart it, SIGKILL replicas[1], restart it; record the timeline."""
-    terminated, killed = replicas[0], replicas[1]
+    """SIGTERM replicas[0] and restart it; SIGKILL replicas[1] and restart it (if `kill`);
+    then, given as many `spares`, replace every replica by one (a rolling update)."""
     timeline = FaultTimeline()
     _wait_for_traffic(proxy)
     time.sleep(warmup_s)
-
     start = timeline.mark("baseline")
     time.sleep(observe_s)
+    steady_since = _sigterm_and_restart(
+        replicas[0], proxy, timeline, start, len(replicas), observe_s, drain_before_sigterm
+    )
+    if kill:
+        steady_since = _sigkill_and_restart(replicas[1], proxy, timeline, steady_since, observe_s)
+    if spares:
+        steady_since = _rolling_update(replicas, spares, proxy, timeline, steady_since, observe_s)
+    return timeline
 
+
+def _stop_gracefully(replica: Replica, proxy: HAProxy) -> tuple[float, float]:
+    """SIGTERM; (seconds until the balancer took it out, seconds until it exited)."""
+    replica.terminate()
+    down_s = proxy.wait_for(replica.name, "DOWN", timeout=60)
+    return down_s, down_s + replica.wait_stopped()
+
+
+def _sigterm_and_restart(
+    terminated: Replica,
+    proxy: HAProxy,
+    timeline: FaultTimeline,
+    steady_since: float,
+    replica_count: int,
+    observe_s: float,
+    drain_before_sigterm: bool,
+) -> float:
     terminated_at = timeline.mark(f"SIGTERM {terminated.name}")
     timeline.phases.append(
-        Phase(f"baseline, {len(replicas)} replicas", start, terminated_at, "steady")
+        Phase(f"baseline, {replica_count} replicas", steady_since, terminated_at, "steady")
     )
     if drain_before_sigterm:
         # What Kubernetes does when it deletes a pod: the endpoint leaves the Service (no new
         # connections) while the pod gets SIGTERM and finishes what it has in flight.
         proxy.set_state(terminated.name, "drain")
-    terminated.terminate()
-    stopped_s = terminated.wait_stopped()
-    down_s = proxy.wait_for(terminated.name, "DOWN")
+    down_s, stopped_s = _stop_gracefully(terminated, proxy)
     timeline.notes.append(
         f"{terminated.name} SIGTERM "
         f"({'drained from HAProxy first' if drain_before_sigterm else 'HAProxy not told'}): "
-        f"exited after {stopped_s:.1f} s, its health check failed {down_s:.1f} s after that"
+        f"out of HAProxy's rotation after {down_s:.1f} s, exited after {stopped_s:.1f} s"
     )
     time.sleep(observe_s)
     up_at = _restart(terminated, proxy, timeline)
     timeline.phases.append(
-        Phase(f"SIGTERM {terminated.name} until it is back", terminated_at, up_at, "terminated")
+        Phase(f"SIGTERM {terminated.name} until it is back", terminated_at, up_at, "graceful")
     )
     time.sleep(observe_s)
+    return up_at
 
+
+def _sigkill_and_restart(
+    killed: Replica, proxy: HAProxy, timeline: FaultTimeline, steady_since: float, observe_s: float
+) -> float:
     # The kill moment is taken before the connection count, so that a request reaching the
     # replica between the two is counted among those started while it was dying.
     killed_at = timeline.mark(f"SIGKILL {killed.name}")
     open_connections = proxy.server_states()[killed.name].current_sessions
-    timeline.phases.append(Phase(f"{terminated.name} rejoined", up_at, killed_at, "rejoined"))
+    timeline.phases.append(Phase("rejoined", steady_since, killed_at, "rejoined"))
     processes = killed.kill()
     died_at = _wait_port_closed(killed.port)
     proxy.wait_for(killed.name, "DOWN")
@@ -157,7 +196,41 @@ def drive_faults(
     time.sleep(observe_s)
     end = timeline.mark("end")
     timeline.phases.append(Phase(f"{killed.name} rejoined", up_at, end, "rejoined"))
-    return timeline
+    return end
+
+
+def _rolling_update(
+    olds: Sequence[Replica],
+    news: Sequence[Replica],
+    proxy: HAProxy,
+    timeline: FaultTimeline,
+    steady_since: float,
+    observe_s: float,
+) -> float:
+    """Replace each old replica by a new one: the new one in rotation before the old one stops."""
+    started = timeline.mark("rolling update")
+    if started - steady_since >= 1.0:
+        timeline.phases.append(Phase("before the update", steady_since, started, "rejoined"))
+    for old, new in zip(olds, news, strict=True):
+        timeline.mark(f"start {new.name}")
+        new.launch()
+        ready_s = new.wait_ready()
+        proxy.set_state(new.name, "ready")  # the spare slot joins the balancer's checks
+        up_s = proxy.wait_for(new.name, "UP")
+        terminated_at = timeline.mark(f"SIGTERM {old.name}")
+        down_s, stopped_s = _stop_gracefully(old, proxy)
+        timeline.notes.append(
+            f"rolling update: {new.name} ready after {ready_s:.1f} s and in rotation "
+            f"{up_s:.1f} s later; then {old.name} got SIGTERM, left the rotation after "
+            f"{down_s:.1f} s and exited after {stopped_s:.1f} s"
+        )
+        timeline.markers.append((terminated_at + stopped_s, f"{old.name} exited"))
+    time.sleep(observe_s)
+    end = timeline.mark("update done")
+    timeline.phases.append(
+        Phase(f"rolling update of {len(olds)} replicas", started, end, "graceful")
+    )
+    return end
 
 
 def phase_table(phases: Sequence[Phase], summaries: Sequence[WindowSummary]) -> str:
@@ -186,10 +259,11 @@ def judge(
     for phase, window, summary in zip(timeline.phases, summaries, summarized, strict=True):
         if phase.kind in ("steady", "rejoined"):
             ratio = failure_ratio_gate(summary.failures, summary.requests, max_failure_ratio)
-            balance = balance_gate(summary.per_replica, replica_count, balance_alpha)
+            spread = replica_tally(fresh_connections(window))
+            balance = balance_gate(spread, replica_count, balance_alpha)
             results.append(GateResult(f"{phase.name}: failures", ratio.passed, ratio.detail))
             results.append(GateResult(f"{phase.name}: balance", balance.passed, balance.detail))
-        elif phase.kind == "terminated":
+        elif phase.kind == "graceful":
             results.append(
                 GateResult(
                     f"{phase.name}: zero failures",

@@ -33,9 +33,9 @@ from loadtest.answers import (
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
 from loadtest.gates import balance_gate, failure_ratio_gate, latency_gate
-from loadtest.haproxy import Server, haproxy_binary, render_config
-from loadtest.request_log import RequestRecord, read_csv, write_csv
-from loadtest.scenarios import FaultTimeline, KillFigures, Phase, judge
+from loadtest.haproxy import Server, ServerState, haproxy_binary, render_config
+from loadtest.request_log import KEPT_ALIVE_MARK, RequestRecord, read_csv, write_csv
+from loadtest.scenarios import FaultTimeline, KillFigures, Phase, drive_faults, judge
 from tests.conftest import REPO_ROOT, SESSION_HOME, require
 
 GOOD_ANSWER = {
@@ -165,7 +165,7 @@ def fault_timeline(kill_at: float, open_connections: int) -> FaultTimeline:
     timeline = FaultTimeline()
     timeline.phases = [
         Phase("baseline", 0.0, 10.0, "steady"),
-        Phase("SIGTERM replica-1", 10.0, 20.0, "terminated"),
+        Phase("SIGTERM replica-1", 10.0, 20.0, "graceful"),
         Phase("SIGKILL replica-2", kill_at, 40.0, "killed"),
     ]
     timeline.kill = KillFigures("replica-2", kill_at, kill_at + 0.01, 3, open_connections, 0.5)
@@ -217,6 +217,105 @@ def test_judge_fails_a_crash_with_more_failures_than_requests_in_flight() -> Non
     }
 
 
+def test_judge_leaves_kept_alive_requests_out_of_the_balance() -> None:
+    """A kept-alive client stays on one replica by design; only fresh connections are spread."""
+    pinned = [
+        RequestRecord(
+            0.5 + index * 0.001, 5.0, f"/iris/classify_iris{KEPT_ALIVE_MARK}", "replica-1", True, ""
+        )
+        for index in range(600)
+    ]
+    timeline = FaultTimeline(phases=[Phase("baseline", 0.0, 10.0, "steady")])
+    balanced = judge_faults([*even_records(0, 10), *pinned], timeline)
+    assert all(result.passed for result in balanced), [str(result) for result in balanced]
+    unmarked = [
+        RequestRecord(r.started, 5.0, "/iris/classify_iris", r.served_by, True, "") for r in pinned
+    ]
+    skewed = judge_faults([*even_records(0, 10), *unmarked], timeline)
+    assert [result.name for result in skewed if not result.passed] == ["baseline: balance"]
+
+
+def test_judge_fails_a_rolling_update_that_lost_one_kept_alive_request() -> None:
+    timeline = FaultTimeline(phases=[Phase("rolling update of 3 replicas", 0.0, 10.0, "graceful")])
+    lost = RequestRecord(5.0, 1.0, f"/iris/classify_iris{KEPT_ALIVE_MARK}", "", False, "reset")
+    results = judge_faults([*even_records(0, 10), lost], timeline)
+    assert [str(result) for result in results] == [
+        "[FAIL] rolling update of 3 replicas: zero failures: 1 of 1001 requests failed "
+        "({'reset': 1})"
+    ]
+
+
+class FakeBalancer:
+    """Records what the driver asks of HAProxy; servers are UP once set ready, DOWN once stopped."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.accepted = 0
+
+    def connections_accepted(self) -> int:
+        self.accepted += 1
+        return self.accepted
+
+    def set_state(self, server: str, state: str) -> None:
+        self.events.append(f"{state} {server}")
+
+    def wait_for(self, server: str, status: str, *, timeout: float = 30.0) -> float:
+        self.events.append(f"{status} {server}")
+        return 0.0
+
+    def server_states(self) -> dict[str, ServerState]:
+        return {}
+
+
+class FakeReplica:
+    def __init__(self, name: str, events: list[str]) -> None:
+        self.name, self.port, self.events = name, 0, events
+
+    def launch(self) -> None:
+        self.events.append(f"launch {self.name}")
+
+    def wait_ready(self) -> float:
+        return 0.0
+
+    def terminate(self) -> None:
+        self.events.append(f"SIGTERM {self.name}")
+
+    def wait_stopped(self) -> float:
+        self.events.append(f"stopped {self.name}")
+        return 0.0
+
+
+def test_rolling_update_puts_each_new_replica_in_rotation_before_an_old_one_stops() -> None:
+    events: list[str] = []
+    olds = [FakeReplica(f"replica-{index}", events) for index in (1, 2, 3)]
+    news = [FakeReplica(f"replica-{index}", events) for index in (4, 5, 6)]
+    timeline = drive_faults(
+        olds,
+        FakeBalancer(events),
+        observe_s=0,
+        warmup_s=0,
+        drain_before_sigterm=False,
+        kill=False,
+        spares=news,
+    )
+    rolling = events[events.index("launch replica-4") :]
+    assert rolling == [
+        step
+        for old, new in zip(olds, news, strict=True)
+        for step in (
+            f"launch {new.name}",
+            f"ready {new.name}",
+            f"UP {new.name}",
+            f"SIGTERM {old.name}",
+            f"DOWN {old.name}",
+            f"stopped {old.name}",
+        )
+    ]
+    kinds = {phase.name: phase.kind for phase in timeline.phases}
+    assert kinds["rolling update of 3 replicas"] == "graceful"
+    assert kinds["SIGTERM replica-1 until it is back"] == "graceful"
+
+
 def require_haproxy() -> None:
     try:
         haproxy_binary()
@@ -246,6 +345,27 @@ def test_haproxy_accepts_the_generated_config(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "option httpchk" in config.read_text()
     assert "uri /readyz" in config.read_text()
+
+
+def test_kube_proxy_like_config_never_retries_and_waits_for_two_failed_probes(
+    tmp_path: Path,
+) -> None:
+    require_haproxy()
+    config = tmp_path / "haproxy.cfg"
+    servers = [Server("replica-1", 3001), Server("replica-2", 3002, spare=True)]
+    text = render_config(
+        servers, listen_port=8080, stats_socket=tmp_path / "s.sock", probe_period_s=5
+    )
+    config.write_text(text)
+    checked = subprocess.run(
+        [haproxy_binary(), "-c", "-f", str(config)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "balance random(1)" in text
+    assert "retries 0" in text
+    assert "redispatch" not in text
+    assert "inter 5000ms fall 2 rise 1" in text
+    assert "server replica-2 127.0.0.1:3002 disabled" in text
 
 
 # --- integration ----------------------------------------------------------------------------------
@@ -373,7 +493,8 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
             sys.executable,
             *("-m", "loadtest.run", "--replicas", "3", "--lb-port", str(free_port())),
             *("--image", image_reference(), "--run-id", run_id, "--report-dir", str(tmp_path)),
-            *("--run-time", "20s", "--observe", "4"),
+            # HAProxy's default checks take a stopping replica out within a second.
+            *("--run-time", "20s", "--observe", "4", "--drain-seconds", "3"),
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -388,6 +509,7 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     assert "[PASS] SIGKILL replica-2: success back to 100%" in output
     assert "[PASS] Prometheus and X-Served-By agree per replica" in output
     assert (tmp_path / "steady" / "prometheus.png").exists()
+    assert "[PASS] rolling update of 3 replicas: zero failures" in output
     served = Counter(
         row.served_by for row in read_csv(tmp_path / "steady" / "requests.csv") if row.ok
     )

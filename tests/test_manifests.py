@@ -226,15 +226,15 @@ def test_probe_paths_are_answered_by_the_running_service(
             assert response.status == 200, path
 
 
-def test_grace_period_covers_the_pause_and_the_request_timeout(
+def test_grace_period_covers_the_drain_and_the_request_timeout(
     kind_objects: list[Manifest], service_class: Any
 ) -> None:
     deployment = manifests.only(kind_objects, "Deployment")
-    pause = _pre_stop_pause(manifests.container(deployment, NAME))
+    drain = _drain_seconds(manifests.container(deployment, NAME))
     request_timeout = service_class.config["traffic"]["timeout"]
     grace = manifests.pod_spec(deployment)["terminationGracePeriodSeconds"]
-    # The last request may start just before SIGTERM; workers then need a moment to exit.
-    assert grace >= pause + request_timeout + 5
+    # The last request may start just before the drain ends; workers then need a moment to exit.
+    assert grace >= drain + request_timeout + 5
 
 
 # --- per-overlay promises ----------------------------------------------------------------------
@@ -457,13 +457,25 @@ def test_pods_know_their_name_for_the_served_by_header(overlay: tuple[str, list[
     assert env["BENTOML_DO_NOT_TRACK"]["value"] == "true"
 
 
-def test_pods_leave_the_endpoints_before_they_stop(overlay: tuple[str, list[Manifest]]) -> None:
+def test_pods_drain_until_balancers_have_taken_them_out(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    """SIGTERM starts the drain (no preStop hook): it must outlast a failing readiness probe."""
     _, objects = overlay
-    deployment = manifests.only(objects, "Deployment")
-    spec = manifests.pod_spec(deployment)
-    pause = _pre_stop_pause(manifests.container(deployment, NAME))
-    assert pause >= 3, "endpoint removal needs a few seconds to reach every kube-proxy"
-    assert spec["terminationGracePeriodSeconds"] > pause
+    app = manifests.container(manifests.only(objects, "Deployment"), NAME)
+    assert "lifecycle" not in app, "the service drains on SIGTERM; a preStop pause would add to it"
+    readiness = app["readinessProbe"]
+    detected = readiness["periodSeconds"] * readiness["failureThreshold"]
+    assert _drain_seconds(app) >= detected + readiness["timeoutSeconds"] + 3
+
+
+def test_pods_log_json_lines(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    env = {
+        var["name"]: var
+        for var in manifests.container(manifests.only(objects, "Deployment"), NAME)["env"]
+    }
+    assert env["IRIS_LOG_FORMAT"]["value"] == "json"
 
 
 def test_resources_request_cpu_and_memory_and_limit_memory(
@@ -588,9 +600,8 @@ def test_image_serves_under_the_pod_spec(kind_objects: list[Manifest], kind_imag
         assert pod.inspect("{{.State.OOMKilled}}") == "false"
         assert pod.memory_usage_bytes() < container.memory_limit_bytes
 
-        pod.exec(*app["lifecycle"]["preStop"]["exec"]["command"])
         grace = manifests.pod_spec(deployment)["terminationGracePeriodSeconds"]
-        exit_code = pod.stop(grace_seconds=grace - _pre_stop_pause(app))
+        exit_code = pod.stop(grace_seconds=grace)
         assert exit_code != 137, "SIGTERM did not stop the service within the grace period"
     finally:
         pod.remove()
@@ -603,10 +614,9 @@ def _probe_paths(app: Manifest) -> set[str]:
     }
 
 
-def _pre_stop_pause(app: Manifest) -> int:
-    command = app["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[0] == "sleep", command
-    return int(command[1])
+def _drain_seconds(app: Manifest) -> float:
+    env = {var["name"]: var.get("value") for var in app["env"]}
+    return float(env["IRIS_DRAIN_SECONDS"])
 
 
 def test_readme_shows_the_current_difference_between_the_overlays(tmp_path: Path) -> None:

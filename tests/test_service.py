@@ -94,6 +94,7 @@ def test_every_response_names_the_replica(service_client) -> None:
         service_client.get("/no-such-page"),
     ):
         assert response.headers["x-served-by"] == expected
+        assert len(response.headers["x-request-id"]) == 32
 
 
 def test_healthcheck_keeps_seed_answer(service_client) -> None:
@@ -203,6 +204,37 @@ def test_missing_field_is_refused(service_client, field: str) -> None:
 def test_extra_field_is_refused(service_client) -> None:
     flower = {**SEED_FLOWER, "colour": 3}
     assert_refused(service_client.post(CLASSIFY, json=flower), 400, naming="colour")
+
+
+def test_a_few_unknown_fields_are_each_named(service_client) -> None:
+    flower = {**SEED_FLOWER, "colour": 3, "smell": 1, "origin": 2}
+    body = assert_refused(service_client.post(CLASSIFY, json=flower), 400, naming="smell")
+    assert [problem["field"] for problem in body["detail"]] == ["colour", "smell", "origin"]
+
+
+def test_sixty_thousand_unknown_fields_are_one_small_refusal(service_client, caplog) -> None:
+    """A refusal costs about what reading the request cost: one problem, not 60,000."""
+    flower = dict(SEED_FLOWER, **{f"field{index}": 1 for index in range(60_000)})
+    with caplog.at_level(logging.INFO):
+        response = service_client.post(CLASSIFY, json=flower)
+    body = assert_refused(response, 400, naming="60000 unknown fields")
+    assert len(body["detail"]) == 1
+    assert len(response.content) < 1024
+    refusals = [r.getMessage() for r in caplog.records if "refused POST" in r.getMessage()]
+    assert len(refusals) == 1
+    assert len(refusals[0]) < 1024
+
+
+def test_a_refusal_lists_five_problems_and_counts_the_rest(service_client, caplog) -> None:
+    flowers = [{**SEED_FLOWER, "sepal_length": "x" * 10_000}] * 20
+    with caplog.at_level(logging.INFO):
+        response = service_client.post(BATCH, json={"flowers": flowers})
+    body = assert_refused(response, 400, naming="and 15 more")
+    assert len(body["detail"]) == 5
+    assert len(response.content) < 4096
+    (refusal,) = [r.getMessage() for r in caplog.records if "refused POST" in r.getMessage()]
+    assert "and 15 more" in refusal
+    assert len(refusal) < 2048
 
 
 @pytest.mark.parametrize(

@@ -1,3 +1,3 @@
 """Serving: model loading, start-up checks, prediction and what the service reports about
-them. Never imports training code, scikit-learn, pandas or SciPy, so serving processes and the
-image stay small."""
+them, HTTP layers, logging and shutdown. Never imports training code, scikit-learn, pandas or
+SciPy, so serving processes and the image stay small."""

@@ -9,6 +9,7 @@ its multiprocess directory only then; `/metrics` sums the counts of every worker
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,7 +76,11 @@ class ModelMetrics:
         estimator: str,
     ) -> None:
         metrics = collectors()
-        metrics.model_info.clear()
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            # One process, several services in turn (tests): only the last one's model is
+            # served. prometheus_client cannot clear in multiprocess mode, where each worker
+            # loads its model once anyway.
+            metrics.model_info.clear()
         metrics.model_info.labels(model_version=model_version, estimator=estimator).set(1)
         # Children resolved once: a label lookup per request would cost more than the count.
         self._by_class = [metrics.predictions.labels(name) for name in class_names]

@@ -1,0 +1,112 @@
+"""Log lines that client input cannot forge: one record, one line, fields that cannot be faked.
+
+Both formats carry the same fields: timestamp, level, logger, message, replica, and for a
+line written while a request is handled its request_id, method and path; the access line of
+a request adds status and duration_ms. `json` writes one JSON object per line; `text` writes
+`timestamp level logger key="value" ...` with every free-text value JSON-quoted. Either way a
+newline, carriage return or escape sequence sent by a client is written escaped, so it can
+neither start a line nor add a field, and every text value is cut to a fixed budget, so one
+line stays under MAX_LINE_CHARS however large the input was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from iris_classifier.serving.request_context import CURRENT_REQUEST, RequestContext, clip
+
+# Budgets in characters after escaping; together with the fixed fields they bound a line.
+MAX_MESSAGE_CHARS = 2000
+MAX_ERROR_CHARS = 4000
+MAX_LINE_CHARS = 8192
+# The loggers BentoML, uvicorn and circus configure with handlers of their own.
+SERVER_LOGGERS = ("bentoml", "uvicorn", "uvicorn.error", "uvicorn.access", "circus")
+
+
+def escaped(text: str, budget: int) -> str:
+    """`text` as the inside of a JSON string (ASCII only), at most `budget` characters."""
+    limit = budget
+    while True:
+        quoted = json.dumps(clip(text, limit))[1:-1]
+        if len(quoted) <= budget:
+            return quoted
+        # Escapes grew the text (\u001b is six characters for one): cut the raw text more.
+        limit = max(0, limit * budget // len(quoted) - 32)
+
+
+class RecordFields(logging.Formatter):
+    """What both formats write: each value already escaped and within its budget."""
+
+    def __init__(self, replica: str) -> None:
+        super().__init__()
+        self.replica = escaped(replica, 128)
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        seconds = record.created
+        timestamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        entry: dict[str, Any] = {
+            "timestamp": f"{timestamp}.{int(seconds % 1 * 1000):03d}Z",
+            "level": record.levelname,
+            "logger": escaped(record.name, 128),
+            "message": escaped(record.getMessage(), MAX_MESSAGE_CHARS),
+            "replica": self.replica,
+        }
+        # Set on the record by the access log; for any other line, the request being handled.
+        request = getattr(record, "request", None) or CURRENT_REQUEST.get()
+        if isinstance(request, RequestContext):
+            entry["request_id"] = request.request_id  # a safe id by construction
+            entry["method"] = escaped(request.method, 32)
+            entry["path"] = escaped(request.path, 512)
+        for name in ("status", "duration_ms"):
+            if isinstance(value := getattr(record, name, None), int | float):
+                entry[name] = value
+        if record.exc_info:
+            # The end of a traceback says what failed; its start is the same every time.
+            error = self.formatException(record.exc_info)
+            entry["error"] = escaped(error[-MAX_ERROR_CHARS:], MAX_ERROR_CHARS)
+        return entry
+
+
+class JsonLineFormatter(RecordFields):
+    def format(self, record: logging.LogRecord) -> str:
+        # The strings are escaped already, so they are written between quotes as they are.
+        pairs = ",".join(
+            f'"{key}":"{value}"' if isinstance(value, str) else f'"{key}":{value}'
+            for key, value in self.fields(record).items()
+        )
+        return "{" + pairs + "}"
+
+
+class TextLineFormatter(RecordFields):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = self.fields(record)
+        head = f"{entry.pop('timestamp')} {entry.pop('level'):<7} {entry.pop('logger')}"
+        return " ".join(
+            [head]
+            + [
+                f'{key}="{value}"' if isinstance(value, str) else f"{key}={value}"
+                for key, value in entry.items()
+            ]
+        )
+
+
+def configure_logging(log_format: str, replica: str) -> None:
+    """Send every log record of the process to stdout, one line each, in `log_format`."""
+    formatter = JsonLineFormatter if log_format == "json" else TextLineFormatter
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter(replica))
+    root = logging.getLogger()
+    # Exactly StreamHandler: BentoML's; subclasses (a test runner's capture) are left alone.
+    for old in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    for name in SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        for old in list(server_logger.handlers):
+            server_logger.removeHandler(old)
+        server_logger.propagate = True
+    logging.getLogger("iris_classifier").setLevel(logging.INFO)

@@ -1,0 +1,171 @@
+"""The outermost layer (iris_classifier/serving/edge.py) and the drain (serving/shutdown.py).
+
+A small service of its own stands in for BentoML's outer layers answering by themselves: a
+request timeout (504) and an error no layer inside handles (500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import threading
+from collections.abc import Iterator
+
+import bentoml
+import pytest
+from pydantic import BaseModel
+from starlette.testclient import TestClient
+
+from iris_classifier.serving.edge import EdgeMiddleware
+from iris_classifier.serving.shutdown import Drain
+
+TIMEOUT_S = 1
+
+
+class Pause(BaseModel):
+    seconds: float
+
+
+# No metrics: the service under test registers the same Prometheus series in this process.
+@bentoml.service(traffic={"timeout": TIMEOUT_S}, metrics={"enabled": False})
+class Slow:
+    @bentoml.api
+    async def wait(self, pause: Pause, /) -> str:
+        await asyncio.sleep(pause.seconds)
+        return "done"
+
+
+class Boom:
+    """Fails outside every error handler BentoML puts inside the service middlewares."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/boom":
+            raise RuntimeError("a layer broke")
+        await self.app(scope, receive, send)
+
+
+DRAIN = Drain(seconds=0)
+Slow.add_asgi_middleware(EdgeMiddleware, served_by="edge-replica", drain=DRAIN)
+Slow.add_asgi_middleware(Boom)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(Slow.to_asgi(), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def draining() -> Iterator[Drain]:
+    DRAIN.begin()
+    yield DRAIN
+    DRAIN.started_at = None
+
+
+def marked(response, request_id: str | None = None) -> None:
+    assert response.headers["x-served-by"] == "edge-replica"
+    if request_id is None:
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+    else:
+        assert response.headers["x-request-id"] == request_id
+
+
+def test_an_answer_carries_the_replica_and_the_clients_request_id(client: TestClient) -> None:
+    response = client.post("/wait", json={"seconds": 0}, headers={"X-Request-ID": "abc-1"})
+    assert response.status_code == 200
+    marked(response, "abc-1")
+    assert "connection" not in response.headers
+
+
+def test_a_timeout_made_by_bentoml_carries_both_headers(client: TestClient) -> None:
+    response = client.post("/wait", json={"seconds": TIMEOUT_S + 1}, headers={"X-Request-ID": "t"})
+    assert response.status_code == 504
+    marked(response, "t")
+
+
+def test_an_unhandled_error_carries_both_headers_and_is_logged_with_its_id(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    from iris_classifier.serving.logs import JsonLineFormatter
+
+    with caplog.at_level(logging.INFO):
+        response = client.get("/boom", headers={"X-Request-ID": "boom-1"})
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal server error"}
+    marked(response, "boom-1")
+    lines = [json.loads(JsonLineFormatter("r").format(rec)) for rec in caplog.records]
+    assert any(line["level"] == "WARNING" and line["request_id"] == "boom-1" for line in lines)
+    access = [line for line in lines if line.get("status") == 500]
+    assert access
+    assert access[0]["path"] == "/boom"
+
+
+def test_every_request_gets_one_access_line_with_status_and_duration(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="iris_classifier.access"):
+        client.post("/wait", json={"seconds": 0}, headers={"X-Request-ID": "one-line"})
+    (access,) = [rec for rec in caplog.records if rec.name == "iris_classifier.access"]
+    assert access.status == 200
+    assert access.duration_ms >= 0
+
+
+def test_draining_answers_readiness_503_and_closes_every_connection(
+    client: TestClient, draining: Drain
+) -> None:
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.headers["connection"] == "close"
+    marked(ready)
+    served = client.post("/wait", json={"seconds": 0})
+    assert served.status_code == 200, "requests are still served while draining"
+    assert served.headers["connection"] == "close"
+    assert client.get("/livez").status_code == 200, "liveness must not restart a draining pod"
+
+
+def test_not_draining_readiness_is_bentomls(client: TestClient) -> None:
+    assert client.get("/readyz").status_code == 200
+
+
+def test_sigterm_starts_the_drain_and_hands_over_after_it() -> None:
+    """In a thread of its own the drain installs its handler as a server's main thread would."""
+    handed_over = threading.Event()
+    drain = Drain(seconds=0.2)
+    outcome: dict[str, object] = {}
+
+    def main() -> None:
+        loop = asyncio.new_event_loop()
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, lambda *_: handed_over.set())
+        try:
+            outcome["installed"] = drain.install(loop)
+            os.kill(os.getpid(), signal.SIGTERM)
+            loop.run_until_complete(asyncio.sleep(0.05))
+            outcome["draining_at_once"] = drain.active and not handed_over.is_set()
+            loop.run_until_complete(asyncio.sleep(0.4))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            loop.close()
+
+    # Signal handlers can only be set in the main thread: run the scenario there.
+    assert threading.current_thread() is threading.main_thread()
+    main()
+    assert outcome == {"installed": True, "draining_at_once": True}
+    assert handed_over.is_set(), "the server's own handler must run once the drain is over"
+
+
+def test_no_drain_leaves_sigterm_to_the_server() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    loop = asyncio.new_event_loop()
+    try:
+        assert Drain(seconds=0).install(loop) is False
+    finally:
+        loop.close()
+    assert signal.getsignal(signal.SIGTERM) is before
