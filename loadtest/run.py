@@ -26,7 +26,7 @@ from harness.containers import image_present
 from harness.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest.chart import write_chart
 from loadtest.gates import GateResult
-from loadtest.haproxy import HAProxy, Server, running_haproxy
+from loadtest.haproxy import HAProxy, Server, manifest_readiness_probe, running_haproxy
 from loadtest.replicas import ContainerReplica, ProcessReplica, Replica
 from loadtest.request_log import read_csv
 from loadtest.scenarios import drive_faults, judge
@@ -72,8 +72,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-recovery",
         type=float,
-        default=5.0,
-        help="seconds after a SIGKILL by which requests must all succeed again (5)",
+        default=manifest_readiness_probe().worst_detection_s + 1.0,
+        help="seconds after a SIGKILL by which requests must all succeed again (default: the "
+        "readiness probe's longest detection time + 1 s)",
     )
     parser.add_argument("--no-faults", dest="faults", action="store_false", help="steady run only")
     parser.add_argument(

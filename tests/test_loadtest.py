@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -23,7 +24,7 @@ from iris_classifier.config import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
 from loadtest.answers import batch_problem, classification_problem
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
-from loadtest.gates import balance_gate, failure_ratio_gate, latency_gate
+from loadtest.gates import balance_gate, crash_failures_gate, failure_ratio_gate, latency_gate
 from loadtest.haproxy import Server, haproxy_binary, render_config
 from loadtest.request_log import RequestRecord, read_csv, write_csv
 from loadtest.scenarios import FaultTimeline, KillFigures, Phase, judge
@@ -154,15 +155,78 @@ def test_judge_fails_a_sigterm_that_lost_a_request() -> None:
     assert failed == ["SIGTERM replica-1: zero failures"]
 
 
-def test_judge_fails_a_crash_with_more_failures_than_requests_in_flight() -> None:
-    late_failures = [record(31.0 + index, served_by="", ok=False) for index in range(6)]
+def test_judge_fails_a_crash_with_more_failures_than_its_share_until_removal() -> None:
+    # Removed 0.5 s after the kill: 50 requests started meanwhile, about 17 of them to it.
+    late_failures = [record(31.0 + 0.15 * index, served_by="", ok=False) for index in range(40)]
     records = [*even_records(0, 20), *even_records(30, 40), *late_failures]
     results = judge_faults(records, fault_timeline(kill_at=30.0, open_connections=1))
     failed = {result.name for result in results if not result.passed}
     assert failed == {
-        "SIGKILL replica-2: failures bounded by its in-flight requests",
+        "SIGKILL replica-2: failures bounded by its in-flight requests and its share until removal",
         "SIGKILL replica-2: success back to 100%",
     }
+
+
+def test_crash_bound_grows_with_the_requests_sent_before_removal() -> None:
+    def gate(failures: int, started: int):
+        return crash_failures_gate(
+            "replica-2",
+            failures=failures,
+            requests=1000,
+            in_flight=2,
+            started_before_removal=started,
+            replicas=3,
+            alpha=0.001,
+        )
+
+    assert gate(2, 0).passed
+    assert not gate(3, 0).passed, "nothing was sent to it: only its in-flight requests may fail"
+    assert gate(2 + 370, 1000).passed  # a third of 1000 plus random spread
+    assert not gate(2 + 500, 1000).passed  # half: more than a random third would send it
+
+
+def test_crash_bound_rarely_fails_a_random_balancer_and_catches_a_sticky_one() -> None:
+    """1000 simulated crashes behind a random per-connection balancer (3 replicas)."""
+    rng = np.random.default_rng(7)
+    started, in_flight = 600, 3
+    passed = [
+        crash_failures_gate(
+            "replica-2",
+            failures=in_flight + int(rng.binomial(started, 1 / 3)),
+            requests=5000,
+            in_flight=in_flight,
+            started_before_removal=started,
+            replicas=3,
+            alpha=0.001,
+        ).passed
+        for _ in range(1000)
+    ]
+    assert sum(passed) >= 990
+    # A balancer that kept sending half the connections to the dead replica fails the gate.
+    assert not crash_failures_gate(
+        "replica-2",
+        failures=in_flight + started // 2,
+        requests=5000,
+        in_flight=in_flight,
+        started_before_removal=started,
+        replicas=3,
+        alpha=0.001,
+    ).passed
+
+
+def test_balance_gate_accepts_random_splits_and_rejects_a_skewed_balancer() -> None:
+    """Per-connection random choices over 3 replicas, 3000 connections, 1000 runs."""
+    rng = np.random.default_rng(11)
+    names = ("replica-1", "replica-2", "replica-3")
+
+    def passes(shares: list[float]) -> list[bool]:
+        return [
+            balance_gate(dict(zip(names, map(int, counts), strict=True)), 3, 0.001).passed
+            for counts in rng.multinomial(3000, shares, size=1000)
+        ]
+
+    assert sum(passes([1 / 3] * 3)) >= 990, "an even random split must almost always pass"
+    assert sum(passes([0.4, 0.3, 0.3])) <= 10, "a replica 20 % over its share must fail"
 
 
 def require_haproxy() -> None:
