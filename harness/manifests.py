@@ -26,12 +26,17 @@ logger = logging.getLogger(__name__)
 
 KUSTOMIZE_ROOT = REPO_ROOT / "kustomize"
 OVERLAYS = ("kind", "production")
-COMPONENTS = ("ingress", "servicemonitor")
+COMPONENTS = ("gateway-api", "servicemonitor")
 
 Manifest = dict[str, Any]
 
 # Custom resources have no schema in kubernetes-validate; each is checked by its own test.
-CUSTOM_RESOURCE_KINDS = frozenset({("monitoring.coreos.com/v1", "ServiceMonitor")})
+CUSTOM_RESOURCE_KINDS = frozenset(
+    {
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    }
+)
 
 
 class RenderError(RuntimeError):

@@ -7,6 +7,7 @@ are checked against the service itself, not against a list written down twice.
 
 from __future__ import annotations
 
+import copy as copy_module
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from harness import manifests, pod_emulation
 from harness.containers import docker_unavailable_reason, image_present
 from harness.manifests import Manifest
 from harness.processes import REPO_ROOT
+from tests import gateway_api_schema
 
 NAME = "iris-classifier"
 NAMESPACE = "iris-classifier"
@@ -31,6 +33,7 @@ PRODUCTION_MIN_REPLICAS = 3
 # The release range the manifests promise to work on; newer shipped schemas are checked too.
 REQUIRED_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33")
 KIND_CONFIG = manifests.overlay_dir("kind") / "kind-config.yaml"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 def _require_kustomize() -> None:
@@ -450,18 +453,73 @@ def test_resources_request_cpu_and_memory_and_limit_memory(
 # --- optional components -----------------------------------------------------------------------
 
 
-def test_ingress_component_routes_to_the_service_port(
+def test_httproute_component_routes_to_the_service_port(
     production_with_components: list[Manifest],
 ) -> None:
     service = manifests.only(production_with_components, "Service")
-    port_names = {port["name"] for port in service["spec"]["ports"]}
-    ingress = manifests.only(production_with_components, "Ingress")
-    paths = [path for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
-    assert {path["path"] for path in paths} == {"/iris", "/healthcheck"}, "keep /metrics internal"
-    for path in paths:
-        backend = path["backend"]["service"]
+    port_numbers = {port["port"] for port in service["spec"]["ports"]}
+    route = manifests.only(production_with_components, "HTTPRoute")
+    assert route["metadata"]["namespace"] == service["metadata"]["namespace"]
+    (parent,) = route["spec"]["parentRefs"]
+    assert (parent["group"], parent["kind"]) == ("gateway.networking.k8s.io", "Gateway")
+    (rule,) = route["spec"]["rules"]
+    paths = {(match["path"]["type"], match["path"]["value"]) for match in rule["matches"]}
+    assert paths == {("PathPrefix", "/iris"), ("Exact", "/healthcheck")}, "keep /metrics internal"
+    for backend in rule["backendRefs"]:
+        assert backend.get("kind", "Service") == "Service"
         assert backend["name"] == service["metadata"]["name"]
-        assert backend["port"]["name"] in port_names
+        assert backend["port"] in port_numbers
+
+
+def test_httproute_waits_for_the_services_own_timeout_answer(
+    production_with_components: list[Manifest], service_class: Any
+) -> None:
+    (rule,) = manifests.only(production_with_components, "HTTPRoute")["spec"]["rules"]
+    timeouts = rule["timeouts"]
+    backend, request = _duration_s(timeouts["backendRequest"]), _duration_s(timeouts["request"])
+    assert backend <= request, "the Gateway API requires backendRequest <= request"
+    assert backend > service_class.config["traffic"]["timeout"]
+
+
+def _duration_s(duration: str) -> float:
+    """A Gateway API duration ("15s", "1m30s", "500ms") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+)(ms|h|m|s)", duration)
+    assert "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(int(number) * units[unit] for number, unit in parts)
+
+
+def _require_gateway_api_schema() -> None:
+    reason = gateway_api_schema.unavailable_reason()
+    _require(reason is None, reason or "")
+
+
+def test_httproute_passes_the_gateway_api_schema(
+    production_with_components: list[Manifest],
+) -> None:
+    _require_gateway_api_schema()
+    route = manifests.only(production_with_components, "HTTPRoute")
+    assert gateway_api_schema.schema_errors([route]) == [[]]
+
+
+def test_gateway_api_schema_check_rejects_what_the_api_would(
+    production_with_components: list[Manifest],
+) -> None:
+    _require_gateway_api_schema()
+    route = manifests.only(production_with_components, "HTTPRoute")
+
+    def broken(change: Any) -> Manifest:
+        copy = copy_module.deepcopy(route)
+        change(copy["spec"]["rules"][0])
+        return copy
+
+    misspelt = broken(lambda rule: rule.update(backendRef=rule.pop("backendRefs")))
+    bad_duration = broken(lambda rule: rule["timeouts"].update(request="15 seconds"))
+    bad_match = broken(lambda rule: rule["matches"][0]["path"].update(type="Prefix"))
+    errors = gateway_api_schema.schema_errors([misspelt, bad_duration, bad_match])
+    assert errors[0] == ["/spec/rules/0/backendRef: not a field of the schema"]
+    assert [error.split(":")[0] for error in errors[1]] == ["/spec/rules/0/timeouts/request"]
+    assert [error.split(":")[0] for error in errors[2]] == ["/spec/rules/0/matches/0/path/type"]
 
 
 def test_servicemonitor_component_scrapes_the_service(
@@ -479,12 +537,18 @@ def test_servicemonitor_component_scrapes_the_service(
 
 def test_components_each_admit_their_own_peer(production_with_components: list[Manifest]) -> None:
     policy = manifests.only(production_with_components, "NetworkPolicy")["spec"]
-    namespaces = {
-        peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+    peers = {
+        (
+            peer.get("namespaceSelector", {}).get("matchLabels", {}).get(NAMESPACE_NAME_LABEL),
+            tuple(sorted(peer.get("podSelector", {}).get("matchLabels", {}).items())),
+        )
         for rule in policy["ingress"]
         for peer in rule["from"]
     }
-    assert {"ingress-nginx", "monitoring"} <= namespaces
+    (gateway,) = manifests.only(production_with_components, "HTTPRoute")["spec"]["parentRefs"]
+    gateway_pods = (("gateway.networking.k8s.io/gateway-name", gateway["name"]),)
+    assert (gateway["namespace"], gateway_pods) in peers, "the Gateway's pods must get in"
+    assert ("monitoring", (("app.kubernetes.io/name", "prometheus"),)) in peers
 
 
 def test_every_component_has_a_readme() -> None:
