@@ -167,22 +167,24 @@ def test_judge_fails_a_crash_with_more_failures_than_its_share_until_removal() -
     }
 
 
-def test_crash_bound_grows_with_the_requests_sent_before_removal() -> None:
-    def gate(failures: int, started: int):
-        return crash_failures_gate(
-            "replica-2",
-            failures=failures,
-            requests=1000,
-            in_flight=2,
-            started_before_removal=started,
-            replicas=3,
-            alpha=0.001,
-        )
+def crash_gate_passes(failures: int, started_before_removal: int, in_flight: int = 2) -> bool:
+    """The SIGKILL gate for 3 replicas at the load test's alpha."""
+    return crash_failures_gate(
+        "replica-2",
+        failures=failures,
+        requests=5000,
+        in_flight=in_flight,
+        started_before_removal=started_before_removal,
+        replicas=3,
+        alpha=0.001,
+    ).passed
 
-    assert gate(2, 0).passed
-    assert not gate(3, 0).passed, "nothing was sent to it: only its in-flight requests may fail"
-    assert gate(2 + 370, 1000).passed  # a third of 1000 plus random spread
-    assert not gate(2 + 500, 1000).passed  # half: more than a random third would send it
+
+def test_crash_bound_grows_with_the_requests_sent_before_removal() -> None:
+    assert crash_gate_passes(2, 0)
+    assert not crash_gate_passes(3, 0), "nothing was sent to it: only its in-flight may fail"
+    assert crash_gate_passes(2 + 370, 1000)  # a third of 1000 plus random spread
+    assert not crash_gate_passes(2 + 500, 1000)  # half: more than a random third would send it
 
 
 def test_crash_bound_rarely_fails_a_random_balancer_and_catches_a_sticky_one() -> None:
@@ -190,28 +192,12 @@ def test_crash_bound_rarely_fails_a_random_balancer_and_catches_a_sticky_one() -
     rng = np.random.default_rng(7)
     started, in_flight = 600, 3
     passed = [
-        crash_failures_gate(
-            "replica-2",
-            failures=in_flight + int(rng.binomial(started, 1 / 3)),
-            requests=5000,
-            in_flight=in_flight,
-            started_before_removal=started,
-            replicas=3,
-            alpha=0.001,
-        ).passed
+        crash_gate_passes(in_flight + int(rng.binomial(started, 1 / 3)), started, in_flight)
         for _ in range(1000)
     ]
     assert sum(passed) >= 990
     # A balancer that kept sending half the connections to the dead replica fails the gate.
-    assert not crash_failures_gate(
-        "replica-2",
-        failures=in_flight + started // 2,
-        requests=5000,
-        in_flight=in_flight,
-        started_before_removal=started,
-        replicas=3,
-        alpha=0.001,
-    ).passed
+    assert not crash_gate_passes(in_flight + started // 2, started, in_flight)
 
 
 def test_balance_gate_accepts_random_splits_and_rejects_a_skewed_balancer() -> None:
