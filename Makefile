@@ -166,7 +166,7 @@ kind-load: image
 	$(call require_tools,kind docker)
 	@ref=$$(cat $(IMAGE_REF_FILE)); \
 	if ! kind load docker-image "$$ref" --name $(KIND_CLUSTER); then \
-		echo "kind load docker-image failed (Docker's containerd image store does this): loading $$ref from a docker save archive instead" >&2; \
+		echo "kind load docker-image failed (it does with Docker's containerd image store): loading $$ref from a docker save archive instead" >&2; \
 		archive_dir=$$(mktemp -d); trap 'rm -rf "$$archive_dir"' EXIT; \
 		docker save --output "$$archive_dir/image.tar" "$$ref"; \
 		kind load image-archive "$$archive_dir/image.tar" --name $(KIND_CLUSTER); \

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from harness import manifests, pod_emulation
 from harness.containers import docker_unavailable_reason, image_present
@@ -64,9 +65,12 @@ def production_with_components(tmp_path_factory: pytest.TempPathFactory) -> list
     _require_kustomize()
     tree = tmp_path_factory.mktemp("kustomize") / "kustomize"
     shutil.copytree(manifests.KUSTOMIZE_ROOT, tree)
-    kustomization = tree / "overlays" / "production" / "kustomization.yaml"
-    listed = "".join(f"  - ../../components/{name}\n" for name in manifests.COMPONENTS)
-    kustomization.write_text(kustomization.read_text() + f"\ncomponents:\n{listed}")
+    kustomization_path = tree / "overlays" / "production" / "kustomization.yaml"
+    kustomization = manifests.load_yaml(kustomization_path)
+    enabled = kustomization.setdefault("components", [])
+    enabled += [f"../../components/{name}" for name in manifests.COMPONENTS]
+    kustomization["components"] = list(dict.fromkeys(enabled))
+    kustomization_path.write_text(yaml.safe_dump(kustomization))
     return manifests.render(tree / "overlays" / "production")
 
 
@@ -113,7 +117,11 @@ def test_overlays_pass_strict_schema_validation(
     overlay: tuple[str, list[Manifest]], version: str
 ) -> None:
     name, objects = overlay
-    errors = [manifests.schema_error(obj, version) for obj in objects]
+    errors = [
+        manifests.schema_error(obj, version)
+        for obj in objects
+        if not manifests.is_custom_resource(obj)
+    ]
     assert [error for error in errors if error] == [], f"overlay {name}, Kubernetes {version}"
 
 
@@ -494,11 +502,11 @@ def _require_gateway_api_schema() -> None:
     _require(reason is None, reason or "")
 
 
-def test_httproute_passes_the_gateway_api_schema(
-    production_with_components: list[Manifest],
+def test_production_publishes_an_httproute_that_passes_the_gateway_api_schema(
+    production_objects: list[Manifest],
 ) -> None:
     _require_gateway_api_schema()
-    route = manifests.only(production_with_components, "HTTPRoute")
+    route = manifests.only(production_objects, "HTTPRoute")
     assert gateway_api_schema.schema_errors([route]) == [[]]
 
 
