@@ -48,13 +48,25 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The Gateway API validators for the HTTPRoute schema test, pinned by their npm lock file.
+# Without npm the test skips (and fails under CI=true).
+GATEWAY_API_CHECK := tests/gateway_api/node_modules/.package-lock.json
+$(GATEWAY_API_CHECK): tests/gateway_api/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix tests/gateway_api --no-audit --no-fund --loglevel=error; \
+	else echo "npm is not installed: the HTTPRoute schema test will skip" >&2; fi
+
 .PHONY: test  ## Run the whole test suite
-test: install
+test: install $(GATEWAY_API_CHECK)
 	$(BIN)/pytest
 
 # --- Container image (bentofile.yaml) -----------------------------------------------------------
 
 IMAGE := iris-classifier:$(VERSION)
+# `make image` also tags each build <version>-<image ID> (IMAGE_REF_FILE holds that reference):
+# a rebuild that changed anything gets a tag of its own, so the pods Kubernetes runs for a tag
+# never change under it, and deploying a new build changes the pod template and rolls it out.
+IMAGE_REF_FILE := build/image-ref
 # auto: the bentofile's python:3.11-slim when it can be pulled, else the local debootstrapped
 # base; or "default", "local", or any image reference.
 BASE_IMAGE ?= auto
@@ -75,9 +87,17 @@ build: model
 	@test -s build/bento-tag
 	@cat build/bento-tag
 
-.PHONY: image  ## Build the Bento and its image iris-classifier:<version>; prints the image reference last
+.PHONY: image  ## Build the Bento and its image, tagged <version> and <version>-<image ID>; prints the latter last
 image: build
-	@$(IMAGE_ENV) image/containerize.sh "$$(cat build/bento-tag)" $(IMAGE)
+	@$(IMAGE_ENV) image/containerize.sh "$$(cat build/bento-tag)" $(IMAGE) >/dev/null
+	@$(MAKE) image-tag
+
+.PHONY: image-tag  ## Tag the image iris-classifier:<version> by its content and write the reference to build/image-ref
+image-tag:
+	@id=$$(docker image inspect --format '{{.Id}}' $(IMAGE)); id=$${id#sha256:}; \
+		test -n "$$id"; ref=$(IMAGE)-$${id:0:12}; \
+		docker tag $(IMAGE) "$$ref"; mkdir -p $(dir $(IMAGE_REF_FILE)); \
+		echo "$$ref" > $(IMAGE_REF_FILE); echo "$$ref"
 
 .PHONY: run-image  ## Run the image hardened as in Kubernetes (read-only, uid 1034, no capabilities) on PORT
 run-image:
@@ -96,15 +116,21 @@ KUSTOMIZE ?= $(if $(shell command -v kustomize),kustomize build,kubectl kustomiz
 OVERLAYS := kind production
 KIND_CLUSTER ?= iris-classifier
 # Empty: the kind release's default node image. Pin one from its release notes to choose the
-# Kubernetes version, e.g. KIND_NODE_IMAGE=kindest/node:v1.33.1
+# Kubernetes version, e.g. KIND_NODE_IMAGE=kindest/node:v1.36.4@sha256:...
 KIND_NODE_IMAGE ?=
+KIND_CONFIG := kustomize/overlays/kind/kind-config.yaml
 # Every kubectl call names the kind cluster's context: never the production cluster by accident.
-KIND_KUBECTL = kubectl --context kind-$(KIND_CLUSTER) --namespace iris-classifier
-# localhost port that kind-config.yaml maps to the Service's node port.
-KIND_HOST_PORT := 8080
+KIND_CONTEXT_KUBECTL = kubectl --context kind-$(KIND_CLUSTER)
+KIND_KUBECTL = $(KIND_CONTEXT_KUBECTL) --namespace iris-classifier
+# The host port is set once, in kind-config.yaml (its only hostPort); everything here reads it.
+KIND_HOST_PORT := $(shell sed -n 's/^ *hostPort: *\([0-9][0-9]*\).*/\1/p' $(KIND_CONFIG))
+# 127.0.0.1, as kind-config.yaml binds it: "localhost" may resolve to ::1 first.
+KIND_URL = http://127.0.0.1:$(KIND_HOST_PORT)
+# What deploy-kind applies: the kind overlay with the image tag of the last `make image`.
+KIND_DEPLOY_DIR := build/kind-deploy
 
 define require_tools
-	@for tool in $(1); do command -v $$tool >/dev/null || { echo "$$tool is not installed: see README, Kubernetes" >&2; exit 1; }; done
+	@for tool in $(1); do command -v $$tool >/dev/null || { echo "$$tool is not installed: see kustomize/README.md" >&2; exit 1; }; done
 endef
 
 .PHONY: render  ## Render every kustomize overlay to build/manifests/<overlay>.yaml
@@ -119,31 +145,56 @@ render:
 measure-memory: model
 	$(BIN)/python -m harness.replica_memory $(ARGS)
 
-.PHONY: kind-up  ## Create the local kind cluster (1 control plane, 2 workers, localhost:8080)
+.PHONY: kind-up  ## Create the local kind cluster (1 control plane, 2 workers) and wait for every node
 kind-up:
 	$(call require_tools,kind kubectl docker)
+	@test -n "$(KIND_HOST_PORT)" || { echo "no hostPort in $(KIND_CONFIG)" >&2; exit 1; }
 	@if kind get clusters | grep -qx '$(KIND_CLUSTER)'; then echo "kind cluster $(KIND_CLUSTER) exists"; \
-	else kind create cluster --name $(KIND_CLUSTER) --config kustomize/overlays/kind/kind-config.yaml \
+	else kind create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) \
 		$(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE)) --wait 180s; fi
+	@# kind's --wait covers the control plane only; pods applied before the workers are Ready
+	@# all land on the first Ready one, and stay there.
+	$(KIND_CONTEXT_KUBECTL) wait --for=condition=Ready nodes --all --timeout=180s
+	@client=$$(kubectl version --client -o json | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n 1); \
+	server=$$($(KIND_CONTEXT_KUBECTL) version -o json | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | tail -n 1); \
+	if [ -n "$$client" ] && [ -n "$$server" ] && [ $$(( client > server ? client - server : server - client )) -gt 1 ]; then \
+		echo "warning: kubectl 1.$$client is more than one minor version away from the cluster's 1.$$server (see kustomize/README.md)" >&2; fi
+	@echo "kind cluster $(KIND_CLUSTER): every node Ready; $(KIND_URL) reaches the Service's node port"
 
-.PHONY: kind-load  ## Build the image and load it onto every kind node
+.PHONY: kind-load  ## Build the image and load this build's tag onto every kind node
 kind-load: image
-	$(call require_tools,kind)
-	kind load docker-image iris-classifier:$(VERSION) --name $(KIND_CLUSTER)
+	$(call require_tools,kind docker)
+	@ref=$$(cat $(IMAGE_REF_FILE)); \
+	if ! kind load docker-image "$$ref" --name $(KIND_CLUSTER); then \
+		echo "kind load docker-image failed (it does with Docker's containerd image store): loading $$ref from a docker save archive instead" >&2; \
+		archive_dir=$$(mktemp -d); trap 'rm -rf "$$archive_dir"' EXIT; \
+		docker save --output "$$archive_dir/image.tar" "$$ref"; \
+		kind load image-archive "$$archive_dir/image.tar" --name $(KIND_CLUSTER); \
+	fi
 
-.PHONY: deploy-kind  ## Apply the kind overlay and wait until all replicas answer through the node port
+.PHONY: deploy-kind  ## Apply the kind overlay with this build's image; roll out when the image changed
 deploy-kind: kind-load
 	$(call require_tools,kubectl curl)
-	kubectl --context kind-$(KIND_CLUSTER) apply -k kustomize/overlays/kind
+	@ref=$$(cat $(IMAGE_REF_FILE)); mkdir -p $(KIND_DEPLOY_DIR); \
+	printf '%s\n' "# Written by make deploy-kind: the kind overlay running $$ref." \
+		"apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" \
+		"resources:" "  - ../../kustomize/overlays/kind" \
+		"images:" "  - name: iris-classifier" "    newTag: \"$${ref#*:}\"" \
+		> $(KIND_DEPLOY_DIR)/kustomization.yaml; \
+	running=$$($(KIND_KUBECTL) get deployment/iris-classifier --ignore-not-found \
+		-o jsonpath='{.spec.template.spec.containers[0].image}'); \
+	if [ "$$running" = "$$ref" ]; then echo "the pods already run $$ref: nothing to roll out"; \
+	else echo "rolling out $$ref (was: $${running:-not deployed})"; fi
+	$(KIND_CONTEXT_KUBECTL) apply -k $(KIND_DEPLOY_DIR)
 	$(KIND_KUBECTL) rollout status deployment/iris-classifier --timeout=300s
-	curl -fsS --retry 10 --retry-connrefused --retry-delay 2 http://localhost:$(KIND_HOST_PORT)/healthcheck
+	curl -fsS --retry 10 --retry-connrefused --retry-delay 2 $(KIND_URL)/healthcheck
 	@echo
 
 .PHONY: loadtest-kind  ## Load-test the kind deployment through the node port (3 replicas expected)
 loadtest-kind:
-	@curl -fsS -o /dev/null http://localhost:$(KIND_HOST_PORT)/healthcheck || \
-		{ echo "nothing answers on localhost:$(KIND_HOST_PORT): run make kind-up deploy-kind first" >&2; exit 1; }
-	$(MAKE) loadtest HOST=http://localhost:$(KIND_HOST_PORT) REPLICAS=3
+	@curl -fsS -o /dev/null $(KIND_URL)/healthcheck || \
+		{ echo "nothing answers on $(KIND_URL): run make kind-up deploy-kind first" >&2; exit 1; }
+	$(MAKE) loadtest HOST=$(KIND_URL) REPLICAS=3
 
 .PHONY: kind-down  ## Delete the local kind cluster
 kind-down:
@@ -152,7 +203,7 @@ kind-down:
 
 # --- Load test (loadtest/) ----------------------------------------------------------------------
 
-# HAProxy's port in loadtest-local; kind's node port mapping takes localhost:8080 too.
+# HAProxy's port in loadtest-local; with a kind cluster up, pick one other than KIND_HOST_PORT.
 LB_PORT ?= 8080
 HOST ?= http://127.0.0.1:$(LB_PORT)
 REPLICAS ?= 3

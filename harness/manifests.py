@@ -26,13 +26,17 @@ logger = logging.getLogger(__name__)
 
 KUSTOMIZE_ROOT = REPO_ROOT / "kustomize"
 OVERLAYS = ("kind", "production")
-COMPONENTS = ("ingress", "servicemonitor", "grafana-dashboard")
+COMPONENTS = ("gateway-api", "servicemonitor", "grafana-dashboard")
 
 Manifest = dict[str, Any]
 
 # Custom resources have no schema in kubernetes-validate; each is checked by its own test.
 CUSTOM_RESOURCE_KINDS = frozenset(
-    {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+    {
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PrometheusRule"),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    }
 )
 
 

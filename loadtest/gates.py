@@ -1,8 +1,12 @@
 """Pass/fail rules for a load test run; each returns a result that says what it measured.
 
-Balance is judged with Pearson's chi-square goodness-of-fit test against an even split: it
-accepts the random spread that kube-proxy's per-connection choice produces, yet flags a
-replica that gets visibly less or more than its share once a few hundred requests are in.
+The balancer in front of the replicas (kube-proxy on a cluster, HAProxy set up like it here)
+sends each new connection to a replica chosen at random, so the rules are statistical. Balance
+is Pearson's chi-square goodness-of-fit test against an even split: it accepts the random
+spread of a fair per-connection choice, yet flags a replica that gets visibly less or more than
+its share once a few hundred connections are in. A crash costs what the dead replica had in
+flight plus the connections sent to it until it left the rotation: a binomial number, bounded
+by its upper quantile.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from scipy.stats import chisquare
+from scipy.stats import binom, chisquare
 
 
 @dataclass(frozen=True)
@@ -75,4 +79,32 @@ def balance_gate(tally: Mapping[str, int], expected_replicas: int, alpha: float)
         f"{format_tally(tally)}; max deviation from the mean "
         f"{max_relative_deviation(tally):.1%}; chi-square p = {p_value:.3g} "
         f"(even split rejected below {alpha:g})",
+    )
+
+
+def crash_failures_gate(
+    victim: str,
+    *,
+    failures: int,
+    requests: int,
+    in_flight: int,
+    started_before_removal: int,
+    replicas: int,
+    alpha: float,
+) -> GateResult:
+    """Failures after a replica is killed, within what a random per-connection balancer costs.
+
+    Each of the `started_before_removal` requests sent between the kill and the replica's
+    removal from rotation opened its own connection and reached the dead replica with
+    probability 1/`replicas`; their number is binomial, and the gate allows its 1 - `alpha`
+    quantile on top of the `in_flight` requests the replica was serving when it died.
+    """
+    share = int(binom.ppf(1 - alpha, started_before_removal, 1 / replicas))
+    bound = in_flight + share
+    return GateResult(
+        f"SIGKILL {victim}: failures bounded by its in-flight requests and its share until removal",
+        failures <= bound,
+        f"{failures} failed (of {requests}); at most {bound}: {in_flight} in flight at the kill "
+        f"+ {share} of the {started_before_removal} requests started before its removal "
+        f"(1/{replicas} expected, upper {1 - alpha:.1%} quantile)",
     )

@@ -1,9 +1,12 @@
 """HAProxy from Debian in front of the replicas, balancing TCP connections as kube-proxy does.
 
-TCP mode (not HTTP) on purpose: kube-proxy is an L4 balancer that picks a backend per
-connection, and a load test that passes behind an L7 proxy would hide the keep-alive pinning
-that real clients see on Kubernetes. `/readyz` is checked every half second, so a dead replica
-is out of rotation within about a second, like a pod whose readiness probe fails.
+kube-proxy (iptables mode, the default) picks a ready endpoint at random for each new
+connection and never retries: a connection sent to a replica that just died fails. So HAProxy
+runs in TCP mode (an L7 proxy would hide the keep-alive pinning real clients see), chooses a
+server uniformly at random per connection, and neither retries nor redispatches. Its health
+check on `/readyz` stands in for the readiness probe that takes a pod out of the Service's
+endpoints, with the probe's own timing read from the base Deployment: period, timeout and
+failure threshold. loadtest/README.md lists what still differs from a cluster.
 """
 
 from __future__ import annotations
@@ -20,11 +23,57 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.processes import start, stop_tree
+import yaml
+
+from harness.processes import REPO_ROOT, start, stop_tree
 
 logger = logging.getLogger(__name__)
 
 BACKEND = "replicas"
+BASE_DEPLOYMENT = REPO_ROOT / "kustomize" / "base" / "deployment.yaml"
+KIND_CONFIG = REPO_ROOT / "kustomize" / "overlays" / "kind" / "kind-config.yaml"
+
+
+@dataclass(frozen=True)
+class ReadinessProbe:
+    """The readiness probe's timing, which decides how long a dead pod keeps getting traffic."""
+
+    path: str
+    period_s: float
+    timeout_s: float
+    failure_threshold: int
+    success_threshold: int
+
+    @property
+    def worst_detection_s(self) -> float:
+        """Longest time from a replica going dark to its removal from rotation.
+
+        It may die just after a passing probe; then `failure_threshold` probes must fail, the
+        last one possibly only at its timeout.
+        """
+        return self.period_s * self.failure_threshold + self.timeout_s
+
+
+def manifest_readiness_probe(deployment_path: Path = BASE_DEPLOYMENT) -> ReadinessProbe:
+    """The readiness probe of the service container in the base Deployment (Kubernetes defaults
+    for the fields it leaves out)."""
+    deployment = yaml.safe_load(deployment_path.read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    probe = container["readinessProbe"]
+    return ReadinessProbe(
+        path=probe["httpGet"]["path"],
+        period_s=probe.get("periodSeconds", 10),
+        timeout_s=probe.get("timeoutSeconds", 1),
+        failure_threshold=probe.get("failureThreshold", 3),
+        success_threshold=probe.get("successThreshold", 1),
+    )
+
+
+def kind_host_port(config_path: Path = KIND_CONFIG) -> int:
+    """The host port kind-config.yaml maps to the Service's node port (the one place it is set)."""
+    config = yaml.safe_load(config_path.read_text())
+    (port,) = [m["hostPort"] for node in config["nodes"] for m in node.get("extraPortMappings", [])]
+    return int(port)
 
 
 @dataclass(frozen=True)
@@ -46,40 +95,13 @@ def render_config(
     *,
     listen_port: int,
     stats_socket: Path,
-    probe_period_s: float | None = None,
+    probe: ReadinessProbe | None = None,
 ) -> str:
-    """HAProxy's configuration; `probe_period_s` makes it balance as kube-proxy does.
-
-    With a probe period, connections go to a random server, are never retried or sent
-    elsewhere, and a server leaves rotation only after 2 failed `/readyz` checks that far
-    apart: the readiness probe's timing standing in for the endpoint removal.
-    """
+    probe = probe or manifest_readiness_probe()
     server_lines = "\n".join(
         f"    server {server.name} 127.0.0.1:{server.port}{' disabled' if server.spare else ''}"
         for server in servers
     )
-    if probe_period_s is None:
-        retries = """\
-    # A refused connection (a replica that just died) is retried on the next server.
-    retries 3
-    option redispatch 1"""
-        balancing = """\
-    balance roundrobin"""
-        checks = """\
-    # Down after 2 failed checks 250 ms apart once one fails; back after 2 good ones.
-    default-server check inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2"""
-    else:
-        retries = """\
-    timeout check 2s
-    retries 0"""
-        balancing = """\
-    # One random draw, as kube-proxy's iptables rules make: HAProxy's default draws two and
-    # takes the server with fewer connections, which steers fresh connections away from the
-    # replicas that hold kept-alive ones. The highest weight gives each server the most points
-    # on HAProxy's hash ring, so that the random choice is even.
-    balance random(1)"""
-        checks = f"""\
-    default-server check inter {round(probe_period_s * 1000)}ms fall 2 rise 1 weight 256"""
     return f"""\
 global
     maxconn 4096
@@ -90,20 +112,36 @@ defaults
     timeout connect 1s
     timeout client 30s
     timeout server 30s
-{retries}
+    # As kube-proxy: a connection sent to a replica that just died fails; it is neither
+    # retried nor sent to another replica.
+    retries 0
+    no option redispatch
 
 frontend iris
     bind 127.0.0.1:{listen_port}
     default_backend {BACKEND}
 
 backend {BACKEND}
-{balancing}
+    # One server per connection, uniformly at random among the live ones, as kube-proxy's
+    # iptables rules pick an endpoint: a random key mapped onto the live servers. (`balance
+    # random` hashes onto a ring whose uneven arcs favour some servers for good.)
+    balance hash rand
+    hash-type map-based crc32
     option httpchk
-    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost
+    http-check send meth GET uri {probe.path} ver HTTP/1.1 hdr Host localhost
     http-check expect status 200
-{checks}
+    # The readiness probe's timing: checked every periodSeconds (also while failing), each
+    # check failing after timeoutSeconds; out after failureThreshold failures in a row, back
+    # after successThreshold passes.
+    timeout check {_ms(probe.timeout_s)}
+    default-server check inter {_ms(probe.period_s)} fastinter {_ms(probe.period_s)} \
+downinter {_ms(probe.period_s)} fall {probe.failure_threshold} rise {probe.success_threshold}
 {server_lines}
 """
+
+
+def _ms(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
 
 
 def haproxy_binary() -> str:
@@ -174,8 +212,9 @@ def _require_free(port: int) -> None:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
             raise RuntimeError(
-                f"127.0.0.1:{port} is taken ({exc.strerror}); the kind cluster's node port "
-                "mapping uses 8080 too: choose another one, e.g. make loadtest-local LB_PORT=18080"
+                f"127.0.0.1:{port} is taken ({exc.strerror}); a kind cluster maps "
+                f"127.0.0.1:{kind_host_port()} (kind-config.yaml): choose another port, e.g. "
+                f"make loadtest-local LB_PORT={port + 10000}"
             ) from exc
 
 
@@ -186,7 +225,7 @@ def running_haproxy(
     listen_port: int,
     work_dir: Path,
     log_path: Path,
-    probe_period_s: float | None = None,
+    probe: ReadinessProbe | None = None,
 ) -> Iterator[HAProxy]:
     """HAProxy on 127.0.0.1:`listen_port` until the block ends, all but spares UP on entry."""
     _require_free(listen_port)
@@ -197,7 +236,7 @@ def running_haproxy(
             servers,
             listen_port=listen_port,
             stats_socket=stats_socket,
-            probe_period_s=probe_period_s,
+            probe=probe,
         )
     )
     binary = haproxy_binary()
@@ -212,3 +251,4 @@ def running_haproxy(
         yield proxy
     finally:
         stop_tree(process.pid, grace=5)
+        process.wait(timeout=5)  # collect its exit status, as the Popen object never saw it

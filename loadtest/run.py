@@ -2,7 +2,7 @@
 
     python -m loadtest.run                       # 3 replicas, HAProxy on 127.0.0.1:8080
     python -m loadtest.run --run-time 20s --observe 4 --lb-port 18080
-    python -m loadtest.run --no-steady --scenarios sigterm,rolling --kube-proxy 5
+    python -m loadtest.run --no-steady --scenarios sigterm,rolling
 
 Replicas are containers of the built image when a Docker engine holds it, otherwise
 `bentoml serve` processes (the model must be in BENTOML_HOME's store either way). Everything
@@ -22,13 +22,20 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from harness.containers import image_present
 from harness.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest.chart import write_chart
 from loadtest.gates import GateResult
-from loadtest.haproxy import HAProxy, Server, running_haproxy
+from loadtest.haproxy import (
+    HAProxy,
+    ReadinessProbe,
+    Server,
+    manifest_readiness_probe,
+    running_haproxy,
+)
 from loadtest.prometheus import (
     Prometheus,
     PrometheusError,
@@ -83,8 +90,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-recovery",
         type=float,
-        default=5.0,
-        help="seconds after a SIGKILL by which requests must all succeed again (5)",
+        help="seconds after a SIGKILL by which requests must all succeed again (default: the "
+        "readiness probe's longest detection time + 1 s)",
     )
     parser.add_argument("--no-faults", dest="faults", action="store_false", help="steady run only")
     parser.add_argument(
@@ -104,12 +111,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "one); default all three",
     )
     parser.add_argument(
-        "--kube-proxy",
+        "--probe-period",
         type=float,
-        metavar="PROBE_SECONDS",
-        help="balance as kube-proxy does (random choice, no retry, no redispatch) and take a "
-        "replica out only after 2 failed /readyz checks this many seconds apart, as the "
-        "Deployment's readiness probe does (5)",
+        metavar="SECONDS",
+        help="check /readyz this many seconds apart instead of the Deployment's periodSeconds "
+        "(short runs, with a --drain-seconds to match)",
     )
     parser.add_argument(
         "--drain-seconds",
@@ -138,6 +144,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where reports, charts and logs go (reports/loadtest)",
     )
     args = parser.parse_args(argv)
+    if args.max_recovery is None:
+        args.max_recovery = readiness_probe(args).worst_detection_s + 1.0
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     if unknown := set(args.scenarios) - {"sigterm", "kill", "rolling"}:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
@@ -148,6 +156,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "the fault scenarios stop replicas one at a time: use 2 or more, or --no-faults"
         )
     return args
+
+
+def readiness_probe(args: argparse.Namespace) -> ReadinessProbe:
+    """The Deployment's readiness probe, checked every --probe-period seconds if given."""
+    probe = manifest_readiness_probe()
+    return probe if args.probe_period is None else replace(probe, period_s=args.probe_period)
 
 
 def choose_replicas(args: argparse.Namespace, log_dir: Path, first: int = 1) -> list[Replica]:
@@ -235,8 +249,7 @@ def fault_run(
             proxy,
             observe_s=args.observe,
             warmup_s=3.0,
-            # A kube-proxy-like balancer learns of the stop only from the readiness check.
-            drain_before_sigterm=args.drain and args.kube_proxy is None,
+            drain_before_sigterm=args.drain,
             kill="kill" in args.scenarios,
             spares=spares if "rolling" in args.scenarios else (),
         )
@@ -317,7 +330,7 @@ def run_stage(args: argparse.Namespace) -> list[GateResult]:
                 listen_port=args.lb_port,
                 work_dir=work_dir,
                 log_path=log_dir / "haproxy.log",
-                probe_period_s=args.kube_proxy,
+                probe=readiness_probe(args),
             )
         )
         prometheus = None

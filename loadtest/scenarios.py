@@ -16,7 +16,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from loadtest.gates import GateResult, balance_gate, failure_ratio_gate, format_tally
+from loadtest.gates import (
+    GateResult,
+    balance_gate,
+    crash_failures_gate,
+    failure_ratio_gate,
+    format_tally,
+)
 from loadtest.haproxy import HAProxy
 from loadtest.replicas import Replica
 from loadtest.request_log import (
@@ -273,7 +279,17 @@ def judge(
                 )
             )
         elif phase.kind == "killed" and timeline.kill is not None:
-            results.extend(_kill_gates(records, window, summary, timeline.kill, max_recovery_s))
+            results.extend(
+                _kill_gates(
+                    records,
+                    window,
+                    summary,
+                    timeline.kill,
+                    max_recovery_s,
+                    replica_count,
+                    balance_alpha,
+                )
+            )
     return phase_table(timeline.phases, summarized), results
 
 
@@ -283,22 +299,31 @@ def _kill_gates(
     summary: WindowSummary,
     kill: KillFigures,
     max_recovery_s: float,
+    replica_count: int,
+    alpha: float,
 ) -> list[GateResult]:
     failed = [record for record in window if not record.ok]
     recovery_s = max((record.finished for record in failed), default=kill.killed_at)
     recovery_s -= kill.killed_at
-    # What the replica had in flight: the connections open at the kill, plus requests that
-    # started in the few milliseconds its processes took to die (they may have reached it).
-    dying = sum(kill.killed_at <= record.started < kill.died_at for record in all_records)
-    bound = kill.open_connections + dying
+    # Until the balancer takes the dead replica out, each new connection may be sent to it.
+    removed_at = kill.killed_at + kill.detected_after_s
+    started_before_removal = sum(
+        kill.killed_at <= record.started < removed_at for record in all_records
+    )
+    bounded = crash_failures_gate(
+        kill.victim,
+        failures=summary.failures,
+        requests=summary.requests,
+        in_flight=kill.open_connections,
+        started_before_removal=started_before_removal,
+        replicas=replica_count,
+        alpha=alpha,
+    )
     return [
         GateResult(
-            f"SIGKILL {kill.victim}: failures bounded by its in-flight requests",
-            summary.failures <= bound,
-            f"{summary.failures} failed (of {summary.requests}); in flight at most {bound}: "
-            f"{kill.open_connections} connections open to it at the kill + {dying} requests "
-            f"started in the {1000 * (kill.died_at - kill.killed_at):.0f} ms it took to die"
-            + (f"; errors {dict(summary.errors)}" if failed else ""),
+            bounded.name,
+            bounded.passed,
+            bounded.detail + (f"; errors {dict(summary.errors)}" if summary.failures else ""),
         ),
         GateResult(
             f"SIGKILL {kill.victim}: success back to 100%",

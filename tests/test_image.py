@@ -163,7 +163,11 @@ def service_image(trained_model: str) -> str:
         f"make image failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     )
     last_line = result.stdout.strip().splitlines()[-1]
-    assert last_line == f"iris-classifier:{VERSION}"
+    # Tagged <version> and, for this build alone, <version>-<image ID>: the reference printed.
+    image_id = docker("image", "inspect", "--format", "{{.Id}}", f"iris-classifier:{VERSION}")
+    assert last_line == f"iris-classifier:{VERSION}-{image_id.removeprefix('sha256:')[:12]}"
+    assert docker("image", "inspect", "--format", "{{.Id}}", last_line) == image_id
+    assert (REPO_ROOT / "build" / "image-ref").read_text().strip() == last_line
     return last_line
 
 

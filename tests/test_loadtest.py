@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -32,7 +33,7 @@ from loadtest.answers import (
 )
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
-from loadtest.gates import balance_gate, failure_ratio_gate, latency_gate
+from loadtest.gates import balance_gate, crash_failures_gate, failure_ratio_gate, latency_gate
 from loadtest.haproxy import Server, ServerState, haproxy_binary, render_config
 from loadtest.request_log import KEPT_ALIVE_MARK, RequestRecord, read_csv, write_csv
 from loadtest.scenarios import FaultTimeline, KillFigures, Phase, drive_faults, judge
@@ -206,13 +207,14 @@ def test_judge_fails_a_sigterm_that_lost_a_request() -> None:
     assert failed == ["SIGTERM replica-1: zero failures"]
 
 
-def test_judge_fails_a_crash_with_more_failures_than_requests_in_flight() -> None:
-    late_failures = [record(31.0 + index, served_by="", ok=False) for index in range(6)]
+def test_judge_fails_a_crash_with_more_failures_than_its_share_until_removal() -> None:
+    # Removed 0.5 s after the kill: 50 requests started meanwhile, about 17 of them to it.
+    late_failures = [record(31.0 + 0.15 * index, served_by="", ok=False) for index in range(40)]
     records = [*even_records(0, 20), *even_records(30, 40), *late_failures]
     results = judge_faults(records, fault_timeline(kill_at=30.0, open_connections=1))
     failed = {result.name for result in results if not result.passed}
     assert failed == {
-        "SIGKILL replica-2: failures bounded by its in-flight requests",
+        "SIGKILL replica-2: failures bounded by its in-flight requests and its share until removal",
         "SIGKILL replica-2: success back to 100%",
     }
 
@@ -316,6 +318,54 @@ def test_rolling_update_puts_each_new_replica_in_rotation_before_an_old_one_stop
     assert kinds["SIGTERM replica-1 until it is back"] == "graceful"
 
 
+def crash_gate_passes(failures: int, started_before_removal: int, in_flight: int = 2) -> bool:
+    """The SIGKILL gate for 3 replicas at the load test's alpha."""
+    return crash_failures_gate(
+        "replica-2",
+        failures=failures,
+        requests=5000,
+        in_flight=in_flight,
+        started_before_removal=started_before_removal,
+        replicas=3,
+        alpha=0.001,
+    ).passed
+
+
+def test_crash_bound_grows_with_the_requests_sent_before_removal() -> None:
+    assert crash_gate_passes(2, 0)
+    assert not crash_gate_passes(3, 0), "nothing was sent to it: only its in-flight may fail"
+    assert crash_gate_passes(2 + 370, 1000)  # a third of 1000 plus random spread
+    assert not crash_gate_passes(2 + 500, 1000)  # half: more than a random third would send it
+
+
+def test_crash_bound_rarely_fails_a_random_balancer_and_catches_a_sticky_one() -> None:
+    """1000 simulated crashes behind a random per-connection balancer (3 replicas)."""
+    rng = np.random.default_rng(7)
+    started, in_flight = 600, 3
+    passed = [
+        crash_gate_passes(in_flight + int(rng.binomial(started, 1 / 3)), started, in_flight)
+        for _ in range(1000)
+    ]
+    assert sum(passed) >= 990
+    # A balancer that kept sending half the connections to the dead replica fails the gate.
+    assert not crash_gate_passes(in_flight + started // 2, started, in_flight)
+
+
+def test_balance_gate_accepts_random_splits_and_rejects_a_skewed_balancer() -> None:
+    """Per-connection random choices over 3 replicas, 3000 connections, 1000 runs."""
+    rng = np.random.default_rng(11)
+    names = ("replica-1", "replica-2", "replica-3")
+
+    def passes(shares: list[float]) -> list[bool]:
+        return [
+            balance_gate(dict(zip(names, map(int, counts), strict=True)), 3, 0.001).passed
+            for counts in rng.multinomial(3000, shares, size=1000)
+        ]
+
+    assert sum(passes([1 / 3] * 3)) >= 990, "an even random split must almost always pass"
+    assert sum(passes([0.4, 0.3, 0.3])) <= 10, "a replica 20 % over its share must fail"
+
+
 def require_haproxy() -> None:
     try:
         haproxy_binary()
@@ -347,24 +397,17 @@ def test_haproxy_accepts_the_generated_config(tmp_path: Path) -> None:
     assert "uri /readyz" in config.read_text()
 
 
-def test_kube_proxy_like_config_never_retries_and_waits_for_two_failed_probes(
-    tmp_path: Path,
-) -> None:
+def test_a_rolling_updates_spare_slots_start_out_of_rotation(tmp_path: Path) -> None:
     require_haproxy()
     config = tmp_path / "haproxy.cfg"
     servers = [Server("replica-1", 3001), Server("replica-2", 3002, spare=True)]
-    text = render_config(
-        servers, listen_port=8080, stats_socket=tmp_path / "s.sock", probe_period_s=5
-    )
+    text = render_config(servers, listen_port=8080, stats_socket=tmp_path / "s.sock")
     config.write_text(text)
     checked = subprocess.run(
         [haproxy_binary(), "-c", "-f", str(config)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "balance random(1)" in text
-    assert "retries 0" in text
-    assert "redispatch" not in text
-    assert "inter 5000ms fall 2 rise 1" in text
+    assert "server replica-1 127.0.0.1:3001\n" in text
     assert "server replica-2 127.0.0.1:3002 disabled" in text
 
 
@@ -493,8 +536,8 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
             sys.executable,
             *("-m", "loadtest.run", "--replicas", "3", "--lb-port", str(free_port())),
             *("--image", image_reference(), "--run-id", run_id, "--report-dir", str(tmp_path)),
-            # HAProxy's default checks take a stopping replica out within a second.
-            *("--run-time", "20s", "--observe", "4", "--drain-seconds", "3"),
+            # Readiness checked every second, so a drain of 4 s outlasts two failed checks.
+            *("--run-time", "20s", "--observe", "4", "--probe-period", "1", "--drain-seconds", "4"),
         ],
         cwd=REPO_ROOT,
         env=env,

@@ -7,6 +7,7 @@ are checked against the service itself, not against a list written down twice.
 
 from __future__ import annotations
 
+import copy as copy_module
 import os
 import re
 import shutil
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from harness import manifests, pod_emulation
 from harness.containers import docker_unavailable_reason, image_present
 from harness.manifests import Manifest
 from harness.processes import REPO_ROOT
+from tests import gateway_api_schema
 from tests.conftest import require as _require
 
 NAME = "iris-classifier"
@@ -34,6 +37,7 @@ PRODUCTION_MIN_REPLICAS = 3
 OLDEST_RELEASE, NEWEST_RELEASE = 29, 37
 REQUIRED_VERSIONS = tuple(f"1.{minor}" for minor in range(OLDEST_RELEASE, NEWEST_RELEASE + 1))
 KIND_CONFIG = manifests.overlay_dir("kind") / "kind-config.yaml"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 def _require_kustomize() -> None:
@@ -64,9 +68,12 @@ def production_with_components(tmp_path_factory: pytest.TempPathFactory) -> list
     _require_kustomize()
     tree = tmp_path_factory.mktemp("kustomize") / "kustomize"
     shutil.copytree(manifests.KUSTOMIZE_ROOT, tree)
-    kustomization = tree / "overlays" / "production" / "kustomization.yaml"
-    listed = "".join(f"  - ../../components/{name}\n" for name in manifests.COMPONENTS)
-    kustomization.write_text(kustomization.read_text() + f"\ncomponents:\n{listed}")
+    kustomization_path = tree / "overlays" / "production" / "kustomization.yaml"
+    kustomization = manifests.load_yaml(kustomization_path)
+    enabled = kustomization.setdefault("components", [])
+    enabled += [f"../../components/{name}" for name in manifests.COMPONENTS]
+    kustomization["components"] = list(dict.fromkeys(enabled))
+    kustomization_path.write_text(yaml.safe_dump(kustomization))
     return manifests.render(tree / "overlays" / "production")
 
 
@@ -127,7 +134,11 @@ def test_overlays_pass_strict_schema_validation(
     overlay: tuple[str, list[Manifest]], version: str
 ) -> None:
     name, objects = overlay
-    errors = [manifests.schema_error(obj, version) for obj in objects]
+    errors = [
+        manifests.schema_error(obj, version)
+        for obj in objects
+        if not manifests.is_custom_resource(obj)
+    ]
     assert [error for error in errors if error] == [], f"overlay {name}, Kubernetes {version}"
 
 
@@ -243,7 +254,23 @@ def test_grace_period_covers_the_drain_and_the_request_timeout(
 def test_kind_runs_the_image_make_image_builds(kind_objects: list[Manifest]) -> None:
     app = manifests.container(manifests.only(kind_objects, "Deployment"), NAME)
     assert app["image"] == f"iris-classifier:{_project_version()}"
-    assert app["imagePullPolicy"] == "IfNotPresent", "a kind-loaded image cannot be pulled"
+    # Loaded onto the nodes, never in a registry: a pull could only wait and fail.
+    assert app["imagePullPolicy"] == "Never"
+
+
+def test_the_version_is_written_once_in_the_manifests(
+    kind_objects: list[Manifest], production_objects: list[Manifest]
+) -> None:
+    version = _project_version()
+    naming = [
+        path.relative_to(REPO_ROOT)
+        for path in manifests.KUSTOMIZE_ROOT.rglob("*.yaml")
+        if version in path.read_text()
+    ]
+    assert naming == [Path("kustomize/base/kustomization.yaml")]
+    for objects in (kind_objects, production_objects):
+        image = manifests.container(manifests.only(objects, "Deployment"), NAME)["image"]
+        assert image.endswith(f"iris-classifier:{version}"), image
 
 
 def test_kind_has_three_replicas_behind_the_mapped_node_port(kind_objects: list[Manifest]) -> None:
@@ -255,7 +282,8 @@ def test_kind_has_three_replicas_behind_the_mapped_node_port(kind_objects: list[
     mappings = [
         mapping for node in config["nodes"] for mapping in node.get("extraPortMappings", [])
     ]
-    assert [(m["containerPort"], m["hostPort"]) for m in mappings] == [(port["nodePort"], 8080)]
+    assert [m["containerPort"] for m in mappings] == [port["nodePort"]]
+    assert isinstance(mappings[0]["hostPort"], int)
     assert all(m.get("listenAddress") == "127.0.0.1" for m in mappings), "keep it off the LAN"
 
 
@@ -264,17 +292,6 @@ def test_kind_config_has_one_control_plane_and_two_workers() -> None:
     assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     assert config["kind"] == "Cluster"
     assert sorted(node["role"] for node in config["nodes"]) == ["control-plane", "worker", "worker"]
-
-
-def test_makefile_targets_the_port_kind_config_maps() -> None:
-    makefile = (REPO_ROOT / "Makefile").read_text()
-    match = re.search(r"^KIND_HOST_PORT\s*:?=\s*(\d+)", makefile, re.MULTILINE)
-    assert match, "Makefile defines no KIND_HOST_PORT"
-    config = manifests.load_yaml(KIND_CONFIG)
-    host_ports = [
-        m["hostPort"] for node in config["nodes"] for m in node.get("extraPortMappings", [])
-    ]
-    assert int(match.group(1)) in host_ports
 
 
 def test_production_image_is_pinned_from_a_registry(production_objects: list[Manifest]) -> None:
@@ -493,18 +510,77 @@ def test_resources_request_cpu_and_memory_and_limit_memory(
 # --- optional components -----------------------------------------------------------------------
 
 
-def test_ingress_component_routes_to_the_service_port(
+def test_httproute_component_routes_to_the_service_port(
     production_with_components: list[Manifest],
 ) -> None:
     service = manifests.only(production_with_components, "Service")
-    port_names = {port["name"] for port in service["spec"]["ports"]}
-    ingress = manifests.only(production_with_components, "Ingress")
-    paths = [path for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
-    assert {path["path"] for path in paths} == {"/iris", "/healthcheck"}, "keep /metrics internal"
-    for path in paths:
-        backend = path["backend"]["service"]
+    port_numbers = {port["port"] for port in service["spec"]["ports"]}
+    route = manifests.only(production_with_components, "HTTPRoute")
+    assert route["metadata"]["namespace"] == service["metadata"]["namespace"]
+    (parent,) = route["spec"]["parentRefs"]
+    assert (parent["group"], parent["kind"]) == ("gateway.networking.k8s.io", "Gateway")
+    (rule,) = route["spec"]["rules"]
+    paths = {(match["path"]["type"], match["path"]["value"]) for match in rule["matches"]}
+    assert paths == {
+        ("PathPrefix", "/iris"),
+        ("PathPrefix", "/v2"),
+        ("Exact", "/healthcheck"),
+    }, "keep /metrics internal"
+    for backend in rule["backendRefs"]:
+        assert backend.get("kind", "Service") == "Service"
         assert backend["name"] == service["metadata"]["name"]
-        assert backend["port"]["name"] in port_names
+        assert backend["port"] in port_numbers
+
+
+def test_httproute_waits_for_the_services_own_timeout_answer(
+    production_with_components: list[Manifest], service_class: Any
+) -> None:
+    (rule,) = manifests.only(production_with_components, "HTTPRoute")["spec"]["rules"]
+    timeouts = rule["timeouts"]
+    backend, request = _duration_s(timeouts["backendRequest"]), _duration_s(timeouts["request"])
+    assert backend <= request, "the Gateway API requires backendRequest <= request"
+    assert backend > service_class.config["traffic"]["timeout"]
+
+
+def _duration_s(duration: str) -> float:
+    """A Gateway API duration ("15s", "1m30s", "500ms") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+)(ms|h|m|s)", duration)
+    assert "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(int(number) * units[unit] for number, unit in parts)
+
+
+def _require_gateway_api_schema() -> None:
+    reason = gateway_api_schema.unavailable_reason()
+    _require(reason is None, reason or "")
+
+
+def test_production_publishes_an_httproute_that_passes_the_gateway_api_schema(
+    production_objects: list[Manifest],
+) -> None:
+    _require_gateway_api_schema()
+    route = manifests.only(production_objects, "HTTPRoute")
+    assert gateway_api_schema.schema_errors([route]) == [[]]
+
+
+def test_gateway_api_schema_check_rejects_what_the_api_would(
+    production_with_components: list[Manifest],
+) -> None:
+    _require_gateway_api_schema()
+    route = manifests.only(production_with_components, "HTTPRoute")
+
+    def broken(change: Any) -> Manifest:
+        copy = copy_module.deepcopy(route)
+        change(copy["spec"]["rules"][0])
+        return copy
+
+    misspelt = broken(lambda rule: rule.update(backendRef=rule.pop("backendRefs")))
+    bad_duration = broken(lambda rule: rule["timeouts"].update(request="15 seconds"))
+    bad_match = broken(lambda rule: rule["matches"][0]["path"].update(type="Prefix"))
+    errors = gateway_api_schema.schema_errors([misspelt, bad_duration, bad_match])
+    assert errors[0] == ["/spec/rules/0/backendRef: not a field of the schema"]
+    assert [error.split(":")[0] for error in errors[1]] == ["/spec/rules/0/timeouts/request"]
+    assert [error.split(":")[0] for error in errors[2]] == ["/spec/rules/0/matches/0/path/type"]
 
 
 def test_servicemonitor_component_scrapes_the_service(
@@ -522,12 +598,18 @@ def test_servicemonitor_component_scrapes_the_service(
 
 def test_components_each_admit_their_own_peer(production_with_components: list[Manifest]) -> None:
     policy = manifests.only(production_with_components, "NetworkPolicy")["spec"]
-    namespaces = {
-        peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+    peers = {
+        (
+            peer.get("namespaceSelector", {}).get("matchLabels", {}).get(NAMESPACE_NAME_LABEL),
+            tuple(sorted(peer.get("podSelector", {}).get("matchLabels", {}).items())),
+        )
         for rule in policy["ingress"]
         for peer in rule["from"]
     }
-    assert {"ingress-nginx", "monitoring"} <= namespaces
+    (gateway,) = manifests.only(production_with_components, "HTTPRoute")["spec"]["parentRefs"]
+    gateway_pods = (("gateway.networking.k8s.io/gateway-name", gateway["name"]),)
+    assert (gateway["namespace"], gateway_pods) in peers, "the Gateway's pods must get in"
+    assert ("monitoring", (("app.kubernetes.io/name", "prometheus"),)) in peers
 
 
 def test_every_component_has_a_readme() -> None:
@@ -619,22 +701,9 @@ def _drain_seconds(app: Manifest) -> float:
     return float(env["IRIS_DRAIN_SECONDS"])
 
 
-def test_readme_shows_the_current_difference_between_the_overlays(tmp_path: Path) -> None:
-    _require_kustomize()
-    rendered = {}
-    for overlay in ("kind", "production"):
-        rendered[overlay] = tmp_path / f"{overlay}.yaml"
-        rendered[overlay].write_text(manifests.render_text(manifests.overlay_dir(overlay)))
-    result = subprocess.run(
-        ["diff", "-u", str(rendered["kind"]), str(rendered["production"])],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 1, result.stderr
-    hunks = result.stdout.split("\n", 2)[2]  # without the two file-name lines
+def test_readme_shows_the_command_for_the_overlay_difference_not_its_output() -> None:
+    """Pasted output goes stale; the command that prints the difference does not."""
     readme = (REPO_ROOT / "README.md").read_text()
     section = readme[readme.index("## Kubernetes") :]
-    shown = re.search(r"```diff\n(.*?)```", section, re.DOTALL)
-    assert shown, "the README's Kubernetes section shows no diff"
-    assert shown.group(1) == hunks, "README diff is stale: paste the output of the diff again"
+    assert "diff -u <(kubectl kustomize kustomize/overlays/kind)" in section
+    assert "```diff" not in readme

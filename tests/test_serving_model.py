@@ -70,3 +70,29 @@ def test_session_runs_with_one_intra_op_and_one_inter_op_thread(tmp_path: Path) 
         model_dir, stored_metadata(model_dir), FEATURE_NAMES
     ).session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+
+
+def test_onnx_runtime_starts_without_its_telemetry(trained_model: str) -> None:
+    """Loading the model must not start ONNX Runtime's telemetry client, which phones home and,
+    with no writable home for its device ID, writes a warning line into the service's log."""
+    import os
+    import subprocess
+    import sys
+
+    import bentoml
+
+    from tests.conftest import REPO_ROOT
+
+    model_file = Path(bentoml.models.get(trained_model).path) / "model.onnx"
+    probe = (
+        "import iris_classifier.serving.model as served, onnxruntime; "
+        f"onnxruntime.InferenceSession({str(model_file)!r}, served.session_options())"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "ORT_DISABLE_TELEMETRY"}
+    # Nothing can be written under /proc, even by root: as on the image's read-only root.
+    env["HOME"] = "/proc/no-home"
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "telemetry" not in completed.stderr.lower(), completed.stderr
