@@ -6,6 +6,7 @@ directory here, before any test module imports bentoml, and removed when the ses
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -78,17 +79,26 @@ def service_client(service_class) -> Iterator:
 @pytest.fixture(scope="session")
 def live_server(trained_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a real `bentoml serve` subprocess with POD_NAME=live-replica-1."""
+    with serving(tmp_path_factory, "live-server", {"POD_NAME": "live-replica-1"}) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(
+    tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]
+) -> Iterator[str]:
+    """A real `bentoml serve` of the session's model store on a free port, logging to
+    `<name>/serve.log`, with a BentoML home of its own (so /metrics counts only its requests)."""
     from harness.processes import bentoml_serve_command, free_port, private_bentoml_home, running
 
     port = free_port()
-    log = tmp_path_factory.mktemp("live-server") / "serve.log"
+    log = tmp_path_factory.mktemp(name) / "serve.log"
     url = f"http://127.0.0.1:{port}"
     home = private_bentoml_home(log.with_name("bentoml-home"))
-    env = {"POD_NAME": "live-replica-1", "BENTOML_HOME": str(home)}
     with running(
         bentoml_serve_command(port),
         ready_url=f"{url}/readyz",
-        env=env,
+        env={**env, "BENTOML_HOME": str(home)},
         log_path=log,
         cwd=REPO_ROOT,
         timeout=90,

@@ -159,6 +159,19 @@ def random_forest_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return trained_home(tmp_path_factory, "--model", "random-forest")
 
 
+def run_smoke(module: str, env: dict[str, str], output: Path, *options: str) -> None:
+    """A one-second run of a benchmark module that must succeed; its reports go to `output`."""
+    completed = subprocess.run(
+        [sys.executable, "-m", module, "--smoke", *options, "--output", str(output)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
 @pytest.mark.integration
 def test_smoke_run_measures_every_server(
     model_store: Path, random_forest_store: Path, tmp_path: Path
@@ -170,15 +183,7 @@ def test_smoke_run_measures_every_server(
         "BENCH_RANDOM_FOREST_HOME": str(random_forest_store),
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--smoke", "--output", str(tmp_path)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
+    run_smoke("benchmarks.run", env, tmp_path)
 
     raw = json.loads((tmp_path / "latest.json").read_text())
     rounds = {row["server"]: row for row in raw["rounds"]}
@@ -239,24 +244,7 @@ def test_v2_smoke_run_measures_every_workload_of_this_service(
 ) -> None:
     require_tools("wrk", "taskset")
     env = {**os.environ, "BENTOML_HOME": str(model_store), "BENTOML_DO_NOT_TRACK": "true"}
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.v2",
-            "--smoke",
-            "--servers",
-            "bentoml",
-            "--output",
-            str(tmp_path),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
+    run_smoke("benchmarks.v2", env, tmp_path, "--servers", "bentoml")
     rows = json.loads((tmp_path / "v2.json").read_text())
     assert {row["workload"] for row in rows} == {"single", "batch-json", "batch-binary"}
     assert all(row["rps"] > 0 for row in rows)

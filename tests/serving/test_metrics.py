@@ -13,7 +13,7 @@ import pytest
 
 from iris_classifier.config import FEATURE_NAMES
 from iris_classifier.serving.metrics import ModelMetrics
-from tests.conftest import REPO_ROOT, SEED_FLOWER
+from tests.conftest import SEED_FLOWER, serving
 
 CLASSES = ("setosa", "versicolor", "virginica")
 VIRGINICA = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
@@ -95,23 +95,8 @@ def two_worker_server(
     trained_model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`bentoml serve` with two worker processes, whose counts /metrics must add up."""
-    from harness.processes import bentoml_serve_command, free_port, private_bentoml_home, running
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("two-workers") / "serve.log"
-    env = {
-        "BENTOML_HOME": str(private_bentoml_home(log.with_name("bentoml-home"))),
-        "BENTOML_CONFIG_OPTIONS": "services.IrisClassifier.workers=2",
-    }
-    with running(
-        bentoml_serve_command(port),
-        ready_url=f"{url}/readyz",
-        env=env,
-        log_path=log,
-        cwd=REPO_ROOT,
-        timeout=90,
-    ):
+    workers = {"BENTOML_CONFIG_OPTIONS": "services.IrisClassifier.workers=2"}
+    with serving(tmp_path_factory, "two-workers", workers) as url:
         yield url
 
 
