@@ -6,6 +6,9 @@ import importlib.metadata
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 MODEL_NAME = "iris_classifier"
 FEATURE_NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
@@ -40,7 +43,7 @@ class Settings:
             # the closest thing to a replica identity.
             served_by=os.environ.get("POD_NAME") or socket.gethostname(),
             max_body_bytes=int(os.environ.get("IRIS_MAX_BODY_BYTES", MAX_BODY_BYTES)),
-            version=os.environ.get("IRIS_VERSION") or installed_version(),
+            version=installed_version(),
             log_format=_choice("IRIS_LOG_FORMAT", LOG_FORMATS),
             drain_seconds=float(os.environ.get("IRIS_DRAIN_SECONDS", "0")),
         )
@@ -55,8 +58,14 @@ def _choice(variable: str, choices: tuple[str, ...]) -> str:
 
 
 def installed_version() -> str:
-    """The project's version when it is installed (make install); the image sets IRIS_VERSION."""
+    """pyproject.toml's version: from the installed project (make install), else from the
+    `version` label `make build` gives the Bento that the image serves."""
     try:
         return importlib.metadata.version("iris-classifier")
     except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+        pass
+    bento_manifest = Path(os.environ.get("BENTO_PATH", "/nonexistent")) / "bento.yaml"
+    if bento_manifest.is_file():
+        labels = yaml.safe_load(bento_manifest.read_text()).get("labels") or {}
+        return str(labels.get("version", "unknown"))
+    return "unknown"

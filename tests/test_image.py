@@ -253,6 +253,36 @@ def test_seed_request_gets_the_seed_answer(container: Container) -> None:
 
 
 @pytest.mark.integration
+def test_triton_client_talks_to_the_container_in_json_and_binary(container: Container) -> None:
+    import numpy as np
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(container.url.removeprefix("http://"))
+    try:
+        assert client.is_server_ready()
+        server = client.get_server_metadata()
+        assert "binary_tensor_data" in server["extensions"]
+        assert server["version"] == PYPROJECT["project"]["version"]
+        flowers = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+        for binary in (False, True):
+            tensor = triton.InferInput("flowers", list(flowers.shape), "FP32")
+            tensor.set_data_from_numpy(flowers, binary_data=binary)
+            outputs = [
+                triton.InferRequestedOutput(name, binary_data=binary)
+                for name in ("probabilities", "label")
+            ]
+            result = client.infer("iris_classifier", [tensor], outputs=outputs)
+            labels = [
+                label.decode() if isinstance(label, bytes) else label
+                for label in result.as_numpy("label")
+            ]
+            assert labels == ["setosa", "virginica"], binary
+            np.testing.assert_allclose(result.as_numpy("probabilities").sum(axis=1), 1, atol=1e-5)
+    finally:
+        client.close()
+
+
+@pytest.mark.integration
 def test_seed_healthcheck_answers(container: Container) -> None:
     status, _, body = call(f"{container.url}/healthcheck")
     assert (status, json.loads(body)) == (200, "Iris classifier is ready!")

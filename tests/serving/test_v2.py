@@ -295,3 +295,21 @@ def test_model_metadata_describes_the_tensors_and_the_class_order() -> None:
     assert metadata["outputs"][0] == {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}
     assert orjson.loads(PROTOCOL.server_metadata())["extensions"] == ["binary_tensor_data"]
     assert HEADER_LENGTH == "inference-header-content-length"
+
+
+def test_server_version_comes_from_the_bentos_label_where_the_project_is_not_installed(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    from iris_classifier import config
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    assert config.installed_version() == importlib.metadata.version("iris-classifier")
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    monkeypatch.setenv("BENTO_PATH", str(tmp_path))
+    assert config.installed_version() == "unknown"
+    (tmp_path / "bento.yaml").write_text("labels:\n  project: iris-classifier\n  version: 9.9.9\n")
+    assert config.installed_version() == "9.9.9"
