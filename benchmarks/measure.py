@@ -25,6 +25,8 @@ from harness.processes import (
 
 logger = logging.getLogger(__name__)
 
+# Each round's server log, kept out of the results folder that is committed.
+SERVER_LOG_DIR = REPO_ROOT / "build" / "benchmarks"
 SAMPLE_FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 

@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.measure import LoadSettings, RoundResult, measure_round
+from benchmarks.measure import SERVER_LOG_DIR, LoadSettings, RoundResult, measure_round
 from benchmarks.report import render_chart, render_markdown
 from benchmarks.servers import (
     ALL_SERVERS,
@@ -28,7 +28,6 @@ from benchmarks.servers import (
     RANDOM_FOREST_HOME_VARIABLE,
     REFERENCE,
 )
-from harness.processes import REPO_ROOT
 
 logger = logging.getLogger("benchmarks")
 
@@ -83,13 +82,12 @@ def run(args: argparse.Namespace, command: str) -> list[RoundResult]:
     )
     servers = [ALL_SERVERS[name] for name in args.servers.split(",")]
     args.output.mkdir(parents=True, exist_ok=True)
-    log_dir = REPO_ROOT / "build" / "benchmarks"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    SERVER_LOG_DIR.mkdir(parents=True, exist_ok=True)
     results = []
     for round_index in range(1, args.rounds + 1):
         shift = (round_index - 1) % len(servers)
         for server in servers[shift:] + servers[:shift]:
-            results.append(measure_round(server, round_index, settings, log_dir))
+            results.append(measure_round(server, round_index, settings, SERVER_LOG_DIR))
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     markdown = render_markdown(
         results,

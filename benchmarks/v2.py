@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from benchmarks.loadgen import WrkResult, run_wrk
+from benchmarks.measure import SERVER_LOG_DIR
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
@@ -67,7 +68,6 @@ class V2Server:
     input_name: str
     probabilities_output: str
     binary: bool
-    env: dict[str, str]
 
 
 def flowers(rows: int) -> np.ndarray:
@@ -117,7 +117,6 @@ def this_service() -> V2Server:
         input_name="flowers",
         probabilities_output="probabilities",
         binary=True,
-        env={},
     )
 
 
@@ -146,7 +145,6 @@ def mlserver() -> V2Server:
         input_name="input-0",
         probabilities_output="predict_proba",
         binary=False,
-        env={},
     )
 
 
@@ -183,7 +181,6 @@ def measure(
     command = ["taskset", "-c", args.server_cpus, *server.command(port)]
     process = start(
         command,
-        env=server.env,
         log_path=log_dir / f"v2-{server.name}-round{round_index}.log",
         cwd=REPO_ROOT,
     )
@@ -330,14 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.servers.split(",")
     servers = [server for server in (this_service(), mlserver()) if server.name in chosen]
     args.output.mkdir(parents=True, exist_ok=True)
-    log_dir = args.output / "logs"
-    log_dir.mkdir(exist_ok=True)
+    SERVER_LOG_DIR.mkdir(parents=True, exist_ok=True)
     measurements: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="bench-v2-") as work:
         for round_index in range(1, args.rounds + 1):
             order = servers if round_index % 2 else servers[::-1]
             for server in order:
-                measurements += measure(server, round_index, args, Path(work), log_dir)
+                measurements += measure(server, round_index, args, Path(work), SERVER_LOG_DIR)
     command = os.environ.get("BENCH_COMMAND", "python -m benchmarks.v2")
     (args.output / "v2.md").write_text(render_markdown(measurements, servers, command))
     (args.output / "v2.json").write_text(
