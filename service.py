@@ -62,18 +62,20 @@ legacy = Starlette(
 STORED_MODEL = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
 
 
-def load_stored(model_ref: Any) -> tuple[OnnxClassifier, dict[str, Any]]:
-    """The checked ONNX classifier of the stored model and the card clients are shown."""
+def load_stored(model_ref: Any) -> tuple[OnnxClassifier, TrainingRanges, dict[str, Any]]:
+    """The checked ONNX classifier of the stored model, the training ranges every answer's
+    out_of_range is judged against, and the card clients are shown."""
     model = model_ref.resolve() if hasattr(model_ref, "resolve") else model_ref
     try:
         classifier = load_model(Path(model.path), model.info.metadata, FEATURE_NAMES)
-        # The training ranges every answer's out_of_range is judged against.
-        TrainingRanges.from_metadata(model.info.metadata.get("feature_stats"), FEATURE_NAMES)
+        ranges = TrainingRanges.from_metadata(
+            model.info.metadata.get("feature_stats"), FEATURE_NAMES
+        )
     except ModelError as exc:
         # One line and exit status 1: `bentoml serve` (and so the container) stops at once
         # rather than restarting a worker that can never become ready.
         raise SystemExit(f"refusing to serve {model.tag}: {exc}") from None
-    return classifier, card.model_card(str(model.tag), model.info.metadata)
+    return classifier, ranges, card.model_card(str(model.tag), model.info.metadata)
 
 
 # Checked here, on import, because `bentoml serve` imports the service before it starts any
@@ -100,7 +102,7 @@ class IrisClassifier:
 
     def __init__(self) -> None:
         logging.getLogger("bentoml._internal.server.http_app").addFilter(ConciseRefusalFilter())
-        self.model, model_card = load_stored(self.model_ref)
+        self.model, self.ranges, model_card = load_stored(self.model_ref)
         self.model_version = model_card["model_version"]
         card.publish(model_card)
         v2_endpoints.attach(
@@ -115,7 +117,6 @@ class IrisClassifier:
                 },
             )
         )
-        self.ranges = TrainingRanges.from_metadata(model_card["feature_stats"], FEATURE_NAMES)
         self.metrics = ModelMetrics(
             self.model.class_names,
             FEATURE_NAMES,
