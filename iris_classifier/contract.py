@@ -115,8 +115,8 @@ class BatchRequest(BaseModel):
     flowers: list[IrisFeatures] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
 
 
-# A typed dict rather than a model for the batch rows: pydantic validates and serialises
-# 1,000 of these several times faster than 1,000 model instances, with the same JSON.
+# A typed dict rather than a model for the batch rows: the same JSON, several times cheaper
+# to validate and serialise per row (benchmarks/README.md).
 BatchPrediction = TypedDict(
     "BatchPrediction", {"class": str, "probability": Probability, "out_of_range": list[str]}
 )
