@@ -307,7 +307,8 @@ def test_baselines_answer_a_valid_flower(baseline_client) -> None:
     assert response.json()["class"] == "setosa"
 
 
-# The README tables of ratios to the FastAPI baseline: their rows and the figure each row shows.
+# The benchmarks README's table of ratios to the FastAPI baseline: its rows and the figure each
+# row shows.
 RATIO_ROWS = {
     "single-flower requests/s": "single_rps",
     "single-flower p99 latency": "single_p99_ms",
@@ -336,8 +337,8 @@ def ratios_of_the_last_run() -> dict[str, list[float]]:
     return figures
 
 
-@pytest.mark.parametrize("readme", ["README.md", "benchmarks/README.md"])
-def test_readme_ratios_are_those_of_the_last_run(readme: str) -> None:
+def test_readme_ratios_are_those_of_the_last_run() -> None:
+    readme = "benchmarks/README.md"
     text = (REPO_ROOT / readme).read_text()
     expected = ratios_of_the_last_run()
     for label, figures in expected.items():
@@ -345,3 +346,54 @@ def test_readme_ratios_are_those_of_the_last_run(readme: str) -> None:
         assert row, f"{readme} has no row {label!r}"
         shown = [float(cell.strip().removesuffix("x")) for cell in row.group(1).split("|")]
         assert shown == pytest.approx(figures, rel=0.01, abs=0.006), label
+
+
+def test_the_ratio_table_is_written_once() -> None:
+    """Other pages link to the benchmarks README rather than repeat figures that go stale."""
+    pages = [
+        path
+        for path in REPO_ROOT.rglob("*.md")
+        if not {".venv", "node_modules", "build", "reports", "results"}
+        & set(path.relative_to(REPO_ROOT).parts)
+        and path != REPO_ROOT / "benchmarks/README.md"
+    ]
+    repeated = [
+        f"{path.relative_to(REPO_ROOT)}: {label}"
+        for path in pages
+        for label in RATIO_ROWS
+        if re.search(rf"^\| {re.escape(label)} \|", path.read_text(), re.M)
+    ]
+    assert not repeated
+
+
+# The benchmarks README's Open Inference Protocol table: its rows and the workloads each row
+# compares (this service's, MLServer's).
+V2_ROWS = {
+    "single flower, V2 JSON": ("single", "single"),
+    "1,000-row batch, V2 JSON": ("batch-json", "batch-json"),
+    "1,000-row batch, binary tensors (vs MLServer's JSON)": ("batch-binary", "batch-json"),
+}
+
+
+def test_readme_v2_figures_are_those_of_the_last_run() -> None:
+    text = (REPO_ROOT / "benchmarks/README.md").read_text()
+    runs = json.loads((REPO_ROOT / "benchmarks/results/v2.json").read_text())
+    flowers = {
+        (run["server"], run["workload"], run["round"]): run["rps"] * run["rows"] for run in runs
+    }
+    rounds = sorted({run["round"] for run in runs})
+    for label, (ours, theirs) in V2_ROWS.items():
+        row = re.search(rf"^\| {re.escape(label)} \|(.*)\|$", text, re.M)
+        assert row, f"benchmarks/README.md has no row {label!r}"
+        service, mlserver, shown_ratio, _target = (cell.strip() for cell in row.group(1).split("|"))
+        service_median = statistics.median(flowers["bentoml", ours, r] for r in rounds)
+        assert float(service.split()[0].replace(",", "")) == pytest.approx(service_median, abs=1)
+        if mlserver:
+            mlserver_median = statistics.median(flowers["mlserver", theirs, r] for r in rounds)
+            assert float(mlserver.split()[0].replace(",", "")) == pytest.approx(
+                mlserver_median, abs=1
+            )
+        paired = statistics.median(
+            flowers["bentoml", ours, r] / flowers["mlserver", theirs, r] for r in rounds
+        )
+        assert float(shown_ratio.removesuffix("x")) == pytest.approx(paired, abs=0.006), label

@@ -703,7 +703,10 @@ def _drain_seconds(app: Manifest) -> float:
 
 def test_readme_shows_the_command_for_the_overlay_difference_not_its_output() -> None:
     """Pasted output goes stale; the command that prints the difference does not."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index("## Kubernetes") :]
-    assert "diff -u <(kubectl kustomize kustomize/overlays/kind)" in section
-    assert "```diff" not in readme
+    readmes = [REPO_ROOT / "README.md", *manifests.KUSTOMIZE_ROOT.rglob("README.md")]
+    kustomize_readme = (manifests.KUSTOMIZE_ROOT / "README.md").read_text()
+    assert (
+        "diff -u <(kubectl kustomize kustomize/overlays/kind) "
+        "<(kubectl kustomize kustomize/overlays/production)"
+    ) in kustomize_readme
+    assert not [path for path in readmes if "```diff" in path.read_text()]

@@ -120,9 +120,7 @@ def test_the_front_readme_shows_one_curl_example_per_endpoint_family() -> None:
     assert not missing, f"README.md shows no curl example for {missing}; it shows {paths}"
 
 
-@pytest.mark.parametrize(
-    "example", EXAMPLES, ids=[f"{e.page}: {e.command[:60]}" for e in EXAMPLES]
-)
+@pytest.mark.parametrize("example", EXAMPLES, ids=[f"{e.page}: {e.command[:60]}" for e in EXAMPLES])
 def test_curl_example_gets_the_answer_shown(service_client, example: Example) -> None:
     status, body = send(service_client, example.command)
     shown = example.output.strip()
