@@ -1,0 +1,147 @@
+"""BentoML's OpenAPI document (`/docs.json`) corrected to say what this service is and does.
+
+BentoML's document names the class (`IrisClassifier`), version "None" outside a Bento, BentoML's
+team as the contact and, in a Bento, BentoML's badges and help links as the description. It
+claims OpenAPI 3.0 but carries JSON Schema 2020-12 bounds (`exclusiveMinimum: 0`), marks no
+request body as required, and leaves out the routes mounted beside BentoML's APIs. The
+corrected document is both what tools read and what the API page is built from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iris_classifier.config import CLASS_NAMES, MAX_BATCH_ROWS, PROJECT_NAME
+from iris_classifier.serving import card
+from iris_classifier.serving.v2_openapi import TAG as V2_TAG
+from iris_classifier.serving.v2_openapi import v2_paths
+
+SERVICE_TAG = "Service APIs"
+INFRA_TAG = "Infrastructure"
+TAGS = [
+    {"name": SERVICE_TAG, "description": "Classify flowers, and describe the model that does."},
+    {"name": V2_TAG, "description": "The same model for KServe, Triton and MLServer clients."},
+    {"name": INFRA_TAG, "description": "Health checks for probes and balancers, and metrics."},
+]
+SERVICE_DESCRIPTION = (
+    f"Classifies an iris flower as {', '.join(CLASS_NAMES[:-1])} or {CLASS_NAMES[-1]} from four "
+    "measurements in centimetres: one flower, a batch of up to "
+    f"{MAX_BATCH_ROWS:,}, or tensors in the Open Inference Protocol (KServe V2)."
+)
+# BentoML's own descriptions of its routes are about BentoML; these say what they mean here.
+INFRA_DESCRIPTIONS = {
+    "/healthz": "200 while the process runs (an older name of /livez).",
+    "/livez": "200 while the process runs: the Kubernetes liveness probe.",
+    "/readyz": "200 once the model is loaded; 503 while it loads and once the replica drains "
+    "after SIGTERM, so that balancers stop sending it requests.",
+    "/metrics": "Prometheus metrics: requests and latency per route, and the model's own "
+    "(iris_predictions by class, iris_out_of_range_features, iris_model_info).",
+}
+
+REFUSAL_SCHEMA = {
+    "type": "object",
+    "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string"},
+        "detail": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {
+                    "field": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+EXTRA_REFUSALS = {
+    "413": "Request body over the size limit",
+    "415": "Request body not sent as application/json",
+}
+
+# The seed's health check is a mounted Starlette route, which BentoML does not document.
+HEALTHCHECK_OPERATION = {
+    "get": {
+        "tags": [INFRA_TAG],
+        "description": "Seed-compatible health check: 200 once the service answers.",
+        "responses": {
+            "200": {
+                "description": "Successful Response",
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "string", "example": "Iris classifier is ready!"}
+                    }
+                },
+            }
+        },
+    }
+}
+MODEL_OPERATION = {
+    "get": {
+        "tags": [SERVICE_TAG],
+        "description": "The served model: estimator, hyper-parameters, hold-out and "
+        "cross-validation metrics, classes, features, ONNX precision and opset.",
+        "responses": {
+            "200": {
+                "description": "Successful Response",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
+}
+
+
+def describe_service(document: dict[str, Any], version: str) -> dict[str, Any]:
+    """BentoML's OpenAPI document corrected to what this service is, accepts and answers."""
+    _to_openapi_30_bounds(document)
+    paths = document.setdefault("paths", {})
+    paths.setdefault("/healthcheck", HEALTHCHECK_OPERATION)
+    paths.setdefault("/iris/model", MODEL_OPERATION)
+    served = card.published()
+    model_version = str(served.get("model_version", "")).split(":")[-1]
+    for path, operations in v2_paths(model_version).items():
+        paths.setdefault(path, operations)
+    for path, description in INFRA_DESCRIPTIONS.items():
+        for operation in paths.get(path, {}).values():
+            operation["description"] = description
+    document["tags"] = TAGS
+    document["info"] = {"title": PROJECT_NAME, "version": version}
+    document["info"]["description"] = (
+        f"{SERVICE_DESCRIPTION}\n\n{card.summary(served)}" if served else SERVICE_DESCRIPTION
+    )
+    if served:
+        document["info"]["x-model"] = served
+    document.setdefault("components", {}).setdefault("schemas", {})["InvalidArgument"] = {
+        **REFUSAL_SCHEMA,
+        "title": "InvalidArgument",
+        "description": "Bad Request",
+    }
+    for operations in paths.values():
+        for operation in operations.values():
+            if "requestBody" not in operation:
+                continue
+            operation["requestBody"]["required"] = True
+            for status, description in EXTRA_REFUSALS.items():
+                operation["responses"][status] = {
+                    "description": description,
+                    "content": {"application/json": {"schema": REFUSAL_SCHEMA}},
+                }
+    return document
+
+
+def _to_openapi_30_bounds(node: Any) -> None:
+    """`exclusiveMinimum: 0` (JSON Schema 2020-12) as `minimum: 0, exclusiveMinimum: true`."""
+    if isinstance(node, dict):
+        for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+            value = node.get(flag)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                node[bound] = value
+                node[flag] = True
+        for child in node.values():
+            _to_openapi_30_bounds(child)
+    elif isinstance(node, list):
+        for child in node:
+            _to_openapi_30_bounds(child)
