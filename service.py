@@ -189,6 +189,8 @@ drain = Drain(settings.drain_seconds)
 # The V2 readiness route says what /readyz says: not ready once the drain has begun.
 v2_endpoints.stopping = lambda: drain.active
 IrisClassifier.add_asgi_middleware(EdgeMiddleware, served_by=settings.served_by, drain=drain)
-IrisClassifier.add_asgi_middleware(ApiPageMiddleware, version=settings.version)
+IrisClassifier.add_asgi_middleware(
+    ApiPageMiddleware, service=IrisClassifier, version=settings.version
+)
 IrisClassifier.add_asgi_middleware(ErrorFormatMiddleware)
 IrisClassifier.add_asgi_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes)

@@ -3,7 +3,8 @@
 BentoML's document names the class (`IrisClassifier`), version "None" outside a Bento, BentoML's
 team as the contact and, in a Bento, BentoML's badges and help links as the description. It
 claims OpenAPI 3.0 but carries JSON Schema 2020-12 bounds (`exclusiveMinimum: 0`), marks no
-request body as required, and leaves out the routes mounted beside BentoML's APIs. The
+request body as required, describes 400 answers with a string `detail`, and leaves out the
+routes mounted beside BentoML's APIs. The
 corrected document is both what tools read and what the API page is built from.
 """
 

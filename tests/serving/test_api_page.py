@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+from html import unescape
+
 from iris_classifier.config import PROJECT_NAME, installed_version
 
 # What BentoML writes into a service's document and page when nobody tells it otherwise.
@@ -41,3 +46,38 @@ def test_document_carries_no_bentoml_boilerplate(service_client) -> None:
     ]
     text = str(described)
     assert [phrase for phrase in BENTOML_BOILERPLATE if phrase in text] == []
+
+
+def shown_operations(page: str) -> list[str]:
+    return [unescape(name) for name in re.findall(r'data-endpoint="([A-Z]+ [^"]+)"', page)]
+
+
+def test_page_has_an_example_for_every_documented_operation(service_client) -> None:
+    document = service_client.get("/docs.json").json()
+    documented = [
+        f"{method.upper()} {path}"
+        for path, operations in document["paths"].items()
+        for method in operations
+    ]
+    page = service_client.get("/").text
+    assert sorted(shown_operations(page)) == sorted(documented)
+    assert page.count('<button type="button">Try it</button>') == len(documented) + 1
+
+
+def test_page_names_the_service_the_version_and_the_model(service_client, trained_model) -> None:
+    page = service_client.get("/").text
+    assert f"<h1>{PROJECT_NAME} <span" in page
+    assert f"version {installed_version()}</span></h1>" in page
+    assert f"<dd>{trained_model}</dd>" in page
+    assert "<dd>logistic-regression</dd>" in page
+    assert [phrase for phrase in BENTOML_BOILERPLATE if phrase in page] == []
+
+
+def test_page_allows_only_its_own_inline_script_and_style(service_client) -> None:
+    response = service_client.get("/")
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    for tag in ("script", "style"):
+        [inline] = re.findall(rf"<{tag}>(.*?)</{tag}>", response.text, re.DOTALL)
+        digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+        assert f"{tag}-src 'sha256-{digest}'" in policy
