@@ -52,6 +52,9 @@ STATUSES = (
     ("503", "The model is not loaded yet, or the replica is shutting down."),
     ("504", "The prediction took longer than the service's timeout."),
 )
+# The generated document lists the APIs by name; a reader starts with one flower. The other
+# routes keep the document's order (sorted() is stable).
+FIRST_ROUTES = ("/iris/classify_iris", "/iris/classify_batch", "/iris/model")
 METRIC_NAMES = {
     "holdout_accuracy": "hold-out accuracy",
     "holdout_macro_f1": "hold-out macro-F1",
@@ -159,6 +162,11 @@ def _model_section(served: Mapping[str, Any]) -> str:
 </section>"""
 
 
+def _reading_order(item: tuple[str, Any]) -> int:
+    path = item[0]
+    return FIRST_ROUTES.index(path) if path in FIRST_ROUTES else len(FIRST_ROUTES)
+
+
 def _opsets(served: Mapping[str, Any]) -> str:
     opsets = served.get("opset")
     if not isinstance(opsets, Mapping):
@@ -181,7 +189,7 @@ def _tag_section(
 ) -> str:
     operations = [
         _operation(method.upper(), path, operation, served)
-        for path, operations in paths.items()
+        for path, operations in sorted(paths.items(), key=_reading_order)
         for method, operation in operations.items()
         # An operation is shown once, under its first tag.
         if operation["tags"][0] == name

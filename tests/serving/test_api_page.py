@@ -81,3 +81,8 @@ def test_page_allows_only_its_own_inline_script_and_style(service_client) -> Non
         [inline] = re.findall(rf"<{tag}>(.*?)</{tag}>", response.text, re.DOTALL)
         digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
         assert f"{tag}-src 'sha256-{digest}'" in policy
+
+
+def test_page_starts_with_one_flower_then_the_batch_then_the_model(service_client) -> None:
+    shown = shown_operations(service_client.get("/").text)
+    assert shown[:3] == ["POST /iris/classify_iris", "POST /iris/classify_batch", "GET /iris/model"]
