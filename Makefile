@@ -56,9 +56,9 @@ $(GATEWAY_API_CHECK): tests/gateway_api/package-lock.json
 		npm ci --prefix tests/gateway_api --no-audit --no-fund --loglevel=error; \
 	else echo "npm is not installed: the HTTPRoute schema test will skip" >&2; fi
 
-.PHONY: test  ## Run the whole test suite
+.PHONY: test  ## Run the whole test suite; the JUnit report and screenshots go to build/test-report/
 test: install $(GATEWAY_API_CHECK)
-	$(BIN)/pytest
+	$(BIN)/pytest --junitxml=build/test-report/junit.xml
 
 # --- Container image (bentofile.yaml) -----------------------------------------------------------
 

@@ -21,7 +21,6 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from iris_classifier.api_page import ApiPageMiddleware
 from iris_classifier.config import FEATURE_NAMES, MODEL_NAME, Settings
 from iris_classifier.contract import (
     BatchClassification,
@@ -35,6 +34,7 @@ from iris_classifier.http import (
     RequestLimitsMiddleware,
 )
 from iris_classifier.serving import card
+from iris_classifier.serving.api_page import ApiPageMiddleware
 from iris_classifier.serving.edge import EdgeMiddleware
 from iris_classifier.serving.logs import configure_logging
 from iris_classifier.serving.metrics import ModelMetrics
@@ -189,6 +189,8 @@ drain = Drain(settings.drain_seconds)
 # The V2 readiness route says what /readyz says: not ready once the drain has begun.
 v2_endpoints.stopping = lambda: drain.active
 IrisClassifier.add_asgi_middleware(EdgeMiddleware, served_by=settings.served_by, drain=drain)
-IrisClassifier.add_asgi_middleware(ApiPageMiddleware)
+IrisClassifier.add_asgi_middleware(
+    ApiPageMiddleware, service=IrisClassifier, version=settings.version
+)
 IrisClassifier.add_asgi_middleware(ErrorFormatMiddleware)
 IrisClassifier.add_asgi_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+PROJECT_NAME = "iris-classifier"
 MODEL_NAME = "iris_classifier"
 FEATURE_NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 FEATURE_UNIT = "cm"
@@ -61,7 +62,7 @@ def installed_version() -> str:
     """pyproject.toml's version: from the installed project (make install), else from the
     `version` label `make build` gives the Bento that the image serves."""
     try:
-        return importlib.metadata.version("iris-classifier")
+        return importlib.metadata.version(PROJECT_NAME)
     except importlib.metadata.PackageNotFoundError:
         pass
     bento_manifest = Path(os.environ.get("BENTO_PATH", "/nonexistent")) / "bento.yaml"

@@ -20,6 +20,9 @@ os.environ["BENTOML_HOME"] = str(SESSION_HOME)
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# What a person reads after the run besides the terminal: `make test` writes its JUnit report
+# here, and tests leave their artifacts (the API page's screenshot) beside it.
+REPORT_DIR = REPO_ROOT / "build" / "test-report"
 SEED_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
 
 
@@ -45,6 +48,12 @@ def require(condition: bool, reason: str) -> None:
 def _remove_session_home() -> Iterator[None]:
     yield
     shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def report_dir() -> Path:
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    return REPORT_DIR
 
 
 @pytest.fixture(scope="session")

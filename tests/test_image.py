@@ -282,6 +282,21 @@ def test_triton_client_talks_to_the_container_in_json_and_binary(container: Cont
 
 
 @pytest.mark.integration
+def test_api_page_and_document_name_the_project_version_and_model(container: Container) -> None:
+    # In a Bento, BentoML describes the service with its own README (badges, help links).
+    status, _, page = call(f"{container.url}/")
+    assert status == 200
+    _, _, served = call(f"{container.url}/iris/model")
+    assert f'<span class="version">version {VERSION}</span>' in page.decode()
+    assert f"<dd>{json.loads(served)['model_version']}</dd>" in page.decode()
+    assert "BentoML" not in page.decode()
+    _, _, document = call(f"{container.url}/docs.json")
+    info = json.loads(document)["info"]
+    assert (info["title"], info["version"]) == (PYPROJECT["project"]["name"], VERSION)
+    assert "BentoML" not in json.dumps(info)
+
+
+@pytest.mark.integration
 def test_seed_healthcheck_answers(container: Container) -> None:
     status, _, body = call(f"{container.url}/healthcheck")
     assert (status, json.loads(body)) == (200, "Iris classifier is ready!")

@@ -343,12 +343,3 @@ def test_model_endpoint_names_the_estimator_and_its_metrics(service_client, trai
     assert card["format"] == "onnx"
     assert 0.9 <= card["metrics"]["holdout_accuracy"] <= 1
     assert card["class_names"] == ["setosa", "versicolor", "virginica"]
-
-
-def test_api_page_document_describes_the_served_model(service_client, trained_model) -> None:
-    document = service_client.get("/docs.json").json()
-    assert document["info"]["description"].startswith(f"Served model {trained_model}: ")
-    assert "logistic-regression" in document["info"]["description"]
-    assert "holdout accuracy" in document["info"]["description"]
-    assert document["info"]["x-model"]["estimator"] == "logistic-regression"
-    assert "get" in document["paths"]["/iris/model"]

@@ -1,25 +1,43 @@
-"""Keeps BentoML's interactive API page offline and its OpenAPI document true to this service.
+"""BentoML's OpenAPI document (`/docs.json`) corrected to say what this service is and does.
 
-BentoML's page at `/` embeds Google Tag Manager, and the generated service description shows
-badges from img.shields.io and others: a Content-Security-Policy keeps the page to the
-service's own origin, so it works offline and tells no third party that it was opened.
-BentoML's `/docs.json` claims OpenAPI 3.0 but carries JSON Schema 2020-12 bounds
-(`exclusiveMinimum: 0`), marks no request body as required, and describes 400 answers with
-a string `detail`; the document is corrected to say what the service really does.
+BentoML's document names the class (`IrisClassifier`), version "None" outside a Bento, BentoML's
+team as the contact and, in a Bento, BentoML's badges and help links as the description. It
+claims OpenAPI 3.0 but carries JSON Schema 2020-12 bounds (`exclusiveMinimum: 0`), marks no
+request body as required, describes 400 answers with a string `detail`, and leaves out the
+routes mounted beside BentoML's APIs. The
+corrected document is both what tools read and what the API page is built from.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from iris_classifier.http import ASGIApp, Message, Receive, Scope, Send, rewriting_body
+from iris_classifier.config import CLASS_NAMES, MAX_BATCH_ROWS, PROJECT_NAME
 from iris_classifier.serving import card
+from iris_classifier.serving.v2_openapi import TAG as V2_TAG
 from iris_classifier.serving.v2_openapi import v2_paths
 
-CONTENT_SECURITY_POLICY = (
-    b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
+SERVICE_TAG = "Service APIs"
+INFRA_TAG = "Infrastructure"
+TAGS = [
+    {"name": SERVICE_TAG, "description": "Classify flowers, and describe the model that does."},
+    {"name": V2_TAG, "description": "The same model for KServe, Triton and MLServer clients."},
+    {"name": INFRA_TAG, "description": "Health checks for probes and balancers, and metrics."},
+]
+SERVICE_DESCRIPTION = (
+    f"Classifies an iris flower as {', '.join(CLASS_NAMES[:-1])} or {CLASS_NAMES[-1]} from four "
+    "measurements in centimetres: one flower, a batch of up to "
+    f"{MAX_BATCH_ROWS:,}, or tensors in the Open Inference Protocol (KServe V2)."
 )
+# BentoML's own descriptions of its routes are about BentoML; these say what they mean here.
+INFRA_DESCRIPTIONS = {
+    "/healthz": "200 while the process runs (an older name of /livez).",
+    "/livez": "200 while the process runs: the Kubernetes liveness probe.",
+    "/readyz": "200 once the model is loaded; 503 while it loads and once the replica drains "
+    "after SIGTERM, so that balancers stop sending it requests.",
+    "/metrics": "Prometheus metrics: requests and latency per route, and the model's own "
+    "(iris_predictions by class, iris_out_of_range_features, iris_model_info).",
+}
 
 REFUSAL_SCHEMA = {
     "type": "object",
@@ -45,40 +63,10 @@ EXTRA_REFUSALS = {
     "415": "Request body not sent as application/json",
 }
 
-
-class ApiPageMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
-            if scope["path"] == "/":
-                send = _with_policy(send)
-            elif scope["path"] == "/docs.json":
-                send = rewriting_body(send, 200, _corrected_document)
-        await self.app(scope, receive, send)
-
-
-def _with_policy(send: Send) -> Send:
-    async def send_with_policy(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [
-                *message.get("headers", ()),
-                (b"content-security-policy", CONTENT_SECURITY_POLICY),
-            ]
-        await send(message)
-
-    return send_with_policy
-
-
-def _corrected_document(body: bytes) -> bytes:
-    return json.dumps(describe_service(json.loads(body))).encode()
-
-
 # The seed's health check is a mounted Starlette route, which BentoML does not document.
 HEALTHCHECK_OPERATION = {
     "get": {
-        "tags": ["Infrastructure"],
+        "tags": [INFRA_TAG],
         "description": "Seed-compatible health check: 200 once the service answers.",
         "responses": {
             "200": {
@@ -92,11 +80,9 @@ HEALTHCHECK_OPERATION = {
         },
     }
 }
-
-
 MODEL_OPERATION = {
     "get": {
-        "tags": ["Service APIs"],
+        "tags": [SERVICE_TAG],
         "description": "The served model: estimator, hyper-parameters, hold-out and "
         "cross-validation metrics, classes, features, ONNX precision and opset.",
         "responses": {
@@ -109,26 +95,32 @@ MODEL_OPERATION = {
 }
 
 
-def describe_service(document: dict[str, Any]) -> dict[str, Any]:
-    """BentoML's OpenAPI document corrected to what this service accepts and answers."""
+def describe_service(document: dict[str, Any], version: str) -> dict[str, Any]:
+    """BentoML's OpenAPI document corrected to what this service is, accepts and answers."""
     _to_openapi_30_bounds(document)
-    document.setdefault("paths", {}).setdefault("/healthcheck", HEALTHCHECK_OPERATION)
-    document["paths"].setdefault("/iris/model", MODEL_OPERATION)
+    paths = document.setdefault("paths", {})
+    paths.setdefault("/healthcheck", HEALTHCHECK_OPERATION)
+    paths.setdefault("/iris/model", MODEL_OPERATION)
     served = card.published()
-    version = str(served.get("model_version", "")).split(":")[-1]
-    for path, operations in v2_paths(version).items():
-        document["paths"].setdefault(path, operations)
+    model_version = str(served.get("model_version", "")).split(":")[-1]
+    for path, operations in v2_paths(model_version).items():
+        paths.setdefault(path, operations)
+    for path, description in INFRA_DESCRIPTIONS.items():
+        for operation in paths.get(path, {}).values():
+            operation["description"] = description
+    document["tags"] = TAGS
+    document["info"] = {"title": PROJECT_NAME, "version": version}
+    document["info"]["description"] = (
+        f"{SERVICE_DESCRIPTION}\n\n{card.summary(served)}" if served else SERVICE_DESCRIPTION
+    )
     if served:
-        # The API page shows this description first: which estimator answers, how well it scored.
-        info = document.setdefault("info", {})
-        info["description"] = f"{card.summary(served)}\n\n{info.get('description') or ''}"
-        info["x-model"] = served
+        document["info"]["x-model"] = served
     document.setdefault("components", {}).setdefault("schemas", {})["InvalidArgument"] = {
         **REFUSAL_SCHEMA,
         "title": "InvalidArgument",
         "description": "Bad Request",
     }
-    for operations in document.get("paths", {}).values():
+    for operations in paths.values():
         for operation in operations.values():
             if "requestBody" not in operation:
                 continue
