@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from iris_classifier.config import CLASS_NAMES
+from iris_classifier.serving.config import CLASS_NAMES
 from loadtest.gates import GateResult
 
 # Probabilities come back rounded to 4 places, so their sum may miss 1 by a few ten-thousandths.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from iris_classifier.data import DataError, load_bundled, load_csv
+from iris_classifier.training.data import DataError, load_bundled, load_csv
 from iris_classifier.training.layouts import parse_column_mapping
 
 HEADER = "sepal_length,sepal_width,petal_length,petal_width,species"

@@ -23,8 +23,8 @@ import numpy as np
 import psutil
 import pytest
 
-from iris_classifier.config import CLASS_NAMES, FEATURE_NAMES
-from iris_classifier.contract import IrisFeatures
+from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.serving.contract import IrisFeatures
 from loadtest.answers import (
     REFERENCE_FLOWERS,
     ReferenceAnswers,

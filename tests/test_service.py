@@ -125,7 +125,7 @@ def test_batch_answers_in_order(service_client) -> None:
 
 
 def test_batch_over_the_row_limit_says_the_limit(service_client) -> None:
-    from iris_classifier.config import MAX_BATCH_ROWS
+    from iris_classifier.serving.config import MAX_BATCH_ROWS
 
     flowers = [SEED_FLOWER] * (MAX_BATCH_ROWS + 1)
     response = service_client.post(BATCH, json={"flowers": flowers})
@@ -134,7 +134,7 @@ def test_batch_over_the_row_limit_says_the_limit(service_client) -> None:
 
 
 def test_batch_at_the_row_limit_is_answered(service_client) -> None:
-    from iris_classifier.config import MAX_BATCH_ROWS
+    from iris_classifier.serving.config import MAX_BATCH_ROWS
 
     flowers = [SEED_FLOWER] * MAX_BATCH_ROWS
     response = service_client.post(BATCH, json={"flowers": flowers})
@@ -267,7 +267,7 @@ def test_non_json_body_is_refused_with_415(service_client, content_type: str) ->
 
 
 def test_declared_oversized_body_is_refused_with_413(service_client) -> None:
-    from iris_classifier.config import MAX_BODY_BYTES
+    from iris_classifier.serving.config import MAX_BODY_BYTES
 
     body = b" " * (MAX_BODY_BYTES + 1)
     response = service_client.post(CLASSIFY, content=body, headers=JSON_HEADERS)
@@ -277,7 +277,7 @@ def test_declared_oversized_body_is_refused_with_413(service_client) -> None:
 def test_chunked_oversized_body_is_refused_with_413(service_client) -> None:
     """No Content-Length: the limit is counted as chunks arrive (the live-server test shows
     that the refusal comes before the client has sent everything)."""
-    from iris_classifier.config import MAX_BODY_BYTES
+    from iris_classifier.serving.config import MAX_BODY_BYTES
 
     chunk = b" " * 65536
 
@@ -315,7 +315,7 @@ def test_service_stays_healthy_after_bad_inputs(service_client) -> None:
 
 
 def test_service_class_called_directly(service_class) -> None:
-    from iris_classifier.contract import BatchRequest, IrisFeatures
+    from iris_classifier.serving.contract import BatchRequest, IrisFeatures
 
     service = service_class()
     single = asyncio.run(service.classify_iris(IrisFeatures(**SEED_FLOWER)))
@@ -325,7 +325,7 @@ def test_service_class_called_directly(service_class) -> None:
 
 
 def test_response_uses_the_seed_field_name_class(service_class) -> None:
-    from iris_classifier.contract import IrisFeatures
+    from iris_classifier.serving.contract import IrisFeatures
 
     service = service_class()
     answer = asyncio.run(service.classify_iris(IrisFeatures(**SEED_FLOWER)))

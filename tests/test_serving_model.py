@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from harness.processes import bentoml_serve_command, free_port, start, stop_tree
-from iris_classifier.config import FEATURE_NAMES
+from iris_classifier.serving.config import FEATURE_NAMES
 from iris_classifier.serving.model import ModelError, load
 from tests.conftest import REPO_ROOT, SESSION_HOME
 from tests.model_store import BAD_MODEL_CASES, break_model, copy_store, stored_metadata

@@ -302,7 +302,7 @@ def test_server_version_comes_from_the_bentos_label_where_the_project_is_not_ins
 ) -> None:
     import importlib.metadata
 
-    from iris_classifier import config
+    from iris_classifier.serving import config
 
     def not_installed(name: str) -> str:
         raise importlib.metadata.PackageNotFoundError(name)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import load_iris
 
-from iris_classifier.config import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
 from iris_classifier.training.layouts import LayoutError, recognise
 
 SPECIES_COLUMN = "species"

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from iris_classifier.config import MAX_BATCH_ROWS, MAX_FEATURE_CM
+from iris_classifier.serving.config import MAX_BATCH_ROWS, MAX_FEATURE_CM
 
 Centimetres = Annotated[
     float,

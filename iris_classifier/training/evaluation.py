@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 from sklearn.pipeline import Pipeline
 
-from iris_classifier.data import TrainingData
+from iris_classifier.training.data import TrainingData
 
 
 def min_rows_per_class(test_size: float, folds: int) -> int:
