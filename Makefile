@@ -143,7 +143,7 @@ render:
 
 .PHONY: measure-memory  ## Measure one serving replica's memory (sizes the pods); ARGS=--pod for the image
 measure-memory: model
-	$(BIN)/python -m harness.replica_memory $(ARGS)
+	$(BIN)/python -m benchmarks.replica_memory $(ARGS)
 
 .PHONY: kind-up  ## Create the local kind cluster (1 control plane, 2 workers) and wait for every node
 kind-up:

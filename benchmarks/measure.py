@@ -12,8 +12,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.loadgen import WrkResult, run_wrk
-from benchmarks.servers import Server
-from harness.processes import (
+from benchmarks.processes import (
     REPO_ROOT,
     free_port,
     process_tree,
@@ -22,6 +21,7 @@ from harness.processes import (
     tree_memory_bytes,
     wait_http_ok,
 )
+from benchmarks.servers import Server
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Protocol
 
 import psutil
 
-from harness.containers import HARDENED_RUN_FLAGS, container_logs, docker
-from harness.processes import (
+from benchmarks.containers import HARDENED_RUN_FLAGS, container_logs, docker
+from benchmarks.processes import (
     REPO_ROOT,
     bentoml_serve_command,
     private_bentoml_home,

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from harness.containers import image_present
-from harness.processes import REPO_ROOT, free_port, start, stop_tree
+from benchmarks.containers import image_present
+from benchmarks.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest.chart import write_chart
 from loadtest.gates import GateResult
 from loadtest.haproxy import (

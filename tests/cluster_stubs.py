@@ -50,7 +50,7 @@ class StubCluster:
         self.bin.mkdir(parents=True)
         self.state_path = root / "state.json"
         self.log_path = root / "calls.jsonl"
-        from harness import manifests
+        from tests.support import manifests
 
         render = manifests.kustomize_command()
         if render is None:

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.manifests import Manifest
+from tests.support.manifests import Manifest
 
 CHECK_DIR = Path(__file__).parent / "gateway_api"
 

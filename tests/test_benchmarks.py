@@ -22,8 +22,8 @@ import pytest
 from benchmarks import v2
 from benchmarks.loadgen import WrkResult, parse_wrk_output
 from benchmarks.measure import RoundResult
+from benchmarks.processes import REPO_ROOT
 from benchmarks.report import cpu_column_note, medians, paired_ratios, ratio, targets
-from harness.processes import REPO_ROOT
 from tests.conftest import require
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:3000

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.containers import (
+from benchmarks.containers import (
     Container,
     docker,
     docker_unavailable_reason,
@@ -34,7 +34,7 @@ from harness.containers import (
     image_size_bytes,
     start_hardened,
 )
-from harness.processes import wait_http_ok
+from benchmarks.processes import wait_http_ok
 from tests.conftest import REPO_ROOT, SEED_FLOWER, SESSION_HOME, require
 
 BENTOFILE = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())

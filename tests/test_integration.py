@@ -145,7 +145,13 @@ FORGED_NAME = "x\nFAKE LOG LINE [ERROR] admin"
 @pytest.fixture(scope="module")
 def json_replica(trained_model: str, tmp_path_factory: pytest.TempPathFactory):
     """(url, arbiter process, log path) of a `bentoml serve` logging JSON and draining 3 s."""
-    from harness.processes import bentoml_serve_command, free_port, start, stop_tree, wait_http_ok
+    from benchmarks.processes import (
+        bentoml_serve_command,
+        free_port,
+        start,
+        stop_tree,
+        wait_http_ok,
+    )
     from tests.conftest import REPO_ROOT, SESSION_HOME
 
     port = free_port()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import manifests
 from tests.cluster_stubs import StubCluster, copy_makefile_tree, run_make
 from tests.conftest import require
+from tests.support import manifests
 
 CLUSTER = "iris-classifier"
 CONTEXT = f"kind-{CLUSTER}"

@@ -480,7 +480,7 @@ class DriftingReplicas(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.integration
 def test_locust_fails_a_run_where_a_replica_answers_differently(tmp_path: Path) -> None:
-    from harness.processes import free_port
+    from benchmarks.processes import free_port
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), DriftingReplicas)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -527,7 +527,7 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
 ) -> None:
     require_haproxy()
     require(shutil.which("prometheus") is not None, "prometheus is not installed")
-    from harness.processes import free_port
+    from benchmarks.processes import free_port
 
     run_id = uuid.uuid4().hex[:8]
     env = {**os.environ, "BENTOML_HOME": str(SESSION_HOME), "LOADTEST_TEST_RUN": run_id}

@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import manifests, pod_emulation
-from harness.containers import docker_unavailable_reason, image_present
-from harness.manifests import Manifest
-from harness.processes import REPO_ROOT
+from benchmarks import pod_emulation
+from benchmarks.containers import docker_unavailable_reason, image_present
+from benchmarks.processes import REPO_ROOT
 from tests import gateway_api_schema
 from tests.conftest import require as _require
+from tests.support import manifests
+from tests.support.manifests import Manifest
 
 NAME = "iris-classifier"
 NAMESPACE = "iris-classifier"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import manifests
 from tests.conftest import SEED_FLOWER, require
+from tests.support import manifests
 
 COMPONENTS = manifests.KUSTOMIZE_ROOT / "components"
 RULE_FILE = COMPONENTS / "servicemonitor" / "prometheusrule.yaml"

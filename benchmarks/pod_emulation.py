@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness import manifests
-from harness.containers import container_logs, docker
-from harness.manifests import Manifest
+from benchmarks.containers import container_logs, docker
+from tests.support import manifests
+from tests.support.manifests import Manifest
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import kubernetes_validate
 import yaml
 from kubernetes_validate.utils import all_versions
 
-from harness.processes import REPO_ROOT
+from benchmarks.processes import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ of RSS counts shared pages several times and is an upper bound. Both are taken a
 polled for their peak during a bounded burst of the largest requests the API accepts (several
 in flight at once), and taken again after it.
 
-    python -m harness.replica_memory            # or: make measure-memory
-    python -m harness.replica_memory --pod      # the kind image, run as its pod spec says
+    python -m benchmarks.replica_memory            # or: make measure-memory
+    python -m benchmarks.replica_memory --pod      # the kind image, run as its pod spec says
 
 With --pod the figure is the container's memory as `docker stats` reports it (usage less
 reclaimable page cache, which is what the kubelet compares with the limit).
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness.processes import (
+from benchmarks.processes import (
     REPO_ROOT,
     bentoml_serve_command,
     free_port,
@@ -121,7 +121,8 @@ def measure(*, singles: int, batches: int, concurrency: int) -> dict[str, dict[s
 
 def measure_pod(*, singles: int, batches: int, concurrency: int) -> dict[str, dict[str, float]]:
     """The same burst against the kind overlay's image, started as its pod spec says."""
-    from harness import manifests, pod_emulation
+    from benchmarks import pod_emulation
+    from tests.support import manifests
 
     deployment = manifests.only(manifests.render(manifests.overlay_dir("kind")), "Deployment")
     container = pod_emulation.pod_container(deployment, "iris-classifier", pod_name="measure")

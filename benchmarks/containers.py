@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.processes import free_port, start, wait_http_ok
+from benchmarks.processes import free_port, start, wait_http_ok
 
 logger = logging.getLogger(__name__)
 

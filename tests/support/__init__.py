@@ -1,0 +1,1 @@
+"""Helpers only the tests use: rendering the kustomize overlays and checking what they hold."""
