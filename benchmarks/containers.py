@@ -1,40 +1,113 @@
-"""Run the service image the way Kubernetes runs it, for the image tests and measurements.
+"""The one way to run the service image hardened as Kubernetes runs it.
 
-The flags mirror the production pod spec: a read-only root filesystem with a writable /tmp,
-uid/gid 1034, no capabilities, no privilege escalation. Host networking because the Docker
-engine here runs without a bridge; the server binds 127.0.0.1 on a free port, so nothing
-outside this machine can reach it.
+The hardening is read from the Deployment's pod spec, never written here: its user, a
+read-only root with a tmpfs for each emptyDir mount, no capabilities, no privilege escalation.
+The image tests, the load test, `make run-image`, image/stats.py and the pod emulation all
+start containers through `docker_run_command`. Host networking because the Docker engine here
+runs without a bridge; the server binds 127.0.0.1 on a free port, so nothing outside this
+machine can reach it.
+
+    python -m benchmarks.containers iris-classifier:0.1.0 --port 3000   # or: make run-image
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import deployment
+from benchmarks.deployment import Manifest
 from benchmarks.processes import free_port, start, wait_http_ok
 
 logger = logging.getLogger(__name__)
 
-HARDENED_RUN_FLAGS = (
-    "--read-only",
-    "--tmpfs",
-    "/tmp",
-    "--user",
-    "1034:1034",
-    "--cap-drop",
-    "ALL",
-    "--security-opt",
-    "no-new-privileges",
-    "--network",
-    "host",
-)
+
+def hardening_flags(pod: Manifest, container_name: str = deployment.CONTAINER_NAME) -> list[str]:
+    """`docker run` flags for the hardening a Deployment's pod spec gives its container."""
+    spec = deployment.pod_spec(pod)
+    app = deployment.container(pod, container_name)
+    security = {**spec.get("securityContext", {}), **app.get("securityContext", {})}
+    flags: list[str] = []
+    if "runAsUser" in security:
+        flags += ["--user", f"{security['runAsUser']}:{security.get('runAsGroup', 0)}"]
+    if security.get("readOnlyRootFilesystem"):
+        flags.append("--read-only")
+    for capability in security.get("capabilities", {}).get("drop", []):
+        flags += ["--cap-drop", capability]
+    if security.get("allowPrivilegeEscalation") is False:
+        flags += ["--security-opt", "no-new-privileges"]
+    if security.get("seccompProfile", {}).get("type") not in (None, "RuntimeDefault"):
+        raise ValueError("only the runtime's default seccomp profile can be reproduced")
+
+    volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
+    for mount in app.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "emptyDir" not in volume:
+            raise ValueError(f"volume {mount['name']} is not an emptyDir")
+        size = volume["emptyDir"].get("sizeLimit")
+        options = f",tmpfs-size={int(deployment.quantity(size))}" if size else ""
+        flags += ["--mount", f"type=tmpfs,destination={mount['mountPath']}{options}"]
+    return flags
+
+
+def docker_run_command(
+    image: str,
+    *,
+    name: str,
+    flags: Sequence[str],
+    network: str = "host",
+    env: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    detach: bool = False,
+    remove: bool = False,
+    server_args: Sequence[str] = (),
+) -> list[str]:
+    """argv of the `docker run` that starts one container of the service image."""
+    return [
+        "docker",
+        "run",
+        *(["--detach"] if detach else []),
+        *(["--rm"] if remove else []),
+        *("--name", name),
+        *(flag for key, value in (labels or {}).items() for flag in ("--label", f"{key}={value}")),
+        *flags,
+        *("--network", network),
+        *(flag for key, value in (env or {}).items() for flag in ("--env", f"{key}={value}")),
+        image,
+        *server_args,
+    ]
+
+
+def hardened_command(
+    image: str,
+    *,
+    name: str,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    detach: bool = False,
+    remove: bool = False,
+) -> list[str]:
+    """argv that runs `image` hardened as the base Deployment says, on 127.0.0.1:`port`."""
+    return docker_run_command(
+        image,
+        name=name,
+        flags=hardening_flags(deployment.base_deployment()),
+        env=env,
+        labels=labels,
+        detach=detach,
+        remove=remove,
+        server_args=("--host", "127.0.0.1", "--port", str(port)),
+    )
 
 
 def docker_unavailable_reason() -> str | None:
@@ -132,20 +205,7 @@ def start_hardened(
     """Start `image` hardened on a free loopback port; the caller must `remove()` it."""
     port = free_port()
     name = f"{name_prefix}-{uuid.uuid4().hex[:10]}"
-    env_flags = [flag for key, value in (env or {}).items() for flag in ("-e", f"{key}={value}")]
-    command = [
-        "docker",
-        "run",
-        "--name",
-        name,
-        *HARDENED_RUN_FLAGS,
-        *env_flags,
-        image,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = hardened_command(image, name=name, port=port, env=env)
     logger.debug("starting %s", " ".join(command))
     return Container(
         name=name, port=port, process=start(command, log_path=log_path), log_path=log_path
@@ -215,3 +275,19 @@ def cold_start(image: str, *, log_path: Path, env: Mapping[str, str] | None = No
 def image_size_bytes(image: str) -> int:
     """Uncompressed size of `image` as `docker image inspect` reports it."""
     return int(docker("image", "inspect", "--format", "{{.Size}}", image))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("image", help="image reference, e.g. iris-classifier:0.1.0")
+    parser.add_argument("--port", type=int, default=3000, help="port on 127.0.0.1 (3000)")
+    args = parser.parse_args(argv)
+    name = f"iris-classifier-{uuid.uuid4().hex[:10]}"
+    command = hardened_command(
+        args.image, name=name, port=args.port, env={"POD_NAME": "local"}, remove=True
+    )
+    os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

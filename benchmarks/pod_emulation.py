@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.containers import container_logs, docker
-from tests.support import manifests
-from tests.support.manifests import Manifest
+from benchmarks import deployment
+from benchmarks.containers import container_logs, docker, docker_run_command, hardening_flags
+from benchmarks.deployment import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -85,39 +85,17 @@ class PodContainer:
     memory_limit_bytes: int | None
 
 
-def pod_container(deployment: Manifest, container_name: str, *, pod_name: str) -> PodContainer:
-    """Translate the pod spec's security, volumes, env and limits into `docker run` flags."""
-    spec = manifests.pod_spec(deployment)
-    app = manifests.container(deployment, container_name)
-    pod_security = spec.get("securityContext", {})
-    security = {**pod_security, **app.get("securityContext", {})}
-    args: list[str] = []
-
-    if "runAsUser" in security:
-        args += ["--user", f"{security['runAsUser']}:{security.get('runAsGroup', 0)}"]
-    if security.get("readOnlyRootFilesystem"):
-        args.append("--read-only")
-    for capability in security.get("capabilities", {}).get("drop", []):
-        args += ["--cap-drop", capability]
-    if security.get("allowPrivilegeEscalation") is False:
-        args += ["--security-opt", "no-new-privileges"]
-    if security.get("seccompProfile", {}).get("type") not in (None, "RuntimeDefault"):
-        raise ValueError("only the runtime's default seccomp profile can be reproduced")
-
-    volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
-    for mount in app.get("volumeMounts", []):
-        volume = volumes[mount["name"]]
-        if "emptyDir" not in volume:
-            raise ValueError(f"volume {mount['name']} is not an emptyDir")
-        size = volume["emptyDir"].get("sizeLimit")
-        options = f",tmpfs-size={int(manifests.quantity(size))}" if size else ""
-        args += ["--mount", f"type=tmpfs,destination={mount['mountPath']}{options}"]
+def pod_container(pod: Manifest, container_name: str, *, pod_name: str) -> PodContainer:
+    """The pod spec's hardening (as every container here gets it), env and limits as
+    `docker run` flags."""
+    app = deployment.container(pod, container_name)
+    args = hardening_flags(pod, container_name)
 
     for variable in app.get("env", []):
         args += ["--env", f"{variable['name']}={_env_value(variable, pod_name)}"]
 
     limit = app.get("resources", {}).get("limits", {}).get("memory")
-    memory_limit = int(manifests.quantity(limit)) if limit else None
+    memory_limit = int(deployment.quantity(limit)) if limit else None
     if memory_limit:
         # Same limit with no swap on top, as the kubelet sets it.
         args += ["--memory", str(memory_limit), "--memory-swap", str(memory_limit)]
@@ -141,16 +119,14 @@ class RunningPod:
     def __init__(self, container: PodContainer, name: str) -> None:
         self.container = container
         self.name = name
-        docker(
-            "run",
-            "--detach",
-            "--name",
-            name,
-            "--network",
-            "none",
-            *container.docker_args,
+        command = docker_run_command(
             container.image,
+            name=name,
+            flags=container.docker_args,
+            network="none",
+            detach=True,
         )
+        docker(*command[1:])
 
     def http(
         self, requests: Sequence[tuple[str, str, Any, int]], *, concurrency: int = 1
@@ -197,7 +173,7 @@ class RunningPod:
     def memory_usage_bytes(self) -> int:
         """Usage as `docker stats` reports it: without reclaimable page cache, like the kubelet."""
         usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", self.name)
-        return int(manifests.quantity(_docker_size(usage.split("/")[0])))
+        return int(deployment.quantity(_docker_size(usage.split("/")[0])))
 
     def stop(self, *, grace_seconds: int) -> int:
         """SIGTERM, SIGKILL after `grace_seconds`; the exit code (137 means it was killed)."""
@@ -213,7 +189,7 @@ class RunningPod:
 
 
 def _docker_size(text: str) -> str:
-    """'242.2MiB' -> '242.2Mi', the quantity syntax manifests.quantity reads."""
+    """'242.2MiB' -> '242.2Mi', the quantity syntax deployment.quantity reads."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*([KMG]i)?B\s*", text)
     if not match:
         raise ValueError(f"unexpected docker size {text!r}")

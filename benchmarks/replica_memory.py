@@ -121,11 +121,10 @@ def measure(*, singles: int, batches: int, concurrency: int) -> dict[str, dict[s
 
 def measure_pod(*, singles: int, batches: int, concurrency: int) -> dict[str, dict[str, float]]:
     """The same burst against the kind overlay's image, started as its pod spec says."""
-    from benchmarks import pod_emulation
-    from tests.support import manifests
+    from benchmarks import deployment, pod_emulation
 
-    deployment = manifests.only(manifests.render(manifests.overlay_dir("kind")), "Deployment")
-    container = pod_emulation.pod_container(deployment, "iris-classifier", pod_name="measure")
+    kind = deployment.only(deployment.render(deployment.overlay_dir("kind")), "Deployment")
+    container = pod_emulation.pod_container(kind, deployment.CONTAINER_NAME, pod_name="measure")
     pod = pod_emulation.RunningPod(container, name=f"iris-measure-{os.getpid()}")
     try:
         pod.wait_ready("/readyz", timeout=120)
