@@ -99,15 +99,13 @@ image-tag:
 		docker tag $(IMAGE) "$$ref"; mkdir -p $(dir $(IMAGE_REF_FILE)); \
 		echo "$$ref" > $(IMAGE_REF_FILE); echo "$$ref"
 
-.PHONY: run-image  ## Run the image hardened as in Kubernetes (read-only, uid 1034, no capabilities) on PORT
-run-image:
-	docker run --rm --read-only --tmpfs /tmp --user 1034:1034 --cap-drop ALL \
-		--security-opt no-new-privileges --network host -e POD_NAME=local \
-		$(IMAGE) --host 127.0.0.1 --port $(PORT)
+.PHONY: run-image  ## Run the image on PORT hardened as the Deployment's pod spec says (read-only, its uid, no capabilities)
+run-image: install
+	$(BIN)/python -m benchmarks.containers $(IMAGE) --port $(PORT)
 
 .PHONY: image-stats  ## Print the image's size and its cold start (container start to /readyz 200)
 image-stats:
-	@$(BIN)/python image/stats.py $(IMAGE)
+	@$(BIN)/python -m image.stats $(IMAGE)
 
 # --- Kubernetes (kustomize/) --------------------------------------------------------------------
 
