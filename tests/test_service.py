@@ -103,7 +103,7 @@ def test_healthcheck_keeps_seed_answer(service_client) -> None:
     assert response.json() == "Iris classifier is ready!"
 
 
-# /metrics needs the Prometheus multiprocess set-up of `bentoml serve`: see test_integration.py.
+# /metrics needs the Prometheus multiprocess set-up of `bentoml serve`: see test_service_live.py.
 @pytest.mark.parametrize("path", ["/livez", "/readyz"])
 def test_bentoml_operational_endpoints_answer(service_client, path: str) -> None:
     assert service_client.get(path).status_code == 200

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.model_store import break_model, stored_metadata
-from tests.test_data import GOOD_ROWS, HEADER
+from tests.support.model_store import break_model, stored_metadata
+from tests.training.test_data import GOOD_ROWS, HEADER
 
 
 def run_train(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:

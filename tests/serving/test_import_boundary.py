@@ -2,7 +2,7 @@
 
 Read from the source of every module under iris_classifier/serving/, imports inside functions
 and `importlib.import_module("...")` calls included, so an import on a path no test runs is
-caught too. tests/test_model_kinds.py checks the same at run time, in a served process.
+caught too. tests/training/test_model_kinds.py checks the same at run time, in a served process.
 """
 
 from __future__ import annotations

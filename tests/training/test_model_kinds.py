@@ -16,7 +16,7 @@ import pytest
 from benchmarks.processes import bentoml_serve_command, free_port, running
 from iris_classifier.training.estimators import ESTIMATORS
 from tests.conftest import REPO_ROOT, SEED_FLOWER
-from tests.test_integration import BAD_BODIES, request
+from tests.test_service_live import BAD_BODIES, request
 from tests.test_train import run_train
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,7 @@
 No cluster runs here, so the targets run for real with stub executables first on PATH (see
 tests/cluster_stubs.py): what they call, in what order, and what they would have applied is
 checked, not the text of the Makefile. `make image` itself (the build) is covered by
-tests/test_image.py; these run `image-tag`, the step it ends with, and skip the build with
+tests/image/test_image.py; these run `image-tag`, the step it ends with, and skip the build with
 `make -o image`.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_stubs import StubCluster, copy_makefile_tree, run_make
 from tests.conftest import require
+from tests.kustomize.cluster_stubs import StubCluster, copy_makefile_tree, run_make
 from tests.support import manifests
 
 CLUSTER = "iris-classifier"

@@ -17,7 +17,7 @@ from benchmarks.processes import bentoml_serve_command, free_port, start, stop_t
 from iris_classifier.serving.config import FEATURE_NAMES
 from iris_classifier.serving.model import ModelError, load
 from tests.conftest import REPO_ROOT, SESSION_HOME
-from tests.model_store import BAD_MODEL_CASES, break_model, copy_store, stored_metadata
+from tests.support.model_store import BAD_MODEL_CASES, break_model, copy_store, stored_metadata
 
 pytestmark = pytest.mark.usefixtures("trained_model")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.support.manifests import Manifest
 
-CHECK_DIR = Path(__file__).parent / "gateway_api"
+CHECK_DIR = Path(__file__).parents[1] / "gateway_api"
 
 
 def unavailable_reason() -> str | None:

@@ -23,9 +23,8 @@ import yaml
 from benchmarks import pod_emulation
 from benchmarks.containers import docker_unavailable_reason, image_present
 from benchmarks.processes import REPO_ROOT
-from tests import gateway_api_schema
 from tests.conftest import require as _require
-from tests.support import manifests
+from tests.support import gateway_api_schema, manifests
 from tests.support.manifests import Manifest
 
 NAME = "iris-classifier"

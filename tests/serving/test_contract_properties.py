@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from iris_classifier.serving.config import FEATURE_NAMES, MAX_FEATURE_CM
 from iris_classifier.training.parity import TOLERANCE as PARITY_TOLERANCE
-from tests.reference_model import reference_probabilities
+from tests.support.reference_model import reference_probabilities
 
 CLASSIFY = "/iris/classify_iris"
 BATCH = "/iris/classify_batch"
