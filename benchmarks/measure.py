@@ -22,12 +22,12 @@ from benchmarks.processes import (
     wait_http_ok,
 )
 from benchmarks.servers import Server
+from iris_classifier.serving.contract import SAMPLE_FLOWER
 
 logger = logging.getLogger(__name__)
 
 # Each round's server log, kept out of the results folder that is committed.
 SERVER_LOG_DIR = REPO_ROOT / "build" / "benchmarks"
-SAMPLE_FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
 @dataclass(frozen=True)

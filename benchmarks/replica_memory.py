@@ -35,12 +35,12 @@ from benchmarks.processes import (
     running,
     tree_memory_bytes,
 )
+from iris_classifier.serving.config import MAX_BATCH_ROWS
+from iris_classifier.serving.contract import SAMPLE_FLOWER
 
 logger = logging.getLogger(__name__)
 
 MIB = 2**20
-LARGEST_BATCH = 5000
-FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
 def tree_memory_mib(pid: int) -> dict[str, float]:
@@ -63,10 +63,12 @@ def post_json(url: str, payload: object) -> None:
 def exercise(base_url: str, *, singles: int, batches: int, concurrency: int) -> None:
     """A bounded burst: `singles` one-flower requests, then `batches` maximal batches, each
     sent `concurrency` at a time so that many large bodies are in the server at once."""
-    batch = {"flowers": [FLOWER] * LARGEST_BATCH}
+    batch = {"flowers": [SAMPLE_FLOWER] * MAX_BATCH_ROWS}
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(
-            pool.map(lambda _: post_json(f"{base_url}/iris/classify_iris", FLOWER), range(singles))
+            pool.map(
+                lambda _: post_json(f"{base_url}/iris/classify_iris", SAMPLE_FLOWER), range(singles)
+            )
         )
         list(
             pool.map(lambda _: post_json(f"{base_url}/iris/classify_batch", batch), range(batches))
@@ -135,11 +137,11 @@ def measure_pod(*, singles: int, batches: int, concurrency: int) -> dict[str, di
         def burst() -> None:
             answers = pod.http(
                 [
-                    ("POST", "/iris/classify_iris", FLOWER, singles),
+                    ("POST", "/iris/classify_iris", SAMPLE_FLOWER, singles),
                     (
                         "POST",
                         "/iris/classify_batch",
-                        {"flowers": [FLOWER] * LARGEST_BATCH},
+                        {"flowers": [SAMPLE_FLOWER] * MAX_BATCH_ROWS},
                         batches,
                     ),
                 ],
@@ -159,7 +161,7 @@ def measure_pod(*, singles: int, batches: int, concurrency: int) -> dict[str, di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--singles", type=int, default=500, help="one-flower requests")
-    parser.add_argument("--batches", type=int, default=40, help=f"{LARGEST_BATCH}-row batches")
+    parser.add_argument("--batches", type=int, default=40, help=f"{MAX_BATCH_ROWS}-row batches")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
     parser.add_argument(
         "--pod", action="store_true", help="measure the kind image in Docker instead"

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from iris_classifier.serving.contract import SAMPLE_FLOWER
+
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="iris-bentoml-home-"))
 os.environ["BENTOML_HOME"] = str(SESSION_HOME)
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SEED_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
+SEED_FLOWER = SAMPLE_FLOWER
 
 
 # The one rule for "running in CI", used by every test that needs a tool: CI=true (as CI

@@ -24,6 +24,8 @@ from benchmarks.loadgen import WrkResult, parse_wrk_output
 from benchmarks.measure import RoundResult
 from benchmarks.processes import REPO_ROOT
 from benchmarks.report import cpu_column_note, medians, paired_ratios, ratio, targets
+from iris_classifier.serving.config import MAX_BATCH_ROWS
+from iris_classifier.serving.contract import SAMPLE_FLOWER
 from tests.conftest import require
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:3000
@@ -251,7 +253,8 @@ def test_v2_smoke_run_measures_every_workload_of_this_service(
     assert "| bentoml | batch-binary |" in (tmp_path / "v2.md").read_text()
 
 
-FLOWER = '"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2'
+# The sample flower's JSON members, to splice into raw bodies.
+FLOWER = json.dumps(SAMPLE_FLOWER)[1:-1]
 # Bodies the service refuses, spelt as raw JSON so NaN and 1e400 reach the servers as sent.
 REFUSED = {
     "string": '{"sepal_length": "4", "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
@@ -265,7 +268,9 @@ REFUSED = {
 }
 REFUSED_BATCHES = {
     "empty batch": '{"flowers": []}',
-    "5,001 flowers": '{"flowers": [' + ", ".join(["{" + FLOWER + "}"] * 5001) + "]}",
+    "one flower over the batch limit": (
+        '{"flowers": [' + ", ".join(["{" + FLOWER + "}"] * (MAX_BATCH_ROWS + 1)) + "]}"
+    ),
     "bad row": '{"flowers": [{' + FLOWER + '}, {"sepal_length": "x"}]}',
 }
 

@@ -35,6 +35,7 @@ from benchmarks.containers import (
     start_hardened,
 )
 from benchmarks.processes import wait_http_ok
+from iris_classifier.serving.config import MAX_BATCH_ROWS
 from tests.conftest import REPO_ROOT, SEED_FLOWER, SESSION_HOME, require
 
 BENTOFILE = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())
@@ -419,7 +420,7 @@ def test_image_holds_no_build_only_tools_caches_or_settings(service_image: str) 
 
 # --- SIGTERM drain ------------------------------------------------------------------------------
 
-BATCH = {"flowers": [SEED_FLOWER] * 5000}
+BATCH = {"flowers": [SEED_FLOWER] * MAX_BATCH_ROWS}
 LOAD_THREADS = 8
 LOAD_SECONDS = 3
 # Time for the server to read the headers of every last request before SIGTERM is sent.
@@ -463,7 +464,10 @@ class DrainLoad:
                     connection.endheaders(body)
                 response = connection.getresponse()
                 payload = response.read()
-                if response.status != 200 or len(json.loads(payload)["predictions"]) != 5000:
+                if (
+                    response.status != 200
+                    or len(json.loads(payload)["predictions"]) != MAX_BATCH_ROWS
+                ):
                     self.failures.append(f"HTTP {response.status}: {payload[:200]!r}")
                 self.answered.append((last, time.monotonic()))
         except Exception as error:  # every way a request can fail counts

@@ -23,6 +23,8 @@ import yaml
 from benchmarks import pod_emulation
 from benchmarks.containers import docker_unavailable_reason, image_present
 from benchmarks.processes import REPO_ROOT
+from iris_classifier.serving.config import MAX_BATCH_ROWS
+from tests.conftest import SEED_FLOWER
 from tests.conftest import require as _require
 from tests.support import gateway_api_schema, manifests
 from tests.support.manifests import Manifest
@@ -622,7 +624,6 @@ def test_every_component_has_a_readme() -> None:
 # --- the image, run as the pod spec says -------------------------------------------------------
 
 POD_NAME = "iris-classifier-7d9f8b6c5-x2x4q"
-SEED_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
 
 
 @pytest.fixture(scope="module")
@@ -673,7 +674,7 @@ def test_image_serves_under_the_pod_spec(kind_objects: list[Manifest], kind_imag
         # A bounded burst of the largest requests the API takes, then a seed request.
         answers = pod.http(
             [
-                ("POST", "/iris/classify_batch", {"flowers": [SEED_FLOWER] * 5000}, 10),
+                ("POST", "/iris/classify_batch", {"flowers": [SEED_FLOWER] * MAX_BATCH_ROWS}, 10),
                 ("POST", "/iris/classify_iris", SEED_FLOWER, 200),
             ]
         )
