@@ -219,7 +219,7 @@ loadtest-local: model
 	@command -v prometheus >/dev/null || \
 		{ echo "prometheus is not installed: apt-get install prometheus (or LOADTEST_ARGS=--no-prometheus)" >&2; exit 1; }
 	$(BIN)/python -m loadtest.run --replicas $(REPLICAS) --lb-port $(LB_PORT) \
-		--image iris-classifier:$(VERSION) $(LOADTEST_ARGS)
+		--image $(IMAGE) $(LOADTEST_ARGS)
 
 # --- Benchmarks (benchmarks/) -------------------------------------------------------------------
 

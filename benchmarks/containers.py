@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,9 +27,18 @@ from pathlib import Path
 
 from benchmarks import deployment
 from benchmarks.deployment import Manifest
-from benchmarks.processes import free_port, start, wait_http_ok
+from benchmarks.processes import REPO_ROOT, free_port, start, wait_http_ok
 
 logger = logging.getLogger(__name__)
+
+# The image the Deployment names and `make image` builds (the Makefile's IMAGE).
+IMAGE_NAME = "iris-classifier"
+
+
+def project_image() -> str:
+    """This version's image as `make image` tags it: iris-classifier:<pyproject version>."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    return f"{IMAGE_NAME}:{project['version']}"
 
 
 def hardening_flags(pod: Manifest, container_name: str = deployment.CONTAINER_NAME) -> list[str]:

@@ -32,8 +32,10 @@ from benchmarks.containers import (
     docker_unavailable_reason,
     hardened_container,
     image_size_bytes,
+    project_image,
     start_hardened,
 )
+from benchmarks.deployment import base_deployment, pod_spec
 from benchmarks.processes import wait_http_ok
 from iris_classifier.serving.config import MAX_BATCH_ROWS
 from tests.conftest import REPO_ROOT, SEED_FLOWER, SESSION_HOME, require
@@ -41,7 +43,8 @@ from tests.conftest import REPO_ROOT, SEED_FLOWER, SESSION_HOME, require
 BENTOFILE = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
-IMAGE_UID = "1034"
+# The image's own user must be the one the Deployment runs it as.
+IMAGE_UID = str(pod_spec(base_deployment())["securityContext"]["runAsUser"])
 POD_NAME = "image-test-pod-7"
 # `make image` measured 355,749,917 bytes on the local base (image/README.md). The limit adds
 # 10 %: room for patch releases of the locked packages, while any sizeable dependency (the
@@ -123,7 +126,10 @@ def test_bentofile_pins_match_pyproject() -> None:
 
 
 DEFAULT_BASE = BENTOFILE["docker"]["base_image"]
-LOCAL_BASE = "iris-python-runtime:3.11-bookworm"
+# The debootstrapped base `make image` falls back to, named once in the Makefile.
+LOCAL_BASE = re.search(
+    r"^LOCAL_BASE_IMAGE \?= (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE
+).group(1)
 
 
 def base_image_obtainable() -> bool:
@@ -165,8 +171,8 @@ def service_image(trained_model: str) -> str:
     )
     last_line = result.stdout.strip().splitlines()[-1]
     # Tagged <version> and, for this build alone, <version>-<image ID>: the reference printed.
-    image_id = docker("image", "inspect", "--format", "{{.Id}}", f"iris-classifier:{VERSION}")
-    assert last_line == f"iris-classifier:{VERSION}-{image_id.removeprefix('sha256:')[:12]}"
+    image_id = docker("image", "inspect", "--format", "{{.Id}}", project_image())
+    assert last_line == f"{project_image()}-{image_id.removeprefix('sha256:')[:12]}"
     assert docker("image", "inspect", "--format", "{{.Id}}", last_line) == image_id
     assert (REPO_ROOT / "build" / "image-ref").read_text().strip() == last_line
     return last_line
@@ -224,7 +230,7 @@ def test_image_serves_onnx_without_training_packages_or_pickles(service_image: s
 
 
 @pytest.mark.integration
-def test_image_runs_as_uid_1034_by_default(service_image: str) -> None:
+def test_image_runs_as_the_deployments_uid_by_default(service_image: str) -> None:
     # Without --user: what a pod without runAsUser would get.
     uid = docker("run", "--rm", "--network", "none", "--entrypoint", "id", service_image, "-u")
     assert uid == IMAGE_UID

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from benchmarks import pod_emulation
-from benchmarks.containers import docker_unavailable_reason, image_present
+from benchmarks.containers import docker_unavailable_reason, image_present, project_image
 from benchmarks.processes import REPO_ROOT
 from iris_classifier.serving.config import MAX_BATCH_ROWS
 from tests.conftest import SEED_FLOWER
@@ -255,7 +255,7 @@ def test_grace_period_covers_the_drain_and_the_request_timeout(
 
 def test_kind_runs_the_image_make_image_builds(kind_objects: list[Manifest]) -> None:
     app = manifests.container(manifests.only(kind_objects, "Deployment"), NAME)
-    assert app["image"] == f"iris-classifier:{_project_version()}"
+    assert app["image"] == project_image()
     # Loaded onto the nodes, never in a registry: a pull could only wait and fail.
     assert app["imagePullPolicy"] == "Never"
 
@@ -272,7 +272,7 @@ def test_the_version_is_written_once_in_the_manifests(
     assert naming == [Path("kustomize/base/kustomization.yaml")]
     for objects in (kind_objects, production_objects):
         image = manifests.container(manifests.only(objects, "Deployment"), NAME)["image"]
-        assert image.endswith(f"iris-classifier:{version}"), image
+        assert image.endswith(project_image()), image
 
 
 def test_kind_has_three_replicas_behind_the_mapped_node_port(kind_objects: list[Manifest]) -> None:

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import tomllib
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import psutil
 import pytest
 
+from benchmarks.containers import project_image
 from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.contract import IrisFeatures
 from loadtest.answers import (
@@ -496,11 +496,6 @@ def test_locust_fails_a_run_where_a_replica_answers_differently(tmp_path: Path) 
     assert "replica-b answered" in output
 
 
-def image_reference() -> str:
-    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
-    return f"iris-classifier:{version}"
-
-
 def leftovers(run_id: str) -> list[str]:
     """Processes started by the run (they inherit its marker) and its containers still there."""
     found = []
@@ -535,7 +530,7 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
         [
             sys.executable,
             *("-m", "loadtest.run", "--replicas", "3", "--lb-port", str(free_port())),
-            *("--image", image_reference(), "--run-id", run_id, "--report-dir", str(tmp_path)),
+            *("--image", project_image(), "--run-id", run_id, "--report-dir", str(tmp_path)),
             # Readiness checked every second, so a drain of 4 s outlasts two failed checks.
             *("--run-time", "20s", "--observe", "4", "--probe-period", "1", "--drain-seconds", "4"),
         ],
