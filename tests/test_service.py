@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from iris_classifier.serving.config import CLASS_NAMES
 from tests.conftest import SEED_FLOWER
 
 CLASSIFY = "/iris/classify_iris"
@@ -42,7 +43,7 @@ def test_seed_request_gets_seed_answer(service_client) -> None:
         "class": "setosa",
         "probability": 0.99,
     }
-    assert set(body["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert set(body["probabilities"]) == set(CLASS_NAMES)
     assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert body["model_version"].startswith("iris_classifier:")
 
@@ -342,7 +343,7 @@ def test_model_endpoint_names_the_estimator_and_its_metrics(service_client, trai
     assert card["estimator"] == "logistic-regression"
     assert card["format"] == "onnx"
     assert 0.9 <= card["metrics"]["holdout_accuracy"] <= 1
-    assert card["class_names"] == ["setosa", "versicolor", "virginica"]
+    assert card["class_names"] == list(CLASS_NAMES)
 
 
 def test_api_page_document_describes_the_served_model(service_client, trained_model) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from iris_classifier.serving.config import CLASS_NAMES
 from tests.conftest import REPO_ROOT
 from tests.support.model_store import break_model, stored_metadata
 from tests.training.test_data import GOOD_ROWS, HEADER
@@ -59,7 +60,7 @@ def test_stored_metadata_describes_the_model(trained_model: str) -> None:
 
     model = bentoml.models.get(trained_model)
     metadata = model.info.metadata
-    assert metadata["class_names"] == ["setosa", "versicolor", "virginica"]
+    assert metadata["class_names"] == list(CLASS_NAMES)
     assert metadata["feature_names"] == [
         "sepal_length",
         "sepal_width",

@@ -37,7 +37,7 @@ from benchmarks.containers import (
 )
 from benchmarks.deployment import base_deployment, pod_spec
 from benchmarks.processes import wait_http_ok
-from iris_classifier.serving.config import MAX_BATCH_ROWS
+from iris_classifier.serving.config import CLASS_NAMES, MAX_BATCH_ROWS
 from tests.conftest import REPO_ROOT, SEED_FLOWER, SESSION_HOME, require
 
 BENTOFILE = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())
@@ -255,7 +255,7 @@ def test_seed_request_gets_the_seed_answer(container: Container) -> None:
     assert status == 200
     answer = json.loads(body)
     assert (answer["class"], answer["probability"]) == ("setosa", 0.99)
-    assert set(answer["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert set(answer["probabilities"]) == set(CLASS_NAMES)
     assert answer["model_version"].startswith("iris_classifier:")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks.processes import bentoml_serve_command, free_port, start, stop_tree
-from iris_classifier.serving.config import FEATURE_NAMES
+from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.model import ModelError, load
 from tests.conftest import REPO_ROOT, SESSION_HOME
 from tests.support.model_store import BAD_MODEL_CASES, break_model, copy_store, stored_metadata
@@ -30,7 +30,7 @@ def test_good_model_loads_and_answers_like_its_batch_path(tmp_path: Path) -> Non
     # The single-flower path reuses one bound buffer: every call must see its own flower.
     singles = np.array([classifier.predict_proba_one(tuple(row)) for row in rows])
     np.testing.assert_allclose(singles, batch, rtol=0, atol=1e-5)
-    assert classifier.class_names == ("setosa", "versicolor", "virginica")
+    assert classifier.class_names == CLASS_NAMES
 
 
 @pytest.mark.parametrize("case", BAD_MODEL_CASES)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from iris_classifier.serving.config import CLASS_NAMES
 from iris_classifier.training.data import DataError, load_bundled, load_csv
 from iris_classifier.training.layouts import parse_column_mapping
 
@@ -40,7 +41,7 @@ def test_bundled_data_has_150_flowers_of_three_species() -> None:
         "petal_length",
         "petal_width",
     ]
-    assert data.class_names == ["setosa", "versicolor", "virginica"]
+    assert data.class_names == list(CLASS_NAMES)
     assert len(data.sha256) == 64
 
 
@@ -48,7 +49,7 @@ def test_good_csv_loads(tmp_path: Path) -> None:
     data = load(write(tmp_path, csv_text(GOOD_ROWS)))
     assert len(data.features) == 24
     assert data.features.dtypes.map(str).tolist() == ["float64"] * 4
-    assert data.class_names == ["setosa", "versicolor", "virginica"]
+    assert data.class_names == list(CLASS_NAMES)
 
 
 def test_uci_species_spelling_and_column_order_are_accepted(tmp_path: Path) -> None:

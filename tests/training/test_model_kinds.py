@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.processes import bentoml_serve_command, free_port, running
+from iris_classifier.serving.config import CLASS_NAMES
 from iris_classifier.training.estimators import ESTIMATORS
 from tests.conftest import REPO_ROOT, SEED_FLOWER
 from tests.test_service_live import BAD_BODIES, request
@@ -60,7 +61,7 @@ def check_serving(url: str, estimator: str) -> None:
     status, _, body = request(f"{url}/iris/classify_iris", json.dumps(SEED_FLOWER).encode())
     assert status == 200, body
     answer = json.loads(body)
-    assert answer["class"] in ("setosa", "versicolor", "virginica")
+    assert answer["class"] in CLASS_NAMES
     assert sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     flowers = [SEED_FLOWER, {**SEED_FLOWER, "petal_length": 6.1}] * 500
     status, _, body = request(

@@ -9,7 +9,7 @@ import onnxruntime
 import pytest
 from sklearn.datasets import load_iris
 
-from iris_classifier.serving.config import FEATURE_NAMES
+from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.model import session_options
 from iris_classifier.training.estimators import ESTIMATORS, build_pipeline
 from iris_classifier.training.onnx_export import to_onnx
@@ -22,7 +22,7 @@ from iris_classifier.training.parity import (
     export_checked,
 )
 
-SPECIES = np.array(["setosa", "versicolor", "virginica"])
+SPECIES = np.array(CLASS_NAMES)
 
 
 @pytest.fixture(scope="module")
