@@ -101,7 +101,7 @@ def test_quality_gate_refuses_and_stores_nothing(tmp_path: Path) -> None:
     assert stored_models(home) == []
 
 
-def test_trains_on_a_csv(tmp_path: Path) -> None:
+def test_training_on_a_csv_stores_one_model(tmp_path: Path) -> None:
     data = tmp_path / "flowers.csv"
     data.write_text("\n".join([HEADER, *GOOD_ROWS * 2]) + "\n")
     result, home = run_train(tmp_path, "--data", str(data), "--min-accuracy", "0.5")

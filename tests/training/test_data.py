@@ -45,7 +45,7 @@ def test_bundled_data_has_150_flowers_of_three_species() -> None:
     assert len(data.sha256) == 64
 
 
-def test_good_csv_loads(tmp_path: Path) -> None:
+def test_valid_csv_loads_as_float_features_and_its_species(tmp_path: Path) -> None:
     data = load(write(tmp_path, csv_text(GOOD_ROWS)))
     assert len(data.features) == 24
     assert data.features.dtypes.map(str).tolist() == ["float64"] * 4
