@@ -1,1 +1,1 @@
-"""Helpers only the tests use: rendering the kustomize overlays and checking what they hold."""
+"""Helpers only the tests use: manifest checks, stored models to break, a reference model."""
