@@ -7,52 +7,21 @@ caught too. tests/training/test_model_kinds.py checks the same at run time, in a
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.support.imports import imported_modules
 
 SERVING = REPO_ROOT / "iris_classifier" / "serving"
 FORBIDDEN = ("iris_classifier.training", "sklearn", "pandas", "scipy")
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module `path` imports, relative imports resolved to absolute names."""
-    package = module_name(path).split(".")
-    if path.name != "__init__.py":
-        package = package[:-1]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level + 1] if node.level else []
-            module = ".".join([*base, *([node.module] if node.module else [])])
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
-        elif (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "attr", getattr(node.func, "id", None))
-            in ("import_module", "__import__")
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            found.add(node.args[0].value)
-    return found
-
-
-def forbidden_imports(path: Path) -> list[str]:
+def forbidden_imports(path: Path, root: Path = REPO_ROOT) -> list[str]:
     return sorted(
         name
-        for name in imported_modules(path)
+        for name in imported_modules(path, root)
         if any(name == banned or name.startswith(f"{banned}.") for banned in FORBIDDEN)
     )
 
@@ -90,11 +59,10 @@ def test_serving_module_imports_no_training_code_or_training_libraries(path: Pat
     ],
 )
 def test_forbidden_imports_are_found_in_every_spelling(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, expected: list[str]
+    tmp_path: Path, source: str, expected: list[str]
 ) -> None:
     package = tmp_path / "iris_classifier" / "serving"
     package.mkdir(parents=True)
     module = package / "probe.py"
     module.write_text(source + "\n")
-    monkeypatch.setattr(f"{__name__}.REPO_ROOT", tmp_path)
-    assert forbidden_imports(module) == expected
+    assert forbidden_imports(module, tmp_path) == expected
