@@ -99,15 +99,13 @@ image-tag:
 		docker tag $(IMAGE) "$$ref"; mkdir -p $(dir $(IMAGE_REF_FILE)); \
 		echo "$$ref" > $(IMAGE_REF_FILE); echo "$$ref"
 
-.PHONY: run-image  ## Run the image hardened as in Kubernetes (read-only, uid 1034, no capabilities) on PORT
-run-image:
-	docker run --rm --read-only --tmpfs /tmp --user 1034:1034 --cap-drop ALL \
-		--security-opt no-new-privileges --network host -e POD_NAME=local \
-		$(IMAGE) --host 127.0.0.1 --port $(PORT)
+.PHONY: run-image  ## Run the image on PORT hardened as the Deployment's pod spec says (read-only, its uid, no capabilities)
+run-image: install
+	$(BIN)/python -m benchmarks.containers $(IMAGE) --port $(PORT)
 
 .PHONY: image-stats  ## Print the image's size and its cold start (container start to /readyz 200)
 image-stats:
-	@$(BIN)/python image/stats.py $(IMAGE)
+	@$(BIN)/python -m image.stats $(IMAGE)
 
 # --- Kubernetes (kustomize/) --------------------------------------------------------------------
 
@@ -143,7 +141,7 @@ render:
 
 .PHONY: measure-memory  ## Measure one serving replica's memory (sizes the pods); ARGS=--pod for the image
 measure-memory: model
-	$(BIN)/python -m harness.replica_memory $(ARGS)
+	$(BIN)/python -m benchmarks.replica_memory $(ARGS)
 
 .PHONY: kind-up  ## Create the local kind cluster (1 control plane, 2 workers) and wait for every node
 kind-up:
@@ -221,7 +219,7 @@ loadtest-local: model
 	@command -v prometheus >/dev/null || \
 		{ echo "prometheus is not installed: apt-get install prometheus (or LOADTEST_ARGS=--no-prometheus)" >&2; exit 1; }
 	$(BIN)/python -m loadtest.run --replicas $(REPLICAS) --lb-port $(LB_PORT) \
-		--image iris-classifier:$(VERSION) $(LOADTEST_ARGS)
+		--image $(IMAGE) $(LOADTEST_ARGS)
 
 # --- Benchmarks (benchmarks/) -------------------------------------------------------------------
 

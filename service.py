@@ -21,13 +21,6 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from iris_classifier.config import FEATURE_NAMES, MODEL_NAME, Settings
-from iris_classifier.contract import (
-    BatchClassification,
-    BatchRequest,
-    Classification,
-    IrisFeatures,
-)
 from iris_classifier.http import (
     ConciseRefusalFilter,
     ErrorFormatMiddleware,
@@ -35,6 +28,13 @@ from iris_classifier.http import (
 )
 from iris_classifier.serving import card
 from iris_classifier.serving.api_page import ApiPageMiddleware
+from iris_classifier.serving.config import FEATURE_NAMES, MODEL_NAME, Settings
+from iris_classifier.serving.contract import (
+    BatchClassification,
+    BatchRequest,
+    Classification,
+    IrisFeatures,
+)
 from iris_classifier.serving.edge import EdgeMiddleware
 from iris_classifier.serving.logs import configure_logging
 from iris_classifier.serving.metrics import ModelMetrics

@@ -25,17 +25,17 @@ import bentoml
 import joblib
 import sklearn
 
-from iris_classifier.config import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
-from iris_classifier.data import DataError, TrainingData, load_bundled, load_csv
-from iris_classifier.evaluation import fit_and_evaluate, min_rows_per_class, write_report
 from iris_classifier.serving import model as served
+from iris_classifier.serving.config import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
 from iris_classifier.serving.ranges import TrainingRanges
+from iris_classifier.training.data import DataError, TrainingData, load_bundled, load_csv
 from iris_classifier.training.estimators import (
     DEFAULT_ESTIMATOR,
     ESTIMATORS,
     build_pipeline,
     hyperparameters,
 )
+from iris_classifier.training.evaluation import fit_and_evaluate, min_rows_per_class, write_report
 from iris_classifier.training.feature_stats import feature_statistics
 from iris_classifier.training.layouts import parse_column_mapping
 from iris_classifier.training.onnx_export import opset_versions

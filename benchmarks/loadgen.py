@@ -13,6 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from iris_classifier.serving.contract import SAMPLE_FLOWER
+
 WRK_SCRIPTS = Path(__file__).resolve().parent / "wrk"
 RESULT_MARKER = "WRK_RESULT "
 
@@ -76,7 +78,12 @@ def run_wrk(
         "--script", str(WRK_SCRIPTS / script),
         base_url,
     ]  # fmt: skip
-    env = {**os.environ, "BENCH_BATCH_ROWS": str(batch_rows), **(script_env or {})}
+    env = {
+        **os.environ,
+        "BENCH_FLOWER": json.dumps(SAMPLE_FLOWER),
+        "BENCH_BATCH_ROWS": str(batch_rows),
+        **(script_env or {}),
+    }
     completed = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=seconds + 60, check=True
     )

@@ -12,8 +12,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.loadgen import WrkResult, run_wrk
-from benchmarks.servers import Server
-from harness.processes import (
+from benchmarks.processes import (
     REPO_ROOT,
     free_port,
     process_tree,
@@ -22,12 +21,13 @@ from harness.processes import (
     tree_memory_bytes,
     wait_http_ok,
 )
+from benchmarks.servers import Server
+from iris_classifier.serving.contract import SAMPLE_FLOWER
 
 logger = logging.getLogger(__name__)
 
 # Each round's server log, kept out of the results folder that is committed.
 SERVER_LOG_DIR = REPO_ROOT / "build" / "benchmarks"
-SAMPLE_FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks.loadgen import WrkResult, run_wrk
 from benchmarks.measure import SERVER_LOG_DIR
-from harness.processes import (
+from benchmarks.processes import (
     REPO_ROOT,
     bentoml_serve_command,
     free_port,

@@ -8,14 +8,14 @@
 # ca-certificates enables: the build host's CA bundle and uv go into a build stage only
 # (image/build-env.sh). No compiler, no git, no documentation.
 #
-# Usage: image/build-base-image.sh [TAG]      (default iris-python-runtime:3.11-bookworm)
+# Usage: image/build-base-image.sh TAG        (make base-image passes the Makefile's LOCAL_BASE_IMAGE)
 # Env:   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR  mirrors (default: read from apt's sources)
 #        HOST_CA_BUNDLE  CA bundle apt uses for an https mirror while building (default
 #                        /etc/ssl/certs/ca-certificates.crt); it is not left in the image
 #        REBUILD=1       rebuild even if TAG already exists
 set -euo pipefail
 
-tag=${1:-iris-python-runtime:3.11-bookworm}
+tag=${1:?usage: build-base-image.sh TAG}
 suite=bookworm
 here=$(cd "$(dirname "$0")" && pwd)
 

@@ -17,7 +17,7 @@ image_ref=${2:?usage: containerize.sh BENTO_TAG IMAGE_REF}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 bentoml=$(realpath "$(command -v "${BENTOML:-bentoml}")")
-local_base=${LOCAL_BASE_IMAGE:-iris-python-runtime:3.11-bookworm}
+local_base=${LOCAL_BASE_IMAGE:?LOCAL_BASE_IMAGE is not set (make image sets it)}
 build_env=${BUILD_ENV_IMAGE:-iris-image-build-env:latest}
 default_base=$(sed -n 's/^  base_image: *//p' "$repo/bentofile.yaml")
 

@@ -1,6 +1,6 @@
 """Print the service image's size and its cold start, the two figures the README states.
 
-    python image/stats.py iris-classifier:0.1.0 [--runs 5]
+    python -m image.stats iris-classifier:0.1.0 [--runs 5]    # or: make image-stats
 
 Cold start is the time from `docker run` (hardened as in Kubernetes) to the first 200 from
 /readyz, for fresh containers one after another; the median of several runs is printed
@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from harness.containers import cold_start, docker_unavailable_reason, image_size_bytes
+from benchmarks.containers import cold_start, docker_unavailable_reason, image_size_bytes
 
 logger = logging.getLogger("image-stats")
 

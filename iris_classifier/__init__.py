@@ -1,1 +1,1 @@
-"""Iris classifier: API contract, training data handling and the fitted model's fast path."""
+"""Iris classifier: serving/ is what the service runs, training/ is what makes its model."""

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from iris_classifier.config import CLASS_NAMES
+from iris_classifier.serving.config import CLASS_NAMES
+from iris_classifier.serving.contract import SAMPLE_FLOWER
 from loadtest.gates import GateResult
 
 # Probabilities come back rounded to 4 places, so their sum may miss 1 by a few ten-thousandths.
@@ -64,13 +65,13 @@ def batch_problem(body: Any, rows_sent: int) -> str | None:
 # Flowers whose answers must be the same on every replica, for the whole run, as the answers
 # taken before the load: one of each species from the bundled data, one from the border
 # between versicolor and virginica (where another model would answer differently first), and
-# the seed project's example.
+# the API's documented example.
 REFERENCE_FLOWERS: tuple[dict[str, float], ...] = (
     {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
     {"sepal_length": 7.0, "sepal_width": 3.2, "petal_length": 4.7, "petal_width": 1.4},
     {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5},
     {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 5.1, "petal_width": 1.6},
-    {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4},
+    SAMPLE_FLOWER,
 )
 
 

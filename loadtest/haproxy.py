@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.processes import REPO_ROOT, start, stop_tree
+from benchmarks.processes import REPO_ROOT, start, stop_tree
 
 logger = logging.getLogger(__name__)
 

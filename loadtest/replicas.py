@@ -21,8 +21,8 @@ from typing import Protocol
 
 import psutil
 
-from harness.containers import HARDENED_RUN_FLAGS, container_logs, docker
-from harness.processes import (
+from benchmarks.containers import container_logs, docker, hardened_command
+from benchmarks.processes import (
     REPO_ROOT,
     bentoml_serve_command,
     private_bentoml_home,
@@ -144,16 +144,15 @@ class ContainerReplica:
         self._save_logs()
         with contextlib.suppress(subprocess.CalledProcessError):
             docker("rm", "--force", self.container)
-        # Hardened as the Deployment runs it: read-only root, the image's uid, no capabilities.
-        docker(
-            *("run", "--detach", "--name", self.container),
-            *("--label", f"iris-loadtest={self.run_label}"),
-            *HARDENED_RUN_FLAGS,
-            *("--env", f"POD_NAME={self.name}", "--env", "BENTOML_DO_NOT_TRACK=true"),
-            *(arg for key, value in self.env.items() for arg in ("--env", f"{key}={value}")),
+        command = hardened_command(
             self.image,
-            *("--host", "127.0.0.1", "--port", str(self.port)),
+            name=self.container,
+            port=self.port,
+            env={"POD_NAME": self.name, **self.env},
+            labels={"iris-loadtest": self.run_label},
+            detach=True,
         )
+        docker(*command[1:])
 
     def wait_ready(self) -> float:
         return wait_http_ok(_readyz(self.port), timeout=READY_TIMEOUT_S)

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from harness.containers import image_present
-from harness.processes import REPO_ROOT, free_port, start, stop_tree
+from benchmarks.containers import image_present, project_image
+from benchmarks.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest.chart import write_chart
 from loadtest.gates import GateResult
 from loadtest.haproxy import (
@@ -72,7 +72,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="replicas as containers of --image or as bentoml serve processes (auto: "
         "containers when a Docker engine holds the image)",
     )
-    parser.add_argument("--image", default="iris-classifier:latest", help="image for containers")
+    parser.add_argument(
+        "--image", default=project_image(), help="image for containers (this version's)"
+    )
     parser.add_argument(
         "--run-id",
         default=uuid.uuid4().hex[:8],

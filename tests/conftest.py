@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from iris_classifier.serving.contract import SAMPLE_FLOWER
+
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="iris-bentoml-home-"))
 os.environ["BENTOML_HOME"] = str(SESSION_HOME)
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
@@ -23,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # What a person reads after the run besides the terminal: `make test` writes its JUnit report
 # here, and tests leave their artifacts (the API page's screenshot) beside it.
 REPORT_DIR = REPO_ROOT / "build" / "test-report"
-SEED_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
+SEED_FLOWER = SAMPLE_FLOWER
 
 
 # The one rule for "running in CI", used by every test that needs a tool: CI=true (as CI
@@ -98,7 +100,7 @@ def serving(
 ) -> Iterator[str]:
     """A real `bentoml serve` of the session's model store on a free port, logging to
     `<name>/serve.log`, with a BentoML home of its own (so /metrics counts only its requests)."""
-    from harness.processes import bentoml_serve_command, free_port, private_bentoml_home, running
+    from benchmarks.processes import bentoml_serve_command, free_port, private_bentoml_home, running
 
     port = free_port()
     log = tmp_path_factory.mktemp(name) / "serve.log"

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from iris_classifier.serving.config import CLASS_NAMES
 from tests.conftest import SEED_FLOWER
 
 CLASSIFY = "/iris/classify_iris"
@@ -42,7 +43,7 @@ def test_seed_request_gets_seed_answer(service_client) -> None:
         "class": "setosa",
         "probability": 0.99,
     }
-    assert set(body["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert set(body["probabilities"]) == set(CLASS_NAMES)
     assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert body["model_version"].startswith("iris_classifier:")
 
@@ -103,7 +104,7 @@ def test_healthcheck_keeps_seed_answer(service_client) -> None:
     assert response.json() == "Iris classifier is ready!"
 
 
-# /metrics needs the Prometheus multiprocess set-up of `bentoml serve`: see test_integration.py.
+# /metrics needs the Prometheus multiprocess set-up of `bentoml serve`: see test_service_live.py.
 @pytest.mark.parametrize("path", ["/livez", "/readyz"])
 def test_bentoml_operational_endpoints_answer(service_client, path: str) -> None:
     assert service_client.get(path).status_code == 200
@@ -125,7 +126,7 @@ def test_batch_answers_in_order(service_client) -> None:
 
 
 def test_batch_over_the_row_limit_says_the_limit(service_client) -> None:
-    from iris_classifier.config import MAX_BATCH_ROWS
+    from iris_classifier.serving.config import MAX_BATCH_ROWS
 
     flowers = [SEED_FLOWER] * (MAX_BATCH_ROWS + 1)
     response = service_client.post(BATCH, json={"flowers": flowers})
@@ -134,7 +135,7 @@ def test_batch_over_the_row_limit_says_the_limit(service_client) -> None:
 
 
 def test_batch_at_the_row_limit_is_answered(service_client) -> None:
-    from iris_classifier.config import MAX_BATCH_ROWS
+    from iris_classifier.serving.config import MAX_BATCH_ROWS
 
     flowers = [SEED_FLOWER] * MAX_BATCH_ROWS
     response = service_client.post(BATCH, json={"flowers": flowers})
@@ -267,7 +268,7 @@ def test_non_json_body_is_refused_with_415(service_client, content_type: str) ->
 
 
 def test_declared_oversized_body_is_refused_with_413(service_client) -> None:
-    from iris_classifier.config import MAX_BODY_BYTES
+    from iris_classifier.serving.config import MAX_BODY_BYTES
 
     body = b" " * (MAX_BODY_BYTES + 1)
     response = service_client.post(CLASSIFY, content=body, headers=JSON_HEADERS)
@@ -277,7 +278,7 @@ def test_declared_oversized_body_is_refused_with_413(service_client) -> None:
 def test_chunked_oversized_body_is_refused_with_413(service_client) -> None:
     """No Content-Length: the limit is counted as chunks arrive (the live-server test shows
     that the refusal comes before the client has sent everything)."""
-    from iris_classifier.config import MAX_BODY_BYTES
+    from iris_classifier.serving.config import MAX_BODY_BYTES
 
     chunk = b" " * 65536
 
@@ -315,7 +316,7 @@ def test_service_stays_healthy_after_bad_inputs(service_client) -> None:
 
 
 def test_service_class_called_directly(service_class) -> None:
-    from iris_classifier.contract import BatchRequest, IrisFeatures
+    from iris_classifier.serving.contract import BatchRequest, IrisFeatures
 
     service = service_class()
     single = asyncio.run(service.classify_iris(IrisFeatures(**SEED_FLOWER)))
@@ -325,7 +326,7 @@ def test_service_class_called_directly(service_class) -> None:
 
 
 def test_response_uses_the_seed_field_name_class(service_class) -> None:
-    from iris_classifier.contract import IrisFeatures
+    from iris_classifier.serving.contract import IrisFeatures
 
     service = service_class()
     answer = asyncio.run(service.classify_iris(IrisFeatures(**SEED_FLOWER)))
@@ -342,4 +343,4 @@ def test_model_endpoint_names_the_estimator_and_its_metrics(service_client, trai
     assert card["estimator"] == "logistic-regression"
     assert card["format"] == "onnx"
     assert 0.9 <= card["metrics"]["holdout_accuracy"] <= 1
-    assert card["class_names"] == ["setosa", "versicolor", "virginica"]
+    assert card["class_names"] == list(CLASS_NAMES)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from iris_classifier.serving.config import CLASS_NAMES
 from tests.conftest import REPO_ROOT
-from tests.model_store import break_model, stored_metadata
-from tests.test_data import GOOD_ROWS, HEADER
+from tests.support.model_store import break_model, stored_metadata
+from tests.training.test_data import GOOD_ROWS, HEADER
 
 
 def run_train(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -59,7 +60,7 @@ def test_stored_metadata_describes_the_model(trained_model: str) -> None:
 
     model = bentoml.models.get(trained_model)
     metadata = model.info.metadata
-    assert metadata["class_names"] == ["setosa", "versicolor", "virginica"]
+    assert metadata["class_names"] == list(CLASS_NAMES)
     assert metadata["feature_names"] == [
         "sepal_length",
         "sepal_width",
@@ -100,7 +101,7 @@ def test_quality_gate_refuses_and_stores_nothing(tmp_path: Path) -> None:
     assert stored_models(home) == []
 
 
-def test_trains_on_a_csv(tmp_path: Path) -> None:
+def test_training_on_a_csv_stores_one_model(tmp_path: Path) -> None:
     data = tmp_path / "flowers.csv"
     data.write_text("\n".join([HEADER, *GOOD_ROWS * 2]) + "\n")
     result, home = run_train(tmp_path, "--data", str(data), "--min-accuracy", "0.5")

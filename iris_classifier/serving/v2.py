@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from iris_classifier.config import FEATURE_NAMES, MAX_FEATURE_CM, MODEL_NAME
+from iris_classifier.serving.config import FEATURE_NAMES, MAX_FEATURE_CM, MODEL_NAME
 
 INPUT = "flowers"
 PROBABILITIES = "probabilities"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from iris_classifier.config import MODEL_NAME
+from iris_classifier.serving.config import MODEL_NAME
 from iris_classifier.serving.v2 import INPUT, MAX_ROWS, OUTPUTS
 
 TAG = "Open Inference Protocol (KServe V2)"

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from iris_classifier.config import FEATURE_NAMES, MAX_FEATURE_CM
-from iris_classifier.data import TrainingData
-from iris_classifier.evaluation import fit_and_evaluate
+from iris_classifier.serving.config import FEATURE_NAMES, MAX_FEATURE_CM
 from iris_classifier.serving.model import OnnxClassifier, session_options
+from iris_classifier.training.data import TrainingData
 from iris_classifier.training.estimators import ESTIMATORS, build_pipeline
+from iris_classifier.training.evaluation import fit_and_evaluate
 from iris_classifier.training.parity import ParityError, export_checked
 
 TIMED_SINGLE_CALLS = 2_000

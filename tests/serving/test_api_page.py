@@ -7,7 +7,7 @@ import hashlib
 import re
 from html import unescape
 
-from iris_classifier.config import PROJECT_NAME, installed_version
+from iris_classifier.serving.config import PROJECT_NAME, installed_version
 
 # What BentoML writes into a service's document and page when nobody tells it otherwise.
 BENTOML_BOILERPLATE = (

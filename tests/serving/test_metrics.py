@@ -11,11 +11,10 @@ import numpy as np
 import prometheus_client
 import pytest
 
-from iris_classifier.config import FEATURE_NAMES
+from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.metrics import ModelMetrics
 from tests.conftest import SEED_FLOWER, serving
 
-CLASSES = ("setosa", "versicolor", "virginica")
 VIRGINICA = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
 SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 
@@ -40,7 +39,7 @@ def delta(before: dict, after: dict, name: str, **labels: str) -> float:
 
 
 def test_a_batch_counts_as_its_rows_counted_one_by_one() -> None:
-    metrics = ModelMetrics(CLASSES, FEATURE_NAMES, model_version="m:1", estimator="test")
+    metrics = ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_version="m:1", estimator="test")
     rng = np.random.default_rng(7)
     best = rng.integers(0, 3, size=200)
     # Values on bucket bounds included: a value equal to a bound belongs to that bucket.
@@ -69,8 +68,8 @@ def test_a_batch_counts_as_its_rows_counted_one_by_one() -> None:
 
 
 def test_model_info_names_only_the_current_model() -> None:
-    ModelMetrics(CLASSES, FEATURE_NAMES, model_version="m:old", estimator="a")
-    ModelMetrics(CLASSES, FEATURE_NAMES, model_version="m:new", estimator="b")
+    ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_version="m:old", estimator="a")
+    ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_version="m:new", estimator="b")
     info = {key: value for key, value in snapshot().items() if key[0] == "iris_model_info"}
     assert info == {
         ("iris_model_info", frozenset({("model_version", "m:new"), ("estimator", "b")})): 1.0

@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
+from iris_classifier.serving.config import CLASS_NAMES
 from iris_classifier.serving.v2 import (
     HEADER_LENGTH,
     MAX_ROWS,
@@ -23,7 +24,7 @@ FLAT = [value for row in FLOWERS for value in row]
 class FixedClassifier:
     """Probabilities that depend on the first feature only, so answers are easy to predict."""
 
-    class_names = ("setosa", "versicolor", "virginica")
+    class_names = CLASS_NAMES
     dtype = np.float32
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
@@ -302,7 +303,7 @@ def test_server_version_comes_from_the_bentos_label_where_the_project_is_not_ins
 ) -> None:
     import importlib.metadata
 
-    from iris_classifier import config
+    from iris_classifier.serving import config
 
     def not_installed(name: str) -> str:
         raise importlib.metadata.PackageNotFoundError(name)

@@ -9,6 +9,8 @@ import urllib.request
 import numpy as np
 import pytest
 
+from iris_classifier.serving.config import CLASS_NAMES
+
 tritonclient_http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
@@ -73,7 +75,7 @@ def test_metadata_describes_the_served_model(client, trained_model: str) -> None
         "probabilities": "FP32",
         "label": "BYTES",
     }
-    assert model["parameters"]["class_names"] == ["setosa", "versicolor", "virginica"]
+    assert model["parameters"]["class_names"] == list(CLASS_NAMES)
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])

@@ -1,1 +1,0 @@
-"""Process, port and HTTP helpers shared by the tests, the load-test runner and the benchmarks."""

@@ -1,0 +1,128 @@
+"""The HTTP API contract: what a request may contain and what a response holds.
+
+Inputs are strict: a feature is a finite JSON number of centimetres in (0, 100]. Strings
+(even "1.5" or "nan"), booleans, null, lists and objects are refused, and so are NaN and
+Infinity however they are spelled, because a model fed them answers with confident nonsense.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
+
+from iris_classifier.serving.config import MAX_BATCH_ROWS, MAX_FEATURE_CM
+
+Centimetres = Annotated[
+    float,
+    Field(
+        strict=True,
+        allow_inf_nan=False,
+        gt=0,
+        le=MAX_FEATURE_CM,
+        description=f"A length in cm: a finite number above 0 and at most {MAX_FEATURE_CM:g}.",
+    ),
+]
+Probability = Annotated[float, Field(ge=0, le=1)]
+OUT_OF_RANGE_DESCRIPTION = (
+    "Features of this flower outside the range seen in the model's training data, in request "
+    "order; [] when none. A range check for extrapolation, not a drift detector."
+)
+# The flower the API documents as its example; the tests, the load test and the benchmarks
+# send it too.
+SAMPLE_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
+# Up to this many unknown fields are refused one error each; more are refused as one error,
+# so a request with 60,000 of them costs about what it cost to read, not 60,000 errors.
+MAX_UNKNOWN_FIELDS_LISTED = 5
+
+
+class IrisFeatures(BaseModel):
+    """One flower's measurements in centimetres."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": SAMPLE_FLOWER},
+    )
+
+    sepal_length: Centimetres
+    sepal_width: Centimetres
+    petal_length: Centimetres
+    petal_width: Centimetres
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_many_unknown_fields(cls, data: Any) -> Any:
+        known = cls.model_fields.keys()  # a property: looked up once, not once per field
+        if isinstance(data, dict) and len(data) > len(known) + 1:
+            unknown = [name for name in data if name not in known]
+            if len(unknown) > MAX_UNKNOWN_FIELDS_LISTED:
+                named = ", ".join(
+                    repr(str(name)[:32]) for name in unknown[:MAX_UNKNOWN_FIELDS_LISTED]
+                )
+                raise PydanticCustomError(
+                    "extra_forbidden",
+                    "{count} unknown fields (first: {named})",
+                    {"count": len(unknown), "named": named},
+                )
+        return data
+
+
+class Prediction(BaseModel):
+    """The predicted species and the model's probability for it, rounded to 2 places."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    species: str = Field(alias="class", examples=["setosa"])
+    probability: Probability = Field(examples=[0.99])
+
+
+class Classification(Prediction):
+    """A single-flower answer: the seed contract plus every class's probability."""
+
+    probabilities: dict[str, Probability] = Field(
+        description="Probability of each class, rounded to 4 places."
+    )
+    model_version: str = Field(description="Tag of the model in BentoML's model store.")
+    out_of_range: list[str] = Field(
+        description=OUT_OF_RANGE_DESCRIPTION, examples=[["sepal_length", "petal_width"]]
+    )
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "flowers": [
+                    {
+                        "sepal_length": 5.1,
+                        "sepal_width": 3.5,
+                        "petal_length": 1.4,
+                        "petal_width": 0.2,
+                    },
+                    {
+                        "sepal_length": 6.7,
+                        "sepal_width": 3.0,
+                        "petal_length": 5.2,
+                        "petal_width": 2.3,
+                    },
+                ]
+            }
+        },
+    )
+
+    flowers: list[IrisFeatures] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
+
+
+# A typed dict rather than a model for the batch rows: the same JSON, several times cheaper
+# to validate and serialise per row (benchmarks/README.md).
+BatchPrediction = TypedDict(
+    "BatchPrediction", {"class": str, "probability": Probability, "out_of_range": list[str]}
+)
+
+
+class BatchClassification(BaseModel):
+    predictions: list[BatchPrediction] = Field(description="One prediction per flower, in order.")
+    model_version: str

@@ -1,0 +1,404 @@
+"""The benchmark harness: wrk output parsing, target verdicts, and a smoke run of all servers.
+
+The smoke run only checks that every server starts, answers and is measured; it asserts no
+timing, since speed is what `make bench` reports, not what a test can judge on a shared machine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks import v2
+from benchmarks.loadgen import WrkResult, parse_wrk_output
+from benchmarks.measure import RoundResult
+from benchmarks.processes import REPO_ROOT
+from benchmarks.report import cpu_column_note, medians, paired_ratios, ratio, targets
+from iris_classifier.serving.config import MAX_BATCH_ROWS
+from iris_classifier.serving.contract import SAMPLE_FLOWER
+from tests.conftest import require
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:3000
+  1 threads and 16 connections
+WRK_RESULT {"requests": 2000, "duration_us": 1000000, "bytes": 1, "p50_us": 1500, \
+"p90_us": 2500, "p99_us": 4000, "max_us": 9000, "connect_errors": 0, "read_errors": 1, \
+"write_errors": 0, "timeouts": 2, "non_2xx": 3}
+"""
+
+
+def test_wrk_result_line_is_parsed() -> None:
+    result = parse_wrk_output(WRK_OUTPUT)
+
+    assert result.requests_per_second == pytest.approx(2000)
+    assert result.p50_ms == pytest.approx(1.5)
+    assert result.p99_ms == pytest.approx(4.0)
+
+
+def test_wrk_errors_timeouts_and_non_2xx_count_as_failed() -> None:
+    assert parse_wrk_output(WRK_OUTPUT).failed == 6
+
+
+def test_wrk_output_without_result_line_is_an_error() -> None:
+    with pytest.raises(ValueError, match="WRK_RESULT"):
+        parse_wrk_output("Running 1s test\nunable to connect to 127.0.0.1:3000\n")
+
+
+def medians_for(rps: float, p99: float, flowers: float, rss: float, cold: float) -> dict:
+    return {
+        "single_rps": rps,
+        "single_p99_ms": p99,
+        "flowers_per_second": flowers,
+        "rss_mb": rss,
+        "cold_start_s": cold,
+    }
+
+
+def test_targets_are_met_by_a_service_as_fast_as_the_baseline() -> None:
+    summary = {
+        "bentoml": medians_for(1000, 10, 250_000, 250, 3),
+        "fastapi": medians_for(1000, 10, 100_000, 200, 3),
+    }
+
+    assert all(target.met for target in targets(summary, "bentoml", "fastapi"))
+
+
+def test_targets_flag_a_slower_service() -> None:
+    summary = {
+        "bentoml": medians_for(900, 12, 150_000, 400, 6),
+        "fastapi": medians_for(1000, 10, 100_000, 200, 3),
+    }
+
+    assert not any(target.met for target in targets(summary, "bentoml", "fastapi"))
+
+
+def round_result(server: str, index: int, rps: float, flowers: float, cpu_s: float) -> RoundResult:
+    """One round of 10 s loads: `rps` single requests a second, then `flowers` a second."""
+    return RoundResult(
+        server=server,
+        round_index=index,
+        cold_start_s=2.0,
+        cold_start_cpu_s=2.0,
+        single=WrkResult(int(rps * 10), 10.0, 5.0, 10.0, 0),
+        batch=WrkResult(int(flowers * 10 / 1000), 10.0, 5.0, 10.0, 0),
+        batch_rows=1000,
+        single_cpu_s=cpu_s,
+        batch_cpu_s=cpu_s,
+        rss_mb=200.0,
+        pss_mb=180.0,
+    )
+
+
+def test_paired_ratios_pair_each_round_not_the_medians() -> None:
+    # Medians 300k and 100k flowers/s give 3.0x, but within each round the service was 2x.
+    results = [
+        round_result("bentoml", 1, 1000, 200_000, 10),
+        round_result("fastapi", 1, 1000, 100_000, 10),
+        round_result("bentoml", 2, 1000, 300_000, 10),
+        round_result("fastapi", 2, 1000, 150_000, 10),
+        round_result("bentoml", 3, 1000, 320_000, 10),
+        round_result("fastapi", 3, 1000, 40_000, 10),
+    ]
+    summary = medians(results)
+    assert (
+        ratio(summary["bentoml"]["flowers_per_second"], summary["fastapi"]["flowers_per_second"])
+        == 3.0
+    )
+    assert paired_ratios(results, "bentoml", "fastapi")["flowers_per_second"] == 2.0
+
+
+def test_report_says_what_cpu_per_request_means_from_how_busy_the_cpu_was() -> None:
+    # 1,000 req/s for 10 s on 10 CPU-seconds: busy all the time, 1,000 us a request.
+    saturated = [round_result("bentoml", 1, 1000, 100_000, 10.0)]
+    assert saturated[0].cpu_us_per_request == 1e6 / saturated[0].single.requests_per_second
+    assert "busy 100.0% to 100.0%" in cpu_column_note(saturated)
+    assert "the same figure as the rate" in cpu_column_note(saturated)
+    shared = [*saturated, round_result("bentoml", 2, 1000, 100_000, 5.0)]
+    assert "busy 50.0% to 100.0%" in cpu_column_note(shared)
+    assert "other work shared the pinned CPU" in cpu_column_note(shared)
+
+
+def require_tools(*names: str) -> None:
+    """Skip when a tool is missing, except in CI, where its absence is a failure."""
+    missing = [name for name in names if shutil.which(name) is None]
+    require(
+        not missing,
+        f"{', '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})",
+    )
+
+
+def trained_home(tmp_path_factory: pytest.TempPathFactory, *train_args: str) -> Path:
+    home = tmp_path_factory.mktemp("bentoml-home")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    subprocess.run(
+        [sys.executable, "train.py", *train_args],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return home
+
+
+@pytest.fixture(scope="module")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private BentoML home holding a freshly trained model."""
+    return trained_home(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def random_forest_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private BentoML home holding a freshly trained random forest."""
+    return trained_home(tmp_path_factory, "--model", "random-forest")
+
+
+def run_smoke(module: str, env: dict[str, str], output: Path, *options: str) -> None:
+    """A one-second run of a benchmark module that must succeed; its reports go to `output`."""
+    completed = subprocess.run(
+        [sys.executable, "-m", module, "--smoke", *options, "--output", str(output)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+@pytest.mark.integration
+def test_smoke_run_measures_every_server(
+    model_store: Path, random_forest_store: Path, tmp_path: Path
+) -> None:
+    require_tools("wrk", "taskset")
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(model_store),
+        "BENCH_RANDOM_FOREST_HOME": str(random_forest_store),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    run_smoke("benchmarks.run", env, tmp_path)
+
+    raw = json.loads((tmp_path / "latest.json").read_text())
+    rounds = {row["server"]: row for row in raw["rounds"]}
+    assert set(rounds) == {"bentoml", "bentoml-random-forest", "fastapi", "fit-per-request"}
+    for row in rounds.values():
+        assert row["single_failed"] == 0
+        assert row["batch_failed"] == 0
+        assert row["single_rps"] > 0
+        assert row["flowers_per_second"] > 0
+        assert row["rss_mb"] > 0
+    report = (tmp_path / "latest.md").read_text()
+    assert "| bentoml |" in report
+    assert "| bentoml-random-forest |" in report
+    assert "`fit-per-request`: baseline (b)" in report
+    assert "Targets for `bentoml`" in report
+    assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.usefixtures("trained_model")  # importing the service checks the stored model
+def test_service_module_imports_without_scikit_learn() -> None:
+    """`bentoml serve` imports service.py in its arbiter process too: scikit-learn, SciPy and
+    pandas there would add about 125 MB to a replica that never uses them."""
+    probe = "import sys, service; print(sorted({'sklearn', 'scipy', 'pandas'} & set(sys.modules)))"
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == "[]"
+
+
+def measurement(server: str, workload: str, round_index: int, rps: float) -> v2.Measurement:
+    rows = 1 if workload == "single" else 1000
+    result = WrkResult(requests=int(rps * 10), seconds=10.0, p50_ms=1.0, p99_ms=2.0, failed=0)
+    return v2.Measurement(server, workload, round_index, rows, result)
+
+
+def test_v2_ratios_pair_rounds_and_judge_each_target() -> None:
+    measurements = [
+        measurement("bentoml", "single", 1, 300),
+        measurement("mlserver", "single", 1, 100),
+        measurement("bentoml", "single", 2, 120),
+        measurement("mlserver", "single", 2, 100),  # a slow round for this service: 1.2x
+        measurement("bentoml", "batch-json", 1, 140),
+        measurement("mlserver", "batch-json", 1, 100),
+        measurement("bentoml", "batch-binary", 1, 400),
+    ]
+    ratios = v2.paired_ratios(measurements)
+    assert ratios["single flower, V2 JSON"] == pytest.approx([3.0, 1.2])
+    assert ratios["1,000-row batch, V2 JSON"] == pytest.approx([1.4])
+    assert ratios["1,000-row batch, binary vs MLServer's JSON"] == pytest.approx([4.0])
+    report = v2.render_markdown(measurements, [v2.this_service(), v2.mlserver()], "make bench")
+    assert "| single flower, V2 JSON | 2.10x | 3.00, 1.20 | 1.5x | met |" in report
+    assert "| 1,000-row batch, V2 JSON | 1.40x | 1.40 | 1.5x | missed |" in report
+
+
+@pytest.mark.integration
+def test_v2_smoke_run_measures_every_workload_of_this_service(
+    model_store: Path, tmp_path: Path
+) -> None:
+    require_tools("wrk", "taskset")
+    env = {**os.environ, "BENTOML_HOME": str(model_store), "BENTOML_DO_NOT_TRACK": "true"}
+    run_smoke("benchmarks.v2", env, tmp_path, "--servers", "bentoml")
+    rows = json.loads((tmp_path / "v2.json").read_text())
+    assert {row["workload"] for row in rows} == {"single", "batch-json", "batch-binary"}
+    assert all(row["rps"] > 0 for row in rows)
+    assert "| bentoml | batch-binary |" in (tmp_path / "v2.md").read_text()
+
+
+# The sample flower's JSON members, to splice into raw bodies.
+FLOWER = json.dumps(SAMPLE_FLOWER)[1:-1]
+# Bodies the service refuses, spelt as raw JSON so NaN and 1e400 reach the servers as sent.
+REFUSED = {
+    "string": '{"sepal_length": "4", "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "NaN token": '{"sepal_length": NaN, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "overflow": '{"sepal_length": 1e400, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "boolean": '{"sepal_length": true, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "zero": '{"sepal_length": 0, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "too long": '{"sepal_length": 101, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "missing": '{"sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    "unknown field": "{" + FLOWER + ', "colour": 1}',
+}
+REFUSED_BATCHES = {
+    "empty batch": '{"flowers": []}',
+    "one flower over the batch limit": (
+        '{"flowers": [' + ", ".join(["{" + FLOWER + "}"] * (MAX_BATCH_ROWS + 1)) + "]}"
+    ),
+    "bad row": '{"flowers": [{' + FLOWER + '}, {"sepal_length": "x"}]}',
+}
+
+
+@pytest.fixture(scope="module", params=["fastapi_loaded_once", "fit_per_request"])
+def baseline_client(request: pytest.FixtureRequest, trained_model: str) -> Iterator:
+    """A baseline app over the session's model store, started as uvicorn would start it."""
+    from starlette.testclient import TestClient
+
+    module = importlib.import_module(f"benchmarks.baselines.{request.param}")
+    with TestClient(module.app) as client:
+        yield client
+
+
+def refused_fields(client, path: str, body: str) -> tuple[int, list[str]]:
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    detail = response.json().get("detail") if response.status_code != 200 else []
+    return response.status_code, [problem.get("field") for problem in detail or []]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/iris/classify_iris", body) for body in REFUSED.values()]
+    + [("/iris/classify_batch", body) for body in REFUSED_BATCHES.values()],
+    ids=[*REFUSED, *REFUSED_BATCHES],
+)
+def test_baselines_refuse_what_the_service_refuses_as_it_does(
+    baseline_client, service_client, path: str, body: str
+) -> None:
+    """The benchmark compares like with like only if the baselines are as strict."""
+    service = refused_fields(service_client, path, body)
+    assert service[0] == 400
+    assert refused_fields(baseline_client, path, body) == service
+
+
+def test_baselines_answer_a_valid_flower(baseline_client) -> None:
+    response = baseline_client.post("/iris/classify_iris", json=json.loads("{" + FLOWER + "}"))
+    assert response.status_code == 200, response.text
+    assert response.json()["class"] == "setosa"
+
+
+# The benchmarks README's table of ratios to the FastAPI baseline: its rows and the figure each
+# row shows.
+RATIO_ROWS = {
+    "single-flower requests/s": "single_rps",
+    "single-flower p99 latency": "single_p99_ms",
+    "flowers/s in 1,000-row batches": "flowers_per_second",
+    "resident memory, whole process tree": "rss_mb",
+    "cold start to `/readyz`": "cold_start_s",
+}
+
+
+def ratios_of_the_last_run() -> dict[str, list[float]]:
+    """Per row: the service's ratio of medians and paired ratio, then fit-per-request's."""
+    rounds = json.loads((REPO_ROOT / "benchmarks/results/latest.json").read_text())["rounds"]
+    by_round: dict[int, dict[str, dict]] = {}
+    for row in rounds:
+        by_round.setdefault(row["round"], {})[row["server"]] = row
+    figures = {}
+    for label, key in RATIO_ROWS.items():
+        figures[label] = []
+        for server in ("bentoml", "fit-per-request"):
+            median = statistics.median(r[key] for r in rounds if r["server"] == server)
+            base = statistics.median(r[key] for r in rounds if r["server"] == "fastapi")
+            paired = statistics.median(
+                ratio(pair[server][key], pair["fastapi"][key]) for pair in by_round.values()
+            )
+            figures[label] += [ratio(median, base), paired]
+    return figures
+
+
+def test_readme_ratios_are_those_of_the_last_run() -> None:
+    readme = "benchmarks/README.md"
+    text = (REPO_ROOT / readme).read_text()
+    expected = ratios_of_the_last_run()
+    for label, figures in expected.items():
+        row = re.search(rf"^\| {re.escape(label)} \|(.*)\|$", text, re.M)
+        assert row, f"{readme} has no row {label!r}"
+        shown = [float(cell.strip().removesuffix("x")) for cell in row.group(1).split("|")]
+        assert shown == pytest.approx(figures, rel=0.01, abs=0.006), label
+
+
+def test_the_ratio_table_is_written_once() -> None:
+    """Other pages link to the benchmarks README rather than repeat figures that go stale."""
+    pages = [
+        path
+        for path in REPO_ROOT.rglob("*.md")
+        if not {".venv", "node_modules", "build", "reports", "results"}
+        & set(path.relative_to(REPO_ROOT).parts)
+        and path != REPO_ROOT / "benchmarks/README.md"
+    ]
+    repeated = [
+        f"{path.relative_to(REPO_ROOT)}: {label}"
+        for path in pages
+        for label in RATIO_ROWS
+        if re.search(rf"^\| {re.escape(label)} \|", path.read_text(), re.M)
+    ]
+    assert not repeated
+
+
+# The benchmarks README's Open Inference Protocol table: its rows and the workloads each row
+# compares (this service's, MLServer's).
+V2_ROWS = {
+    "single flower, V2 JSON": ("single", "single"),
+    "1,000-row batch, V2 JSON": ("batch-json", "batch-json"),
+    "1,000-row batch, binary tensors (vs MLServer's JSON)": ("batch-binary", "batch-json"),
+}
+
+
+def test_readme_v2_figures_are_those_of_the_last_run() -> None:
+    text = (REPO_ROOT / "benchmarks/README.md").read_text()
+    runs = json.loads((REPO_ROOT / "benchmarks/results/v2.json").read_text())
+    flowers = {
+        (run["server"], run["workload"], run["round"]): run["rps"] * run["rows"] for run in runs
+    }
+    rounds = sorted({run["round"] for run in runs})
+    for label, (ours, theirs) in V2_ROWS.items():
+        row = re.search(rf"^\| {re.escape(label)} \|(.*)\|$", text, re.M)
+        assert row, f"benchmarks/README.md has no row {label!r}"
+        service, mlserver, shown_ratio, _target = (cell.strip() for cell in row.group(1).split("|"))
+        service_median = statistics.median(flowers["bentoml", ours, r] for r in rounds)
+        assert float(service.split()[0].replace(",", "")) == pytest.approx(service_median, abs=1)
+        if mlserver:
+            mlserver_median = statistics.median(flowers["mlserver", theirs, r] for r in rounds)
+            assert float(mlserver.split()[0].replace(",", "")) == pytest.approx(
+                mlserver_median, abs=1
+            )
+        paired = statistics.median(
+            flowers["bentoml", ours, r] / flowers["mlserver", theirs, r] for r in rounds
+        )
+        assert float(shown_ratio.removesuffix("x")) == pytest.approx(paired, abs=0.006), label

@@ -1,0 +1,163 @@
+"""The alert rules and the dashboard: promtool's checks and unit tests, runbooks, and that
+every metric they read is one the live service really exposes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import SEED_FLOWER, require
+from tests.support import manifests
+
+COMPONENTS = manifests.KUSTOMIZE_ROOT / "components"
+RULE_FILE = COMPONENTS / "servicemonitor" / "prometheusrule.yaml"
+RUNBOOKS = COMPONENTS / "servicemonitor" / "README.md"
+DASHBOARD = COMPONENTS / "grafana-dashboard" / "iris-classifier.json"
+UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
+# Series the rules read that no replica exports: Prometheus makes `up` for every target, and
+# kube-state-metrics exports what Kubernetes knows of the Deployment.
+NOT_FROM_THE_SERVICE = {"up", "kube_deployment_status_replicas_unavailable"}
+# A name right before a label matcher: the metric a selector reads.
+SELECTED_METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
+RECORDED_METRIC = re.compile(r"\b([a-z_]+:[a-z_:0-9]+)\b")
+
+
+def rule_groups() -> list[dict]:
+    return yaml.safe_load(RULE_FILE.read_text())["spec"]["groups"]
+
+
+def rules() -> list[dict]:
+    return [rule for group in rule_groups() for rule in group["rules"]]
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    require(found is not None, "promtool is not installed (apt-get install prometheus)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def rules_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The PrometheusRule's groups as a plain rule file, with the unit tests beside it."""
+    directory = tmp_path_factory.mktemp("rules")
+    (directory / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups()}))
+    shutil.copy(UNIT_TESTS, directory / UNIT_TESTS.name)
+    return directory
+
+
+def test_promtool_accepts_the_rules(rules_dir: Path) -> None:
+    result = subprocess.run(
+        [promtool(), "check", "rules", "rules.yaml"], cwd=rules_dir, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_alert_fires_and_stays_quiet_as_its_unit_tests_expect(rules_dir: Path) -> None:
+    result = subprocess.run(
+        [promtool(), "test", "rules", UNIT_TESTS.name],
+        cwd=rules_dir,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_unit_test_that_expects_it_to_fire() -> None:
+    tested = yaml.safe_load(UNIT_TESTS.read_text())["tests"]
+    firing = {
+        case["alertname"]
+        for test in tested
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    quiet = {
+        case["alertname"]
+        for test in tested
+        for case in test["alert_rule_test"]
+        if not case["exp_alerts"]
+    }
+    alerts = {rule["alert"] for rule in rules() if "alert" in rule}
+    assert alerts - firing == set()
+    assert alerts - quiet == set()
+
+
+def test_every_alert_has_a_summary_description_and_a_runbook_section() -> None:
+    headings = {
+        line.lstrip("#").strip().lower()
+        for line in RUNBOOKS.read_text().splitlines()
+        if line.startswith("#")
+    }
+    for rule in rules():
+        if "alert" not in rule:
+            continue
+        annotations = rule["annotations"]
+        assert annotations["summary"].strip(), rule["alert"]
+        assert annotations["description"].strip(), rule["alert"]
+        assert annotations["runbook"].endswith("#" + rule["alert"].lower()), rule["alert"]
+        assert rule["alert"].lower() in headings, f"no runbook section for {rule['alert']}"
+
+
+def dashboard_expressions() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel["targets"]]
+
+
+def test_dashboard_has_each_panel_the_operators_need() -> None:
+    titles = {panel["title"] for panel in json.loads(DASHBOARD.read_text())["panels"]}
+    assert titles == {
+        "Requests per pod",
+        "Prediction latency",
+        "Server errors (share of prediction requests)",
+        "Class mix",
+        "Out-of-range flowers",
+        "Model per pod",
+    }
+
+
+def test_dashboard_configmap_carries_the_grafana_sidecar_label(tmp_path: Path) -> None:
+    copy = tmp_path / "kustomize"
+    shutil.copytree(manifests.KUSTOMIZE_ROOT, copy)
+    kustomization = copy / "overlays" / "production" / "kustomization.yaml"
+    kustomization.write_text(
+        kustomization.read_text() + "\ncomponents:\n  - ../../components/grafana-dashboard\n"
+    )
+    configmap = manifests.only(manifests.render(kustomization.parent), "ConfigMap")
+    assert configmap["metadata"]["name"] == "iris-classifier-dashboard"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["iris-classifier.json"]) == json.loads(
+        DASHBOARD.read_text()
+    )
+
+
+def scrape(url: str) -> set[str]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1].isalpha()}
+
+
+@pytest.mark.integration
+def test_every_metric_the_rules_and_dashboard_read_is_on_the_live_metrics(live_server: str) -> None:
+    # Latency histograms appear once a route has answered.
+    for route in ("/iris/classify_iris", "/iris/classify_batch"):
+        body = SEED_FLOWER if route.endswith("iris") else {"flowers": [SEED_FLOWER]}
+        request = urllib.request.Request(
+            f"{live_server}{route}", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+    exposed = scrape(live_server)
+    recorded = {rule["record"] for rule in rules() if "record" in rule}
+    expressions = [rule["expr"] for rule in rules()] + dashboard_expressions()
+    read = {name for expr in expressions for name in SELECTED_METRIC.findall(expr)}
+    read |= {name for expr in expressions for name in RECORDED_METRIC.findall(expr)}
+    assert read - recorded - NOT_FROM_THE_SERVICE
+    assert read - recorded - NOT_FROM_THE_SERVICE - exposed == set()
+    # Recording rules are used by name only where they are defined.
+    assert {name for name in read if ":" in name} <= recorded

@@ -1,0 +1,713 @@
+"""The kustomize overlays render, pass strict schema validation and keep their promises.
+
+Everything here runs on the objects kustomize renders, so a patch that misses its target or
+a transformer that rewrites a selector is caught the way a cluster would see it. Probe paths
+are checked against the service itself, not against a list written down twice.
+"""
+
+from __future__ import annotations
+
+import copy as copy_module
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from benchmarks import pod_emulation
+from benchmarks.containers import docker_unavailable_reason, image_present, project_image
+from benchmarks.processes import REPO_ROOT
+from iris_classifier.serving.config import MAX_BATCH_ROWS
+from tests.conftest import SEED_FLOWER
+from tests.conftest import require as _require
+from tests.support import gateway_api_schema, manifests
+from tests.support.manifests import Manifest
+
+NAME = "iris-classifier"
+NAMESPACE = "iris-classifier"
+BENTO_UID = 1034
+KIND_REPLICAS = 3
+PRODUCTION_MIN_REPLICAS = 3
+# The release range the manifests promise to work on (the README states it); newer shipped
+# schemas are checked too.
+OLDEST_RELEASE, NEWEST_RELEASE = 29, 37
+REQUIRED_VERSIONS = tuple(f"1.{minor}" for minor in range(OLDEST_RELEASE, NEWEST_RELEASE + 1))
+KIND_CONFIG = manifests.overlay_dir("kind") / "kind-config.yaml"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def _require_kustomize() -> None:
+    _require(manifests.kustomize_command() is not None, "rendering needs kustomize or kubectl")
+
+
+@pytest.fixture(scope="module", params=manifests.OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[str, list[Manifest]]:
+    _require_kustomize()
+    return request.param, manifests.render(manifests.overlay_dir(request.param))
+
+
+@pytest.fixture(scope="module")
+def kind_objects() -> list[Manifest]:
+    _require_kustomize()
+    return manifests.render(manifests.overlay_dir("kind"))
+
+
+@pytest.fixture(scope="module")
+def production_objects() -> list[Manifest]:
+    _require_kustomize()
+    return manifests.render(manifests.overlay_dir("production"))
+
+
+@pytest.fixture(scope="module")
+def production_with_components(tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
+    """Production with every component enabled, the way its README says to do it."""
+    _require_kustomize()
+    tree = tmp_path_factory.mktemp("kustomize") / "kustomize"
+    shutil.copytree(manifests.KUSTOMIZE_ROOT, tree)
+    kustomization_path = tree / "overlays" / "production" / "kustomization.yaml"
+    kustomization = manifests.load_yaml(kustomization_path)
+    enabled = kustomization.setdefault("components", [])
+    enabled += [f"../../components/{name}" for name in manifests.COMPONENTS]
+    kustomization["components"] = list(dict.fromkeys(enabled))
+    kustomization_path.write_text(yaml.safe_dump(kustomization))
+    return manifests.render(tree / "overlays" / "production")
+
+
+def _project_version() -> str:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as file:
+        return tomllib.load(file)["project"]["version"]
+
+
+# --- rendering and schemas ---------------------------------------------------------------------
+
+
+def test_every_overlay_renders_each_object_once(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    keys = [
+        (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"]) for obj in objects
+    ]
+    assert len(keys) == len(set(keys)), keys
+    assert {"Namespace", "ServiceAccount", "Service", "Deployment"} <= {key[0] for key in keys}
+
+
+def test_every_object_carries_the_app_labels(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    for obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == NAME, manifests.describe(obj)
+        assert labels.get("app.kubernetes.io/managed-by") == "kustomize", manifests.describe(obj)
+
+
+def test_every_namespaced_object_lands_in_the_app_namespace(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == NAMESPACE, manifests.describe(obj)
+
+
+def test_the_targeted_kubernetes_releases_have_schemas() -> None:
+    assert set(REQUIRED_VERSIONS) <= set(manifests.schema_versions())
+
+
+def test_readmes_promise_the_release_range_that_is_validated() -> None:
+    claims = [
+        (str(path.relative_to(REPO_ROOT)), claim.groups())
+        for path in [REPO_ROOT / "README.md", *manifests.KUSTOMIZE_ROOT.rglob("README.md")]
+        for claim in re.finditer(
+            r"(?:validated\s+for|release\s+from)\s+(1\.\d+)\s+to\s+(1\.\d+)", path.read_text()
+        )
+    ]
+    assert claims, "no README states the validated Kubernetes releases"
+    assert {range_ for _, range_ in claims} == {(REQUIRED_VERSIONS[0], REQUIRED_VERSIONS[-1])}, (
+        claims
+    )
+
+
+@pytest.mark.parametrize("version", manifests.schema_versions())
+def test_overlays_pass_strict_schema_validation(
+    overlay: tuple[str, list[Manifest]], version: str
+) -> None:
+    name, objects = overlay
+    errors = [
+        manifests.schema_error(obj, version)
+        for obj in objects
+        if not manifests.is_custom_resource(obj)
+    ]
+    assert [error for error in errors if error] == [], f"overlay {name}, Kubernetes {version}"
+
+
+@pytest.mark.parametrize("version", REQUIRED_VERSIONS)
+def test_components_pass_strict_schema_validation(
+    production_with_components: list[Manifest], version: str
+) -> None:
+    errors = [
+        manifests.schema_error(obj, version)
+        for obj in production_with_components
+        if not manifests.is_custom_resource(obj)
+    ]
+    assert [error for error in errors if error] == []
+
+
+def test_strict_validation_rejects_a_misspelt_field(kind_objects: list[Manifest]) -> None:
+    deployment = manifests.only(kind_objects, "Deployment")
+    security = manifests.container(deployment, NAME)["securityContext"]
+    security["readOnlyRootFileSystem"] = security.pop("readOnlyRootFilesystem")
+    assert manifests.schema_error(deployment, REQUIRED_VERSIONS[0]) is not None
+
+
+def test_kustomizations_use_no_deprecated_fields() -> None:
+    deprecated = ("commonLabels", "patchesStrategicMerge", "patchesJson6902", "bases", "vars")
+    for path in manifests.KUSTOMIZE_ROOT.rglob("kustomization.yaml"):
+        used = set(manifests.load_yaml(path)) & set(deprecated)
+        assert not used, f"{path.relative_to(REPO_ROOT)} uses {sorted(used)}"
+
+
+# --- selectors and ports -----------------------------------------------------------------------
+
+
+def test_deployment_selector_matches_its_pod_labels(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    deployment = manifests.only(objects, "Deployment")
+    selector = deployment["spec"]["selector"]
+    assert selector.get("matchLabels"), "an empty selector would adopt foreign pods"
+    assert manifests.selector_matches(selector, manifests.pod_labels(deployment))
+
+
+def test_every_selector_in_the_overlay_selects_the_pods(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    labels = manifests.pod_labels(manifests.only(objects, "Deployment"))
+    service = manifests.only(objects, "Service")
+    assert service["spec"]["selector"], "a Service without selector gets no endpoints"
+    assert manifests.selector_matches({"matchLabels": service["spec"]["selector"]}, labels)
+    for budget in manifests.all_of(objects, "PodDisruptionBudget"):
+        assert manifests.selector_matches(budget["spec"]["selector"], labels)
+    for policy in manifests.all_of(objects, "NetworkPolicy"):
+        assert policy["spec"]["podSelector"], "an empty podSelector would govern every pod"
+        assert manifests.selector_matches(policy["spec"]["podSelector"], labels)
+    spec = manifests.pod_spec(manifests.only(objects, "Deployment"))
+    for constraint in spec.get("topologySpreadConstraints", []):
+        assert manifests.selector_matches(constraint["labelSelector"], labels)
+
+
+def test_service_target_port_exists_on_the_container(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    app = manifests.container(manifests.only(objects, "Deployment"), NAME)
+    (port,) = manifests.only(objects, "Service")["spec"]["ports"]
+    assert port["port"] == 8080
+    assert port["targetPort"] == "http"
+    assert manifests.port_exists(port["targetPort"], app)
+    assert manifests.port_exists(3000, app)
+
+
+def test_probes_and_network_policy_use_ports_of_the_container(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    app = manifests.container(manifests.only(objects, "Deployment"), NAME)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert manifests.port_exists(app[probe]["httpGet"]["port"], app), probe
+    for policy in manifests.all_of(objects, "NetworkPolicy"):
+        for rule in policy["spec"].get("ingress", []):
+            for port in rule["ports"]:
+                assert manifests.port_exists(port["port"], app)
+
+
+def test_probes_use_bentoml_health_endpoints(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    app = manifests.container(manifests.only(objects, "Deployment"), NAME)
+    assert app["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert app["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert app["livenessProbe"]["httpGet"]["path"] == "/livez"
+
+
+def test_probe_paths_are_answered_by_the_running_service(
+    kind_objects: list[Manifest], live_server: str
+) -> None:
+    app = manifests.container(manifests.only(kind_objects, "Deployment"), NAME)
+    for path in sorted(_probe_paths(app)):
+        with urllib.request.urlopen(f"{live_server}{path}", timeout=10) as response:
+            assert response.status == 200, path
+
+
+def test_grace_period_covers_the_drain_and_the_request_timeout(
+    kind_objects: list[Manifest], service_class: Any
+) -> None:
+    deployment = manifests.only(kind_objects, "Deployment")
+    drain = _drain_seconds(manifests.container(deployment, NAME))
+    request_timeout = service_class.config["traffic"]["timeout"]
+    grace = manifests.pod_spec(deployment)["terminationGracePeriodSeconds"]
+    # The last request may start just before the drain ends; workers then need a moment to exit.
+    assert grace >= drain + request_timeout + 5
+
+
+# --- per-overlay promises ----------------------------------------------------------------------
+
+
+def test_kind_runs_the_image_make_image_builds(kind_objects: list[Manifest]) -> None:
+    app = manifests.container(manifests.only(kind_objects, "Deployment"), NAME)
+    assert app["image"] == project_image()
+    # Loaded onto the nodes, never in a registry: a pull could only wait and fail.
+    assert app["imagePullPolicy"] == "Never"
+
+
+def test_the_version_is_written_once_in_the_manifests(
+    kind_objects: list[Manifest], production_objects: list[Manifest]
+) -> None:
+    version = _project_version()
+    naming = [
+        path.relative_to(REPO_ROOT)
+        for path in manifests.KUSTOMIZE_ROOT.rglob("*.yaml")
+        if version in path.read_text()
+    ]
+    assert naming == [Path("kustomize/base/kustomization.yaml")]
+    for objects in (kind_objects, production_objects):
+        image = manifests.container(manifests.only(objects, "Deployment"), NAME)["image"]
+        assert image.endswith(project_image()), image
+
+
+def test_kind_has_three_replicas_behind_the_mapped_node_port(kind_objects: list[Manifest]) -> None:
+    assert manifests.only(kind_objects, "Deployment")["spec"]["replicas"] == KIND_REPLICAS
+    service = manifests.only(kind_objects, "Service")
+    assert service["spec"]["type"] == "NodePort"
+    (port,) = service["spec"]["ports"]
+    config = manifests.load_yaml(KIND_CONFIG)
+    mappings = [
+        mapping for node in config["nodes"] for mapping in node.get("extraPortMappings", [])
+    ]
+    assert [m["containerPort"] for m in mappings] == [port["nodePort"]]
+    assert isinstance(mappings[0]["hostPort"], int)
+    assert all(m.get("listenAddress") == "127.0.0.1" for m in mappings), "keep it off the LAN"
+
+
+def test_kind_config_has_one_control_plane_and_two_workers() -> None:
+    config = manifests.load_yaml(KIND_CONFIG)
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["kind"] == "Cluster"
+    assert sorted(node["role"] for node in config["nodes"]) == ["control-plane", "worker", "worker"]
+
+
+def test_production_image_is_pinned_from_a_registry(production_objects: list[Manifest]) -> None:
+    image = manifests.container(manifests.only(production_objects, "Deployment"), NAME)["image"]
+    name, _, digest = image.partition("@")
+    registry, _, repository = name.partition("/")
+    # A first path part with a dot or a port is a registry host; otherwise Docker Hub is implied.
+    assert repository, image
+    assert "." in registry or ":" in registry, image
+    tag = repository.rpartition(":")[2] if ":" in repository else ""
+    assert digest.startswith("sha256:") or tag not in ("", "latest"), image
+
+
+def test_production_replicas_are_owned_by_the_autoscaler(
+    production_objects: list[Manifest],
+) -> None:
+    deployment = manifests.only(production_objects, "Deployment")
+    assert "replicas" not in deployment["spec"], "apply would reset what the autoscaler set"
+    autoscaler = manifests.only(production_objects, "HorizontalPodAutoscaler")
+    target = autoscaler["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert autoscaler["spec"]["minReplicas"] >= PRODUCTION_MIN_REPLICAS
+    assert autoscaler["spec"]["maxReplicas"] > autoscaler["spec"]["minReplicas"]
+    (metric,) = autoscaler["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+
+
+def test_production_disruptions_and_rollouts_keep_pods_serving(
+    production_objects: list[Manifest],
+) -> None:
+    budget = manifests.only(production_objects, "PodDisruptionBudget")["spec"]
+    assert budget.get("maxUnavailable") == 1 or budget.get("minAvailable", 0) >= 2
+    deployment = manifests.only(production_objects, "Deployment")
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert strategy["rollingUpdate"]["maxSurge"] not in (0, "0%")
+
+
+def test_pods_spread_over_nodes_in_every_overlay(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    spec = manifests.pod_spec(manifests.only(objects, "Deployment"))
+    by_key = {c["topologyKey"]: c for c in spec["topologySpreadConstraints"]}
+    assert by_key["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    for constraint in by_key.values():
+        # Ignoring taints would count an unusable control plane as an empty node: never met.
+        assert constraint["nodeTaintsPolicy"] == "Honor"
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+
+
+def test_kind_spread_gives_every_worker_a_pod_before_any_gets_a_second(
+    kind_objects: list[Manifest],
+) -> None:
+    """Replays the scheduler's spread filter on kind's nodes, choosing at each step the worst
+    node the constraint still allows (the fullest): a node may take the next pod only if its
+    count plus one exceeds the smallest count over the counted nodes by at most maxSkew. With
+    nodeTaintsPolicy Ignore the tainted control plane is counted, at 0, and the third pod
+    could not be placed; with a maxSkew of 2, or ScheduleAnyway, one worker could get two pods
+    while the other has none."""
+    deployment = manifests.only(kind_objects, "Deployment")
+    spec = manifests.pod_spec(deployment)
+    (by_node,) = [
+        c for c in spec["topologySpreadConstraints"] if c["topologyKey"] == "kubernetes.io/hostname"
+    ]
+    # The control plane is tainted and the pods do not tolerate it: only workers take pods.
+    assert not spec.get("tolerations")
+    roles = [node["role"] for node in manifests.load_yaml(KIND_CONFIG)["nodes"]]
+    workers = [index for index, role in enumerate(roles) if role == "worker"]
+    honours_taints = by_node.get("nodeTaintsPolicy", "Ignore") == "Honor"
+    counted = workers if honours_taints else list(range(len(roles)))
+    enforced = by_node["whenUnsatisfiable"] == "DoNotSchedule"
+    pods = [0] * len(roles)
+    for pod in range(1, deployment["spec"]["replicas"] + 1):
+        lowest = min(pods[index] for index in counted)
+        allowed = [
+            index
+            for index in workers
+            if not enforced or pods[index] + 1 - lowest <= by_node["maxSkew"]
+        ]
+        assert allowed, f"pod {pod} cannot be scheduled; pods per node {pods}"
+        pods[max(allowed, key=pods.__getitem__)] += 1
+        on_workers = [pods[index] for index in workers]
+        assert max(on_workers) - min(on_workers) <= 1, f"pods per node after pod {pod}: {pods}"
+    assert min(pods[index] for index in workers) >= 1, f"a worker serves nothing: {pods}"
+
+
+def test_production_also_spreads_pods_over_zones(production_objects: list[Manifest]) -> None:
+    spec = manifests.pod_spec(manifests.only(production_objects, "Deployment"))
+    keys = {constraint["topologyKey"] for constraint in spec["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+
+
+def test_production_network_policy_admits_only_labelled_clients(
+    production_objects: list[Manifest],
+) -> None:
+    policy = manifests.only(production_objects, "NetworkPolicy")["spec"]
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    assert policy["egress"] == [], "the service opens no connection"
+    for rule in policy["ingress"]:
+        assert rule["from"], "a rule without `from` admits everyone"
+        for peer in rule["from"]:
+            assert peer.get("podSelector", {}).get("matchLabels"), peer
+        assert rule["ports"], "a rule without `ports` admits every port"
+
+
+def test_production_requests_at_least_what_kind_does(
+    kind_objects: list[Manifest], production_objects: list[Manifest]
+) -> None:
+    def resources(objects: list[Manifest]) -> Manifest:
+        return manifests.container(manifests.only(objects, "Deployment"), NAME)["resources"]
+
+    kind, production = resources(kind_objects), resources(production_objects)
+    assert production["limits"]["memory"] == production["requests"]["memory"]
+    assert manifests.quantity(production["requests"]["cpu"]) >= manifests.quantity(
+        kind["requests"]["cpu"]
+    )
+    assert manifests.quantity(production["limits"]["memory"]) >= manifests.quantity(
+        kind["limits"]["memory"]
+    )
+
+
+# --- hardening, the same in every overlay ------------------------------------------------------
+
+
+def test_pods_run_as_the_bentoml_user_read_only_and_unprivileged(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    deployment = manifests.only(objects, "Deployment")
+    spec = manifests.pod_spec(deployment)
+    pod_security = spec["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    assert pod_security["runAsUser"] == BENTO_UID
+    assert pod_security["seccompProfile"]["type"] == "RuntimeDefault"
+    for app in spec["containers"]:
+        security = app["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert "add" not in security["capabilities"]
+        assert security.get("runAsUser", BENTO_UID) == BENTO_UID
+        assert security.get("privileged", False) is False
+    assert not any("hostPath" in volume for volume in spec.get("volumes", []))
+    for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not spec.get(host_namespace), host_namespace
+
+
+def test_pods_get_a_writable_tmp_and_no_api_token(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    spec = manifests.pod_spec(manifests.only(objects, "Deployment"))
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    mounts = {
+        mount["mountPath"]: mount["name"]
+        for mount in manifests.container(manifests.only(objects, "Deployment"), NAME)[
+            "volumeMounts"
+        ]
+    }
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert spec["automountServiceAccountToken"] is False
+    account = manifests.only(objects, "ServiceAccount")
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+    assert account["automountServiceAccountToken"] is False
+
+
+def test_namespace_enforces_the_restricted_pod_security_standard(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    labels = manifests.only(objects, "Namespace")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_pods_know_their_name_for_the_served_by_header(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    env = {
+        var["name"]: var
+        for var in manifests.container(manifests.only(objects, "Deployment"), NAME)["env"]
+    }
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["BENTOML_DO_NOT_TRACK"]["value"] == "true"
+
+
+def test_pods_drain_until_balancers_have_taken_them_out(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    """SIGTERM starts the drain (no preStop hook): it must outlast a failing readiness probe."""
+    _, objects = overlay
+    app = manifests.container(manifests.only(objects, "Deployment"), NAME)
+    assert "lifecycle" not in app, "the service drains on SIGTERM; a preStop pause would add to it"
+    readiness = app["readinessProbe"]
+    detected = readiness["periodSeconds"] * readiness["failureThreshold"]
+    assert _drain_seconds(app) >= detected + readiness["timeoutSeconds"] + 3
+
+
+def test_pods_log_json_lines(overlay: tuple[str, list[Manifest]]) -> None:
+    _, objects = overlay
+    env = {
+        var["name"]: var
+        for var in manifests.container(manifests.only(objects, "Deployment"), NAME)["env"]
+    }
+    assert env["IRIS_LOG_FORMAT"]["value"] == "json"
+
+
+def test_resources_request_cpu_and_memory_and_limit_memory(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, objects = overlay
+    resources = manifests.container(manifests.only(objects, "Deployment"), NAME)["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert "memory" in resources["limits"]
+    assert manifests.quantity(resources["limits"]["memory"]) >= manifests.quantity(
+        resources["requests"]["memory"]
+    )
+
+
+# --- optional components -----------------------------------------------------------------------
+
+
+def test_httproute_component_routes_to_the_service_port(
+    production_with_components: list[Manifest],
+) -> None:
+    service = manifests.only(production_with_components, "Service")
+    port_numbers = {port["port"] for port in service["spec"]["ports"]}
+    route = manifests.only(production_with_components, "HTTPRoute")
+    assert route["metadata"]["namespace"] == service["metadata"]["namespace"]
+    (parent,) = route["spec"]["parentRefs"]
+    assert (parent["group"], parent["kind"]) == ("gateway.networking.k8s.io", "Gateway")
+    (rule,) = route["spec"]["rules"]
+    paths = {(match["path"]["type"], match["path"]["value"]) for match in rule["matches"]}
+    assert paths == {
+        ("PathPrefix", "/iris"),
+        ("PathPrefix", "/v2"),
+        ("Exact", "/healthcheck"),
+    }, "keep /metrics internal"
+    for backend in rule["backendRefs"]:
+        assert backend.get("kind", "Service") == "Service"
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"] in port_numbers
+
+
+def test_httproute_waits_for_the_services_own_timeout_answer(
+    production_with_components: list[Manifest], service_class: Any
+) -> None:
+    (rule,) = manifests.only(production_with_components, "HTTPRoute")["spec"]["rules"]
+    timeouts = rule["timeouts"]
+    backend, request = _duration_s(timeouts["backendRequest"]), _duration_s(timeouts["request"])
+    assert backend <= request, "the Gateway API requires backendRequest <= request"
+    assert backend > service_class.config["traffic"]["timeout"]
+
+
+def _duration_s(duration: str) -> float:
+    """A Gateway API duration ("15s", "1m30s", "500ms") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+)(ms|h|m|s)", duration)
+    assert "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(int(number) * units[unit] for number, unit in parts)
+
+
+def _require_gateway_api_schema() -> None:
+    reason = gateway_api_schema.unavailable_reason()
+    _require(reason is None, reason or "")
+
+
+def test_production_publishes_an_httproute_that_passes_the_gateway_api_schema(
+    production_objects: list[Manifest],
+) -> None:
+    _require_gateway_api_schema()
+    route = manifests.only(production_objects, "HTTPRoute")
+    assert gateway_api_schema.schema_errors([route]) == [[]]
+
+
+def test_gateway_api_schema_check_rejects_what_the_api_would(
+    production_with_components: list[Manifest],
+) -> None:
+    _require_gateway_api_schema()
+    route = manifests.only(production_with_components, "HTTPRoute")
+
+    def broken(change: Any) -> Manifest:
+        copy = copy_module.deepcopy(route)
+        change(copy["spec"]["rules"][0])
+        return copy
+
+    misspelt = broken(lambda rule: rule.update(backendRef=rule.pop("backendRefs")))
+    bad_duration = broken(lambda rule: rule["timeouts"].update(request="15 seconds"))
+    bad_match = broken(lambda rule: rule["matches"][0]["path"].update(type="Prefix"))
+    errors = gateway_api_schema.schema_errors([misspelt, bad_duration, bad_match])
+    assert errors[0] == ["/spec/rules/0/backendRef: not a field of the schema"]
+    assert [error.split(":")[0] for error in errors[1]] == ["/spec/rules/0/timeouts/request"]
+    assert [error.split(":")[0] for error in errors[2]] == ["/spec/rules/0/matches/0/path/type"]
+
+
+def test_servicemonitor_component_scrapes_the_service(
+    production_with_components: list[Manifest],
+) -> None:
+    service = manifests.only(production_with_components, "Service")
+    monitor = manifests.only(production_with_components, "ServiceMonitor")
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
+    assert manifests.selector_matches(monitor["spec"]["selector"], service["metadata"]["labels"])
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in port_names
+        assert endpoint["path"] == "/metrics"
+
+
+def test_components_each_admit_their_own_peer(production_with_components: list[Manifest]) -> None:
+    policy = manifests.only(production_with_components, "NetworkPolicy")["spec"]
+    peers = {
+        (
+            peer.get("namespaceSelector", {}).get("matchLabels", {}).get(NAMESPACE_NAME_LABEL),
+            tuple(sorted(peer.get("podSelector", {}).get("matchLabels", {}).items())),
+        )
+        for rule in policy["ingress"]
+        for peer in rule["from"]
+    }
+    (gateway,) = manifests.only(production_with_components, "HTTPRoute")["spec"]["parentRefs"]
+    gateway_pods = (("gateway.networking.k8s.io/gateway-name", gateway["name"]),)
+    assert (gateway["namespace"], gateway_pods) in peers, "the Gateway's pods must get in"
+    assert ("monitoring", (("app.kubernetes.io/name", "prometheus"),)) in peers
+
+
+def test_every_component_has_a_readme() -> None:
+    for name in manifests.COMPONENTS:
+        readme = manifests.KUSTOMIZE_ROOT / "components" / name / "README.md"
+        assert readme.is_file(), readme
+        assert readme.read_text().strip(), readme
+
+
+# --- the image, run as the pod spec says -------------------------------------------------------
+
+POD_NAME = "iris-classifier-7d9f8b6c5-x2x4q"
+
+
+@pytest.fixture(scope="module")
+def kind_image(kind_objects: list[Manifest], trained_model: str) -> str:
+    """The kind overlay's image; built with `make image` (into this session's store) if absent."""
+    _require(docker_unavailable_reason() is None, "needs a running Docker engine")
+    image = manifests.container(manifests.only(kind_objects, "Deployment"), NAME)["image"]
+    if not image_present(image):
+        result = subprocess.run(
+            ["make", "--no-print-directory", "image"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        assert result.returncode == 0, f"make image failed:\n{result.stderr[-4000:]}"
+    assert image_present(image), f"make image did not produce {image}"
+    return image
+
+
+@pytest.mark.integration
+def test_image_serves_under_the_pod_spec(kind_objects: list[Manifest], kind_image: str) -> None:
+    """Start the kind overlay's image as its pod spec says and walk through a pod's life.
+
+    Read-only root, uid 1034, no capabilities, the memory limit, no network: if the image
+    needed to write outside /tmp, run as root, bind to loopback only or reach out at start,
+    it would fail here rather than in a crash-looping pod.
+    """
+    deployment = manifests.only(kind_objects, "Deployment")
+    app = manifests.container(deployment, NAME)
+    container = pod_emulation.pod_container(deployment, NAME, pod_name=POD_NAME)
+    assert container.image == kind_image
+    startup = app["startupProbe"]
+    pod = pod_emulation.RunningPod(container, name=f"iris-manifest-check-{os.getpid()}")
+    try:
+        pod.wait_ready(
+            startup["httpGet"]["path"],
+            timeout=startup["periodSeconds"] * startup["failureThreshold"],
+        )
+        assert pod.listen_addresses() & pod_emulation.WILDCARD_ADDRESSES, (
+            "the kubelet and the Service reach the pod IP, not its loopback"
+        )
+
+        probes = pod.http([("GET", path, None, 1) for path in sorted(_probe_paths(app))])
+        assert [answer["status"] for answer in probes] == [200] * len(probes), probes
+
+        # A bounded burst of the largest requests the API takes, then a seed request.
+        answers = pod.http(
+            [
+                ("POST", "/iris/classify_batch", {"flowers": [SEED_FLOWER] * MAX_BATCH_ROWS}, 10),
+                ("POST", "/iris/classify_iris", SEED_FLOWER, 200),
+            ]
+        )
+        assert [answer["status"] for answer in answers] == [200, 200], answers
+        assert answers[-1]["served_by"] == POD_NAME
+        assert pod.inspect("{{.State.OOMKilled}}") == "false"
+        assert pod.memory_usage_bytes() < container.memory_limit_bytes
+
+        grace = manifests.pod_spec(deployment)["terminationGracePeriodSeconds"]
+        exit_code = pod.stop(grace_seconds=grace)
+        assert exit_code != 137, "SIGTERM did not stop the service within the grace period"
+    finally:
+        pod.remove()
+
+
+def _probe_paths(app: Manifest) -> set[str]:
+    return {
+        app[probe]["httpGet"]["path"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+
+
+def _drain_seconds(app: Manifest) -> float:
+    env = {var["name"]: var.get("value") for var in app["env"]}
+    return float(env["IRIS_DRAIN_SECONDS"])
+
+
+def test_readme_shows_the_command_for_the_overlay_difference_not_its_output() -> None:
+    """Pasted output goes stale; the command that prints the difference does not."""
+    readmes = [REPO_ROOT / "README.md", *manifests.KUSTOMIZE_ROOT.rglob("README.md")]
+    kustomize_readme = (manifests.KUSTOMIZE_ROOT / "README.md").read_text()
+    assert (
+        "diff -u <(kubectl kustomize kustomize/overlays/kind) "
+        "<(kubectl kustomize kustomize/overlays/production)"
+    ) in kustomize_readme
+    assert not [path for path in readmes if "```diff" in path.read_text()]

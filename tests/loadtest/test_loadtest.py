@@ -1,0 +1,558 @@
+"""Tests of the load test: its gates and checks (unit), and a short run of the whole thing.
+
+The integration test is `make loadtest-local` in small: three replicas behind HAProxy, about
+20 s of gated load, then SIGTERM, SIGKILL and restarts under load. It needs HAProxy; outside CI
+it is skipped when HAProxy is missing, under CI=true it fails instead.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from benchmarks.containers import project_image
+from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.serving.contract import IrisFeatures
+from loadtest.answers import (
+    REFERENCE_FLOWERS,
+    ReferenceAnswers,
+    batch_problem,
+    classification_problem,
+)
+from loadtest.chart import write_chart
+from loadtest.flowers import FlowerSampler
+from loadtest.gates import balance_gate, crash_failures_gate, failure_ratio_gate, latency_gate
+from loadtest.haproxy import Server, ServerState, haproxy_binary, render_config
+from loadtest.request_log import KEPT_ALIVE_MARK, RequestRecord, read_csv, write_csv
+from loadtest.scenarios import FaultTimeline, KillFigures, Phase, drive_faults, judge
+from tests.conftest import REPO_ROOT, SESSION_HOME, require
+
+GOOD_ANSWER = {
+    "class": "setosa",
+    "probability": 0.97,
+    "probabilities": {"setosa": 0.97, "versicolor": 0.02, "virginica": 0.01},
+    "model_version": "iris_classifier:abc",
+}
+
+
+def record(started: float, *, served_by: str = "replica-1", ok: bool = True) -> RequestRecord:
+    return RequestRecord(started, 5.0, "/iris/classify_iris", served_by, ok, "" if ok else "reset")
+
+
+# --- gates ---------------------------------------------------------------------------------------
+
+
+def test_balance_gate_accepts_an_even_split() -> None:
+    result = balance_gate({"replica-1": 334, "replica-2": 330, "replica-3": 336}, 3, 0.001)
+    assert result.passed, result.detail
+
+
+def test_balance_gate_rejects_a_replica_with_half_its_share() -> None:
+    result = balance_gate({"replica-1": 400, "replica-2": 400, "replica-3": 200}, 3, 0.001)
+    assert not result.passed
+    assert "chi-square" in result.detail
+
+
+def test_balance_gate_rejects_a_replica_that_never_served() -> None:
+    result = balance_gate({"replica-1": 500, "replica-2": 500}, 3, 0.001)
+    assert not result.passed
+    assert "2 replicas served, expected 3" in result.detail
+
+
+def test_failure_ratio_gate_rejects_one_percent() -> None:
+    assert failure_ratio_gate(9, 1000, 0.01).passed
+    assert not failure_ratio_gate(10, 1000, 0.01).passed
+    assert not failure_ratio_gate(0, 0, 0.01).passed
+
+
+def test_latency_gate_rejects_slow_and_unmeasured() -> None:
+    assert latency_gate("p95", 80.0, 100.0).passed
+    assert not latency_gate("p95", 120.0, 100.0).passed
+    assert not latency_gate("p99", float("nan"), 100.0).passed
+
+
+# --- answers and request bodies -------------------------------------------------------------
+
+
+def test_a_well_formed_answer_passes() -> None:
+    assert classification_problem(GOOD_ANSWER) is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("class", "rose"), ("probability", 1.5), ("probabilities", {"setosa": 1.0})],
+)
+def test_a_wrong_answer_is_a_failure(field: str, value: object) -> None:
+    assert classification_problem({**GOOD_ANSWER, field: value}) is not None
+
+
+def test_a_batch_answer_must_have_one_prediction_per_flower() -> None:
+    answer = {"predictions": [{"class": "setosa", "probability": 0.9}], "model_version": "v"}
+    assert batch_problem(answer, 1) is None
+    assert "1 predictions for 2 flowers" in (batch_problem(answer, 2) or "")
+
+
+def reference_answers(probability: float = 0.97) -> tuple[list[dict], dict]:
+    """Well-formed answers for every reference flower, and for all of them in one batch."""
+    single = {**GOOD_ANSWER, "probability": probability}
+    batch = {
+        "predictions": [{"class": "setosa", "probability": probability}] * len(REFERENCE_FLOWERS),
+        "model_version": GOOD_ANSWER["model_version"],
+    }
+    return [single] * len(REFERENCE_FLOWERS), batch
+
+
+def test_reference_answers_pass_when_every_replica_gives_the_same() -> None:
+    reference = ReferenceAnswers()
+    reference.take(*reference_answers())
+    singles, batch = reference_answers()
+    assert reference.single_problem(0, singles[0], "replica-1") is None
+    assert reference.batch_problem(batch, "replica-2") is None
+    result = reference.gate({"replica-1": 40, "replica-2": 41})
+    assert result.passed, result.detail
+
+
+def test_a_replica_answering_differently_fails_the_reference_gate() -> None:
+    reference = ReferenceAnswers()
+    reference.take(*reference_answers())
+    singles, batch = reference_answers(probability=0.96)  # still a well-formed answer
+    assert classification_problem(singles[0]) is None
+    assert "replica-2 answered" in (reference.single_problem(0, singles[0], "replica-2") or "")
+    assert reference.batch_problem(batch, "replica-2") is not None
+    result = reference.gate({"replica-1": 40, "replica-2": 41})
+    assert not result.passed
+    assert "2 differed" in result.detail
+
+
+def test_the_reference_gate_needs_every_replica_checked_and_answers_taken() -> None:
+    reference = ReferenceAnswers()
+    assert not reference.gate({"replica-1": 10}).passed
+    assert reference.single_problem(0, GOOD_ANSWER, "replica-1") is not None
+    reference.take(*reference_answers())
+    assert reference.single_problem(0, reference_answers()[0][0], "replica-1") is None
+    result = reference.gate({"replica-1": 10, "replica-2": 10})
+    assert not result.passed
+    assert "never checked on replica-2" in result.detail
+
+
+def test_sampled_flowers_are_valid_requests_of_every_species() -> None:
+    sampler = FlowerSampler(seed=7)
+    drawn = [sampler.labelled_flower() for _ in range(3000)]
+    for _, flower in drawn:
+        assert tuple(flower) == FEATURE_NAMES
+        IrisFeatures.model_validate(flower, strict=True)  # what the service accepts
+    # The bundled data holds 50 flowers of each species: each gets about a third of the draws.
+    shares = {name: count / len(drawn) for name, count in Counter(s for s, _ in drawn).items()}
+    assert set(shares) == set(CLASS_NAMES)
+    assert all(0.28 < share < 0.39 for share in shares.values()), shares
+
+
+# --- fault judgement ----------------------------------------------------------------------------
+
+
+def fault_timeline(kill_at: float, open_connections: int) -> FaultTimeline:
+    timeline = FaultTimeline()
+    timeline.phases = [
+        Phase("baseline", 0.0, 10.0, "steady"),
+        Phase("SIGTERM replica-1", 10.0, 20.0, "graceful"),
+        Phase("SIGKILL replica-2", kill_at, 40.0, "killed"),
+    ]
+    timeline.kill = KillFigures("replica-2", kill_at, kill_at + 0.01, 3, open_connections, 0.5)
+    return timeline
+
+
+def even_records(start: float, end: float, replicas: int = 3) -> list[RequestRecord]:
+    return [
+        record(start + step * 0.01, served_by=f"replica-{step % replicas + 1}")
+        for step in range(int((end - start) * 100))
+    ]
+
+
+def judge_faults(records: list[RequestRecord], timeline: FaultTimeline) -> list:
+    """The fault run judged with the gates `make loadtest-local` uses, for 3 replicas."""
+    _, results = judge(
+        records,
+        timeline,
+        replica_count=3,
+        max_failure_ratio=0.01,
+        balance_alpha=0.001,
+        max_recovery_s=5,
+    )
+    return results
+
+
+def test_judge_passes_clean_phases_and_a_bounded_crash() -> None:
+    records = [*even_records(0, 20), *even_records(30, 40)]
+    records += [record(30.0 - 0.004, served_by="", ok=False)]  # in flight at the kill
+    results = judge_faults(records, fault_timeline(kill_at=30.0, open_connections=1))
+    assert all(result.passed for result in results), [str(result) for result in results]
+
+
+def test_judge_fails_a_sigterm_that_lost_a_request() -> None:
+    records = [*even_records(0, 20), record(15.0, served_by="", ok=False)]
+    results = judge_faults(records, fault_timeline(kill_at=30.0, open_connections=0))
+    failed = [result.name for result in results if not result.passed]
+    assert failed == ["SIGTERM replica-1: zero failures"]
+
+
+def test_judge_fails_a_crash_with_more_failures_than_its_share_until_removal() -> None:
+    # Removed 0.5 s after the kill: 50 requests started meanwhile, about 17 of them to it.
+    late_failures = [record(31.0 + 0.15 * index, served_by="", ok=False) for index in range(40)]
+    records = [*even_records(0, 20), *even_records(30, 40), *late_failures]
+    results = judge_faults(records, fault_timeline(kill_at=30.0, open_connections=1))
+    failed = {result.name for result in results if not result.passed}
+    assert failed == {
+        "SIGKILL replica-2: failures bounded by its in-flight requests and its share until removal",
+        "SIGKILL replica-2: success back to 100%",
+    }
+
+
+def test_judge_leaves_kept_alive_requests_out_of_the_balance() -> None:
+    """A kept-alive client stays on one replica by design; only fresh connections are spread."""
+    pinned = [
+        RequestRecord(
+            0.5 + index * 0.001, 5.0, f"/iris/classify_iris{KEPT_ALIVE_MARK}", "replica-1", True, ""
+        )
+        for index in range(600)
+    ]
+    timeline = FaultTimeline(phases=[Phase("baseline", 0.0, 10.0, "steady")])
+    balanced = judge_faults([*even_records(0, 10), *pinned], timeline)
+    assert all(result.passed for result in balanced), [str(result) for result in balanced]
+    unmarked = [
+        RequestRecord(r.started, 5.0, "/iris/classify_iris", r.served_by, True, "") for r in pinned
+    ]
+    skewed = judge_faults([*even_records(0, 10), *unmarked], timeline)
+    assert [result.name for result in skewed if not result.passed] == ["baseline: balance"]
+
+
+def test_judge_fails_a_rolling_update_that_lost_one_kept_alive_request() -> None:
+    timeline = FaultTimeline(phases=[Phase("rolling update of 3 replicas", 0.0, 10.0, "graceful")])
+    lost = RequestRecord(5.0, 1.0, f"/iris/classify_iris{KEPT_ALIVE_MARK}", "", False, "reset")
+    results = judge_faults([*even_records(0, 10), lost], timeline)
+    assert [str(result) for result in results] == [
+        "[FAIL] rolling update of 3 replicas: zero failures: 1 of 1001 requests failed "
+        "({'reset': 1})"
+    ]
+
+
+class FakeBalancer:
+    """Records what the driver asks of HAProxy; servers are UP once set ready, DOWN once stopped."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.accepted = 0
+
+    def connections_accepted(self) -> int:
+        self.accepted += 1
+        return self.accepted
+
+    def set_state(self, server: str, state: str) -> None:
+        self.events.append(f"{state} {server}")
+
+    def wait_for(self, server: str, status: str, *, timeout: float = 30.0) -> float:
+        self.events.append(f"{status} {server}")
+        return 0.0
+
+    def server_states(self) -> dict[str, ServerState]:
+        return {}
+
+
+class FakeReplica:
+    def __init__(self, name: str, events: list[str]) -> None:
+        self.name, self.port, self.events = name, 0, events
+
+    def launch(self) -> None:
+        self.events.append(f"launch {self.name}")
+
+    def wait_ready(self) -> float:
+        return 0.0
+
+    def terminate(self) -> None:
+        self.events.append(f"SIGTERM {self.name}")
+
+    def wait_stopped(self) -> float:
+        self.events.append(f"stopped {self.name}")
+        return 0.0
+
+
+def test_rolling_update_puts_each_new_replica_in_rotation_before_an_old_one_stops() -> None:
+    events: list[str] = []
+    olds = [FakeReplica(f"replica-{index}", events) for index in (1, 2, 3)]
+    news = [FakeReplica(f"replica-{index}", events) for index in (4, 5, 6)]
+    timeline = drive_faults(
+        olds,
+        FakeBalancer(events),
+        observe_s=0,
+        warmup_s=0,
+        drain_before_sigterm=False,
+        kill=False,
+        spares=news,
+    )
+    rolling = events[events.index("launch replica-4") :]
+    assert rolling == [
+        step
+        for old, new in zip(olds, news, strict=True)
+        for step in (
+            f"launch {new.name}",
+            f"ready {new.name}",
+            f"UP {new.name}",
+            f"SIGTERM {old.name}",
+            f"DOWN {old.name}",
+            f"stopped {old.name}",
+        )
+    ]
+    kinds = {phase.name: phase.kind for phase in timeline.phases}
+    assert kinds["rolling update of 3 replicas"] == "graceful"
+    assert kinds["SIGTERM replica-1 until it is back"] == "graceful"
+
+
+def crash_gate_passes(failures: int, started_before_removal: int, in_flight: int = 2) -> bool:
+    """The SIGKILL gate for 3 replicas at the load test's alpha."""
+    return crash_failures_gate(
+        "replica-2",
+        failures=failures,
+        requests=5000,
+        in_flight=in_flight,
+        started_before_removal=started_before_removal,
+        replicas=3,
+        alpha=0.001,
+    ).passed
+
+
+def test_crash_bound_grows_with_the_requests_sent_before_removal() -> None:
+    assert crash_gate_passes(2, 0)
+    assert not crash_gate_passes(3, 0), "nothing was sent to it: only its in-flight may fail"
+    assert crash_gate_passes(2 + 370, 1000)  # a third of 1000 plus random spread
+    assert not crash_gate_passes(2 + 500, 1000)  # half: more than a random third would send it
+
+
+def test_crash_bound_rarely_fails_a_random_balancer_and_catches_a_sticky_one() -> None:
+    """1000 simulated crashes behind a random per-connection balancer (3 replicas)."""
+    rng = np.random.default_rng(7)
+    started, in_flight = 600, 3
+    passed = [
+        crash_gate_passes(in_flight + int(rng.binomial(started, 1 / 3)), started, in_flight)
+        for _ in range(1000)
+    ]
+    assert sum(passed) >= 990
+    # A balancer that kept sending half the connections to the dead replica fails the gate.
+    assert not crash_gate_passes(in_flight + started // 2, started, in_flight)
+
+
+def test_balance_gate_accepts_random_splits_and_rejects_a_skewed_balancer() -> None:
+    """Per-connection random choices over 3 replicas, 3000 connections, 1000 runs."""
+    rng = np.random.default_rng(11)
+    names = ("replica-1", "replica-2", "replica-3")
+
+    def passes(shares: list[float]) -> list[bool]:
+        return [
+            balance_gate(dict(zip(names, map(int, counts), strict=True)), 3, 0.001).passed
+            for counts in rng.multinomial(3000, shares, size=1000)
+        ]
+
+    assert sum(passes([1 / 3] * 3)) >= 990, "an even random split must almost always pass"
+    assert sum(passes([0.4, 0.3, 0.3])) <= 10, "a replica 20 % over its share must fail"
+
+
+def require_haproxy() -> None:
+    try:
+        haproxy_binary()
+    except FileNotFoundError as missing:
+        require(False, str(missing))
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+def test_request_log_round_trips_and_charts(tmp_path: Path) -> None:
+    records = [*even_records(0, 5), record(2.5, served_by="", ok=False)]
+    write_csv(records, tmp_path / "requests.csv")
+    assert read_csv(tmp_path / "requests.csv") == records
+    write_chart(records, tmp_path / "replicas.png", markers=[(2.5, "SIGKILL replica-2")])
+    assert (tmp_path / "replicas.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_haproxy_accepts_the_generated_config(tmp_path: Path) -> None:
+    require_haproxy()
+    config = tmp_path / "haproxy.cfg"
+    servers = [Server("replica-1", 3001), Server("replica-2", 3002)]
+    config.write_text(render_config(servers, listen_port=8080, stats_socket=tmp_path / "s.sock"))
+    checked = subprocess.run(
+        [haproxy_binary(), "-c", "-f", str(config)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "option httpchk" in config.read_text()
+    assert "uri /readyz" in config.read_text()
+
+
+def test_a_rolling_updates_spare_slots_start_out_of_rotation(tmp_path: Path) -> None:
+    require_haproxy()
+    config = tmp_path / "haproxy.cfg"
+    servers = [Server("replica-1", 3001), Server("replica-2", 3002, spare=True)]
+    text = render_config(servers, listen_port=8080, stats_socket=tmp_path / "s.sock")
+    config.write_text(text)
+    checked = subprocess.run(
+        [haproxy_binary(), "-c", "-f", str(config)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "server replica-1 127.0.0.1:3001\n" in text
+    assert "server replica-2 127.0.0.1:3002 disabled" in text
+
+
+# --- integration ----------------------------------------------------------------------------------
+
+
+def locust_binary() -> str:
+    return str(Path(sys.executable).with_name("locust"))
+
+
+def run_locust(host: str, report_dir: Path, *settings: str) -> tuple[int, str]:
+    """Exit code and output of a short locust run with locust.conf against `host`.
+
+    locust starts its run-time clock from the event loop's time, which stands still while the
+    locustfile is imported (3.5 s on a busy machine): a run of 3 s then ends before a request.
+    """
+    run = subprocess.run(
+        [
+            locust_binary(),
+            *("--config", "loadtest/locust.conf", "--host", host, "--run-time", "8s"),
+            *("--html", str(report_dir / "report.html"), "--csv", str(report_dir / "locust")),
+            *settings,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return run.returncode, run.stdout + run.stderr
+
+
+@pytest.mark.integration
+def test_locust_gates_fail_when_replicas_are_missing(live_server: str, tmp_path: Path) -> None:
+    """One replica where three are expected: the balance gate must set a non-zero exit code."""
+    returncode, output = run_locust(
+        live_server, tmp_path, "--users", "2", "--expected-replicas", "3"
+    )
+    assert returncode == 1, output
+    assert "[FAIL] balance: 1 replicas served, expected 3" in output
+    assert "[PASS] failure ratio" in output
+    assert "[PASS] reference answers: identical to those before the load (live-replica-1:" in output
+    assert (tmp_path / "replicas.png").exists()
+    assert (tmp_path / "requests.csv").exists()
+
+
+class DriftingReplicas(http.server.BaseHTTPRequestHandler):
+    """Two replicas behind one port: after the answers the load test takes before its load,
+    every second request is served by a replica whose model answers a little differently."""
+
+    requests_seen = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.lock:
+            DriftingReplicas.requests_seen += 1
+            drifted = self.requests_seen > len(REFERENCE_FLOWERS) + 1 and self.requests_seen % 2
+        single, batch = reference_answers(probability=0.96 if drifted else 0.97)
+        payload = json.dumps(batch if "flowers" in body else single[0]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("X-Served-By", "replica-b" if drifted else "replica-a")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.mark.integration
+def test_locust_fails_a_run_where_a_replica_answers_differently(tmp_path: Path) -> None:
+    from benchmarks.processes import free_port
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), DriftingReplicas)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        returncode, output = run_locust(host, tmp_path, "--users", "1", "--expected-replicas", "0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert returncode == 1, output
+    assert "[FAIL] reference answers:" in output
+    assert "replica-b answered" in output
+
+
+def leftovers(run_id: str) -> list[str]:
+    """Processes started by the run (they inherit its marker) and its containers still there."""
+    found = []
+    for process in psutil.process_iter(["pid", "name"]):
+        try:
+            if process.environ().get("LOADTEST_TEST_RUN") == run_id:
+                found.append(f"pid {process.pid} {process.info['name']}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    if shutil.which("docker"):
+        containers = subprocess.run(
+            ["docker", "ps", "--all", "--quiet", "--filter", f"label=iris-loadtest={run_id}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found += [f"container {line}" for line in containers.stdout.split()]
+    return found
+
+
+@pytest.mark.integration
+def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
+    trained_model: str, tmp_path: Path
+) -> None:
+    require_haproxy()
+    require(shutil.which("prometheus") is not None, "prometheus is not installed")
+    from benchmarks.processes import free_port
+
+    run_id = uuid.uuid4().hex[:8]
+    env = {**os.environ, "BENTOML_HOME": str(SESSION_HOME), "LOADTEST_TEST_RUN": run_id}
+    run = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "loadtest.run", "--replicas", "3", "--lb-port", str(free_port())),
+            *("--image", project_image(), "--run-id", run_id, "--report-dir", str(tmp_path)),
+            # Readiness checked every second, so a drain of 4 s outlasts two failed checks.
+            *("--run-time", "20s", "--observe", "4", "--probe-period", "1", "--drain-seconds", "4"),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "Load test PASSED" in output
+    assert "[PASS] SIGTERM replica-1 until it is back: zero failures" in output
+    assert "[PASS] SIGKILL replica-2: success back to 100%" in output
+    assert "[PASS] Prometheus and X-Served-By agree per replica" in output
+    assert (tmp_path / "steady" / "prometheus.png").exists()
+    assert "[PASS] rolling update of 3 replicas: zero failures" in output
+    served = Counter(
+        row.served_by for row in read_csv(tmp_path / "steady" / "requests.csv") if row.ok
+    )
+    assert set(served) == {"replica-1", "replica-2", "replica-3"}
+    for run_dir in ("steady", "faults"):
+        assert (tmp_path / run_dir / "report.html").exists()
+        assert (tmp_path / run_dir / "replicas.png").exists()
+    assert leftovers(run_id) == []

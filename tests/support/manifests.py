@@ -1,0 +1,148 @@
+"""Questions the manifest tests ask about the rendered overlays.
+
+Rendering and reading the pod spec live in benchmarks/deployment.py (the pod emulation and the
+memory tool need them too) and are re-exported here, so a test reads one `manifests` module.
+Schema checks use the offline, strict schemas that kubernetes-validate ships for each
+Kubernetes release.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+from kubernetes_validate.utils import all_versions
+
+from benchmarks.deployment import (
+    KUSTOMIZE_ROOT,
+    Manifest,
+    RenderError,
+    container,
+    describe,
+    kustomize_command,
+    only,
+    overlay_dir,
+    pod_spec,
+    quantity,
+    render,
+    render_text,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "KUSTOMIZE_ROOT",
+    "OVERLAYS",
+    "Manifest",
+    "RenderError",
+    "all_of",
+    "container",
+    "describe",
+    "is_custom_resource",
+    "kustomize_command",
+    "load_yaml",
+    "only",
+    "overlay_dir",
+    "pod_labels",
+    "pod_spec",
+    "port_exists",
+    "quantity",
+    "render",
+    "render_text",
+    "schema_error",
+    "schema_versions",
+    "selector_matches",
+]
+
+logger = logging.getLogger(__name__)
+
+OVERLAYS = ("kind", "production")
+COMPONENTS = ("gateway-api", "servicemonitor", "grafana-dashboard")
+
+# Custom resources have no schema in kubernetes-validate; each is checked by its own test.
+CUSTOM_RESOURCE_KINDS = frozenset(
+    {
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PrometheusRule"),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    }
+)
+
+
+def schema_versions(oldest: str = "1.29") -> list[str]:
+    """Every Kubernetes minor release from `oldest` on that kubernetes-validate has schemas for."""
+    minors = {".".join(version.split(".")[:2]) for version in all_versions()}
+    return sorted(
+        (minor for minor in minors if _minor_key(minor) >= _minor_key(oldest)), key=_minor_key
+    )
+
+
+def _minor_key(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def schema_error(manifest: Manifest, version: str) -> str | None:
+    """Why the strict schema of Kubernetes `version` rejects `manifest`, or None if it passes.
+
+    Strict means no field the API does not know: a misspelt key fails here instead of being
+    silently dropped by the API server.
+    """
+    try:
+        kubernetes_validate.validate(manifest, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        where = ".".join(str(part) for part in error.path) or "(top level)"
+        return f"{describe(manifest)} at {where}: {error.message}"
+    except kubernetes_validate.SchemaNotFoundError as error:
+        return f"{describe(manifest)}: {error.message}"
+    return None
+
+
+def is_custom_resource(manifest: Manifest) -> bool:
+    return (manifest["apiVersion"], manifest["kind"]) in CUSTOM_RESOURCE_KINDS
+
+
+def all_of(manifests: Iterable[Manifest], kind: str) -> list[Manifest]:
+    return [manifest for manifest in manifests if manifest["kind"] == kind]
+
+
+def pod_labels(deployment: Manifest) -> dict[str, str]:
+    return deployment["spec"]["template"]["metadata"].get("labels", {})
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a LabelSelector (matchLabels and matchExpressions) selects `labels`.
+
+    An empty selector selects everything, as in the API; callers that must not accept that
+    check for it themselves.
+    """
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values", [])
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def port_exists(target: int | str, container_spec: Manifest) -> bool:
+    """Whether a Service or probe port (a number or a port name) exists on the container."""
+    ports = container_spec.get("ports", [])
+    if isinstance(target, int):
+        return any(port["containerPort"] == target for port in ports)
+    return any(port.get("name") == target for port in ports)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())

@@ -1,0 +1,311 @@
+"""The service as users run it: a real `bentoml serve` process (fixture `live_server`)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import select
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import SEED_FLOWER
+
+pytestmark = pytest.mark.integration
+
+
+def request(url: str, body: bytes | None = None, content_type: str = "application/json"):
+    """(status, headers, body) of one request, 4xx and 5xx included."""
+    headers = {"Content-Type": content_type} if body is not None else {}
+    req = urllib.request.Request(
+        url, data=body, headers=headers, method="POST" if body is not None else "GET"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def test_seed_curl_gets_seed_answer(live_server: str) -> None:
+    status, headers, body = request(
+        f"{live_server}/iris/classify_iris", json.dumps(SEED_FLOWER).encode()
+    )
+    assert status == 200
+    answer = json.loads(body)
+    assert (answer["class"], answer["probability"]) == ("setosa", 0.99)
+    assert headers["X-Served-By"] == "live-replica-1"
+
+
+@pytest.mark.parametrize("path", ["/healthcheck", "/livez", "/readyz", "/metrics", "/docs.json"])
+def test_operational_endpoints_answer_200_with_replica_header(live_server: str, path: str) -> None:
+    status, headers, _ = request(f"{live_server}{path}")
+    assert status == 200
+    assert headers["X-Served-By"] == "live-replica-1"
+
+
+def test_metrics_count_classify_requests(live_server: str) -> None:
+    request(f"{live_server}/iris/classify_iris", json.dumps(SEED_FLOWER).encode())
+    _, _, body = request(f"{live_server}/metrics")
+    lines = [
+        line
+        for line in body.decode().splitlines()
+        if line.startswith("bentoml_service_request_total") and "/iris/classify_iris" in line
+    ]
+    assert lines, body.decode()[:2000]
+    assert any(float(line.rsplit(" ", 1)[1]) >= 1 for line in lines)
+
+
+BAD_BODIES = [
+    b'{"sepal_length": NaN, "sepal_width": 4, "petal_length": 2, "petal_width": 4}',
+    b'{"sepal_length": "inf", "sepal_width": 4, "petal_length": 2, "petal_width": 4}',
+    b'{"sepal_length": -2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}',
+    b'{"sepal_length": 2, "sepal_width": 4, "petal_length": 2}',
+    b"{",
+    b"",
+    b"\xff\xfe\xfd",
+]
+
+
+def test_bad_inputs_are_refused_and_logged_without_traceback(
+    live_server: str, live_server_log: Path
+) -> None:
+    for body in BAD_BODIES:
+        status, headers, answer = request(f"{live_server}/iris/classify_iris", body)
+        assert 400 <= status < 500, (body, status, answer)
+        assert "error" in json.loads(answer)
+        assert headers["X-Served-By"] == "live-replica-1"
+    status, _, _ = request(f"{live_server}/readyz")
+    assert status == 200
+    status, _, answer = request(
+        f"{live_server}/iris/classify_iris", json.dumps(SEED_FLOWER).encode()
+    )
+    assert (status, json.loads(answer)["class"]) == (200, "setosa")
+    log = live_server_log.read_text()
+    assert log.count("refused POST /iris/classify_iris") >= len(BAD_BODIES)
+    assert "Traceback" not in log
+
+
+def test_chunked_oversized_body_is_refused_before_it_is_all_sent(live_server: str) -> None:
+    """The 413 arrives while the client is still sending: the body was never read whole."""
+    parts = urlsplit(live_server)
+    chunk = b" " * 65536
+    chunk_frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    max_chunks = 64  # 4 MiB, four times the limit
+    sent_chunks = 0
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /iris/classify_iris HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        answer = b""
+        while sent_chunks < max_chunks:
+            readable, _, _ = select.select([conn], [], [], 0.05)
+            if readable:
+                break
+            try:
+                conn.sendall(chunk_frame)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent_chunks += 1
+        conn.settimeout(10)
+        try:
+            while b"\r\n\r\n" not in answer:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except ConnectionResetError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent_chunks < max_chunks
+
+
+def test_openapi_document_describes_every_route(live_server: str) -> None:
+    _, _, body = request(f"{live_server}/docs.json")
+    paths = json.loads(body)["paths"]
+    assert {"/iris/classify_iris", "/iris/classify_batch", "/healthcheck", "/readyz"} <= set(paths)
+    assert paths["/iris/classify_iris"]["post"]["requestBody"]["required"] is True
+
+
+# --- a replica as the image runs it: JSON logs, and a drain on SIGTERM --------------------------
+
+DRAIN_SECONDS = 3
+FORGED_NAME = "x\nFAKE LOG LINE [ERROR] admin"
+
+
+@pytest.fixture(scope="module")
+def json_replica(trained_model: str, tmp_path_factory: pytest.TempPathFactory):
+    """(url, arbiter process, log path) of a `bentoml serve` logging JSON and draining 3 s."""
+    from benchmarks.processes import (
+        bentoml_serve_command,
+        free_port,
+        start,
+        stop_tree,
+        wait_http_ok,
+    )
+    from tests.conftest import REPO_ROOT, SESSION_HOME
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("json-replica") / "serve.log"
+    env = {
+        "POD_NAME": "json-replica",
+        "BENTOML_HOME": str(SESSION_HOME),
+        "IRIS_LOG_FORMAT": "json",
+        "IRIS_DRAIN_SECONDS": str(DRAIN_SECONDS),
+    }
+    process = start(bentoml_serve_command(port), env=env, log_path=log, cwd=REPO_ROOT)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=90, process=process)
+        yield f"http://127.0.0.1:{port}", process, log
+    finally:
+        stop_tree(process.pid, grace=DRAIN_SECONDS + 15)
+        process.wait(timeout=10)
+
+
+def post(connection: http.client.HTTPConnection, path: str, body: bytes, **headers: str):
+    connection.request("POST", path, body, {"Content-Type": "application/json", **headers})
+    response = connection.getresponse()
+    return response, response.read()
+
+
+@contextlib.contextmanager
+def connected(url: str) -> Iterator[http.client.HTTPConnection]:
+    connection = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=30)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def test_refusals_of_hostile_bodies_are_small_and_their_log_lines_cannot_be_forged(
+    json_replica,
+) -> None:
+    from iris_classifier.serving.logs import MAX_LINE_CHARS
+
+    url, _, log = json_replica
+    many_unknown = dict(SEED_FLOWER, **{f"field{index}": 1 for index in range(60_000)})
+    forged = {**SEED_FLOWER, FORGED_NAME: 1, "\x1b[31m" + "y" * 100_000: 2}
+    hostile = [
+        ("/iris/classify_iris", many_unknown),
+        ("/iris/classify_iris", forged),
+        ("/iris/classify_batch", {"flowers": [forged] * 3}),
+    ]
+    with connected(url) as connection:
+        for path, body in hostile:
+            raw = json.dumps(body).encode()
+            response, answer = post(connection, path, raw, **{"X-Request-ID": "evil"})
+            assert response.status == 400, answer[:300]
+            # A few KB whatever was sent: five problems at most, names cut short.
+            assert len(answer) < 4096, len(answer)
+            assert len(json.loads(answer)["detail"]) <= 5
+    lines = log.read_text().splitlines()
+    assert lines
+    for line in lines:
+        entry = json.loads(line)  # every line one JSON object: nothing forged a line of its own
+        assert len(line) <= MAX_LINE_CHARS
+        assert {"timestamp", "level", "logger", "message", "replica"} <= set(entry)
+    refusals = [json.loads(line) for line in lines if "refused POST" in line]
+    assert len(refusals) == len(hostile)
+    assert {entry["request_id"] for entry in refusals} == {"evil"}
+    assert not any(line.startswith("FAKE") for line in lines)
+
+
+def test_sigterm_drains_kept_alive_and_new_clients_then_exits(json_replica) -> None:
+    """The race a pooled client lost: a request on a kept-alive connection just after SIGTERM."""
+    url, process, log = json_replica
+    flower = json.dumps(SEED_FLOWER).encode()
+    with connected(url) as kept:
+        response, _ = post(kept, "/iris/classify_iris", flower)
+        assert response.status == 200
+        assert response.getheader("connection") is None, "kept alive before the stop"
+
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        time.sleep(0.5)  # the arbiter passes the signal on to its worker
+        response, _ = post(kept, "/iris/classify_iris", flower)
+        assert response.status == 200, "a request on a kept-alive connection must be answered"
+        assert response.getheader("connection") == "close"
+    with connected(url) as fresh:
+        fresh.request("GET", "/readyz")
+        ready = fresh.getresponse()
+        ready.read()
+        assert ready.status == 503
+        assert ready.getheader("x-served-by") == "json-replica"
+    with connected(url) as fresh:
+        response, answer = post(fresh, "/iris/classify_iris", flower)
+        assert (response.status, json.loads(answer)["class"]) == (200, "setosa")
+
+    exit_code = process.wait(timeout=DRAIN_SECONDS + 20)
+    stopped_after = time.monotonic() - signalled
+    assert stopped_after >= DRAIN_SECONDS, "new connections must be served for the whole drain"
+    assert exit_code in (0, -signal.SIGTERM), exit_code
+    messages = [json.loads(line)["message"] for line in log.read_text().splitlines()]
+    assert any(message.startswith("SIGTERM: draining") for message in messages)
+
+
+@pytest.mark.parametrize("mebibytes", [20, 200])
+def test_http_client_reads_the_413_for_a_body_it_sends_whole(
+    live_server: str, mebibytes: int
+) -> None:
+    """http.client writes all of the body before it reads: it gets the 413 only if the server
+    reads and drops the rest of the body after answering (with flat memory) instead of
+    closing the connection under it."""
+    import psutil
+
+    parts = urlsplit(live_server)
+    server = [
+        psutil.Process(conn.pid)
+        for conn in psutil.net_connections("tcp")
+        if conn.laddr.port == parts.port and conn.status == psutil.CONN_LISTEN and conn.pid
+    ]
+    assert server, "no process listens on the live server's port"
+    before = sum(proc.memory_info().rss for proc in server)
+    peak = before
+    chunk = b" " * (1024 * 1024)
+
+    def body():
+        nonlocal peak
+        for _ in range(mebibytes):
+            peak = max(peak, sum(proc.memory_info().rss for proc in server))
+            yield chunk
+
+    with connected(live_server) as connection:
+        connection.request(
+            "POST",
+            "/iris/classify_iris",
+            body(),
+            {"Content-Type": "application/json", "Content-Length": str(mebibytes * len(chunk))},
+        )
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    assert response.status == 413
+    assert "too large" in answer["error"]
+    assert response.getheader("connection") == "close"
+    assert peak - before < 32 * 1024 * 1024, f"server memory grew {(peak - before) >> 20} MiB"
+
+
+def test_only_requests_that_are_not_http_are_answered_without_our_headers(live_server: str) -> None:
+    """uvicorn answers a request it cannot parse before any application code runs: that 400 is
+    the one response without X-Served-By and X-Request-ID (documented in the serving README)."""
+    parts = urlsplit(live_server)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 400"), answer[:200]
+    assert b"x-served-by" not in head
+    status, headers, _ = request(f"{live_server}/no-such-page")
+    assert status == 404
+    assert headers["X-Served-By"] == "live-replica-1"
+    assert headers["X-Request-ID"]

@@ -1,0 +1,108 @@
+"""ONNX export and its parity gate, per estimator: ONNX Runtime must answer as scikit-learn does."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime
+import pytest
+from sklearn.datasets import load_iris
+
+from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.serving.model import session_options
+from iris_classifier.training.estimators import ESTIMATORS, build_pipeline
+from iris_classifier.training.onnx_export import to_onnx
+from iris_classifier.training.parity import (
+    EDGE_VALUES,
+    RANDOM_FLOWERS,
+    TOLERANCE,
+    ParityError,
+    check_flowers,
+    export_checked,
+)
+
+SPECIES = np.array(CLASS_NAMES)
+
+
+@pytest.fixture(scope="module")
+def iris() -> tuple[np.ndarray, np.ndarray]:
+    features, target = load_iris(return_X_y=True)
+    return features, SPECIES[target]
+
+
+def session(model_bytes: bytes) -> onnxruntime.InferenceSession:
+    return onnxruntime.InferenceSession(
+        model_bytes, session_options(), providers=["CPUExecutionProvider"]
+    )
+
+
+@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
+def test_onnx_runtime_matches_scikit_learn(iris, estimator: str) -> None:
+    features, species = iris
+    pipeline = build_pipeline(estimator, seed=42).fit(features[::2], species[::2])
+    model_bytes, parity = export_checked(
+        pipeline, features[1::2], feature_names=FEATURE_NAMES, seed=7
+    )
+    assert parity.passed
+    runtime = session(model_bytes)
+    dtype = np.float32 if parity.precision == "float32" else np.float64
+    for rows in (features, check_flowers(seed=11)):
+        onnx_probabilities = runtime.run(["probabilities"], {"features": rows.astype(dtype)})[0]
+        np.testing.assert_allclose(
+            onnx_probabilities, pipeline.predict_proba(rows), rtol=0, atol=TOLERANCE
+        )
+
+
+def test_graph_has_fixed_names_a_dynamic_batch_and_no_zipmap(iris) -> None:
+    features, species = iris
+    pipeline = build_pipeline("random-forest", seed=1).fit(features, species)
+    runtime = session(to_onnx(pipeline, feature_names=FEATURE_NAMES))
+    [graph_input] = runtime.get_inputs()
+    assert (graph_input.name, graph_input.type) == ("features", "tensor(float)")
+    assert isinstance(graph_input.shape[0], str | None)
+    assert graph_input.shape[1] == 4
+    outputs = {output.name: output.type for output in runtime.get_outputs()}
+    # A ZipMap would answer a list of dicts; a plain tensor is what the service reads.
+    assert outputs == {"label": "tensor(string)", "probabilities": "tensor(float)"}
+    properties = runtime.get_modelmeta().custom_metadata_map
+    assert json.loads(properties["class_names"]) == list(SPECIES)
+    assert json.loads(properties["feature_names"]) == list(FEATURE_NAMES)
+    for rows in (1, 7, 1000):
+        probabilities = runtime.run(["probabilities"], {"features": np.ones((rows, 4), "f4")})[0]
+        assert probabilities.shape == (rows, 3)
+
+
+def test_check_flowers_cover_the_valid_range_and_its_edges() -> None:
+    flowers = check_flowers(seed=5)
+    assert len(flowers) == RANDOM_FLOWERS + len(EDGE_VALUES) ** 4
+    assert flowers.min() > 0
+    assert flowers.max() <= 100
+    assert flowers.min() == np.nextafter(0, 1)
+    assert (flowers == 100).all(axis=1).any()
+    # Random flowers reach both ends of the range, not only iris-sized values.
+    assert flowers[:RANDOM_FLOWERS].min() < 1
+    assert flowers[:RANDOM_FLOWERS].max() > 99
+
+
+def test_export_that_disagrees_is_refused_naming_the_worst_row(iris, monkeypatch) -> None:
+    from iris_classifier.training import parity
+
+    features, species = iris
+    pipeline = build_pipeline("logistic-regression", seed=42).fit(features, species)
+    honest = pipeline.predict_proba
+    # scikit-learn answering a little differently for one flower must be caught.
+    skewed_row = features[17]
+
+    def skewed(rows: np.ndarray) -> np.ndarray:
+        probabilities = honest(rows)
+        probabilities[(rows == skewed_row).all(axis=1)] += [2e-5, -2e-5, 0]
+        return probabilities
+
+    monkeypatch.setattr(pipeline, "predict_proba", skewed)
+    with pytest.raises(ParityError) as refused:
+        parity.export_checked(pipeline, features, feature_names=FEATURE_NAMES, seed=1)
+    message = str(refused.value)
+    assert f"hold-out row {skewed_row.tolist()}" in message
+    assert "float32" in message
+    assert "float64" in message
