@@ -29,7 +29,7 @@ from iris_classifier.contract import (
     Classification,
     IrisFeatures,
 )
-from iris_classifier.http import (
+from iris_classifier.serving.limits import (
     ConciseRefusalFilter,
     ErrorFormatMiddleware,
     RequestLimitsMiddleware,

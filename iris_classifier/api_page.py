@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from iris_classifier.http import ASGIApp, Message, Receive, Scope, Send, rewriting_body
+from iris_classifier.serving.limits import ASGIApp, Message, Receive, Scope, Send, rewriting_body
 from iris_classifier.serving import card
 from iris_classifier.serving.v2_openapi import v2_paths
 
