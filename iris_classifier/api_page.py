@@ -11,9 +11,11 @@ a string `detail`; the document is corrected to say what the service really does
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from iris_classifier.serving.limits import ASGIApp, Message, Receive, Scope, Send, rewriting_body
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from iris_classifier.serving import card
 from iris_classifier.serving.v2_openapi import v2_paths
 
@@ -44,6 +46,35 @@ EXTRA_REFUSALS = {
     "413": "Request body over the size limit",
     "415": "Request body not sent as application/json",
 }
+
+
+def rewriting_body(send: Send, status: int, rewrite: Callable[[bytes], bytes]) -> Send:
+    """A `send` that holds back a response of `status` and sends it with `rewrite(body)`.
+
+    Responses with any other status stream through untouched, so only the answers that are
+    rewritten pay for buffering.
+    """
+    held_start: Message | None = None
+    held_body: list[bytes] = []
+
+    async def send_rewritten(message: Message) -> None:
+        nonlocal held_start
+        if message["type"] == "http.response.start" and message["status"] == status:
+            held_start = message
+            return
+        if held_start is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        held_body.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = rewrite(b"".join(held_body))
+        headers = [(k, v) for k, v in held_start.get("headers", ()) if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**held_start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return send_rewritten
 
 
 class ApiPageMiddleware:
