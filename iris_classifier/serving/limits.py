@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("iris_classifier.http")
@@ -47,7 +48,8 @@ class RequestLimitsMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        media_type = _header(scope, b"content-type").split(";")[0].strip().lower()
+        headers = Headers(scope=scope)
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type and not _accepted_media_type(media_type, scope["path"]):
             await _refuse(
                 scope,
@@ -58,7 +60,7 @@ class RequestLimitsMiddleware:
                 "content-type",
             )
             return
-        declared = _content_length(scope)
+        declared = _content_length(headers)
         if declared is not None and declared > self.max_bytes:
             await self._too_large(scope, receive, send, f"declared Content-Length {declared}")
             return
@@ -113,7 +115,9 @@ async def _refuse(
         {"error": reason, "detail": [{"field": field, "reason": reason}]},
         closing=True,
     )
-    if _header(scope, b"expect").lower() != "100-continue":  # else the body never comes
+    if (
+        Headers(scope=scope).get("expect", "").lower() != "100-continue"
+    ):  # else the body never comes
         await discard_body(receive)
     await send({"type": "http.response.body", "body": b""})
 
@@ -149,15 +153,8 @@ async def discard_body(receive: Receive) -> int:
     return discarded
 
 
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return ""
-
-
-def _content_length(scope: Scope) -> int | None:
+def _content_length(headers: Headers) -> int | None:
     try:
-        return int(_header(scope, b"content-length"))
+        return int(headers.get("content-length", ""))
     except ValueError:
         return None
