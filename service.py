@@ -9,23 +9,14 @@ project replaces; `POST /iris/classify_batch` answers many flowers in one reques
 from __future__ import annotations
 
 import gc
-import itertools
-import logging
-import operator
 from pathlib import Path
 from typing import Any
 
 import bentoml
-import numpy as np
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from iris_classifier.http import (
-    ConciseRefusalFilter,
-    ErrorFormatMiddleware,
-    RequestLimitsMiddleware,
-)
 from iris_classifier.serving import card
 from iris_classifier.serving.api_page import ApiPageMiddleware
 from iris_classifier.serving.config import FEATURE_NAMES, MODEL_NAME, Settings
@@ -36,10 +27,17 @@ from iris_classifier.serving.contract import (
     IrisFeatures,
 )
 from iris_classifier.serving.edge import EdgeMiddleware
+from iris_classifier.serving.limits import RequestLimitsMiddleware
 from iris_classifier.serving.logs import configure_logging
 from iris_classifier.serving.metrics import ModelMetrics
 from iris_classifier.serving.model import ModelError, OnnxClassifier
 from iris_classifier.serving.model import load as load_model
+from iris_classifier.serving.prediction import (
+    PredictionRoutes,
+    Predictor,
+    features_of,
+    read_flower,
+)
 from iris_classifier.serving.ranges import TrainingRanges
 from iris_classifier.serving.shutdown import Drain
 from iris_classifier.serving.v2 import InferenceProtocol
@@ -47,7 +45,6 @@ from iris_classifier.serving.v2_http import endpoints as v2_endpoints
 
 settings = Settings.from_env()
 configure_logging(settings.log_format, settings.served_by)
-read_features = operator.attrgetter(*FEATURE_NAMES)
 
 # The seed service answered GET /healthcheck; clients and probes written for it keep working.
 # GET /iris/model tells clients which estimator answers them and how well it scored.
@@ -83,9 +80,8 @@ def load_stored(model_ref: Any) -> tuple[OnnxClassifier, TrainingRanges, dict[st
 load_stored(STORED_MODEL)
 
 
-# BentoML wraps every request in OpenTelemetry spans (five per request) even when no exporter
-# is configured; on the prediction routes that was half the CPU a request cost. Other routes,
-# and any deployment that configures an exporter, still get their traces.
+# BentoML opens OpenTelemetry spans for every request even when no exporter is configured, at a
+# large share of a prediction's CPU (benchmarks/README.md). Other routes keep their traces.
 UNTRACED_ROUTES = ["/iris/classify_iris", "/iris/classify_batch", "/v2/models/"]
 
 
@@ -101,7 +97,6 @@ class IrisClassifier:
     model_ref = STORED_MODEL
 
     def __init__(self) -> None:
-        logging.getLogger("bentoml._internal.server.http_app").addFilter(ConciseRefusalFilter())
         self.model, self.ranges, model_card = load_stored(self.model_ref)
         self.model_version = model_card["model_version"]
         card.publish(model_card)
@@ -117,72 +112,37 @@ class IrisClassifier:
                 },
             )
         )
-        self.metrics = ModelMetrics(
-            self.model.class_names,
-            FEATURE_NAMES,
-            model_version=self.model_version,
-            estimator=str(model_card.get("estimator", "unknown")),
+        self.predictor = Predictor(
+            self.model,
+            self.ranges,
+            ModelMetrics(
+                self.model.class_names,
+                FEATURE_NAMES,
+                model_version=self.model_version,
+                estimator=str(model_card.get("estimator", "unknown")),
+            ),
+            self.model_version,
         )
-        # Everything loaded so far lives as long as the process. Freezing it keeps the garbage
-        # collector from re-walking those objects in every full collection; those walks were
-        # the tail of the latency distribution (p99 about 9x the p50 before, about 2x after).
+        PredictionRoutes.attach(self.predictor)
+        # Everything loaded so far lives as long as the process: frozen, the garbage collector
+        # stops re-walking it in every full collection, the tail of the latency distribution.
         gc.freeze()
-        # A request's objects die by reference counting; collecting after every 700 new ones
-        # (the default) mostly re-walked the objects of requests still in flight. Every 50,000
-        # keeps cycles collected and cut p99 by another third, batch CPU by a sixth.
+        # A request's objects die by reference counting; frequent collections mostly re-walked
+        # the objects of requests still in flight. Rarer ones still collect cycles.
         gc.set_threshold(50_000, 10, 10)
 
+    # Over HTTP these two routes are answered by PredictionRoutes with the same Predictor;
+    # the typed APIs declare them (OpenAPI document, BentoML clients) and serve Python callers.
     @bentoml.api(route="/iris/classify_iris")
     async def classify_iris(self, flower: IrisFeatures, /) -> Classification:
         """Classify one flower: the most likely species and its probability."""
-        values = read_features(flower)
-        probabilities = self.model.predict_proba_one(values)
-        best = max(range(len(probabilities)), key=probabilities.__getitem__)
-        outside = self.ranges.outside_one(values)
-        self.metrics.record_one(best, probabilities[best], outside)
-        return Classification(
-            species=self.model.class_names[best],
-            # Rounded as the batch path rounds, so both endpoints give the same answer.
-            probability=float(np.round(probabilities[best], 2)),
-            probabilities={
-                name: round(p, 4)
-                for name, p in zip(self.model.class_names, probabilities, strict=True)
-            },
-            model_version=self.model_version,
-            out_of_range=outside,
-        )
+        return Classification.model_validate(self.predictor.classify(read_flower(flower)))
 
     @bentoml.api(route="/iris/classify_batch")
     async def classify_batch(self, batch: BatchRequest, /) -> BatchClassification:
         """Classify up to 5,000 flowers in one request; answers come in the order sent."""
-        rows = len(batch.flowers)
-        # One flat pass in C into a float array: a third of nested Python lists' time. In float64,
-        # as sent, so the range check flags exactly what the single-flower path flags; the model
-        # converts to its own precision.
-        features = np.fromiter(
-            itertools.chain.from_iterable(map(read_features, batch.flowers)),
-            dtype=float,
-            count=4 * rows,
-        ).reshape(rows, 4)
-        probabilities = self.model.predict_proba(features)
-        best = probabilities.argmax(axis=1)
-        names = self.model.class_names
-        top = probabilities[np.arange(rows), best]
-        outside = self.ranges.outside_mask(features)
-        self.metrics.record_batch(best, top, outside)
-        # NumPy rounds the whole column at once: a third of the time of round() per row. In
-        # float64, so that a float32 model's 0.99 is written as 0.99, not 0.9900000095367432.
-        rounded = np.round(top.astype(float), 2)
-        # Built here from known-good values, so not validated again (a tenth of the request).
-        return BatchClassification.model_construct(
-            predictions=[
-                {"class": names[index], "probability": probability, "out_of_range": flagged}
-                for index, probability, flagged in zip(
-                    best.tolist(), rounded.tolist(), self.ranges.names_per_row(outside), strict=True
-                )
-            ],
-            model_version=self.model_version,
-        )
+        features = features_of(batch.flowers, read_flower)
+        return BatchClassification.model_validate(self.predictor.classify_many(features))
 
 
 drain = Drain(settings.drain_seconds)
@@ -192,5 +152,5 @@ IrisClassifier.add_asgi_middleware(EdgeMiddleware, served_by=settings.served_by,
 IrisClassifier.add_asgi_middleware(
     ApiPageMiddleware, service=IrisClassifier, version=settings.version
 )
-IrisClassifier.add_asgi_middleware(ErrorFormatMiddleware)
 IrisClassifier.add_asgi_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes)
+IrisClassifier.add_asgi_middleware(PredictionRoutes)

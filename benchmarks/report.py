@@ -89,6 +89,12 @@ def cpu_busy_share(result: RoundResult) -> float:
     return result.cpu_us_per_request * result.single.requests_per_second / 1e6
 
 
+# The service's aims: half again the hand-written server's single-flower rate, and batches no
+# slower than the fastest this benchmark saw before the model moved to ONNX Runtime.
+SINGLE_SPEEDUP_TARGET = 1.5
+BATCH_FLOWERS_TARGET = 320_000
+
+
 def targets(summary: dict[str, dict[str, float]], service: str, reference: str) -> list[Target]:
     """The issue's targets for the service, judged on medians."""
     ours, theirs = summary.get(service), summary.get(reference)
@@ -98,10 +104,22 @@ def targets(summary: dict[str, dict[str, float]], service: str, reference: str) 
     if theirs is not None:
         speed = ratio(ours["single_rps"], theirs["single_rps"])
         p99 = ratio(ours["single_p99_ms"], theirs["single_p99_ms"])
-        checks.append(Target("single-flower req/s >= 1.0x FastAPI", speed >= 1.0, f"{speed:.2f}x"))
+        checks.append(
+            Target(
+                f"single-flower req/s >= {SINGLE_SPEEDUP_TARGET}x FastAPI",
+                speed >= SINGLE_SPEEDUP_TARGET,
+                f"{speed:.2f}x",
+            )
+        )
         checks.append(Target("single-flower p99 <= FastAPI's", p99 <= 1.0, f"{p99:.2f}x"))
     flowers = ours["flowers_per_second"]
-    checks.append(Target("batch >= 200,000 flowers/s", flowers >= 200_000, f"{flowers:,.0f}"))
+    checks.append(
+        Target(
+            f"batch >= {BATCH_FLOWERS_TARGET:,} flowers/s",
+            flowers >= BATCH_FLOWERS_TARGET,
+            f"{flowers:,.0f}",
+        )
+    )
     checks.append(Target("RSS <= 300 MB", ours["rss_mb"] <= 300, f"{ours['rss_mb']:.0f} MB"))
     cold = ours["cold_start_s"]
     checks.append(Target("cold start <= 5 s", cold <= 5, f"{cold:.2f} s"))

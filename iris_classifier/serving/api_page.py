@@ -20,9 +20,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from iris_classifier.serving import card
 from iris_classifier.serving.config import FEATURE_NAMES, FEATURE_UNIT, MAX_BODY_BYTES, MODEL_NAME
 from iris_classifier.serving.contract import IrisFeatures
-from iris_classifier.serving import card
 from iris_classifier.serving.openapi import REFUSAL_SCHEMA, describe_service
 
 PAGE_ASSETS = Path(__file__).with_name("page")

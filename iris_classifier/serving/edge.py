@@ -15,7 +15,9 @@ import logging
 import time
 from typing import Any
 
-from iris_classifier.http import ASGIApp, Message, Receive, Scope, Send, send_json
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iris_classifier.serving.limits import send_json
 from iris_classifier.serving.request_context import CURRENT_REQUEST, context_for
 from iris_classifier.serving.shutdown import Drain
 

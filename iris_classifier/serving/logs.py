@@ -11,6 +11,7 @@ line stays under MAX_LINE_CHARS however large the input was.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -25,10 +26,19 @@ MAX_ERROR_CHARS = 4000
 MAX_LINE_CHARS = 8192
 # The loggers BentoML, uvicorn and circus configure with handlers of their own.
 SERVER_LOGGERS = ("bentoml", "uvicorn", "uvicorn.error", "uvicorn.access", "circus")
+# Logger names, methods, routes and access messages repeat from line to line: each is
+# escaped once. Longer texts (client-sent, mostly) are escaped every time, never kept.
+MAX_REMEMBERED_CHARS = 256
 
 
 def escaped(text: str, budget: int) -> str:
     """`text` as the inside of a JSON string (ASCII only), at most `budget` characters."""
+    if len(text) <= MAX_REMEMBERED_CHARS:
+        return _escaped_short(text, budget)
+    return _escape(text, budget)
+
+
+def _escape(text: str, budget: int) -> str:
     limit = budget
     while True:
         quoted = json.dumps(clip(text, limit))[1:-1]
@@ -36,6 +46,9 @@ def escaped(text: str, budget: int) -> str:
             return quoted
         # Escapes grew the text (\u001b is six characters for one): cut the raw text more.
         limit = max(0, limit * budget // len(quoted) - 32)
+
+
+_escaped_short = functools.lru_cache(maxsize=1024)(_escape)
 
 
 class RecordFields(logging.Formatter):
@@ -47,9 +60,8 @@ class RecordFields(logging.Formatter):
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         seconds = record.created
-        timestamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         entry: dict[str, Any] = {
-            "timestamp": f"{timestamp}.{int(seconds % 1 * 1000):03d}Z",
+            "timestamp": f"{_utc_second(int(seconds))}.{int(seconds % 1 * 1000):03d}Z",
             "level": record.levelname,
             "logger": escaped(record.name, 128),
             "message": escaped(record.getMessage(), MAX_MESSAGE_CHARS),
@@ -69,6 +81,11 @@ class RecordFields(logging.Formatter):
             error = self.formatException(record.exc_info)
             entry["error"] = escaped(error[-MAX_ERROR_CHARS:], MAX_ERROR_CHARS)
         return entry
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 class JsonLineFormatter(RecordFields):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from iris_classifier.serving.config import CLASS_NAMES, MAX_BATCH_ROWS, PROJECT_NAME
 from iris_classifier.serving import card
+from iris_classifier.serving.config import CLASS_NAMES, MAX_BATCH_ROWS, PROJECT_NAME
 from iris_classifier.serving.v2_openapi import TAG as V2_TAG
 from iris_classifier.serving.v2_openapi import v2_paths
 
