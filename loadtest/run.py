@@ -282,8 +282,7 @@ def fault_run(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    # A plain `kill` of this runner must still tear down what it started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    install_signal_handlers()
     try:
         results = run_stage(args)
     except (
@@ -301,6 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     passed = all(result.passed for result in results)
     logger.info("Load test %s", "PASSED" if passed else "FAILED")
     return 0 if passed else 1
+
+
+def install_signal_handlers() -> None:
+    # A plain `kill` of this runner must still tear down what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Started in the background (`cmd &`, nohup), a process inherits SIGINT ignored, and so
+    # would locust, which then never stops on the SIGINT that makes it write its reports.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_stage(args: argparse.Namespace) -> list[GateResult]:
