@@ -53,6 +53,7 @@ from loadtest.request_log import (
     summarize,
     write_csv,
 )
+from loadtest.settings import conf_float, conf_int
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +75,14 @@ def add_settings(parser: LocustArgumentParser) -> None:
     group.add_argument(
         "--expected-replicas",
         type=int,
-        default=3,
+        default=conf_int("expected-replicas"),
         env_var="LOCUST_EXPECTED_REPLICAS",
         help="replicas that must all serve, evenly (balance gate); 0 skips the balance gate",
     )
     group.add_argument(
         "--requests-per-connection",
         type=int,
-        default=1,
+        default=conf_int("requests-per-connection"),
         env_var="LOCUST_REQUESTS_PER_CONNECTION",
         help="close the connection after this many requests (1: a fresh connection for every "
         "request, so an L4 balancer spreads requests; 0: keep-alive, each user stays on the "
@@ -90,7 +91,7 @@ def add_settings(parser: LocustArgumentParser) -> None:
     group.add_argument(
         "--kept-alive-users",
         type=int,
-        default=0,
+        default=conf_int("kept-alive-users"),
         env_var="LOCUST_KEPT_ALIVE_USERS",
         help="this many users keep one connection for all their requests, as pooled clients "
         "do; --requests-per-connection applies to the others",
@@ -106,42 +107,42 @@ def add_settings(parser: LocustArgumentParser) -> None:
     group.add_argument(
         "--user-rps",
         type=float,
-        default=10.0,
+        default=conf_float("user-rps"),
         env_var="LOCUST_USER_RPS",
         help="requests per second each user aims at (the load is users x this)",
     )
     group.add_argument(
         "--batch-size",
         type=int,
-        default=20,
+        default=conf_int("batch-size"),
         env_var="LOCUST_BATCH_SIZE",
         help="flowers per /iris/classify_batch request",
     )
     group.add_argument(
         "--max-failure-ratio",
         type=float,
-        default=0.01,
+        default=conf_float("max-failure-ratio"),
         env_var="LOCUST_MAX_FAILURE_RATIO",
         help="gate: the failed share of requests must stay below this",
     )
     group.add_argument(
         "--p95-limit-ms",
         type=float,
-        default=150.0,
+        default=conf_float("p95-limit-ms"),
         env_var="LOCUST_P95_LIMIT_MS",
         help="gate: 95th percentile response time over all requests",
     )
     group.add_argument(
         "--p99-limit-ms",
         type=float,
-        default=400.0,
+        default=conf_float("p99-limit-ms"),
         env_var="LOCUST_P99_LIMIT_MS",
         help="gate: 99th percentile response time over all requests",
     )
     group.add_argument(
         "--balance-alpha",
         type=float,
-        default=0.001,
+        default=conf_float("balance-alpha"),
         env_var="LOCUST_BALANCE_ALPHA",
         help="gate: chi-square significance level below which the spread is called uneven",
     )
