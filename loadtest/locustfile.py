@@ -16,7 +16,6 @@ its LOCUST_* environment variable.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import logging
@@ -28,11 +27,21 @@ from locust import FastHttpUser, constant_throughput, events, task
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 
+from iris_classifier.config import MAX_BATCH_ROWS
 from loadtest.answers import (
     REFERENCE_FLOWERS,
     ReferenceAnswers,
     batch_problem,
     classification_problem,
+)
+from loadtest.background import (
+    HOSTILE_NAME,
+    LARGE_BATCH_NAME,
+    MAX_REFUSAL_BYTES,
+    good_requests,
+    hostile_body,
+    large_batch_body,
+    user_role,
 )
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
@@ -62,11 +71,8 @@ REQUEST_LOG = RequestLog()
 # The reference flowers' answers, taken again when a test starts.
 REFERENCE = ReferenceAnswers()
 # Numbers users in the order they start; the first --kept-alive-users keep their connection,
-# the next --hostile-users send refusals.
+# the next --hostile-users send refusals, the next --large-batch-users send the largest batches.
 USER_NUMBERS = itertools.count()
-HOSTILE_NAME = "hostile: 60,000 unknown fields"
-# A refusal answer is a few KB however hostile the request (iris_classifier/serving/README.md).
-MAX_REFUSAL_BYTES = 4096
 
 
 @events.init_command_line_parser.add_listener
@@ -103,6 +109,15 @@ def add_settings(parser: LocustArgumentParser) -> None:
         env_var="LOCUST_HOSTILE_USERS",
         help="this many users send a 0.8 MB body of 60,000 unknown fields instead, which must "
         "be refused with a small 400; the latency gates judge the other requests only",
+    )
+    group.add_argument(
+        "--large-batch-users",
+        type=int,
+        default=0,
+        env_var="LOCUST_LARGE_BATCH_USERS",
+        help=f"this many users send a valid batch of {MAX_BATCH_ROWS:,} flowers instead, about "
+        "as many bytes as the hostile body, which must be answered in full: what reading a "
+        "request of that size costs; the latency gates judge the other requests only",
     )
     group.add_argument(
         "--user-rps",
@@ -173,9 +188,17 @@ class IrisClient(FastHttpUser):
         self.sampler = FlowerSampler()
         self.requests_sent = 0
         options = self.environment.parsed_options
-        number = next(USER_NUMBERS)
-        self.kept_alive = number < options.kept_alive_users
-        self.hostile = 0 <= number - options.kept_alive_users < options.hostile_users
+        role = user_role(
+            next(USER_NUMBERS),
+            kept_alive_users=options.kept_alive_users,
+            hostile_users=options.hostile_users,
+            large_batch_users=options.large_batch_users,
+        )
+        self.kept_alive = role == "kept-alive"
+        # What a background user sends instead of its own task's requests.
+        self.background = {"hostile": self.send_hostile, "large-batch": self.send_large_batch}.get(
+            role
+        )
         self.name_mark = KEPT_ALIVE_MARK if self.kept_alive else ""
 
     def wait_time(self) -> float:
@@ -206,11 +229,19 @@ class IrisClient(FastHttpUser):
                     "expected a 400 of a few KB"
                 )
 
-
-@functools.cache
-def hostile_body() -> bytes:
-    fields = {f"f{index}": 1 for index in range(60_000)}  # 0.8 MB, within the body limit
-    return json.dumps({**fields, "x\nFAKE LOG LINE [ERROR] admin": 1}).encode()
+    def send_large_batch(self) -> None:
+        """A valid request as large as a hostile one: what reading that many bytes costs."""
+        with self.client.post(
+            "/iris/classify_batch",
+            name=LARGE_BATCH_NAME,
+            data=large_batch_body(),
+            headers={"Content-Type": "application/json", **self.connection_headers()},
+            catch_response=True,
+        ) as response:
+            if problem := status_problem(response) or batch_problem(
+                response.json(), MAX_BATCH_ROWS
+            ):
+                response.failure(problem)
 
 
 class IrisUser(IrisClient):
@@ -220,8 +251,8 @@ class IrisUser(IrisClient):
 
     @task
     def classify_one(self) -> None:
-        if self.hostile:
-            self.send_hostile()
+        if self.background:
+            self.background()
             return
         with self.client.post(
             "/iris/classify_iris",
@@ -242,8 +273,8 @@ class BatchUser(IrisClient):
 
     @task
     def classify_batch(self) -> None:
-        if self.hostile:
-            self.send_hostile()
+        if self.background:
+            self.background()
             return
         rows = self.environment.parsed_options.batch_size
         with self.client.post(
@@ -265,7 +296,7 @@ class ReferenceUser(IrisClient):
     fixed_count = 1
 
     def on_start(self) -> None:
-        # Never one of the kept-alive or hostile users: it opens a new connection every time.
+        # Never a kept-alive or background user: it opens a new connection every time.
         self.requests_sent = 0
 
     @task
@@ -351,8 +382,7 @@ def record_request(
 def evaluate_gates(environment: Environment) -> list[GateResult]:
     options = environment.parsed_options
     total = environment.stats.total
-    # The latency that matters is the good requests': hostile ones are only refused.
-    good = summarize([r for r in REQUEST_LOG.records if r.name != HOSTILE_NAME])
+    good = summarize(good_requests(REQUEST_LOG.records))
     results = [
         failure_ratio_gate(total.num_failures, total.num_requests, options.max_failure_ratio),
         latency_gate("p95", good.p95_ms, options.p95_limit_ms),
