@@ -41,6 +41,7 @@ from loadtest.background import (
     good_requests,
     hostile_body,
     large_batch_body,
+    large_batch_problem,
     user_role,
 )
 from loadtest.chart import write_chart
@@ -238,9 +239,7 @@ class IrisClient(FastHttpUser):
             headers={"Content-Type": "application/json", **self.connection_headers()},
             catch_response=True,
         ) as response:
-            if problem := status_problem(response) or batch_problem(
-                response.json(), MAX_BATCH_ROWS
-            ):
+            if problem := status_problem(response) or large_batch_problem(response.content):
                 response.failure(problem)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 from iris_classifier.config import MAX_BATCH_ROWS, MAX_BODY_BYTES
-from iris_classifier.contract import BatchRequest
+from iris_classifier.contract import BatchClassification, BatchRequest
 from loadtest.background import (
     HOSTILE_NAME,
     LARGE_BATCH_NAME,
     good_requests,
     hostile_body,
     large_batch_body,
+    large_batch_problem,
     user_role,
 )
 from loadtest.request_log import RequestRecord
@@ -63,3 +64,20 @@ def test_the_latency_gates_judge_only_the_good_requests() -> None:
         "/iris/classify_iris",
         "/iris/classify_batch",
     ]
+
+
+def batch_answer(rows: int) -> bytes:
+    prediction = {"class": "setosa", "probability": 0.98, "out_of_range": []}
+    return (
+        BatchClassification(predictions=[prediction] * rows, model_version="m:1")
+        .model_dump_json(by_alias=True)
+        .encode()
+    )
+
+
+def test_the_large_batch_answer_needs_one_prediction_per_flower() -> None:
+    assert large_batch_problem(batch_answer(MAX_BATCH_ROWS)) is None
+    assert large_batch_problem(batch_answer(MAX_BATCH_ROWS - 1)) == (
+        f"{MAX_BATCH_ROWS - 1} predictions for {MAX_BATCH_ROWS} flowers"
+    )
+    assert large_batch_problem(b'{"detail": "bad"}') is not None
