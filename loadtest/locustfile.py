@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,32 +216,40 @@ class IrisClient(FastHttpUser):
 
     def send_hostile(self) -> None:
         """What a careless or malicious client sends; the refusal must cost little."""
-        with self.client.post(
-            "/iris/classify_iris",
-            name=HOSTILE_NAME,
-            data=hostile_body(),
-            headers={"Content-Type": "application/json", **self.connection_headers()},
-            catch_response=True,
-        ) as response:
-            if response.status_code == 400 and len(response.content) <= MAX_REFUSAL_BYTES:
-                response.success()
-            else:
-                response.failure(
-                    f"HTTP {response.status_code}, {len(response.content or b'')} bytes: "
-                    "expected a 400 of a few KB"
-                )
+        self._send_background("/iris/classify_iris", HOSTILE_NAME, hostile_body(), refusal_problem)
 
     def send_large_batch(self) -> None:
         """A valid request as large as a hostile one: what reading that many bytes costs."""
-        with self.client.post(
+        self._send_background(
             "/iris/classify_batch",
-            name=LARGE_BATCH_NAME,
-            data=large_batch_body(),
+            LARGE_BATCH_NAME,
+            large_batch_body(),
+            lambda response: status_problem(response) or large_batch_problem(response.content),
+        )
+
+    def _send_background(
+        self, path: str, name: str, body: bytes, problem_of: Callable[[Any], str | None]
+    ) -> None:
+        with self.client.post(
+            path,
+            name=name,
+            data=body,
             headers={"Content-Type": "application/json", **self.connection_headers()},
             catch_response=True,
         ) as response:
-            if problem := status_problem(response) or large_batch_problem(response.content):
+            if problem := problem_of(response):
                 response.failure(problem)
+            else:
+                response.success()
+
+
+def refusal_problem(response: Any) -> str | None:
+    if response.status_code == 400 and len(response.content) <= MAX_REFUSAL_BYTES:
+        return None
+    return (
+        f"HTTP {response.status_code}, {len(response.content or b'')} bytes: "
+        "expected a 400 of a few KB"
+    )
 
 
 class IrisUser(IrisClient):
