@@ -204,13 +204,15 @@ kind-down:
 # HAProxy's port in loadtest-local; with a kind cluster up, pick one other than KIND_HOST_PORT.
 LB_PORT ?= 8080
 HOST ?= http://127.0.0.1:$(LB_PORT)
-REPLICAS ?= 3
+# Replicas the load is spread over; empty: locust.conf's expected-replicas.
+REPLICAS ?=
 # More loadtest-local flags, e.g. LOADTEST_ARGS="--run-time 5m --no-faults" (see --help).
 LOADTEST_ARGS ?=
 
 .PHONY: loadtest  ## Run locust headless against HOST; the gates expect REPLICAS replicas to share the load
 loadtest: install
-	$(BIN)/locust --config loadtest/locust.conf --host $(HOST) --expected-replicas $(REPLICAS)
+	$(BIN)/locust --config loadtest/locust.conf --host $(HOST) \
+		$(if $(REPLICAS),--expected-replicas $(REPLICAS))
 
 .PHONY: loadtest-local  ## REPLICAS replicas behind HAProxy on LB_PORT, watched by Prometheus: gated load, then SIGTERM/SIGKILL
 loadtest-local: model
@@ -218,7 +220,7 @@ loadtest-local: model
 		{ echo "haproxy is not installed: apt-get install haproxy" >&2; exit 1; }
 	@command -v prometheus >/dev/null || \
 		{ echo "prometheus is not installed: apt-get install prometheus (or LOADTEST_ARGS=--no-prometheus)" >&2; exit 1; }
-	$(BIN)/python -m loadtest.run --replicas $(REPLICAS) --lb-port $(LB_PORT) \
+	$(BIN)/python -m loadtest.run $(if $(REPLICAS),--replicas $(REPLICAS)) --lb-port $(LB_PORT) \
 		--image $(IMAGE) $(LOADTEST_ARGS)
 
 # --- Benchmarks (benchmarks/) -------------------------------------------------------------------

@@ -21,7 +21,8 @@ MIN_FEATURE_CM = 0.1
 class FlowerSampler:
     """Draws flowers, each a dict of the four features in cm, from its own random stream."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, digits: int | None = 2) -> None:
+        """`digits`: decimals each value is rounded to (None: unrounded, as float64 is written)."""
         data = load_bundled()
         self._rows: list[tuple[str, tuple[float, ...]]] = [
             (str(species), tuple(float(value) for value in row))
@@ -30,6 +31,7 @@ class FlowerSampler:
             )
         ]
         self._random = random.Random(seed)
+        self._digits = digits
 
     def flower(self) -> dict[str, float]:
         return self.labelled_flower()[1]
@@ -37,9 +39,10 @@ class FlowerSampler:
     def labelled_flower(self) -> tuple[str, dict[str, float]]:
         """A flower and the species of the real flower it was drawn from."""
         species, row = self._random.choice(self._rows)
+        values = (min(MAX_FEATURE_CM, max(MIN_FEATURE_CM, value + self._noise())) for value in row)
         return species, {
-            name: round(min(MAX_FEATURE_CM, max(MIN_FEATURE_CM, value + self._noise())), 2)
-            for name, value in zip(FEATURE_NAMES, row, strict=True)
+            name: value if self._digits is None else round(value, self._digits)
+            for name, value in zip(FEATURE_NAMES, values, strict=True)
         }
 
     def flowers(self, count: int) -> list[dict[str, float]]:

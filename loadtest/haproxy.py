@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -54,12 +55,16 @@ class ReadinessProbe:
         return self.period_s * self.failure_threshold + self.timeout_s
 
 
+def _service_container(deployment_path: Path) -> dict[str, Any]:
+    deployment = yaml.safe_load(deployment_path.read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
 def manifest_readiness_probe(deployment_path: Path = BASE_DEPLOYMENT) -> ReadinessProbe:
     """The readiness probe of the service container in the base Deployment (Kubernetes defaults
     for the fields it leaves out)."""
-    deployment = yaml.safe_load(deployment_path.read_text())
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    probe = container["readinessProbe"]
+    probe = _service_container(deployment_path)["readinessProbe"]
     return ReadinessProbe(
         path=probe["httpGet"]["path"],
         period_s=probe.get("periodSeconds", 10),
@@ -67,6 +72,12 @@ def manifest_readiness_probe(deployment_path: Path = BASE_DEPLOYMENT) -> Readine
         failure_threshold=probe.get("failureThreshold", 3),
         success_threshold=probe.get("successThreshold", 1),
     )
+
+
+def manifest_drain_seconds(deployment_path: Path = BASE_DEPLOYMENT) -> float:
+    """IRIS_DRAIN_SECONDS as the base Deployment sets it for the service container."""
+    env = {item["name"]: item.get("value") for item in _service_container(deployment_path)["env"]}
+    return float(env["IRIS_DRAIN_SECONDS"])
 
 
 def kind_host_port(config_path: Path = KIND_CONFIG) -> int:

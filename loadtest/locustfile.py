@@ -16,11 +16,11 @@ its LOCUST_* environment variable.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import logging
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,22 @@ from locust import FastHttpUser, constant_throughput, events, task
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 
+from iris_classifier.config import MAX_BATCH_ROWS
 from loadtest.answers import (
     REFERENCE_FLOWERS,
     ReferenceAnswers,
     batch_problem,
     classification_problem,
+)
+from loadtest.background import (
+    HOSTILE_NAME,
+    LARGE_BATCH_NAME,
+    MAX_REFUSAL_BYTES,
+    good_requests,
+    hostile_body,
+    large_batch_body,
+    large_batch_problem,
+    user_role,
 )
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
@@ -53,6 +64,7 @@ from loadtest.request_log import (
     summarize,
     write_csv,
 )
+from loadtest.settings import conf_float, conf_int
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +73,8 @@ REQUEST_LOG = RequestLog()
 # The reference flowers' answers, taken again when a test starts.
 REFERENCE = ReferenceAnswers()
 # Numbers users in the order they start; the first --kept-alive-users keep their connection,
-# the next --hostile-users send refusals.
+# the next --hostile-users send refusals, the next --large-batch-users send the largest batches.
 USER_NUMBERS = itertools.count()
-HOSTILE_NAME = "hostile: 60,000 unknown fields"
-# A refusal answer is a few KB however hostile the request (iris_classifier/serving/README.md).
-MAX_REFUSAL_BYTES = 4096
 
 
 @events.init_command_line_parser.add_listener
@@ -74,14 +83,14 @@ def add_settings(parser: LocustArgumentParser) -> None:
     group.add_argument(
         "--expected-replicas",
         type=int,
-        default=3,
+        default=conf_int("expected-replicas"),
         env_var="LOCUST_EXPECTED_REPLICAS",
         help="replicas that must all serve, evenly (balance gate); 0 skips the balance gate",
     )
     group.add_argument(
         "--requests-per-connection",
         type=int,
-        default=1,
+        default=conf_int("requests-per-connection"),
         env_var="LOCUST_REQUESTS_PER_CONNECTION",
         help="close the connection after this many requests (1: a fresh connection for every "
         "request, so an L4 balancer spreads requests; 0: keep-alive, each user stays on the "
@@ -90,7 +99,7 @@ def add_settings(parser: LocustArgumentParser) -> None:
     group.add_argument(
         "--kept-alive-users",
         type=int,
-        default=0,
+        default=conf_int("kept-alive-users"),
         env_var="LOCUST_KEPT_ALIVE_USERS",
         help="this many users keep one connection for all their requests, as pooled clients "
         "do; --requests-per-connection applies to the others",
@@ -104,44 +113,53 @@ def add_settings(parser: LocustArgumentParser) -> None:
         "be refused with a small 400; the latency gates judge the other requests only",
     )
     group.add_argument(
+        "--large-batch-users",
+        type=int,
+        default=0,
+        env_var="LOCUST_LARGE_BATCH_USERS",
+        help=f"this many users send a valid batch of {MAX_BATCH_ROWS:,} flowers instead, about "
+        "as many bytes as the hostile body, which must be answered in full: what reading a "
+        "request of that size costs; the latency gates judge the other requests only",
+    )
+    group.add_argument(
         "--user-rps",
         type=float,
-        default=10.0,
+        default=conf_float("user-rps"),
         env_var="LOCUST_USER_RPS",
         help="requests per second each user aims at (the load is users x this)",
     )
     group.add_argument(
         "--batch-size",
         type=int,
-        default=20,
+        default=conf_int("batch-size"),
         env_var="LOCUST_BATCH_SIZE",
         help="flowers per /iris/classify_batch request",
     )
     group.add_argument(
         "--max-failure-ratio",
         type=float,
-        default=0.01,
+        default=conf_float("max-failure-ratio"),
         env_var="LOCUST_MAX_FAILURE_RATIO",
         help="gate: the failed share of requests must stay below this",
     )
     group.add_argument(
         "--p95-limit-ms",
         type=float,
-        default=150.0,
+        default=conf_float("p95-limit-ms"),
         env_var="LOCUST_P95_LIMIT_MS",
         help="gate: 95th percentile response time over all requests",
     )
     group.add_argument(
         "--p99-limit-ms",
         type=float,
-        default=400.0,
+        default=conf_float("p99-limit-ms"),
         env_var="LOCUST_P99_LIMIT_MS",
         help="gate: 99th percentile response time over all requests",
     )
     group.add_argument(
         "--balance-alpha",
         type=float,
-        default=0.001,
+        default=conf_float("balance-alpha"),
         env_var="LOCUST_BALANCE_ALPHA",
         help="gate: chi-square significance level below which the spread is called uneven",
     )
@@ -172,9 +190,17 @@ class IrisClient(FastHttpUser):
         self.sampler = FlowerSampler()
         self.requests_sent = 0
         options = self.environment.parsed_options
-        number = next(USER_NUMBERS)
-        self.kept_alive = number < options.kept_alive_users
-        self.hostile = 0 <= number - options.kept_alive_users < options.hostile_users
+        role = user_role(
+            next(USER_NUMBERS),
+            kept_alive_users=options.kept_alive_users,
+            hostile_users=options.hostile_users,
+            large_batch_users=options.large_batch_users,
+        )
+        self.kept_alive = role == "kept-alive"
+        # What a background user sends instead of its own task's requests.
+        self.background = {"hostile": self.send_hostile, "large-batch": self.send_large_batch}.get(
+            role
+        )
         self.name_mark = KEPT_ALIVE_MARK if self.kept_alive else ""
 
     def wait_time(self) -> float:
@@ -190,26 +216,40 @@ class IrisClient(FastHttpUser):
 
     def send_hostile(self) -> None:
         """What a careless or malicious client sends; the refusal must cost little."""
+        self._send_background("/iris/classify_iris", HOSTILE_NAME, hostile_body(), refusal_problem)
+
+    def send_large_batch(self) -> None:
+        """A valid request as large as a hostile one: what reading that many bytes costs."""
+        self._send_background(
+            "/iris/classify_batch",
+            LARGE_BATCH_NAME,
+            large_batch_body(),
+            lambda response: status_problem(response) or large_batch_problem(response.content),
+        )
+
+    def _send_background(
+        self, path: str, name: str, body: bytes, problem_of: Callable[[Any], str | None]
+    ) -> None:
         with self.client.post(
-            "/iris/classify_iris",
-            name=HOSTILE_NAME,
-            data=hostile_body(),
+            path,
+            name=name,
+            data=body,
             headers={"Content-Type": "application/json", **self.connection_headers()},
             catch_response=True,
         ) as response:
-            if response.status_code == 400 and len(response.content) <= MAX_REFUSAL_BYTES:
-                response.success()
+            if problem := problem_of(response):
+                response.failure(problem)
             else:
-                response.failure(
-                    f"HTTP {response.status_code}, {len(response.content or b'')} bytes: "
-                    "expected a 400 of a few KB"
-                )
+                response.success()
 
 
-@functools.cache
-def hostile_body() -> bytes:
-    fields = {f"f{index}": 1 for index in range(60_000)}  # 0.8 MB, within the body limit
-    return json.dumps({**fields, "x\nFAKE LOG LINE [ERROR] admin": 1}).encode()
+def refusal_problem(response: Any) -> str | None:
+    if response.status_code == 400 and len(response.content) <= MAX_REFUSAL_BYTES:
+        return None
+    return (
+        f"HTTP {response.status_code}, {len(response.content or b'')} bytes: "
+        "expected a 400 of a few KB"
+    )
 
 
 class IrisUser(IrisClient):
@@ -219,8 +259,8 @@ class IrisUser(IrisClient):
 
     @task
     def classify_one(self) -> None:
-        if self.hostile:
-            self.send_hostile()
+        if self.background:
+            self.background()
             return
         with self.client.post(
             "/iris/classify_iris",
@@ -241,8 +281,8 @@ class BatchUser(IrisClient):
 
     @task
     def classify_batch(self) -> None:
-        if self.hostile:
-            self.send_hostile()
+        if self.background:
+            self.background()
             return
         rows = self.environment.parsed_options.batch_size
         with self.client.post(
@@ -264,7 +304,7 @@ class ReferenceUser(IrisClient):
     fixed_count = 1
 
     def on_start(self) -> None:
-        # Never one of the kept-alive or hostile users: it opens a new connection every time.
+        # Never a kept-alive or background user: it opens a new connection every time.
         self.requests_sent = 0
 
     @task
@@ -350,8 +390,7 @@ def record_request(
 def evaluate_gates(environment: Environment) -> list[GateResult]:
     options = environment.parsed_options
     total = environment.stats.total
-    # The latency that matters is the good requests': hostile ones are only refused.
-    good = summarize([r for r in REQUEST_LOG.records if r.name != HOSTILE_NAME])
+    good = summarize(good_requests(REQUEST_LOG.records))
     results = [
         failure_ratio_gate(total.num_failures, total.num_requests, options.max_failure_ratio),
         latency_gate("p95", good.p95_ms, options.p95_limit_ms),

@@ -27,12 +27,14 @@ from pathlib import Path
 
 from benchmarks.containers import image_present, project_image
 from benchmarks.processes import REPO_ROOT, free_port, start, stop_tree
+from loadtest import settings
 from loadtest.chart import write_chart
 from loadtest.gates import GateResult
 from loadtest.haproxy import (
     HAProxy,
     ReadinessProbe,
     Server,
+    manifest_drain_seconds,
     manifest_readiness_probe,
     running_haproxy,
 )
@@ -48,17 +50,22 @@ from loadtest.prometheus import (
 from loadtest.replicas import ContainerReplica, ProcessReplica, Replica
 from loadtest.request_log import read_csv
 from loadtest.scenarios import drive_faults, judge
+from loadtest.settings import conf_float, conf_int
 
 logger = logging.getLogger("loadtest")
 
-LOCUST_CONF = REPO_ROOT / "loadtest" / "locust.conf"
 # The fault run is stopped by the driver; this only caps it if the driver is stuck.
 FAULT_RUN_CAP = "15m"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--replicas", type=int, default=3, help="replicas to start (3)")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=conf_int("expected-replicas"),
+        help="replicas to start (default: locust.conf's expected-replicas)",
+    )
     parser.add_argument(
         "--lb-port",
         type=int,
@@ -122,22 +129,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--drain-seconds",
         type=float,
-        default=15.0,
-        help="IRIS_DRAIN_SECONDS of the replicas, as in the Deployment (15): it must outlast "
+        default=manifest_drain_seconds(),
+        help="IRIS_DRAIN_SECONDS of the replicas (default: the Deployment's): it must outlast "
         "the balancer's detection of a failing readiness check",
     )
     parser.add_argument(
         "--kept-alive-users",
         type=int,
-        default=4,
-        help="users (of locust.conf's) that keep their connection open (4)",
+        help="users (of locust.conf's) that keep their connection open (default: locust.conf's "
+        "kept-alive-users)",
     )
     parser.add_argument(
         "--no-drain",
         dest="drain",
         action="store_false",
-        help="SIGTERM without first taking the replica out of HAProxy (shows the race that "
-        "Kubernetes avoids by removing a terminating pod from the Service's endpoints)",
+        help="SIGTERM without first taking the replica out of HAProxy, so that it leaves the "
+        "rotation only on failed readiness checks, as in the rolling update: the replica's own "
+        "drain must cover an endpoint removal that is slow to reach the balancer",
     )
     parser.add_argument(
         "--report-dir",
@@ -183,20 +191,20 @@ def choose_replicas(args: argparse.Namespace, log_dir: Path, first: int = 1) -> 
 
 
 def locust_command(
-    host: str, report_dir: Path, *extra: str, kept_alive_users: int = 0
+    host: str, report_dir: Path, *extra: str, kept_alive_users: int | None = None
 ) -> list[str]:
+    if kept_alive_users is not None:
+        extra = ("--kept-alive-users", str(kept_alive_users), *extra)
     return [
         str(Path(sys.executable).with_name("locust")),
         "--config",
-        str(LOCUST_CONF),
+        str(settings.LOCUST_CONF),
         "--host",
         host,
         "--html",
         str(report_dir / "report.html"),
         "--csv",
         str(report_dir / "locust"),
-        "--kept-alive-users",
-        str(kept_alive_users),
         *extra,
     ]
 
@@ -265,8 +273,8 @@ def fault_run(
         records,
         timeline,
         replica_count=len(replicas),
-        max_failure_ratio=0.01,
-        balance_alpha=0.001,
+        max_failure_ratio=conf_float("max-failure-ratio"),
+        balance_alpha=conf_float("balance-alpha"),
         max_recovery_s=args.max_recovery,
     )
     write_chart(
@@ -284,8 +292,7 @@ def fault_run(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    # A plain `kill` of this runner must still tear down what it started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    install_signal_handlers()
     try:
         results = run_stage(args)
     except (
@@ -303,6 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     passed = all(result.passed for result in results)
     logger.info("Load test %s", "PASSED" if passed else "FAILED")
     return 0 if passed else 1
+
+
+def install_signal_handlers() -> None:
+    # A plain `kill` of this runner must still tear down what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Started in the background (`cmd &`, nohup), a process inherits SIGINT ignored, and so
+    # would locust, which then never stops on the SIGINT that makes it write its reports.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_stage(args: argparse.Namespace) -> list[GateResult]:

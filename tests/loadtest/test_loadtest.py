@@ -442,8 +442,9 @@ def run_locust(host: str, report_dir: Path, *settings: str) -> tuple[int, str]:
 @pytest.mark.integration
 def test_locust_gates_fail_when_replicas_are_missing(live_server: str, tmp_path: Path) -> None:
     """One replica where three are expected: the balance gate must set a non-zero exit code."""
+    # No kept-alive user: the balance gate judges fresh connections only.
     returncode, output = run_locust(
-        live_server, tmp_path, "--users", "2", "--expected-replicas", "3"
+        live_server, tmp_path, "--users", "2", "--expected-replicas", "3", "--kept-alive-users", "0"
     )
     assert returncode == 1, output
     assert "[FAIL] balance: 1 replicas served, expected 3" in output
