@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Sequence
 
-from iris_classifier.config import MAX_BATCH_ROWS
+from iris_classifier.serving.config import MAX_BATCH_ROWS
 from loadtest.flowers import FlowerSampler
 from loadtest.request_log import RequestRecord
 

@@ -28,7 +28,7 @@ from locust import FastHttpUser, constant_throughput, events, task
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 
-from iris_classifier.config import MAX_BATCH_ROWS
+from iris_classifier.serving.config import MAX_BATCH_ROWS
 from loadtest.answers import (
     REFERENCE_FLOWERS,
     ReferenceAnswers,

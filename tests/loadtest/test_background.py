@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from iris_classifier.config import MAX_BATCH_ROWS, MAX_BODY_BYTES
-from iris_classifier.contract import BatchClassification, BatchRequest
+from iris_classifier.serving.config import MAX_BATCH_ROWS, MAX_BODY_BYTES
+from iris_classifier.serving.contract import BatchClassification, BatchRequest
 from loadtest.background import (
     HOSTILE_NAME,
     LARGE_BATCH_NAME,
