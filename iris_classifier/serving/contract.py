@@ -7,6 +7,7 @@ Infinity however they are spelled, because a model fed them answers with confide
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,6 +45,9 @@ class IrisFeatures(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        # A flower has four keys: caching key strings saves nothing, and a body of 60,000
+        # unique unknown keys spent a third of its refusal filling the cache.
+        cache_strings=False,
         json_schema_extra={"example": SAMPLE_FLOWER},
     )
 
@@ -57,15 +61,17 @@ class IrisFeatures(BaseModel):
     def _refuse_many_unknown_fields(cls, data: Any) -> Any:
         # Called for every flower of a batch: one length check when nothing is wrong.
         if isinstance(data, dict) and len(data) > len(FEATURES) + 1:
-            unknown = [name for name in data if name not in FEATURES]
-            if len(unknown) > MAX_UNKNOWN_FIELDS_LISTED:
-                named = ", ".join(
-                    repr(str(name)[:32]) for name in unknown[:MAX_UNKNOWN_FIELDS_LISTED]
+            # Counted with four lookups and named from the first few: a refusal of 60,000
+            # unknown fields costs no pass over them beyond the one that read them.
+            unknown = len(data) - sum(name in data for name in FEATURES)
+            if unknown > MAX_UNKNOWN_FIELDS_LISTED:
+                first = itertools.islice(
+                    (name for name in data if name not in FEATURES), MAX_UNKNOWN_FIELDS_LISTED
                 )
                 raise PydanticCustomError(
                     "extra_forbidden",
                     "{count} unknown fields (first: {named})",
-                    {"count": len(unknown), "named": named},
+                    {"count": unknown, "named": ", ".join(repr(str(name)[:32]) for name in first)},
                 )
         return data
 
