@@ -80,6 +80,12 @@ def manifest_drain_seconds(deployment_path: Path = BASE_DEPLOYMENT) -> float:
     return float(env["IRIS_DRAIN_SECONDS"])
 
 
+def manifest_grace_seconds(deployment_path: Path = BASE_DEPLOYMENT) -> float:
+    """The pod's terminationGracePeriodSeconds in the base Deployment (Kubernetes' default 30)."""
+    deployment = yaml.safe_load(deployment_path.read_text())
+    return float(deployment["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))
+
+
 def kind_host_port(config_path: Path = KIND_CONFIG) -> int:
     """The host port kind-config.yaml maps to the Service's node port (the one place it is set)."""
     config = yaml.safe_load(config_path.read_text())

@@ -32,13 +32,14 @@ from benchmarks.processes import (
     stop_tree,
     wait_http_ok,
 )
+from loadtest.haproxy import manifest_grace_seconds
 
 logger = logging.getLogger(__name__)
 
 # Startup loads the model and forks workers; on a busy 2-core machine that takes a while.
 READY_TIMEOUT_S = 180.0
-# A drain (IRIS_DRAIN_SECONDS, 15 s as deployed) plus in-flight requests (10 s timeout at most).
-STOP_TIMEOUT_S = 40.0
+# As long as the kubelet waits before it kills a stopping pod: the drain plus requests in flight.
+STOP_TIMEOUT_S = manifest_grace_seconds()
 
 
 class Replica(Protocol):

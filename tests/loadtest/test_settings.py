@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadtest import run, settings
-from loadtest.haproxy import manifest_drain_seconds
+from loadtest import replicas, run, settings
+from loadtest.haproxy import manifest_drain_seconds, manifest_grace_seconds
 from tests.conftest import REPO_ROOT
 
 # The locustfile's options as a locust started with that conf would default them. In a process
@@ -82,3 +82,15 @@ def test_the_runner_drains_replicas_as_the_deployment_does(tmp_path: Path) -> No
     edited.write_text(yaml.safe_dump(deployment))
     assert manifest_drain_seconds(edited) == 7.0
     assert run.parse_args([]).drain_seconds == manifest_drain_seconds()
+
+
+def test_replicas_get_the_deployments_grace_period_to_stop(tmp_path: Path) -> None:
+    deployment = yaml.safe_load((REPO_ROOT / "kustomize/base/deployment.yaml").read_text())
+    deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 55
+    edited = tmp_path / "deployment.yaml"
+    edited.write_text(yaml.safe_dump(deployment))
+    assert manifest_grace_seconds(edited) == 55.0
+    del deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    edited.write_text(yaml.safe_dump(deployment))
+    assert manifest_grace_seconds(edited) == 30.0  # Kubernetes' default
+    assert manifest_grace_seconds() == replicas.STOP_TIMEOUT_S
