@@ -125,7 +125,11 @@ async def _refuse(
 async def send_json(send: Send, status: int, content: Any, *, closing: bool = False) -> None:
     """Send `content` as a JSON answer; `closing` marks it `Connection: close` and leaves the
     response open (an empty last part must follow) so the request body can still be read."""
-    body = json.dumps(content).encode()
+    await send_json_bytes(send, status, json.dumps(content).encode(), closing=closing)
+
+
+async def send_json_bytes(send: Send, status: int, body: bytes, *, closing: bool = False) -> None:
+    """Send `body`, JSON already encoded, as `send_json` sends its content."""
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if closing:
         headers.append((b"connection", b"close"))

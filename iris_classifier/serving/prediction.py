@@ -13,17 +13,18 @@ import itertools
 import logging
 import operator
 from collections.abc import Callable, Iterable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import orjson
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 from typing_extensions import TypedDict
 
-from iris_classifier.serving.config import FEATURE_NAMES, MAX_BATCH_ROWS
+from iris_classifier.serving.config import FEATURE_NAMES
 from iris_classifier.serving.contract import BatchRequest, Centimetres, IrisFeatures
-from iris_classifier.serving.limits import send_json
+from iris_classifier.serving.limits import send_json, send_json_bytes
 from iris_classifier.serving.metrics import ModelMetrics
 from iris_classifier.serving.model import OnnxClassifier
 from iris_classifier.serving.ranges import TrainingRanges
@@ -33,7 +34,6 @@ logger = logging.getLogger("iris_classifier.http")
 
 SINGLE_ROUTE = "/iris/classify_iris"
 BATCH_ROUTE = "/iris/classify_batch"
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 # A batch's rows read as typed dicts that keep unknown fields: a third of the time pydantic
 # takes for 1,000 model instances. A batch read this way with no unknown field in any row is
@@ -45,7 +45,8 @@ FlowerRow = with_config(ConfigDict(extra="allow"))(
 FastBatch = with_config(ConfigDict(extra="forbid"))(
     TypedDict(  # type: ignore[misc]
         "FastBatch",
-        {"flowers": Annotated[list[FlowerRow], Field(min_length=1, max_length=MAX_BATCH_ROWS)]},
+        # The contract's own bounds on the number of flowers.
+        {"flowers": Annotated[list[FlowerRow], *BatchRequest.model_fields["flowers"].metadata]},
     )
 )
 FAST_BATCH = TypeAdapter(FastBatch)
@@ -67,10 +68,10 @@ def parse_batch(body: bytes) -> np.ndarray:
 def features_of(flowers: Sequence[Any], read: Callable[[Any], Iterable[float]]) -> np.ndarray:
     # One flat pass in C into a float array. In float64, as sent, so the range check flags
     # exactly what the single-flower path flags; the model converts to its own precision.
-    rows = len(flowers)
+    shape = (len(flowers), len(FEATURE_NAMES))
     return np.fromiter(
-        itertools.chain.from_iterable(map(read, flowers)), dtype=float, count=4 * rows
-    ).reshape(rows, 4)
+        itertools.chain.from_iterable(map(read, flowers)), dtype=float, count=shape[0] * shape[1]
+    ).reshape(shape)
 
 
 def parse_flower(body: bytes) -> tuple[float, ...]:
@@ -147,57 +148,31 @@ class PredictionRoutes:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    predictor: Predictor | None = None
+    # Each route's reading of a request body and its answer to what was read.
+    routes: ClassVar[dict[str, tuple[Callable[[bytes], Any], Callable[[Any], dict[str, Any]]]]] = {}
 
     @classmethod
     def attach(cls, predictor: Predictor) -> None:
-        cls.predictor = predictor
+        cls.routes = {
+            SINGLE_ROUTE: (parse_flower, predictor.classify),
+            BATCH_ROUTE: (parse_batch, predictor.classify_many),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        predictor = self.predictor
-        if scope["type"] != "http" or scope["method"] != "POST" or predictor is None:
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        if path == SINGLE_ROUTE:
-            route: tuple[Callable[[bytes], Any], Callable[[Any], dict[str, Any]]] = (
-                parse_flower,
-                predictor.classify,
-            )
-        elif path == BATCH_ROUTE:
-            route = (parse_batch, predictor.classify_many)
-        else:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         parse, answer = route
-        body = await read_body(receive)
-        if body is None:
-            return  # the client left
+        try:
+            body = await Request(scope, receive).body()
+        except ClientDisconnect:
+            return
         try:
             request = parse(body or b"{}")
         except ValidationError as error:
             refusal, summary = validation_refusal(error)
-            logger.warning("refused %s %s: 400 %s", scope["method"], path, summary)
+            logger.warning("refused %s %s: 400 %s", scope["method"], scope["path"], summary)
             await send_json(send, 400, refusal)
             return
-        content = orjson.dumps(answer(request))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*JSON_HEADERS, (b"content-length", str(len(content)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
-
-
-async def read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None when the client disconnected first."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        await send_json_bytes(send, 200, orjson.dumps(answer(request)))
