@@ -62,9 +62,9 @@ def overlay_dir(overlay: str) -> Path:
     return KUSTOMIZE_ROOT / "overlays" / overlay
 
 
-def base_deployment() -> Manifest:
+def base_deployment(path: Path = BASE_DEPLOYMENT) -> Manifest:
     """kustomize/base/deployment.yaml as written: one plain Deployment, no kustomize needed."""
-    return yaml.safe_load(BASE_DEPLOYMENT.read_text())
+    return yaml.safe_load(path.read_text())
 
 
 def describe(manifest: Manifest) -> str:

@@ -22,16 +22,22 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from benchmarks.deployment import (
+    BASE_DEPLOYMENT,
+    CONTAINER_NAME,
+    Manifest,
+    base_deployment,
+    container,
+    pod_spec,
+)
 from benchmarks.processes import REPO_ROOT, start, stop_tree
 
 logger = logging.getLogger(__name__)
 
 BACKEND = "replicas"
-BASE_DEPLOYMENT = REPO_ROOT / "kustomize" / "base" / "deployment.yaml"
 KIND_CONFIG = REPO_ROOT / "kustomize" / "overlays" / "kind" / "kind-config.yaml"
 
 
@@ -55,10 +61,8 @@ class ReadinessProbe:
         return self.period_s * self.failure_threshold + self.timeout_s
 
 
-def _service_container(deployment_path: Path) -> dict[str, Any]:
-    deployment = yaml.safe_load(deployment_path.read_text())
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return container
+def _service_container(deployment_path: Path) -> Manifest:
+    return container(base_deployment(deployment_path), CONTAINER_NAME)
 
 
 def manifest_readiness_probe(deployment_path: Path = BASE_DEPLOYMENT) -> ReadinessProbe:
@@ -82,8 +86,8 @@ def manifest_drain_seconds(deployment_path: Path = BASE_DEPLOYMENT) -> float:
 
 def manifest_grace_seconds(deployment_path: Path = BASE_DEPLOYMENT) -> float:
     """The pod's terminationGracePeriodSeconds in the base Deployment (Kubernetes' default 30)."""
-    deployment = yaml.safe_load(deployment_path.read_text())
-    return float(deployment["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))
+    spec = pod_spec(base_deployment(deployment_path))
+    return float(spec.get("terminationGracePeriodSeconds", 30))
 
 
 def kind_host_port(config_path: Path = KIND_CONFIG) -> int:
