@@ -17,24 +17,51 @@ from tests.conftest import SEED_FLOWER, require
 from tests.support import manifests
 
 COMPONENTS = manifests.KUSTOMIZE_ROOT / "components"
-RULE_FILE = COMPONENTS / "servicemonitor" / "prometheusrule.yaml"
 RUNBOOKS = COMPONENTS / "servicemonitor" / "README.md"
+RUNBOOK_BASE_ANNOTATION = "iris-classifier/runbook-base-url"
 DASHBOARD = COMPONENTS / "grafana-dashboard" / "iris-classifier.json"
 UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
+# alerts_test.yaml writes this where each runbook_url has the component's base URL.
+RUNBOOK_BASE_TOKEN = "RUNBOOK_BASE_URL"
 # Series the rules read that no replica exports: Prometheus makes `up` for every target, and
 # kube-state-metrics exports what Kubernetes knows of the Deployment.
-NOT_FROM_THE_SERVICE = {"up", "kube_deployment_status_replicas_unavailable"}
+NOT_FROM_THE_SERVICE = {
+    "up",
+    "kube_deployment_status_replicas_unavailable",
+    "kube_deployment_spec_replicas",
+}
+# An aggregation and the labels it keeps (`by`), or None when it keeps none or uses `without`.
+AGGREGATION = re.compile(
+    r"\b(sum|count|max|min|avg|group|stddev|stdvar|topk|bottomk|quantile|count_values)\s*"
+    r"(?:by\s*\(([^)]*)\))?\s*\("
+)
 # A name right before a label matcher: the metric a selector reads.
 SELECTED_METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 RECORDED_METRIC = re.compile(r"\b([a-z_]+:[a-z_:0-9]+)\b")
 
 
-def rule_groups() -> list[dict]:
-    return yaml.safe_load(RULE_FILE.read_text())["spec"]["groups"]
+@pytest.fixture(scope="module")
+def prometheus_rule(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The PrometheusRule as kustomize renders the component (runbook URLs filled in)."""
+    require(manifests.kustomize_command() is not None, "rendering needs kustomize or kubectl")
+    rendered = manifests.render_overlay_of(
+        tmp_path_factory.mktemp("alerts"), components=["servicemonitor"]
+    )
+    return manifests.only(rendered, "PrometheusRule")
 
 
-def rules() -> list[dict]:
-    return [rule for group in rule_groups() for rule in group["rules"]]
+@pytest.fixture(scope="module")
+def rule_groups(prometheus_rule: dict) -> list[dict]:
+    return prometheus_rule["spec"]["groups"]
+
+
+@pytest.fixture(scope="module")
+def rules(rule_groups: list[dict]) -> list[dict]:
+    return [rule for group in rule_groups for rule in group["rules"]]
+
+
+def runbook_base(prometheus_rule: dict) -> str:
+    return prometheus_rule["metadata"]["annotations"][RUNBOOK_BASE_ANNOTATION]
 
 
 def promtool() -> str:
@@ -44,11 +71,14 @@ def promtool() -> str:
 
 
 @pytest.fixture(scope="module")
-def rules_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def rules_dir(
+    tmp_path_factory: pytest.TempPathFactory, prometheus_rule: dict, rule_groups: list[dict]
+) -> Path:
     """The PrometheusRule's groups as a plain rule file, with the unit tests beside it."""
     directory = tmp_path_factory.mktemp("rules")
-    (directory / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups()}))
-    shutil.copy(UNIT_TESTS, directory / UNIT_TESTS.name)
+    (directory / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups}))
+    unit_tests = UNIT_TESTS.read_text().replace(RUNBOOK_BASE_TOKEN, runbook_base(prometheus_rule))
+    (directory / UNIT_TESTS.name).write_text(unit_tests)
     return directory
 
 
@@ -70,7 +100,7 @@ def test_each_alert_fires_and_stays_quiet_as_its_unit_tests_expect(rules_dir: Pa
     assert "SUCCESS" in result.stdout
 
 
-def test_every_alert_has_a_unit_test_that_expects_it_to_fire() -> None:
+def test_every_alert_has_a_unit_test_that_expects_it_to_fire(rules: list[dict]) -> None:
     tested = yaml.safe_load(UNIT_TESTS.read_text())["tests"]
     firing = {
         case["alertname"]
@@ -84,25 +114,90 @@ def test_every_alert_has_a_unit_test_that_expects_it_to_fire() -> None:
         for case in test["alert_rule_test"]
         if not case["exp_alerts"]
     }
-    alerts = {rule["alert"] for rule in rules() if "alert" in rule}
+    alerts = {rule["alert"] for rule in rules if "alert" in rule}
     assert alerts - firing == set()
     assert alerts - quiet == set()
 
 
-def test_every_alert_has_a_summary_description_and_a_runbook_section() -> None:
+def test_every_alert_has_a_summary_description_and_a_runbook_section(
+    prometheus_rule: dict, rules: list[dict]
+) -> None:
     headings = {
         line.lstrip("#").strip().lower()
         for line in RUNBOOKS.read_text().splitlines()
         if line.startswith("#")
     }
-    for rule in rules():
+    base = runbook_base(prometheus_rule)
+    # Absolute, as Alertmanager's receivers link it; written once, in the annotation.
+    assert base.startswith("https://"), base
+    assert "#" not in base, base
+    for rule in rules:
         if "alert" not in rule:
             continue
         annotations = rule["annotations"]
         assert annotations["summary"].strip(), rule["alert"]
         assert annotations["description"].strip(), rule["alert"]
-        assert annotations["runbook"].endswith("#" + rule["alert"].lower()), rule["alert"]
+        assert "runbook" not in annotations, "the operator's convention is runbook_url"
+        assert annotations["runbook_url"] == f"{base}#{rule['alert'].lower()}", rule["alert"]
         assert rule["alert"].lower() in headings, f"no runbook section for {rule['alert']}"
+
+
+def test_runbook_urls_follow_the_one_base_url(tmp_path: Path) -> None:
+    """Changing the annotation moves every runbook_url: the base is written in one place."""
+    rendered = manifests.render_overlay_of(tmp_path, components=["servicemonitor"])
+    rule_file = tmp_path / "kustomize" / "components" / "servicemonitor" / "prometheusrule.yaml"
+    document = yaml.safe_load(rule_file.read_text())
+    original = document["metadata"]["annotations"][RUNBOOK_BASE_ANNOTATION]
+    moved = "https://runbooks.example.org/iris.html"
+    rule_file.write_text(rule_file.read_text().replace(original, moved))
+    rerendered = manifests.render_overlay_of(tmp_path, components=["servicemonitor"])
+    urls = {
+        rule["annotations"]["runbook_url"]
+        for group in manifests.only(rerendered, "PrometheusRule")["spec"]["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    assert urls
+    assert {url.partition("#")[0] for url in urls} == {moved}
+    assert manifests.only(rendered, "PrometheusRule") != manifests.only(
+        rerendered, "PrometheusRule"
+    )
+
+
+def test_every_aggregation_keeps_namespace_and_job_apart(rules: list[dict]) -> None:
+    """Staging and production in one Prometheus: no rule may add their series together.
+
+    The scoping joins on kube-state-metrics series keep `namespace` only: their `job` is
+    kube-state-metrics', not the service's.
+    """
+    for rule in rules:
+        name = rule.get("record") or rule["alert"]
+        aggregations = AGGREGATION.findall(rule["expr"])
+        for operator, kept in aggregations:
+            labels = {label.strip() for label in kept.split(",") if label.strip()}
+            assert "namespace" in labels, f"{name}: {operator} without `by (namespace, ...)`"
+            if "kube_" not in rule["expr"]:
+                assert "job" in labels, f"{name}: {operator} without `by (..., job)`"
+    recorded = [rule["record"] for rule in rules if "record" in rule]
+    assert recorded
+    assert all(name.startswith("namespace_job:") for name in recorded)
+
+
+def test_every_burn_rate_window_is_a_recording_rule(rules: list[dict]) -> None:
+    recorded = {rule["record"]: rule["expr"] for rule in rules if "record" in rule}
+    windows = {"5m", "30m", "1h", "2h", "6h", "1d", "3d"}
+    ratios = {f"namespace_job:iris_prediction_errors:ratio_rate{window}" for window in windows}
+    assert ratios <= set(recorded)
+    # The long windows add up recorded rates: no days of raw samples on every evaluation.
+    for window in ("1d", "3d"):
+        expr = recorded[f"namespace_job:iris_prediction_errors:ratio_rate{window}"]
+        assert "bentoml_service_request_total" not in expr, expr
+    burn = [rule["expr"] for rule in rules if rule.get("alert", "").endswith("BurnFast")]
+    burn += [rule["expr"] for rule in rules if rule.get("alert", "").endswith("BurnSlow")]
+    assert len(burn) == 2
+    for expr in burn:
+        assert "bentoml_service_request_total" not in expr
+        assert set(re.findall(r"ratio_rate(\w+)", expr)) <= windows
 
 
 def dashboard_expressions() -> list[str]:
@@ -122,15 +217,30 @@ def test_dashboard_has_each_panel_the_operators_need() -> None:
     }
 
 
+def test_dashboard_shows_one_namespace_at_a_time() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    namespace = variables["namespace"]
+    assert namespace["type"] == "query"
+    assert namespace["query"]["query"].startswith("label_values(")
+    assert namespace["query"]["query"].endswith(", namespace)")
+    assert namespace.get("multi") is False
+    assert namespace.get("includeAll") is False
+    for expr in dashboard_expressions():
+        selectors = re.findall(r"\{([^}]*)\}", expr)
+        assert selectors, expr
+        for selector in selectors:
+            assert 'namespace="$namespace"' in selector, expr
+            assert 'job="iris-classifier"' in selector, expr
+
+
 def test_dashboard_configmap_carries_the_grafana_sidecar_label(tmp_path: Path) -> None:
-    copy = tmp_path / "kustomize"
-    shutil.copytree(manifests.KUSTOMIZE_ROOT, copy)
-    kustomization = copy / "overlays" / "production" / "kustomization.yaml"
-    kustomization.write_text(
-        kustomization.read_text() + "\ncomponents:\n  - ../../components/grafana-dashboard\n"
+    rendered = manifests.render_overlay_of(
+        tmp_path, components=["grafana-dashboard"], namespace="staging"
     )
-    configmap = manifests.only(manifests.render(kustomization.parent), "ConfigMap")
+    configmap = manifests.only(rendered, "ConfigMap")
     assert configmap["metadata"]["name"] == "iris-classifier-dashboard"
+    assert configmap["metadata"]["namespace"] == "staging"
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(configmap["data"]["iris-classifier.json"]) == json.loads(
         DASHBOARD.read_text()
@@ -144,7 +254,9 @@ def scrape(url: str) -> set[str]:
 
 
 @pytest.mark.integration
-def test_every_metric_the_rules_and_dashboard_read_is_on_the_live_metrics(live_server: str) -> None:
+def test_every_metric_the_rules_and_dashboard_read_is_on_the_live_metrics(
+    live_server: str, rules: list[dict]
+) -> None:
     # Latency histograms appear once a route has answered.
     for route in ("/iris/classify_iris", "/iris/classify_batch"):
         body = SEED_FLOWER if route.endswith("iris") else {"flowers": [SEED_FLOWER]}
@@ -153,8 +265,8 @@ def test_every_metric_the_rules_and_dashboard_read_is_on_the_live_metrics(live_s
         )
         urllib.request.urlopen(request, timeout=10).close()
     exposed = scrape(live_server)
-    recorded = {rule["record"] for rule in rules() if "record" in rule}
-    expressions = [rule["expr"] for rule in rules()] + dashboard_expressions()
+    recorded = {rule["record"] for rule in rules if "record" in rule}
+    expressions = [rule["expr"] for rule in rules] + dashboard_expressions()
     read = {name for expr in expressions for name in SELECTED_METRIC.findall(expr)}
     read |= {name for expr in expressions for name in RECORDED_METRIC.findall(expr)}
     assert read - recorded - NOT_FROM_THE_SERVICE

@@ -8,6 +8,7 @@ are checked against the service itself, not against a list written down twice.
 from __future__ import annotations
 
 import copy as copy_module
+import ipaddress
 import os
 import re
 import shutil
@@ -40,6 +41,26 @@ OLDEST_RELEASE, NEWEST_RELEASE = 29, 37
 REQUIRED_VERSIONS = tuple(f"1.{minor}" for minor in range(OLDEST_RELEASE, NEWEST_RELEASE + 1))
 KIND_CONFIG = manifests.overlay_dir("kind") / "kind-config.yaml"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# Both label keys every selector uses: another instance in the same namespace can be told apart.
+SELECTOR_LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/instance": NAME}
+# Kinds that need cluster-scope rights to create (the ones a kustomization might plausibly add).
+CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "PriorityClass",
+        "StorageClass",
+        "IngressClass",
+        "GatewayClass",
+        "PersistentVolume",
+        "RuntimeClass",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "CiliumClusterwideNetworkPolicy",
+    }
+)
 
 
 def _require_kustomize() -> None:
@@ -64,19 +85,44 @@ def production_objects() -> list[Manifest]:
     return manifests.render(manifests.overlay_dir("production"))
 
 
-@pytest.fixture(scope="module")
-def production_with_components(tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
-    """Production with every component enabled, the way its README says to do it."""
-    _require_kustomize()
-    tree = tmp_path_factory.mktemp("kustomize") / "kustomize"
+def _production_with(workdir: Path, components: list[str]) -> list[Manifest]:
+    """Production with its components replaced by `components` (names under components/)."""
+    tree = workdir / "kustomize"
     shutil.copytree(manifests.KUSTOMIZE_ROOT, tree)
     kustomization_path = tree / "overlays" / "production" / "kustomization.yaml"
     kustomization = manifests.load_yaml(kustomization_path)
-    enabled = kustomization.setdefault("components", [])
-    enabled += [f"../../components/{name}" for name in manifests.COMPONENTS]
-    kustomization["components"] = list(dict.fromkeys(enabled))
+    kustomization["components"] = [f"../../components/{name}" for name in components]
     kustomization_path.write_text(yaml.safe_dump(kustomization))
     return manifests.render(tree / "overlays" / "production")
+
+
+@pytest.fixture(scope="module")
+def production_with_components(tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
+    """Production with every component enabled (each gateway-access way at once, for the
+    schemas), the way its README says to do it."""
+    _require_kustomize()
+    return _production_with(tmp_path_factory.mktemp("all-components"), list(manifests.COMPONENTS))
+
+
+@pytest.fixture(scope="module", params=manifests.GATEWAY_ACCESS)
+def production_with_gateway_access(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, list[Manifest]]:
+    """Production as it ships, with one gateway-access component in place of its own."""
+    _require_kustomize()
+    name = request.param
+    enabled = [
+        component if not component.startswith("gateway-access/") else name
+        for component in _production_components()
+    ]
+    return name, _production_with(tmp_path_factory.mktemp(name.replace("/", "-")), enabled)
+
+
+def _production_components() -> list[str]:
+    kustomization = manifests.load_yaml(manifests.overlay_dir("production") / "kustomization.yaml")
+    return [
+        entry.removeprefix("../../components/") for entry in kustomization.get("components", [])
+    ]
 
 
 def _project_version() -> str:
@@ -93,7 +139,52 @@ def test_every_overlay_renders_each_object_once(overlay: tuple[str, list[Manifes
         (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"]) for obj in objects
     ]
     assert len(keys) == len(set(keys)), keys
-    assert {"Namespace", "ServiceAccount", "Service", "Deployment"} <= {key[0] for key in keys}
+    assert {"ServiceAccount", "Service", "Deployment"} <= {key[0] for key in keys}
+
+
+def test_kind_creates_its_namespace_and_production_leaves_it_to_the_platform(
+    kind_objects: list[Manifest], production_objects: list[Manifest]
+) -> None:
+    """`kubectl apply -k` on kind creates what it needs; on production it needs only rights in
+    the namespace, and `kubectl delete -k` cannot take the namespace with it."""
+    (namespace,) = manifests.all_of(kind_objects, "Namespace")
+    assert namespace["metadata"]["name"] == NAMESPACE
+    cluster_scoped = [
+        manifests.describe(obj) for obj in production_objects if obj["kind"] in CLUSTER_SCOPED_KINDS
+    ]
+    assert cluster_scoped == []
+    for obj in production_objects:
+        assert obj["metadata"].get("namespace") == NAMESPACE, manifests.describe(obj)
+
+
+@pytest.mark.parametrize("component", manifests.COMPONENTS)
+@pytest.mark.parametrize("namespace", [None, "staging"])
+def test_every_component_renders_into_the_namespace_of_the_overlay(
+    component: str, namespace: str | None, tmp_path: Path
+) -> None:
+    """A throwaway overlay with only the base and the component: without a `namespace:` line
+    (as kind has none) everything lands in the base's namespace, with one in that one."""
+    _require_kustomize()
+    # The production NetworkPolicy too, which some components only patch, in the base's
+    # namespace like every object of the base.
+    policy = tmp_path / "networkpolicy.yaml"
+    document = manifests.load_yaml(manifests.overlay_dir("production") / policy.name)
+    document["metadata"]["namespace"] = NAMESPACE
+    policy.write_text(yaml.safe_dump(document))
+    resources = ["../../base", policy.name]
+    without = manifests.render_overlay_of(
+        tmp_path, resources=resources, files=[policy], namespace=namespace
+    )
+    rendered = manifests.render_overlay_of(
+        tmp_path, resources=resources, files=[policy], components=[component], namespace=namespace
+    )
+    assert rendered != without, f"{component} changes nothing"
+    expected = namespace or NAMESPACE
+    for obj in rendered:
+        if obj["kind"] == "Namespace":
+            assert obj["metadata"]["name"] == expected
+        else:
+            assert obj["metadata"].get("namespace") == expected, manifests.describe(obj)
 
 
 def test_every_object_carries_the_app_labels(overlay: tuple[str, list[Manifest]]) -> None:
@@ -334,10 +425,13 @@ def test_production_disruptions_and_rollouts_keep_pods_serving(
 
 
 def test_pods_spread_over_nodes_in_every_overlay(overlay: tuple[str, list[Manifest]]) -> None:
-    _, objects = overlay
+    """Strictly on kind, where every worker has room; as a preference in production, where a
+    full node must not hold a scale-up Pending (kustomize/README.md#scheduling)."""
+    name, objects = overlay
     spec = manifests.pod_spec(manifests.only(objects, "Deployment"))
     by_key = {c["topologyKey"]: c for c in spec["topologySpreadConstraints"]}
-    assert by_key["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    expected = "ScheduleAnyway" if name == "production" else "DoNotSchedule"
+    assert by_key["kubernetes.io/hostname"]["whenUnsatisfiable"] == expected
     for constraint in by_key.values():
         # Ignoring taints would count an unusable control plane as an empty node: never met.
         assert constraint["nodeTaintsPolicy"] == "Honor"
@@ -380,6 +474,38 @@ def test_kind_spread_gives_every_worker_a_pod_before_any_gets_a_second(
     assert min(pods[index] for index in workers) >= 1, f"a worker serves nothing: {pods}"
 
 
+def test_pods_run_on_linux_nodes_only(overlay: tuple[str, list[Manifest]]) -> None:
+    """Windows nodes could not run the image, and would count as empty spread domains."""
+    _, objects = overlay
+    spec = manifests.pod_spec(manifests.only(objects, "Deployment"))
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    for constraint in spec["topologySpreadConstraints"]:
+        assert constraint.get("nodeAffinityPolicy", "Honor") == "Honor"
+
+
+def test_every_selector_names_the_app_and_its_instance(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    """The Deployment's selector is immutable: it carries the instance label from the start, so
+    a second instance in the namespace never needs it changed."""
+    _, objects = overlay
+    deployment = manifests.only(objects, "Deployment")
+    assert deployment["spec"]["selector"] == {"matchLabels": SELECTOR_LABELS}
+    assert manifests.only(objects, "Service")["spec"]["selector"] == SELECTOR_LABELS
+    selectors = [
+        budget["spec"]["selector"] for budget in manifests.all_of(objects, "PodDisruptionBudget")
+    ]
+    selectors += [
+        policy["spec"]["podSelector"] for policy in manifests.all_of(objects, "NetworkPolicy")
+    ]
+    selectors += [
+        constraint["labelSelector"]
+        for constraint in manifests.pod_spec(deployment)["topologySpreadConstraints"]
+    ]
+    for selector in selectors:
+        assert selector == {"matchLabels": SELECTOR_LABELS}, selector
+
+
 def test_production_also_spreads_pods_over_zones(production_objects: list[Manifest]) -> None:
     spec = manifests.pod_spec(manifests.only(production_objects, "Deployment"))
     keys = {constraint["topologyKey"] for constraint in spec["topologySpreadConstraints"]}
@@ -392,11 +518,44 @@ def test_production_network_policy_admits_only_labelled_clients(
     policy = manifests.only(production_objects, "NetworkPolicy")["spec"]
     assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
     assert policy["egress"] == [], "the service opens no connection"
+    # The first rule is the overlay's own; components append theirs.
+    clients = policy["ingress"][0]
+    (peer,) = clients["from"]
+    assert peer["podSelector"]["matchLabels"] == {"iris-classifier/client": "true"}
+    _assert_admits_named_namespaces_only(peer)
+    assert clients["ports"] == [{"port": "http", "protocol": "TCP"}]
+
+
+def _assert_admits_named_namespaces_only(peer: Manifest) -> None:
+    """A peer that needs its namespace to be one named here AND its pod labels: a label alone
+    (an empty or missing namespaceSelector) would admit a pod any tenant labels."""
+    namespaces = peer.get("namespaceSelector")
+    assert namespaces, f"any namespace may label a pod and get in: {peer}"
+    named = namespaces.get("matchLabels", {}).get(NAMESPACE_NAME_LABEL)
+    expressions = namespaces.get("matchExpressions", [])
+    assert named or any(
+        expression["key"] == NAMESPACE_NAME_LABEL
+        and expression["operator"] == "In"
+        and expression["values"]
+        for expression in expressions
+    ), peer
+    assert peer.get("podSelector", {}).get("matchLabels"), peer
+
+
+def test_every_network_policy_peer_is_a_named_namespace_and_label_or_a_range(
+    production_with_components: list[Manifest],
+) -> None:
+    policy = manifests.only(production_with_components, "NetworkPolicy")["spec"]
     for rule in policy["ingress"]:
         assert rule["from"], "a rule without `from` admits everyone"
-        for peer in rule["from"]:
-            assert peer.get("podSelector", {}).get("matchLabels"), peer
         assert rule["ports"], "a rule without `ports` admits every port"
+        for peer in rule["from"]:
+            if "ipBlock" in peer:
+                network = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                assert network.prefixlen > 0, "a range of every address admits everyone"
+                assert set(peer) == {"ipBlock"}
+            else:
+                _assert_admits_named_namespaces_only(peer)
 
 
 def test_production_requests_at_least_what_kind_does(
@@ -459,10 +618,9 @@ def test_pods_get_a_writable_tmp_and_no_api_token(overlay: tuple[str, list[Manif
 
 
 def test_namespace_enforces_the_restricted_pod_security_standard(
-    overlay: tuple[str, list[Manifest]],
+    kind_objects: list[Manifest],
 ) -> None:
-    _, objects = overlay
-    labels = manifests.only(objects, "Namespace")["metadata"]["labels"]
+    labels = manifests.only(kind_objects, "Namespace")["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
@@ -509,6 +667,31 @@ def test_resources_request_cpu_and_memory_and_limit_memory(
     )
 
 
+# The kubelet's default log rotation (containerLogMaxFiles 5 x containerLogMaxSize 10Mi): the
+# most log a container keeps, which counts against its ephemeral-storage limit.
+KUBELET_DEFAULT_LOG_BYTES = 5 * 10 * 2**20
+
+
+def test_ephemeral_storage_covers_tmp_and_the_rotated_log(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    """Without a limit one pod could fill the node's disk; with one below what /tmp and the log
+    may hold, the kubelet would evict a healthy pod."""
+    _, objects = overlay
+    deployment = manifests.only(objects, "Deployment")
+    resources = manifests.container(deployment, NAME)["resources"]
+    request = manifests.quantity(resources["requests"]["ephemeral-storage"])
+    limit = manifests.quantity(resources["limits"]["ephemeral-storage"])
+    tmp_volumes = [
+        volume["emptyDir"]
+        for volume in manifests.pod_spec(deployment)["volumes"]
+        if "emptyDir" in volume and volume["emptyDir"].get("medium") != "Memory"
+    ]
+    on_disk = sum(manifests.quantity(volume["sizeLimit"]) for volume in tmp_volumes)
+    assert 0 < request <= limit
+    assert limit >= on_disk + KUBELET_DEFAULT_LOG_BYTES
+
+
 # --- optional components -----------------------------------------------------------------------
 
 
@@ -525,9 +708,23 @@ def test_httproute_component_routes_to_the_service_port(
     paths = {(match["path"]["type"], match["path"]["value"]) for match in rule["matches"]}
     assert paths == {
         ("PathPrefix", "/iris"),
-        ("PathPrefix", "/v2"),
+        ("Exact", "/v2"),
+        ("PathPrefix", "/v2/models"),
         ("Exact", "/healthcheck"),
-    }, "keep /metrics internal"
+    }
+    app = manifests.container(manifests.only(production_with_components, "Deployment"), NAME)
+    published = [
+        "/iris/classify_iris",
+        "/v2",
+        "/v2/models/iris_classifier/infer",
+        "/healthcheck",
+    ]
+    internal = [*sorted(_probe_paths(app)), "/v2/health/live", "/v2/health/ready", "/metrics"]
+    internal += ["/docs", "/v2/healthz", "/iris2"]
+    for path in published:
+        assert any(_route_matches(match["path"], path) for match in rule["matches"]), path
+    for path in internal:
+        assert not any(_route_matches(match["path"], path) for match in rule["matches"]), path
     for backend in rule["backendRefs"]:
         assert backend.get("kind", "Service") == "Service"
         assert backend["name"] == service["metadata"]["name"]
@@ -542,6 +739,16 @@ def test_httproute_waits_for_the_services_own_timeout_answer(
     backend, request = _duration_s(timeouts["backendRequest"]), _duration_s(timeouts["request"])
     assert backend <= request, "the Gateway API requires backendRequest <= request"
     assert backend > service_class.config["traffic"]["timeout"]
+
+
+def _route_matches(path_match: Manifest, path: str) -> bool:
+    """Gateway API path matching: Exact, or PathPrefix by whole path elements."""
+    value = path_match["value"]
+    if path_match["type"] == "Exact":
+        return path == value
+    assert path_match["type"] == "PathPrefix", path_match
+    prefix = value.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
 
 
 def _duration_s(duration: str) -> float:
@@ -598,27 +805,143 @@ def test_servicemonitor_component_scrapes_the_service(
         assert endpoint["path"] == "/metrics"
 
 
-def test_components_each_admit_their_own_peer(production_with_components: list[Manifest]) -> None:
+def test_servicemonitor_component_admits_prometheus(
+    production_with_components: list[Manifest],
+) -> None:
     policy = manifests.only(production_with_components, "NetworkPolicy")["spec"]
-    peers = {
-        (
-            peer.get("namespaceSelector", {}).get("matchLabels", {}).get(NAMESPACE_NAME_LABEL),
-            tuple(sorted(peer.get("podSelector", {}).get("matchLabels", {}).items())),
-        )
-        for rule in policy["ingress"]
-        for peer in rule["from"]
-    }
-    (gateway,) = manifests.only(production_with_components, "HTTPRoute")["spec"]["parentRefs"]
-    gateway_pods = (("gateway.networking.k8s.io/gateway-name", gateway["name"]),)
-    assert (gateway["namespace"], gateway_pods) in peers, "the Gateway's pods must get in"
-    assert ("monitoring", (("app.kubernetes.io/name", "prometheus"),)) in peers
+    peers = [peer for rule in policy["ingress"] for peer in rule["from"]]
+    assert {
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    } in peers
+
+
+def test_production_sets_the_prometheus_selector_label_once_for_both(
+    production_with_components: list[Manifest],
+) -> None:
+    kustomization = (manifests.overlay_dir("production") / "kustomization.yaml").read_text()
+    assert kustomization.count("/metadata/labels/release") == 1
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        labels = manifests.only(production_with_components, kind)["metadata"]["labels"]
+        assert labels["release"] == "kube-prometheus-stack", kind
+
+
+def test_servicemonitor_readme_patch_drops_only_the_rules(tmp_path: Path) -> None:
+    """The patch its README gives for a second overlay on the same Prometheus."""
+    _require_kustomize()
+    readme = (manifests.KUSTOMIZE_ROOT / "components" / "servicemonitor" / "README.md").read_text()
+    (block,) = [
+        block for block in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if "$patch" in block
+    ]
+    rendered = manifests.render_overlay_of(
+        tmp_path, components=["servicemonitor"], extra=yaml.safe_load(block)
+    )
+    assert manifests.all_of(rendered, "PrometheusRule") == []
+    assert len(manifests.all_of(rendered, "ServiceMonitor")) == 1
+
+
+def test_production_names_one_gateway_access_way() -> None:
+    access = [name for name in _production_components() if name.startswith("gateway-access/")]
+    assert len(access) == 1, access
+    assert access[0] in manifests.GATEWAY_ACCESS
+    assert "gateway-api" in _production_components()
+
+
+def test_each_gateway_access_admits_exactly_its_gateway(
+    production_with_gateway_access: tuple[str, list[Manifest]],
+) -> None:
+    """Each way adds one peer (or, for Cilium, one policy) and nothing else: the clients' rule
+    stays as it is, and the Gateway named in the HTTPRoute is the one let in."""
+    name, objects = production_with_gateway_access
+    (gateway,) = manifests.only(objects, "HTTPRoute")["spec"]["parentRefs"]
+    policy = manifests.only(objects, "NetworkPolicy")["spec"]
+    clients, *added = policy["ingress"]
+    assert clients["from"][0]["podSelector"]["matchLabels"] == {"iris-classifier/client": "true"}
+    cilium_policies = manifests.all_of(objects, "CiliumNetworkPolicy")
+    if name == "gateway-access/cilium":
+        assert added == []
+        (cilium_policy,) = cilium_policies
+        _assert_cilium_policy_admits_the_ingress_entity(cilium_policy, objects)
+        return
+    assert cilium_policies == []
+    (rule,) = added
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    (peer,) = rule["from"]
+    if name == "gateway-access/load-balancer-cidr":
+        assert set(peer) == {"ipBlock"}
+        assert ipaddress.ip_network(peer["ipBlock"]["cidr"]).prefixlen > 0
+        return
+    namespace = peer["namespaceSelector"]["matchLabels"][NAMESPACE_NAME_LABEL]
+    pods = peer["podSelector"]["matchLabels"]
+    if name == "gateway-access/istio":
+        assert namespace == gateway["namespace"]
+        assert pods == {"gateway.networking.k8s.io/gateway-name": gateway["name"]}
+    else:
+        assert name == "gateway-access/envoy-gateway", name
+        assert namespace == "envoy-gateway-system"
+        assert pods == {
+            "gateway.envoyproxy.io/owning-gateway-name": gateway["name"],
+            "gateway.envoyproxy.io/owning-gateway-namespace": gateway["namespace"],
+        }
+
+
+# CiliumNetworkPolicy fields this policy may use (cilium.io/v2 CiliumNetworkPolicy). No schema
+# of the CRD ships in a package this project can install offline, so its structure is checked
+# here instead: a misspelt field would make Cilium drop the rule and block the Gateway.
+CILIUM_SPEC_FIELDS = {"endpointSelector", "ingress"}
+CILIUM_INGRESS_FIELDS = {"fromEntities", "toPorts"}
+CILIUM_ENTITIES = {"ingress"}
+
+
+def _assert_cilium_policy_admits_the_ingress_entity(
+    policy: Manifest, objects: list[Manifest]
+) -> None:
+    deployment = manifests.only(objects, "Deployment")
+    assert policy["apiVersion"] == "cilium.io/v2"
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    spec = policy["spec"]
+    assert set(spec) == CILIUM_SPEC_FIELDS, set(spec)
+    assert set(spec["endpointSelector"]) == {"matchLabels"}
+    assert spec["endpointSelector"]["matchLabels"] == SELECTOR_LABELS
+    assert manifests.selector_matches(spec["endpointSelector"], manifests.pod_labels(deployment))
+    app = manifests.container(deployment, NAME)
+    for rule in spec["ingress"]:
+        assert set(rule) == CILIUM_INGRESS_FIELDS, set(rule)
+        assert set(rule["fromEntities"]) == CILIUM_ENTITIES
+        for to_ports in rule["toPorts"]:
+            assert set(to_ports) == {"ports"}
+            for port in to_ports["ports"]:
+                assert set(port) == {"port", "protocol"}
+                # Cilium's port is a string: a number (or a named port).
+                assert isinstance(port["port"], str), port
+                assert port["protocol"] == "TCP"
+                assert manifests.port_exists(
+                    int(port["port"]) if port["port"].isdigit() else port["port"], app
+                )
 
 
 def test_every_component_has_a_readme() -> None:
+    """Each component's folder has one, or (for the gateway-access ways) the folder above."""
+    components = manifests.KUSTOMIZE_ROOT / "components"
+    found = {
+        str(path.parent.relative_to(components))
+        for path in components.rglob("kustomization.yaml")
+        if manifests.load_yaml(path)["kind"] == "Component"
+    }
+    assert found == set(manifests.COMPONENTS)
     for name in manifests.COMPONENTS:
-        readme = manifests.KUSTOMIZE_ROOT / "components" / name / "README.md"
-        assert readme.is_file(), readme
-        assert readme.read_text().strip(), readme
+        folder = components / name
+        readme = next(
+            (
+                path / "README.md"
+                for path in (folder, folder.parent)
+                if (path / "README.md").is_file()
+            ),
+            None,
+        )
+        assert readme is not None, name
+        assert readme.read_text().strip(), name
+        assert name.rpartition("/")[2] in readme.read_text(), f"{readme} does not mention {name}"
 
 
 # --- the image, run as the pod spec says -------------------------------------------------------

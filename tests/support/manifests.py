@@ -9,7 +9,8 @@ Kubernetes release.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = [
     "port_exists",
     "quantity",
     "render",
+    "render_overlay_of",
     "render_text",
     "schema_error",
     "schema_versions",
@@ -60,7 +62,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OVERLAYS = ("kind", "production")
-COMPONENTS = ("gateway-api", "servicemonitor", "grafana-dashboard")
+# Every component, by its path under kustomize/components.
+COMPONENTS = (
+    "namespace",
+    "gateway-api",
+    "gateway-access/istio",
+    "gateway-access/envoy-gateway",
+    "gateway-access/cilium",
+    "gateway-access/load-balancer-cidr",
+    "servicemonitor",
+    "grafana-dashboard",
+)
+# The gateway-access components add the same peer in different ways: one at a time.
+GATEWAY_ACCESS = tuple(name for name in COMPONENTS if name.startswith("gateway-access/"))
 
 # Custom resources have no schema in kubernetes-validate; each is checked by its own test.
 CUSTOM_RESOURCE_KINDS = frozenset(
@@ -68,8 +82,46 @@ CUSTOM_RESOURCE_KINDS = frozenset(
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
         ("monitoring.coreos.com/v1", "PrometheusRule"),
         ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        ("cilium.io/v2", "CiliumNetworkPolicy"),
     }
 )
+
+
+def render_overlay_of(
+    workdir: Path,
+    *,
+    resources: Sequence[str] = ("../../base",),
+    components: Sequence[str] = (),
+    namespace: str | None = None,
+    files: Sequence[Path] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> list[Manifest]:
+    """Render a throwaway overlay beside the real ones, in a copy of kustomize/ under `workdir`.
+
+    `resources` and `components` are relative to the new overlay (`components` by name under
+    kustomize/components); without `namespace` the overlay has no `namespace:` line, as the kind
+    overlay has none. `files` are copied into the overlay (list them in `resources` to use
+    them); `extra` adds fields (patches, replacements) as an overlay would.
+    """
+    tree = workdir / "kustomize"
+    if not tree.exists():
+        shutil.copytree(KUSTOMIZE_ROOT, tree)
+    overlay = tree / "overlays" / "under-test"
+    shutil.rmtree(overlay, ignore_errors=True)
+    overlay.mkdir(parents=True)
+    for path in files:
+        shutil.copy(path, overlay / path.name)
+    kustomization: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": list(resources),
+        "components": [f"../../components/{name}" for name in components],
+        **(extra or {}),
+    }
+    if namespace is not None:
+        kustomization["namespace"] = namespace
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return render(overlay)
 
 
 def schema_versions(oldest: str = "1.29") -> list[str]:
