@@ -1,6 +1,7 @@
-// Checks Gateway API objects against the API's published schema, offline: the validators that
-// @kubernetes-models/gateway-api generates from the Gateway API's Go types (types, enums,
-// patterns, lengths, required fields).
+// Checks Gateway API objects (and the CiliumNetworkPolicy that admits Cilium's Gateway) against
+// their published schemas, offline: the validators that @kubernetes-models/gateway-api and
+// @kubernetes-models/cilium generate from the APIs' Go types (types, enums, patterns, lengths,
+// required fields).
 //
 // Those validators accept fields the schema does not define, which the API server would drop
 // or, under kubectl's default strict field validation, refuse. So every field of the object is
@@ -10,9 +11,11 @@
 // Reads a JSON array of objects on stdin; prints a JSON array with a list of errors for each.
 
 import { validate as validateHTTPRoute } from "@kubernetes-models/gateway-api/_schemas/IoK8sSigsGatewayApiApisV1HTTPRoute";
+import { validate as validateCiliumNetworkPolicy } from "@kubernetes-models/cilium/_schemas/ComGithubCiliumCiliumPkgK8sApisCiliumIoV2CiliumNetworkPolicy";
 
 const VALIDATORS = {
   "gateway.networking.k8s.io/v1/HTTPRoute": validateHTTPRoute,
+  "cilium.io/v2/CiliumNetworkPolicy": validateCiliumNetworkPolicy,
 };
 
 function schemaErrors(validate, object) {

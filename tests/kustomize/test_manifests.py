@@ -111,11 +111,15 @@ def production_with_gateway_access(
     """Production as it ships, with one gateway-access component in place of its own."""
     _require_kustomize()
     name = request.param
+    return name, _production_with_access(tmp_path_factory.mktemp(name.replace("/", "-")), name)
+
+
+def _production_with_access(workdir: Path, access: str) -> list[Manifest]:
     enabled = [
-        component if not component.startswith("gateway-access/") else name
+        component if not component.startswith("gateway-access/") else access
         for component in _production_components()
     ]
-    return name, _production_with(tmp_path_factory.mktemp(name.replace("/", "-")), enabled)
+    return _production_with(workdir, enabled)
 
 
 def _production_components() -> list[str]:
@@ -885,39 +889,48 @@ def test_each_gateway_access_admits_exactly_its_gateway(
         }
 
 
-# CiliumNetworkPolicy fields this policy may use (cilium.io/v2 CiliumNetworkPolicy). No schema
-# of the CRD ships in a package this project can install offline, so its structure is checked
-# here instead: a misspelt field would make Cilium drop the rule and block the Gateway.
-CILIUM_SPEC_FIELDS = {"endpointSelector", "ingress"}
-CILIUM_INGRESS_FIELDS = {"fromEntities", "toPorts"}
-CILIUM_ENTITIES = {"ingress"}
-
-
 def _assert_cilium_policy_admits_the_ingress_entity(
     policy: Manifest, objects: list[Manifest]
 ) -> None:
+    """Cilium's schema (offline, unknown fields refused) and what the policy must say: the
+    `ingress` entity, on the container's port, for these pods only."""
+    _require_gateway_api_schema()
+    assert gateway_api_schema.schema_errors([policy]) == [[]]
     deployment = manifests.only(objects, "Deployment")
-    assert policy["apiVersion"] == "cilium.io/v2"
     assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     spec = policy["spec"]
-    assert set(spec) == CILIUM_SPEC_FIELDS, set(spec)
-    assert set(spec["endpointSelector"]) == {"matchLabels"}
-    assert spec["endpointSelector"]["matchLabels"] == SELECTOR_LABELS
+    assert spec["endpointSelector"] == {"matchLabels": SELECTOR_LABELS}
     assert manifests.selector_matches(spec["endpointSelector"], manifests.pod_labels(deployment))
+    assert "egress" not in spec, "the NetworkPolicy already allows no egress"
     app = manifests.container(deployment, NAME)
-    for rule in spec["ingress"]:
-        assert set(rule) == CILIUM_INGRESS_FIELDS, set(rule)
-        assert set(rule["fromEntities"]) == CILIUM_ENTITIES
-        for to_ports in rule["toPorts"]:
-            assert set(to_ports) == {"ports"}
-            for port in to_ports["ports"]:
-                assert set(port) == {"port", "protocol"}
-                # Cilium's port is a string: a number (or a named port).
-                assert isinstance(port["port"], str), port
-                assert port["protocol"] == "TCP"
-                assert manifests.port_exists(
-                    int(port["port"]) if port["port"].isdigit() else port["port"], app
-                )
+    (rule,) = spec["ingress"]
+    assert rule["fromEntities"] == ["ingress"]
+    (to_ports,) = rule["toPorts"]
+    (port,) = to_ports["ports"]
+    assert port["protocol"] == "TCP"
+    assert manifests.port_exists(int(port["port"]), app)
+
+
+def test_cilium_schema_check_rejects_what_cilium_would(tmp_path: Path) -> None:
+    _require_kustomize()
+    _require_gateway_api_schema()
+    objects = _production_with_access(tmp_path, "gateway-access/cilium")
+    policy = manifests.only(objects, "CiliumNetworkPolicy")
+
+    def broken(change: Any) -> Manifest:
+        copy = copy_module.deepcopy(policy)
+        change(copy["spec"]["ingress"][0])
+        return copy
+
+    misspelt = broken(lambda rule: rule.update(fromEntity=rule.pop("fromEntities")))
+    bad_entity = broken(lambda rule: rule.update(fromEntities=["gateway"]))
+    numeric_port = broken(lambda rule: rule["toPorts"][0]["ports"][0].update(port=3000))
+    errors = gateway_api_schema.schema_errors([misspelt, bad_entity, numeric_port])
+    assert errors[0] == ["/spec/ingress/0/fromEntity: not a field of the schema"]
+    assert [error.split(":")[0] for error in errors[1]] == ["/spec/ingress/0/fromEntities/0"]
+    assert [error.split(":")[0] for error in errors[2]] == [
+        "/spec/ingress/0/toPorts/0/ports/0/port"
+    ]
 
 
 def test_every_component_has_a_readme() -> None:

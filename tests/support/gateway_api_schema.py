@@ -1,4 +1,5 @@
-"""The Gateway API schema check (tests/gateway_api/validate.mjs) called from Python.
+"""The Gateway API schema check (tests/gateway_api/validate.mjs) called from Python; it also
+checks the CiliumNetworkPolicy of the gateway-access/cilium component.
 
 The validators come from the npm package pinned in tests/gateway_api/package-lock.json;
 `make test` installs them with `npm ci` when npm is there.
@@ -21,8 +22,9 @@ def unavailable_reason() -> str | None:
     """Why the check cannot run here, or None when it can."""
     if shutil.which("node") is None:
         return "the Gateway API schema check needs Node.js"
-    if not (CHECK_DIR / "node_modules" / "@kubernetes-models" / "gateway-api").is_dir():
-        return "the Gateway API validators are not installed: npm ci --prefix tests/gateway_api"
+    for package in ("gateway-api", "cilium"):
+        if not (CHECK_DIR / "node_modules" / "@kubernetes-models" / package).is_dir():
+            return f"the {package} validators are not installed: npm ci --prefix tests/gateway_api"
     return None
 
 
