@@ -56,8 +56,14 @@ $(GATEWAY_API_CHECK): tests/gateway_api/package-lock.json
 		npm ci --prefix tests/gateway_api --no-audit --no-fund --loglevel=error; \
 	else echo "npm is not installed: the HTTPRoute schema test will skip" >&2; fi
 
+# KServe's Python SDK for its client and InferenceService tests, in build/kserve-venv (it pins
+# pandas<3 and psutil<6): built from tests/support/kserve-requirements.txt, rebuilt when it changes.
+.PHONY: kserve-sdk  ## Build build/kserve-venv, KServe's Python SDK for the tests
+kserve-sdk: install
+	$(BIN)/python -m tests.support.kserve_sdk
+
 .PHONY: test  ## Run the whole test suite; the JUnit report and screenshots go to build/test-report/
-test: install $(GATEWAY_API_CHECK)
+test: install $(GATEWAY_API_CHECK) kserve-sdk
 	$(BIN)/pytest --junitxml=build/test-report/junit.xml
 
 # --- Container image (bentofile.yaml) -----------------------------------------------------------
