@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from iris_classifier.serving.config import CLASS_NAMES
+from iris_classifier.flowers import CLASS_NAMES
 from tests.conftest import SEED_FLOWER
 
 CLASSIFY = "/iris/classify_iris"

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from iris_classifier.serving.config import FEATURE_NAMES, MAX_BATCH_ROWS, MAX_FEATURE_CM
+from iris_classifier.flowers import FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.serving.config import MAX_BATCH_ROWS
 
 Centimetres = Annotated[
     float,

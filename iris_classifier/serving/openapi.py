@@ -10,10 +10,13 @@ corrected document is both what tools read and what the API page is built from.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from iris_classifier.serving import card
-from iris_classifier.serving.config import CLASS_NAMES, MAX_BATCH_ROWS, PROJECT_NAME
+from iris_classifier.flowers import CLASS_NAMES
+from iris_classifier.serving.card import summary
+from iris_classifier.serving.config import MAX_BATCH_ROWS, PROJECT_NAME
+from iris_classifier.serving.refusals import REFUSAL_SCHEMA
 from iris_classifier.serving.v2_openapi import TAG as V2_TAG
 from iris_classifier.serving.v2_openapi import v2_paths
 
@@ -39,25 +42,6 @@ INFRA_DESCRIPTIONS = {
     "(iris_predictions by class, iris_out_of_range_features, iris_model_info).",
 }
 
-REFUSAL_SCHEMA = {
-    "type": "object",
-    "required": ["error", "detail"],
-    "properties": {
-        "error": {"type": "string"},
-        "detail": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["field", "reason"],
-                "properties": {
-                    "field": {"type": "string"},
-                    "reason": {"type": "string"},
-                    "type": {"type": "string"},
-                },
-            },
-        },
-    },
-}
 EXTRA_REFUSALS = {
     "413": "Request body over the size limit",
     "415": "Request body not sent as application/json",
@@ -95,13 +79,15 @@ MODEL_OPERATION = {
 }
 
 
-def describe_service(document: dict[str, Any], version: str) -> dict[str, Any]:
-    """BentoML's OpenAPI document corrected to what this service is, accepts and answers."""
+def describe_service(
+    document: dict[str, Any], version: str, served: Mapping[str, Any]
+) -> dict[str, Any]:
+    """BentoML's OpenAPI document corrected to what this service is, accepts and answers;
+    `served` is the card of the served model (empty before one is loaded)."""
     _to_openapi_30_bounds(document)
     paths = document.setdefault("paths", {})
     paths.setdefault("/healthcheck", HEALTHCHECK_OPERATION)
     paths.setdefault("/iris/model", MODEL_OPERATION)
-    served = card.published()
     model_version = str(served.get("model_version", "")).split(":")[-1]
     for path, operations in v2_paths(model_version).items():
         paths.setdefault(path, operations)
@@ -111,10 +97,10 @@ def describe_service(document: dict[str, Any], version: str) -> dict[str, Any]:
     document["tags"] = TAGS
     document["info"] = {"title": PROJECT_NAME, "version": version}
     document["info"]["description"] = (
-        f"{SERVICE_DESCRIPTION}\n\n{card.summary(served)}" if served else SERVICE_DESCRIPTION
+        f"{SERVICE_DESCRIPTION}\n\n{summary(served)}" if served else SERVICE_DESCRIPTION
     )
     if served:
-        document["info"]["x-model"] = served
+        document["info"]["x-model"] = dict(served)
     document.setdefault("components", {}).setdefault("schemas", {})["InvalidArgument"] = {
         **REFUSAL_SCHEMA,
         "title": "InvalidArgument",

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from iris_classifier.serving.config import MODEL_NAME
-from iris_classifier.serving.v2 import INPUT, MAX_ROWS, OUTPUTS
+from iris_classifier.flowers import MODEL_NAME
+from iris_classifier.serving.config import MAX_TENSOR_ROWS
+from iris_classifier.serving.refusals import REFUSAL_SCHEMA
+from iris_classifier.serving.v2 import INPUT, OUTPUTS
 
 TAG = "Open Inference Protocol (KServe V2)"
-ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {"type": "string"}},
-}
+ERROR = REFUSAL_SCHEMA
+LIVE = {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
+READY = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
 TENSOR_METADATA = {
     "type": "object",
     "required": ["name", "datatype", "shape"],
@@ -40,6 +40,7 @@ INFER_REQUEST = {
     "required": ["inputs"],
     "properties": {
         "id": {"type": "string"},
+        "model_name": {"type": "string", "enum": [MODEL_NAME]},
         "parameters": {"type": "object"},
         "inputs": {
             "type": "array",
@@ -96,21 +97,16 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-# A model or version name the router cannot match at all (one holding a line break, say) never
-# reaches the protocol: the framework answers its plain-text 404.
-UNKNOWN = {
-    "description": "Unknown model or version",
-    "content": {
-        "application/json": {"schema": ERROR},
-        "text/plain": {"schema": {"type": "string"}},
-    },
-}
+UNKNOWN = _json(ERROR, "Unknown model or version")
 
 
-def _get(description: str, schema: dict[str, Any] | None, *, may_be_unknown: bool) -> dict:
+def _get(description: str, schema: dict[str, Any], *, may_be_unknown: bool) -> dict:
     responses: dict[str, Any] = {
-        "200": _json(schema, "OK") if schema else {"description": "True"},
-        "503": {"description": "The model is not loaded yet, or the replica is stopping"},
+        "200": _json(schema, "OK"),
+        "503": _json(
+            READY if schema is READY else ERROR,
+            "The model is not loaded yet, or the replica is stopping",
+        ),
     }
     if may_be_unknown:
         responses["404"] = UNKNOWN
@@ -158,8 +154,15 @@ def v2_paths(model_version: str) -> dict[str, Any]:
     }
     paths: dict[str, Any] = {
         "/v2": _get("Server metadata: name, version, extensions.", server, may_be_unknown=False),
-        "/v2/health/live": _get("200 while the process runs.", None, may_be_unknown=False),
-        "/v2/health/ready": _get("200 once the model is loaded.", None, may_be_unknown=False),
+        "/v2/health/live": _get(
+            '{"live": true} while the process runs.', LIVE, may_be_unknown=False
+        ),
+        "/v2/health/ready": _get(
+            '{"ready": true} once the model is loaded; 503 with {"ready": false} while it loads '
+            "and once the replica drains.",
+            READY,
+            may_be_unknown=False,
+        ),
     }
     for prefix, version in (
         ("/v2/models/{model}", None),
@@ -169,14 +172,20 @@ def v2_paths(model_version: str) -> dict[str, Any]:
         paths[prefix] = _get(
             "Model metadata: its tensors and class names.", model, may_be_unknown=True
         )
-        paths[f"{prefix}/ready"] = _get("200 when the model is ready.", None, may_be_unknown=True)
+        paths[f"{prefix}/ready"] = _get(
+            'The model\'s readiness: {"ready": true}, or 503 with {"ready": false}.',
+            READY,
+            may_be_unknown=True,
+        )
         paths[f"{prefix}/infer"] = {
             "post": {
                 "tags": [TAG],
                 "description": (
                     f"Classify flowers: input {INPUT!r}, FP32 [rows, 4] in the contract's feature "
-                    f"order, 1 to {MAX_ROWS:,} rows; outputs 'probabilities' (FP32 [rows, classes]) "
-                    "and 'label' (BYTES [rows]). Binary tensors (Triton's extension) are sent as "
+                    f"order, 1 to {MAX_TENSOR_ROWS:,} rows; outputs 'probabilities' (FP32 [rows, "
+                    "classes]) and 'label' (BYTES [rows]), and when asked for, 'out_of_range' "
+                    "(BYTES [rows]: each row's features outside the training range, joined by "
+                    "commas). Binary tensors (Triton's extension) are sent as "
                     "application/octet-stream with an Inference-Header-Content-Length header."
                 ),
                 "requestBody": {

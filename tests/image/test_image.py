@@ -37,7 +37,8 @@ from benchmarks.containers import (
 )
 from benchmarks.deployment import base_deployment, pod_spec
 from benchmarks.processes import wait_http_ok
-from iris_classifier.serving.config import CLASS_NAMES, MAX_BATCH_ROWS
+from iris_classifier.flowers import CLASS_NAMES
+from iris_classifier.serving.config import MAX_BATCH_ROWS
 from tests.conftest import REPO_ROOT, SEED_FLOWER, SESSION_HOME, require
 from tests.support import kserve_client
 

@@ -98,7 +98,12 @@ def test_an_unhandled_error_carries_both_headers_and_is_logged_with_its_id(
     with caplog.at_level(logging.INFO):
         response = client.get("/boom", headers={"X-Request-ID": "boom-1"})
     assert response.status_code == 500
-    assert response.json() == {"error": "internal server error"}
+    assert response.json() == {
+        "error": "internal server error",
+        "detail": [
+            {"field": "request", "reason": "internal server error", "type": "internal_error"}
+        ],
+    }
     marked(response, "boom-1")
     lines = [json.loads(JsonLineFormatter("r").format(rec)) for rec in caplog.records]
     assert any(line["level"] == "WARNING" and line["request_id"] == "boom-1" for line in lines)
