@@ -13,11 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 from tests.support import kserve_sdk
 
 PROBE = Path(__file__).resolve().parent / "kserve_client_probe.py"
-MODEL = "iris_classifier"
+MODEL = MODEL_NAME
 REQUEST_ID = "kserve-probe-1"
 FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 # The single-flower route rounds its probabilities to 4 places.
