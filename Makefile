@@ -263,6 +263,10 @@ bench: install mlserver
 		BENCH_COMMAND="make bench $(BENCH_ARGS)" $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 	$(BENCH_V2_ENV) BENCH_COMMAND="make bench" $(BIN)/python -m benchmarks.v2
 
+.PHONY: request-cost  ## What a single-flower request costs per layer, beside a minimal ASGI app (benchmarks/README.md)
+request-cost: model
+	$(BIN)/python -m benchmarks.request_cost $(BENCH_ARGS)
+
 .PHONY: bench-smoke  ## Run the benchmark harness for a few seconds to check it works (no figures)
 bench-smoke: install
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
