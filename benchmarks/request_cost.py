@@ -357,7 +357,7 @@ def render(costs: dict[str, RouteCost], harness_us: float, ceiling_us: float | N
         ("answer encoding", seed.encode_us, v2.encode_us),
         ("route table (body read, dispatch, send)", seed.table_overhead_us, v2.table_overhead_us),
         ("service middlewares (BentoML, edge)", seed.middleware_us, v2.middleware_us),
-        ("uvicorn + HTTP (and the idle arbiter)", seed.server_us, v2.server_us),
+        ("uvicorn, HTTP and the rest of `bentoml serve`", seed.server_us, v2.server_us),
         ("total: `bentoml serve`, CPU per request", seed.http_us, v2.http_us),
         ("ceiling: parse JSON, fixed answer, same uvicorn", ceiling_us, ceiling_us),
     ]
