@@ -117,7 +117,7 @@ image-stats:
 
 # Standalone kustomize when installed, else the one built into kubectl.
 KUSTOMIZE ?= $(if $(shell command -v kustomize),kustomize build,kubectl kustomize)
-OVERLAYS := kind production
+OVERLAYS := kind production kserve
 KIND_CLUSTER ?= iris-classifier
 # Empty: the kind release's default node image. Pin one from its release notes to choose the
 # Kubernetes version, e.g. KIND_NODE_IMAGE=kindest/node:v1.36.4@sha256:...
