@@ -49,7 +49,15 @@ POD_FIELDS = (
     "serviceAccountName",
 )
 # Fields of the predictor that are KServe's, not the pod's.
-KSERVE_PREDICTOR_FIELDS = ("minReplicas", "maxReplicas", "labels", "model", "annotations")
+KSERVE_PREDICTOR_FIELDS = (
+    "minReplicas",
+    "maxReplicas",
+    "scaleMetric",
+    "scaleTarget",
+    "labels",
+    "model",
+    "annotations",
+)
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +180,21 @@ def test_predictor_pod_has_the_base_pod_hardening(
     base_labels = manifests.pod_labels(manifests.only(base_objects, "Deployment"))
     name_label = "app.kubernetes.io/name"
     assert predictor["labels"][name_label] == base_labels[name_label]
+
+
+def test_autoscaling_is_productions(objects: list[Manifest]) -> None:
+    predictor = manifests.only(objects, "InferenceService")["spec"]["predictor"]
+    production = manifests.render(manifests.overlay_dir("production"))
+    hpa = manifests.only(production, "HorizontalPodAutoscaler")
+    (metric,) = hpa["spec"]["metrics"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (
+        hpa["spec"]["minReplicas"],
+        hpa["spec"]["maxReplicas"],
+    )
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == (
+        metric["resource"]["name"],
+        metric["resource"]["target"]["averageUtilization"],
+    )
 
 
 def test_readiness_is_the_v2_route_with_the_base_timing(
