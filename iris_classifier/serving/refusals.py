@@ -9,6 +9,7 @@ refusal costs about what reading the request cost, whatever the request holds.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -57,22 +58,12 @@ class Refusal(Exception):
         super().__init__(error)
         self.status = status
         self.error = error
-        self.detail = detail or [problem(field, error, _KINDS.get(status, "refused"))]
+        kind = HTTPStatus(status).phrase.lower().replace(" ", "_")  # not_found, ...
+        self.detail = detail or [problem(field, error, kind)]
         self.headers = headers
 
     def body(self) -> bytes:
         return refusal_body(self.error, self.detail)
-
-
-_KINDS = {
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    415: "unsupported_media_type",
-    500: "internal_error",
-    503: "unavailable",
-    504: "timeout",
-}
 
 
 def refusal_body(error: str, detail: list[dict[str, str]]) -> bytes:
