@@ -176,14 +176,14 @@ class RouteTable:
         if body is None:
             return
         header_length = dict(scope["headers"]).get(HEADER_LENGTH.encode())
-        answer = protocol.infer(
-            body, None if header_length is None else header_length.decode("latin-1")
+        answer, json_length = protocol.infer(
+            body, header_length and header_length.decode("latin-1")
         )
-        if answer.header_length is None:
-            await send_body(send, 200, answer.body)
+        if json_length is None:
+            await send_body(send, 200, answer)
             return
-        length = ((HEADER_LENGTH.encode(), str(answer.header_length).encode()),)
-        await send_body(send, 200, answer.body, b"application/octet-stream", headers=length)
+        length = ((HEADER_LENGTH.encode(), str(json_length).encode()),)
+        await send_body(send, 200, answer, b"application/octet-stream", headers=length)
 
     def _unknown_model(self, path: str) -> dict[str, Handler] | None:
         """A V2 model route naming another model or version: its methods answer the 404 that
