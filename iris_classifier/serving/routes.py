@@ -1,12 +1,9 @@
-"""The one route table: every route the service answers, at one depth of the ASGI stack.
-
-The seed's single-flower and batch routes, the model card, the API page and its OpenAPI
-document, and every Open Inference Protocol route (server and model health, metadata, infer,
-with and without `/versions/<v>`) are answered here, inside BentoML's metrics, tracing and
-timeout layers but before its router: BentoML's per-request API machinery and a mounted
-Starlette app cost more CPU than a prediction. BentoML's own operational routes (`/livez`,
-`/healthz`, `/readyz`, `/metrics`, `/schema.json`) pass through to it. Any other path is a 404
-and a known path asked with another method a 405, in the one refusal shape (refusals.py).
+"""The one route table: the seed routes, the model card, the API page and its document, and
+every Open Inference Protocol route, answered at one depth of the ASGI stack: inside BentoML's
+metrics, tracing and timeout layers but before its router, whose per-request API machinery
+costs more CPU than a prediction. BentoML's `/livez`, `/healthz`, `/readyz`, `/metrics` and
+`/schema.json` pass through to it; any other path is a 404 and a known path asked with another
+method a 405, in the one refusal shape (refusals.py).
 """
 
 from __future__ import annotations
@@ -56,25 +53,18 @@ class RouteTable:
     """Built by the service with the drain and settings; `serve` hands it the loaded model."""
 
     def __init__(
-        self,
-        *,
-        drain: Drain,
-        version: str,
-        max_body_bytes: int,
-        openapi: Callable[[], dict[str, Any]],
+        self, *, drain: Drain, version: str, max_body_bytes: int, openapi: Callable[[], dict]
     ) -> None:
-        self.drain = drain
-        self.version = version
-        self.max_body_bytes = max_body_bytes
-        self.openapi = openapi
+        self.drain, self.version, self.max_body_bytes = drain, version, max_body_bytes
+        self.openapi = openapi  # BentoML's generated document, corrected by openapi.py
         self.served: ServedModel | None = None
         self.routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.api_page},
             "/docs.json": {"GET": _answer(lambda: json.dumps(self.describe()).encode())},
             "/healthcheck": {"GET": _answer(lambda: b'"Iris classifier is ready!"')},
             "/iris/model": {"GET": _answer(lambda: orjson.dumps(dict(self._loaded().card)))},
-            "/iris/classify_iris": {"POST": self.classify_iris},
-            "/iris/classify_batch": {"POST": self.classify_batch},
+            "/iris/classify_iris": {"POST": self._classify(parse_flower, "classify")},
+            "/iris/classify_batch": {"POST": self._classify(parse_batch, "classify_many")},
             "/v2": {"GET": _answer(lambda: self._loaded().protocol.server_metadata())},
             "/v2/health/live": {"GET": _answer(lambda: LIVE)},
             "/v2/health/ready": {"GET": self.ready},
@@ -130,30 +120,21 @@ class RouteTable:
             raise Refusal(503, "the model is not loaded yet", field="model")
         return self.served
 
-    async def classify_iris(self, scope: Scope, receive: Receive, send: Send) -> None:
-        predictor = self._loaded().predictor
-        await self._answer_json(scope, receive, send, parse_flower, predictor.classify)
+    def _classify(self, parse: Callable[[bytes], Any], answer: str) -> Handler:
+        """A seed route: the contract's reading of the body, and the predictor's `answer`."""
 
-    async def classify_batch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        predictor = self._loaded().predictor
-        await self._answer_json(scope, receive, send, parse_batch, predictor.classify_many)
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            predictor = self._loaded().predictor
+            body = await read_body(scope, receive, self.max_body_bytes)
+            if body is None:
+                return
+            try:
+                request = parse(body or b"{}")  # an empty body is read as {}, as BentoML read it
+            except ValidationError as error:
+                raise validation_refusal(error) from None
+            await send_body(send, 200, orjson.dumps(getattr(predictor, answer)(request)))
 
-    async def _answer_json(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        parse: Callable[[bytes], Any],
-        answer: Callable[[Any], dict[str, Any]],
-    ) -> None:
-        body = await read_body(scope, receive, self.max_body_bytes)
-        if body is None:
-            return
-        try:
-            request = parse(body or b"{}")  # an empty body is read as {}, as BentoML read it
-        except ValidationError as error:
-            raise validation_refusal(error) from None
-        await send_body(send, 200, orjson.dumps(answer(request)))
+        return handler
 
     def describe(self) -> dict[str, Any]:
         return describe_service(

@@ -1,21 +1,18 @@
 """The Open Inference Protocol (KServe V2) over REST, with Triton's binary tensor extension.
 
-One model, `iris_classifier`, in the stored model's version. Input `flowers` is FP32 of shape
-[rows, 4] (the contract's features, in centimetres; FP64 is accepted and converted); outputs
-are `probabilities`, FP32 [rows, classes] in the order of the class names the metadata lists,
-`label`, BYTES [rows], and, only when asked for, `out_of_range`, BYTES [rows]: each row's
-features outside the training range joined by commas, empty when none. Answers come from the
-service's one `Predictor`, so they are counted in the model metrics like every other route's.
+One model, `iris_classifier`, in the stored model's version. Input `flowers`: FP32 [rows, 4],
+the contract's features in centimetres (FP64 is converted). Outputs: `probabilities`, FP32
+[rows, classes] in the metadata's class order; `label`, BYTES [rows]; and only when asked for,
+`out_of_range`, BYTES [rows], each row's features outside the training range joined by commas.
+Answers come from the service's one `Predictor`, so the model metrics count them.
 
-The request's JSON is read by the pydantic models below (strict: a string, a boolean or null
-is never a number, and unknown fields are refused, except `model_name`, which KServe's client
-always sends: it must name this model). Every refusal is a 400 naming the tensor, the row and
-the reason.
+The request's JSON is read by the strict pydantic models below: unknown fields are refused,
+except `model_name`, which KServe's client always sends (it must name this model). Every
+refusal is a 400 naming the tensor, the row and the reason.
 
-Binary tensors (the extension Triton's clients use): the body starts with a JSON header of
-`Inference-Header-Content-Length` bytes, and a tensor whose parameters hold `binary_data_size`
-follows it as raw little-endian values. An output asked for with `"binary_data": true` (or
-every output, with the request parameter `binary_data_output`) comes back the same way.
+Binary tensors (Triton's extension): a JSON header of `Inference-Header-Content-Length` bytes,
+then each input with `binary_data_size` as raw little-endian values. An output asked for with
+`"binary_data": true` (or all, with the parameter `binary_data_output`) comes back the same way.
 """
 
 from __future__ import annotations
@@ -113,12 +110,7 @@ class InferenceProtocol:
     """Metadata and inference for the one model this process serves."""
 
     def __init__(
-        self,
-        predictor: Predictor,
-        *,
-        model_version: str,
-        server_version: str,
-        parameters: Mapping[str, Any],
+        self, predictor: Predictor, *, model_version: str, server_version: str, parameters: Mapping
     ) -> None:
         self.predictor = predictor
         self.model_version = model_version
@@ -150,18 +142,13 @@ class InferenceProtocol:
 
     def check_model(self, name: str, version: str | None) -> None:
         if name != MODEL_NAME:
-            raise Refusal(
-                404,
-                f"unknown model {name[:64]!r}: this server serves {MODEL_NAME!r}",
-                field="model",
-            )
-        if version is not None and version != self.model_version:
-            raise Refusal(
-                404,
-                f"unknown version {version[:64]!r} of {MODEL_NAME!r}: this server serves "
-                f"{self.model_version!r}",
-                field="version",
-            )
+            unknown, field = f"model {name[:64]!r}", "model"
+        elif version is not None and version != self.model_version:
+            unknown, field = f"version {version[:64]!r} of {MODEL_NAME!r}", "version"
+        else:
+            return
+        serves = f"{MODEL_NAME!r} {self.model_version!r}"
+        raise Refusal(404, f"unknown {unknown}: this server serves {serves}", field=field)
 
     def infer(self, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
         """The answer's body, and the length of its JSON header when binary outputs follow."""
