@@ -13,9 +13,8 @@ import yaml
 PROJECT_NAME = "iris-classifier"
 
 # One body limit for every route. Two row limits, for one reason: the largest request of each
-# form fits inside the body limit with room to spare, so that limit, not the row count, is what
-# a client meets first. A JSON flower is about 90 bytes (5,000 rows: 450 KB); a V2 tensor row is
-# 16 bytes in binary FP32 and about 20 in JSON (20,000 rows: 320 to 400 KB).
+# form fits inside the body limit. A JSON flower is about 90 bytes (5,000: 450 KB); a tensor
+# row 16 bytes in binary FP32, about 20 in JSON (20,000: 320 to 400 KB).
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH_ROWS = 5_000
 MAX_TENSOR_ROWS = 20_000

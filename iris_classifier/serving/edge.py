@@ -12,6 +12,7 @@ with 503 and marks every response `Connection: close`. An error answer made by t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -34,26 +35,22 @@ PROBE_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
 # Statuses only BentoML's layers answer, always in a shape of their own.
 FOREIGN_STATUSES = frozenset({429, 504})
 INTERNAL_ERROR = "internal server error"
+JSON = b"application/json"
 
 
 def foreign_error(message: Message) -> bool:
     """An error answer not in the refusal shape: not JSON, or one of BentoML's own."""
-    if message["status"] < 400:
-        return False
-    if message["status"] in FOREIGN_STATUSES:
-        return True
     content_type = dict(message.get("headers", ())).get(b"content-type", b"")
-    return not content_type.startswith(b"application/json")
+    foreign = message["status"] in FOREIGN_STATUSES or not content_type.startswith(JSON)
+    return message["status"] >= 400 and foreign
 
 
 def reshaped(status: int, body: bytes) -> Refusal:
     """A foreign error answer's own words, as a refusal."""
-    try:
-        said = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        said = None
-    text = said if isinstance(said, str) else body.decode("utf-8", "replace").strip()
-    return Refusal(status, text or HTTPStatus(status).phrase.lower())
+    said = body.decode("utf-8", "replace").strip()
+    with contextlib.suppress(ValueError, AttributeError):
+        said = json.loads(body).get("error", said)
+    return Refusal(status, str(said) or HTTPStatus(status).phrase.lower())
 
 
 class EdgeMiddleware:

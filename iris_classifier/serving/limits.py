@@ -35,11 +35,10 @@ class BodyRefused(Refusal):
 async def read_body(
     scope: Scope, receive: Receive, max_bytes: int, media_types: frozenset[str] = JSON_TYPES
 ) -> bytes | None:
-    """The whole request body, or None if the client left; `BodyRefused` when it has a media
-    type other than `media_types` (no type is read as JSON, as BentoML read it; curl's `-d`
-    without a Content-Type header sends a form) or more than `max_bytes`. A declared
-    Content-Length over the limit is refused before a byte is read; a chunked body is read only
-    up to the limit."""
+    """The whole body, or None if the client left. `BodyRefused` for a media type other than
+    `media_types` (none is read as JSON, as BentoML read it; curl's `-d` alone sends a form), or
+    over `max_bytes`: a declared Content-Length before a byte is read, a chunked body as soon as
+    it passes the limit."""
     headers = Headers(scope=scope)
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type and media_type not in media_types and not media_type.endswith("+json"):

@@ -199,8 +199,7 @@ def check_in_child(directory: Path, metadata: Mapping[str, Any]) -> None:
         check=False,
     )
     if checked.returncode != 0:
-        lines = (checked.stdout.strip() or checked.stderr.strip() or "no output").splitlines()
-        raise ModelError(lines[-1])
+        raise ModelError((checked.stderr.strip() or "the check died silently").splitlines()[-1])
 
 
 def _check() -> None:
@@ -208,5 +207,4 @@ def _check() -> None:
     try:
         load(Path(request["directory"]), request["metadata"], FEATURE_NAMES)
     except ModelError as exc:
-        print(exc)
-        raise SystemExit(1) from None
+        raise SystemExit(str(exc)) from None  # the one line, on stderr, and exit status 1

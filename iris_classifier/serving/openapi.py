@@ -18,7 +18,7 @@ from iris_classifier.serving.card import summary
 from iris_classifier.serving.config import MAX_BATCH_ROWS, PROJECT_NAME
 from iris_classifier.serving.refusals import REFUSAL_SCHEMA
 from iris_classifier.serving.v2_openapi import TAG as V2_TAG
-from iris_classifier.serving.v2_openapi import v2_paths
+from iris_classifier.serving.v2_openapi import get_operation, v2_paths
 
 SERVICE_TAG = "Service APIs"
 INFRA_TAG = "Infrastructure"
@@ -47,36 +47,18 @@ EXTRA_REFUSALS = {
     "415": "Request body not sent as application/json",
 }
 
-# The seed's health check is a mounted Starlette route, which BentoML does not document.
-HEALTHCHECK_OPERATION = {
-    "get": {
-        "tags": [INFRA_TAG],
-        "description": "Seed-compatible health check: 200 once the service answers.",
-        "responses": {
-            "200": {
-                "description": "Successful Response",
-                "content": {
-                    "application/json": {
-                        "schema": {"type": "string", "example": "Iris classifier is ready!"}
-                    }
-                },
-            }
-        },
-    }
-}
-MODEL_OPERATION = {
-    "get": {
-        "tags": [SERVICE_TAG],
-        "description": "The served model: estimator, hyper-parameters, hold-out and "
-        "cross-validation metrics, classes, features, ONNX precision and opset.",
-        "responses": {
-            "200": {
-                "description": "Successful Response",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        },
-    }
-}
+# Answered by the route table beside BentoML's APIs, so BentoML does not document them.
+HEALTHCHECK_OPERATION = get_operation(
+    "Seed-compatible health check: 200 once the service answers.",
+    {"type": "string", "example": "Iris classifier is ready!"},
+    tags=[INFRA_TAG],
+)
+MODEL_OPERATION = get_operation(
+    "The served model: estimator, hyper-parameters, hold-out and cross-validation metrics, "
+    "classes, features, ONNX precision and opset.",
+    {"type": "object"},
+    tags=[SERVICE_TAG],
+)
 
 
 def describe_service(

@@ -85,16 +85,12 @@ class Predictor:
     """
 
     def __init__(
-        self,
-        model: OnnxClassifier,
-        ranges: TrainingRanges,
-        metrics: ModelMetrics,
-        model_version: str,
+        self, model: OnnxClassifier, ranges: TrainingRanges, metrics: ModelMetrics, version: str
     ) -> None:
         self.model = model
         self.ranges = ranges
         self.metrics = metrics
-        self.model_version = model_version
+        self.model_version = version
 
     def classify(self, values: Sequence[float]) -> dict[str, Any]:
         probabilities = self.model.predict_proba_one(values)

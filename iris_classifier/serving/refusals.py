@@ -9,6 +9,7 @@ refusal costs about what reading the request cost, whatever the request holds.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -57,42 +58,24 @@ class Refusal(Exception):
         super().__init__(error)
         self.status = status
         self.error = error
-        self.detail = detail or [problem(field, error, _KINDS.get(status, "refused"))]
+        kind = HTTPStatus(status).phrase.lower().replace(" ", "_")  # not_found, ...
+        self.detail = detail or [problem(field, error, kind)]
         self.headers = headers
 
     def body(self) -> bytes:
-        return refusal_body(self.error, self.detail)
-
-
-_KINDS = {
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    415: "unsupported_media_type",
-    500: "internal_error",
-    503: "unavailable",
-    504: "timeout",
-}
-
-
-def refusal_body(error: str, detail: list[dict[str, str]]) -> bytes:
-    return orjson.dumps({"error": error, "detail": detail})
+        return orjson.dumps({"error": self.error, "detail": self.detail})
 
 
 def validation_refusal(error: ValidationError, prefix: str = "invalid input") -> Refusal:
     """The 400 for a request the contract refused; its error reads `invalid input: field:
     reason; ...` and names at most MAX_LISTED_PROBLEMS problems, with how many more there are."""
     listed = [
-        problem(location_of(item["loc"]), item["msg"], item["type"])
+        problem(".".join(map(str, item["loc"])), item["msg"], item["type"])
         for item in error.errors(include_url=False, include_context=False, include_input=False)[
             :MAX_LISTED_PROBLEMS
         ]
     ]
     return Refusal(400, f"{prefix}: {summarize(listed, error.error_count())}", listed)
-
-
-def location_of(location: Any) -> str:
-    return ".".join(str(part) for part in location) if isinstance(location, list | tuple) else ""
 
 
 def problem(field: str, reason: Any, kind: Any) -> dict[str, str]:

@@ -1,12 +1,9 @@
-"""The one route table: every route the service answers, at one depth of the ASGI stack.
-
-The seed's single-flower and batch routes, the model card, the API page and its OpenAPI
-document, and every Open Inference Protocol route (server and model health, metadata, infer,
-with and without `/versions/<v>`) are answered here, inside BentoML's metrics, tracing and
-timeout layers but before its router: BentoML's per-request API machinery and a mounted
-Starlette app cost more CPU than a prediction. BentoML's own operational routes (`/livez`,
-`/healthz`, `/readyz`, `/metrics`, `/schema.json`) pass through to it. Any other path is a 404
-and a known path asked with another method a 405, in the one refusal shape (refusals.py).
+"""The one route table: the seed routes, the model card, the API page and its document, and
+every Open Inference Protocol route, answered at one depth of the ASGI stack: inside BentoML's
+metrics, tracing and timeout layers but before its router, whose per-request API machinery
+costs more CPU than a prediction. BentoML's `/livez`, `/healthz`, `/readyz`, `/metrics` and
+`/schema.json` pass through to it; any other path is a 404 and a known path asked with another
+method a 405, in the one refusal shape (refusals.py).
 """
 
 from __future__ import annotations
@@ -56,27 +53,20 @@ class RouteTable:
     """Built by the service with the drain and settings; `serve` hands it the loaded model."""
 
     def __init__(
-        self,
-        *,
-        drain: Drain,
-        version: str,
-        max_body_bytes: int,
-        openapi: Callable[[], dict[str, Any]],
+        self, *, drain: Drain, version: str, max_body_bytes: int, openapi: Callable[[], dict]
     ) -> None:
-        self.drain = drain
-        self.version = version
-        self.max_body_bytes = max_body_bytes
-        self.openapi = openapi
+        self.drain, self.version, self.max_body_bytes = drain, version, max_body_bytes
+        self.openapi = openapi  # BentoML's generated document, corrected by openapi.py
         self.served: ServedModel | None = None
         self.routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.api_page},
-            "/docs.json": {"GET": self.document},
-            "/healthcheck": {"GET": self.healthcheck},
-            "/iris/model": {"GET": self.model_card},
-            "/iris/classify_iris": {"POST": self.classify_iris},
-            "/iris/classify_batch": {"POST": self.classify_batch},
-            "/v2": {"GET": self.server_metadata},
-            "/v2/health/live": {"GET": self.live},
+            "/docs.json": {"GET": _answer(lambda: json.dumps(self.describe()).encode())},
+            "/healthcheck": {"GET": _answer(lambda: b'"Iris classifier is ready!"')},
+            "/iris/model": {"GET": _answer(lambda: orjson.dumps(dict(self._loaded().card)))},
+            "/iris/classify_iris": {"POST": self._classify(parse_flower, "classify")},
+            "/iris/classify_batch": {"POST": self._classify(parse_batch, "classify_many")},
+            "/v2": {"GET": _answer(lambda: self._loaded().protocol.server_metadata())},
+            "/v2/health/live": {"GET": _answer(lambda: LIVE)},
             "/v2/health/ready": {"GET": self.ready},
         }
         self.model_routes: dict[str, dict[str, Handler]] = {}
@@ -84,34 +74,31 @@ class RouteTable:
     def serve(self, served: ServedModel) -> None:
         """Answer with `served` from now on; its V2 routes become exact paths of the table."""
         self.served = served
-        version = served.protocol.model_version
-        self.model_routes = {}
-        for prefix in (
-            f"{V2_MODELS}{MODEL_NAME}",
-            f"{V2_MODELS}{MODEL_NAME}/versions/{version}",
-        ):
-            self.model_routes[prefix] = {"GET": self.model_metadata}
-            self.model_routes[f"{prefix}/ready"] = {"GET": self.model_ready}
-            self.model_routes[f"{prefix}/infer"] = {"POST": self.infer}
-
-    def lookup(self, path: str) -> dict[str, Handler] | None:
-        methods = self.routes.get(path) or self.model_routes.get(path)
-        if methods is None and path.startswith(V2_MODELS):
-            return self._unknown_model(path)
-        return methods
+        metadata = _answer(served.protocol.model_metadata)
+        model = f"{V2_MODELS}{MODEL_NAME}"
+        self.model_routes = {
+            path: methods
+            for prefix in (model, f"{model}/versions/{served.protocol.model_version}")
+            for path, methods in (
+                (prefix, {"GET": metadata}),
+                (f"{prefix}/ready", {"GET": self.ready}),
+                (f"{prefix}/infer", {"POST": self.infer}),
+            )
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         path = scope["path"]
-        methods = self.lookup(path)
-        if methods is None:
-            if path in BENTOML_ROUTES:
-                await app(scope, receive, send)
-                return
-            await self._refuse(scope, send, Refusal(404, f"no route {path[:256]!r}", field="path"))
+        methods = self.routes.get(path) or self.model_routes.get(path)
+        if methods is None and path.startswith(V2_MODELS):
+            methods = self._unknown_model(path)
+        if methods is None and path in BENTOML_ROUTES:
+            await app(scope, receive, send)
             return
         method = scope["method"]
-        handler = methods.get("GET" if method == "HEAD" else method)
         try:
+            if methods is None:
+                raise Refusal(404, f"no route {path[:256]!r}", field="path")
+            handler = methods.get("GET" if method == "HEAD" else method)
             if handler is None:
                 allowed = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
                 raise Refusal(
@@ -121,148 +108,87 @@ class RouteTable:
                     headers=((b"allow", allowed.encode()),),
                 )
             await handler(scope, receive, _without_body(send) if method == "HEAD" else send)
-        except BodyRefused as refusal:
-            self._log(scope, refusal)
-            await refuse_unread(scope, receive, send, refusal)
         except Refusal as refusal:
-            await self._refuse(scope, send, refusal)
-
-    async def _refuse(self, scope: Scope, send: Send, refusal: Refusal) -> None:
-        self._log(scope, refusal)
-        await send_refusal(send, refusal)
-
-    def _log(self, scope: Scope, refusal: Refusal) -> None:
-        if refusal.status != 404 or not scope["path"].startswith(V2_MODELS):
-            logger.warning(
-                "refused %s %s: %d %s",
-                scope["method"],
-                scope["path"],
-                refusal.status,
-                refusal.error,
-            )
+            logger.warning("refused %s %s: %d %s", method, path, refusal.status, refusal.error)
+            if isinstance(refusal, BodyRefused):
+                await refuse_unread(scope, receive, send, refusal)
+            else:
+                await send_refusal(send, refusal)
 
     def _loaded(self) -> ServedModel:
         if self.served is None:
             raise Refusal(503, "the model is not loaded yet", field="model")
         return self.served
 
-    async def _body(
-        self, scope: Scope, receive: Receive, media_types: frozenset[str] | None = None
-    ) -> bytes | None:
-        if media_types is None:
-            return await read_body(scope, receive, self.max_body_bytes)
-        return await read_body(scope, receive, self.max_body_bytes, media_types)
+    def _classify(self, parse: Callable[[bytes], Any], answer: str) -> Handler:
+        """A seed route: the contract's reading of the body, and the predictor's `answer`."""
 
-    # The seed contract: one flower, or a batch.
-    async def classify_iris(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._classify(scope, receive, send, parse_flower, self._loaded().predictor.classify)
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            predictor = self._loaded().predictor
+            body = await read_body(scope, receive, self.max_body_bytes)
+            if body is None:
+                return
+            try:
+                request = parse(body or b"{}")  # an empty body is read as {}, as BentoML read it
+            except ValidationError as error:
+                raise validation_refusal(error) from None
+            await send_body(send, 200, orjson.dumps(getattr(predictor, answer)(request)))
 
-    async def classify_batch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._classify(
-            scope, receive, send, parse_batch, self._loaded().predictor.classify_many
-        )
+        return handler
 
-    async def _classify(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        parse: Callable[[bytes], Any],
-        answer: Callable[[Any], dict[str, Any]],
-    ) -> None:
-        body = await self._body(scope, receive)
-        if body is None:
-            return
-        try:
-            request = parse(body or b"{}")  # an empty body is read as {}, as BentoML read it
-        except ValidationError as error:
-            raise validation_refusal(error) from None
-        await send_body(send, 200, orjson.dumps(answer(request)))
-
-    async def healthcheck(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_body(send, 200, b'"Iris classifier is ready!"')
-
-    async def model_card(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_body(send, 200, orjson.dumps(dict(self._loaded().card)))
-
-    # The API page and its document.
     def describe(self) -> dict[str, Any]:
-        card = self.served.card if self.served else {}
-        return describe_service(self.openapi(), self.version, card)
+        return describe_service(
+            self.openapi(), self.version, self.served.card if self.served else {}
+        )
 
     async def api_page(self, scope: Scope, receive: Receive, send: Send) -> None:
-        card = self.served.card if self.served else {}
-        page = render_page(self.describe(), card).encode()
-        await send_body(
-            send,
-            200,
-            page,
-            b"text/html; charset=utf-8",
-            headers=((b"content-security-policy", CONTENT_SECURITY_POLICY),),
-        )
-
-    async def document(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_body(send, 200, json.dumps(self.describe()).encode())
-
-    # The Open Inference Protocol.
-    async def server_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_body(send, 200, self._loaded().protocol.server_metadata())
-
-    async def live(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_body(send, 200, LIVE)
+        page = render_page(self.describe(), self.served.card if self.served else {}).encode()
+        csp = ((b"content-security-policy", CONTENT_SECURITY_POLICY),)
+        await send_body(send, 200, page, b"text/html; charset=utf-8", headers=csp)
 
     async def ready(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Not ready once the drain has begun, as /readyz says.
         ready = self.served is not None and not self.drain.active
         await send_body(send, 200 if ready else 503, READY if ready else NOT_READY)
 
-    async def model_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_body(send, 200, self._loaded().protocol.model_metadata())
-
-    async def model_ready(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.ready(scope, receive, send)
-
     async def infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         protocol = self._loaded().protocol
-        body = await self._body(scope, receive, TENSOR_TYPES)
+        body = await read_body(scope, receive, self.max_body_bytes, TENSOR_TYPES)
         if body is None:
             return
-        header_length = None
-        for name, value in scope["headers"]:
-            if name == HEADER_LENGTH.encode():
-                header_length = value.decode("latin-1")
-        answer = protocol.infer(body, header_length)
-        if answer.header_length is None:
-            await send_body(send, 200, answer.body)
-        else:
-            await send_body(
-                send,
-                200,
-                answer.body,
-                b"application/octet-stream",
-                headers=((HEADER_LENGTH.encode(), str(answer.header_length).encode()),),
-            )
+        header_length = dict(scope["headers"]).get(HEADER_LENGTH.encode())
+        answer, json_length = protocol.infer(
+            body, header_length and header_length.decode("latin-1")
+        )
+        if json_length is None:
+            await send_body(send, 200, answer)
+            return
+        length = ((HEADER_LENGTH.encode(), str(json_length).encode()),)
+        await send_body(send, 200, answer, b"application/octet-stream", headers=length)
 
     def _unknown_model(self, path: str) -> dict[str, Handler] | None:
         """A V2 model route naming another model or version: its methods answer the 404 that
-        says which models this server has."""
-        parts = path[len(V2_MODELS) :].split("/")
-        model, rest = parts[0], parts[1:]
-        version = None
-        if rest[:1] == ["versions"] and len(rest) >= 2:
-            version, rest = rest[1], rest[2:]
+        says which model this server has (503 before it has one)."""
+        model, *rest = path[len(V2_MODELS) :].split("/")
+        version = rest[1] if rest[:1] == ["versions"] and len(rest) >= 2 else None
+        rest = rest[2:] if version is not None else rest
         if not model or rest not in ([], ["ready"], ["infer"]):
             return None
-        protocol = self._loaded().protocol if self.served else None
 
         async def unknown(scope: Scope, receive: Receive, send: Send) -> None:
-            if protocol is None:
-                self._loaded()
-            else:
-                protocol.check_model(model, version)
+            self._loaded().protocol.check_model(model, version)
             raise Refusal(404, f"no route {path[:256]!r}", field="path")
 
-        return {"POST": unknown} if rest == ["infer"] else {"GET": unknown}
+        return {"POST" if rest == ["infer"] else "GET": unknown}
+
+
+def _answer(body: Callable[[], bytes]) -> Handler:
+    """A GET route answering the JSON `body()` gives."""
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        await send_body(send, 200, body())
+
+    return handler
 
 
 def _without_body(send: Send) -> Send:

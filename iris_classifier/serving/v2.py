@@ -1,33 +1,31 @@
 """The Open Inference Protocol (KServe V2) over REST, with Triton's binary tensor extension.
 
-One model, `iris_classifier`, in the stored model's version. Input `flowers` is FP32 of shape
-[rows, 4] (the contract's features, in centimetres; FP64 is accepted and converted); outputs
-are `probabilities`, FP32 [rows, classes] in the order of the class names the metadata lists,
-`label`, BYTES [rows], and, only when asked for, `out_of_range`, BYTES [rows]: each row's
-features outside the training range joined by commas, empty when none. Answers come from the
-service's one `Predictor`, so they are counted in the model metrics like every other route's.
+One model, `iris_classifier`, in the stored model's version. Input `flowers`: FP32 [rows, 4],
+the contract's features in centimetres (FP64 is converted). Outputs: `probabilities`, FP32
+[rows, classes] in the metadata's class order; `label`, BYTES [rows]; and only when asked for,
+`out_of_range`, BYTES [rows], each row's features outside the training range joined by commas.
+Answers come from the service's one `Predictor`, so the model metrics count them.
 
-The request's JSON is read by the pydantic models below (strict: a string, a boolean or null
-is never a number, and unknown fields are refused, except `model_name`, which KServe's client
-always sends: it must name this model). Every refusal is a 400 naming the tensor, the row and
-the reason.
+The request's JSON is read by the strict pydantic models below: unknown fields are refused,
+except `model_name`, which KServe's client always sends (it must name this model). Every
+refusal is a 400 naming the tensor, the row and the reason.
 
-Binary tensors (the extension Triton's clients use): the body starts with a JSON header of
-`Inference-Header-Content-Length` bytes, and a tensor whose parameters hold `binary_data_size`
-follows it as raw little-endian values. An output asked for with `"binary_data": true` (or
-every output, with the request parameter `binary_data_output`) comes back the same way.
+Binary tensors (Triton's extension): a JSON header of `Inference-Header-Content-Length` bytes,
+then each input with `binary_data_size` as raw little-endian values. An output asked for with
+`"binary_data": true` (or all, with the parameter `binary_data_output`) comes back the same way.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from itertools import chain
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME, SIZE_RULE, breaks_size_rule
 from iris_classifier.serving.config import MAX_TENSOR_ROWS
@@ -56,17 +54,27 @@ class TensorParameters(BaseModel):
     binary_data_size: Annotated[int, Field(ge=0)] | None = None
 
 
+def flattened(data: Any) -> Any:
+    """Data sent nested (one list of 4 per row), as the protocol allows, read row after row."""
+    if not isinstance(data, list) or not data or not all(type(row) is list for row in data):
+        return data
+    for index, row in enumerate(data):
+        if len(row) != WIDTH:
+            raise PydanticCustomError(
+                "row_length",
+                "row {row} holds {count} values; a row is the 4 features",
+                {"row": index, "count": len(row)},
+            )
+    return list(chain.from_iterable(data))
+
+
 class InputTensor(BaseModel):
     model_config = STRICT
     name: Literal["flowers"]
     datatype: Literal["FP32", "FP64"]
     shape: Annotated[list[int], Field(min_length=2, max_length=2)]
     parameters: TensorParameters | None = None
-    # Flat (row after row) or nested (one list of 4 per row), as the protocol allows.
-    data: (
-        list[Centimetres | Annotated[list[Centimetres], Field(min_length=WIDTH, max_length=WIDTH)]]
-        | None
-    ) = None
+    data: Annotated[list[Centimetres], BeforeValidator(flattened)] | None = None
 
 
 class OutputParameters(BaseModel):
@@ -94,12 +102,6 @@ class InferenceRequest(BaseModel):
     outputs: Annotated[list[RequestedOutput], Field(min_length=1)] | None = None
 
 
-@dataclass(frozen=True)
-class Answer:
-    body: bytes
-    header_length: int | None  # set when binary outputs follow the JSON header
-
-
 def refuse(message: str, field: str = "inputs[0]") -> Refusal:
     return Refusal(400, message, field=field)
 
@@ -108,12 +110,7 @@ class InferenceProtocol:
     """Metadata and inference for the one model this process serves."""
 
     def __init__(
-        self,
-        predictor: Predictor,
-        *,
-        model_version: str,
-        server_version: str,
-        parameters: Mapping[str, Any],
+        self, predictor: Predictor, *, model_version: str, server_version: str, parameters: Mapping
     ) -> None:
         self.predictor = predictor
         self.model_version = model_version
@@ -145,24 +142,22 @@ class InferenceProtocol:
 
     def check_model(self, name: str, version: str | None) -> None:
         if name != MODEL_NAME:
-            raise Refusal(
-                404,
-                f"unknown model {name[:64]!r}: this server serves {MODEL_NAME!r}",
-                field="model",
-            )
-        if version is not None and version != self.model_version:
-            raise Refusal(
-                404,
-                f"unknown version {version[:64]!r} of {MODEL_NAME!r}: this server serves "
-                f"{self.model_version!r}",
-                field="version",
-            )
+            unknown, field = f"model {name[:64]!r}", "model"
+        elif version is not None and version != self.model_version:
+            unknown, field = f"version {version[:64]!r} of {MODEL_NAME!r}", "version"
+        else:
+            return
+        serves = f"{MODEL_NAME!r} {self.model_version!r}"
+        raise Refusal(404, f"unknown {unknown}: this server serves {serves}", field=field)
 
-    def infer(self, body: bytes, header_length: str | None) -> Answer:
+    def infer(self, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+        """The answer's body, and the length of its JSON header when binary outputs follow."""
         request, features = parse_request(body, header_length)
         return self._answer(request, self.predictor.predict(features))
 
-    def _answer(self, request: InferenceRequest, predictions: Predictions) -> Answer:
+    def _answer(
+        self, request: InferenceRequest, predictions: Predictions
+    ) -> tuple[bytes, int | None]:
         rows = len(predictions.best)
         all_binary = request.parameters is not None and request.parameters.binary_data_output
         outputs = []
@@ -202,8 +197,8 @@ class InferenceProtocol:
         document["outputs"] = outputs
         header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
         if not binary_parts:
-            return Answer(header, None)
-        return Answer(header + b"".join(binary_parts), len(header))
+            return header, None
+        return header + b"".join(binary_parts), len(header)
 
 
 def requested_outputs(
@@ -304,66 +299,36 @@ def _binary_features(
     return features
 
 
-def _json_features(data: list[Any], rows: int) -> np.ndarray:
-    where = f"input {INPUT!r}"
-    nested = [isinstance(value, list) for value in data]
-    if any(nested) and not all(nested):
+def _json_features(data: list[float], rows: int) -> np.ndarray:
+    if len(data) != rows * WIDTH:
         raise refuse(
-            f"{where}: 'data' mixes rows (lists of {WIDTH}) and single values; send one form"
-        )
-    count = len(data) * WIDTH if data and nested[0] else len(data)
-    if count != rows * WIDTH:
-        raise refuse(
-            f"{where}: 'data' holds {count} values, but shape [{rows}, {WIDTH}] needs {rows * WIDTH}"
+            f"input {INPUT!r}: 'data' holds {len(data)} values, but shape [{rows}, {WIDTH}] "
+            f"needs {rows * WIDTH}"
         )
     return np.array(data, dtype=np.float64).reshape(rows, WIDTH)
 
 
 def protocol_refusal(error: ValidationError) -> Refusal:
     """The 400 for a request the models refused: each problem named by its tensor and row."""
-    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for item in error.errors(include_url=False, include_context=False, include_input=False):
-        key = _data_item(item["loc"]) or tuple(item["loc"])
-        kept = seen.get(key)
-        if kept is None or _rank(item) > _rank(kept):
-            seen[key] = item
-    listed = [_problem(item) for item in list(seen.values())[:MAX_LISTED_PROBLEMS]]
-    message = summarize(listed, len(seen))
-    return Refusal(400, message, listed)
-
-
-def _data_item(location: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    if len(location) >= 4 and location[0] == "inputs" and location[2] == "data":
-        return location[:4]
-    return None
-
-
-# An item of 'data' is read both as a number and as a row, and a bad one fails both readings:
-# the deeper error, else the one not about the item's type, says what is wrong with it.
-TYPE_ERRORS = {"list_type": 0, "float_type": 1}
-
-
-def _rank(item: dict[str, Any]) -> tuple[int, int]:
-    return len(item["loc"]), TYPE_ERRORS.get(item["type"], 2)
-
-
-def _path(location: tuple[Any, ...]) -> str:
-    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location)
-    return text.lstrip(".") or "the request"
+    listed = [
+        _problem(item)
+        for item in error.errors(include_url=False, include_context=False, include_input=False)[
+            :MAX_LISTED_PROBLEMS
+        ]
+    ]
+    return Refusal(400, summarize(listed, error.error_count()), listed)
 
 
 def _problem(item: dict[str, Any]) -> dict[str, str]:
     location = item["loc"]
-    if _data_item(location) is not None:
-        if len(location) > 4 and str(location[4]).startswith("list"):  # a row of 4 values
-            row, column = location[3], (location[5] if len(location) > 5 else None)
-        else:
+    if location[:1] == ("inputs",) and location[2:3] == ("data",):
+        field = f"input {INPUT!r}"
+        if len(location) == 4:
             row, column = divmod(location[3], WIDTH)
-        field = f"input {INPUT!r} row {row}"
-        if isinstance(column, int) and column < WIDTH:
-            field += f": {FEATURE_NAMES[column]}"
+            field += f" row {row}: {FEATURE_NAMES[column]}"
     else:
-        field = _path(location)
+        text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location)
+        field = text.lstrip(".") or "the request"
     reason = item["msg"]
     if item["type"] == "extra_forbidden":
         reason = "unknown field"

@@ -91,7 +91,7 @@ def test_a_timeout_made_by_bentoml_carries_both_headers(client: TestClient) -> N
     reason = f"Not able to process the request in {TIMEOUT_S} seconds"
     assert response.json() == {
         "error": reason,
-        "detail": [{"field": "request", "reason": reason, "type": "timeout"}],
+        "detail": [{"field": "request", "reason": reason, "type": "gateway_timeout"}],
     }
 
 
@@ -106,7 +106,7 @@ def test_an_unhandled_error_carries_both_headers_and_is_logged_with_its_id(
     assert response.json() == {
         "error": "internal server error",
         "detail": [
-            {"field": "request", "reason": "internal server error", "type": "internal_error"}
+            {"field": "request", "reason": "internal server error", "type": "internal_server_error"}
         ],
     }
     marked(response, "boom-1")

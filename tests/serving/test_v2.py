@@ -132,7 +132,11 @@ def test_fp64_is_accepted() -> None:
         ),
         (
             request(tensor={"data": [[5.1, 3.5, 1.4], [6.7, 3.0, 5.2]]}),
-            "row 0: List should have at least 4 items",
+            "input 'flowers': row 0 holds 3 values; a row is the 4 features",
+        ),
+        (
+            request(tensor={"data": [FLOWERS[0], 6.7, 3.0, 5.2, 2.3]}),
+            "row 0: sepal_length: Input should be a valid number",
         ),
         (request(tensor={"shape": [2, 3]}), "each row must hold the 4 features"),
         (request(tensor={"shape": [8]}), "inputs[0].shape: List should have at least 2 items"),
@@ -236,10 +240,10 @@ def test_binary_values_are_as_strict_as_json_ones(value: float) -> None:
 
 
 def answer(document: dict, header_length: str | None = None) -> tuple[dict, bytes]:
-    result = PROTOCOL.infer(body(document), header_length)
-    if result.header_length is None:
-        return orjson.loads(result.body), b""
-    return orjson.loads(result.body[: result.header_length]), result.body[result.header_length :]
+    answered, json_length = PROTOCOL.infer(body(document), header_length)
+    if json_length is None:
+        return orjson.loads(answered), b""
+    return orjson.loads(answered[:json_length]), answered[json_length:]
 
 
 def test_json_answer_holds_both_outputs_and_echoes_id_and_parameters() -> None:
