@@ -56,8 +56,14 @@ $(GATEWAY_API_CHECK): tests/gateway_api/package-lock.json
 		npm ci --prefix tests/gateway_api --no-audit --no-fund --loglevel=error; \
 	else echo "npm is not installed: the HTTPRoute schema test will skip" >&2; fi
 
+# KServe's Python SDK for its client and InferenceService tests, in build/kserve-venv (it pins
+# pandas<3 and psutil<6): built from tests/support/kserve-requirements.txt, rebuilt when it changes.
+.PHONY: kserve-sdk  ## Build build/kserve-venv, KServe's Python SDK for the tests
+kserve-sdk: install
+	$(BIN)/python -m tests.support.kserve_sdk
+
 .PHONY: test  ## Run the whole test suite; the JUnit report and screenshots go to build/test-report/
-test: install $(GATEWAY_API_CHECK)
+test: install $(GATEWAY_API_CHECK) kserve-sdk
 	$(BIN)/pytest --junitxml=build/test-report/junit.xml
 
 # --- Container image (bentofile.yaml) -----------------------------------------------------------
@@ -111,7 +117,7 @@ image-stats:
 
 # Standalone kustomize when installed, else the one built into kubectl.
 KUSTOMIZE ?= $(if $(shell command -v kustomize),kustomize build,kubectl kustomize)
-OVERLAYS := kind production
+OVERLAYS := kind production kserve
 KIND_CLUSTER ?= iris-classifier
 # Empty: the kind release's default node image. Pin one from its release notes to choose the
 # Kubernetes version, e.g. KIND_NODE_IMAGE=kindest/node:v1.36.4@sha256:...
@@ -256,6 +262,10 @@ bench: install mlserver
 	BENTOML_HOME=$(BENCH_HOME) BENCH_RANDOM_FOREST_HOME=$(BENCH_RF_HOME) \
 		BENCH_COMMAND="make bench $(BENCH_ARGS)" $(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 	$(BENCH_V2_ENV) BENCH_COMMAND="make bench" $(BIN)/python -m benchmarks.v2
+
+.PHONY: request-cost  ## What a single-flower request costs per layer, beside a minimal ASGI app (benchmarks/README.md)
+request-cost: model
+	$(BIN)/python -m benchmarks.request_cost $(BENCH_ARGS)
 
 .PHONY: bench-smoke  ## Run the benchmark harness for a few seconds to check it works (no figures)
 bench-smoke: install

@@ -3,7 +3,12 @@
     bentoml serve service:IrisClassifier --port 3000
 
 `POST /iris/classify_iris` and `GET /healthcheck` keep the contract of the FastAPI service this
-project replaces; `POST /iris/classify_batch` answers many flowers in one request.
+project replaces; `POST /iris/classify_batch` answers many flowers in one request, and the Open
+Inference Protocol (KServe V2) routes answer the same model as tensors.
+
+Everything is built here and handed to what needs it: the settings, the drain, the route table
+(iris_classifier/serving/routes.py) and, once a worker has loaded the model, the one Predictor
+that every route and the typed APIs below call.
 """
 
 from __future__ import annotations
@@ -13,13 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
+from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME
 from iris_classifier.serving import card
-from iris_classifier.serving.api_page import ApiPageMiddleware
-from iris_classifier.serving.config import FEATURE_NAMES, MODEL_NAME, Settings
+from iris_classifier.serving.config import Settings
 from iris_classifier.serving.contract import (
     BatchClassification,
     BatchRequest,
@@ -27,65 +29,91 @@ from iris_classifier.serving.contract import (
     IrisFeatures,
 )
 from iris_classifier.serving.edge import EdgeMiddleware
-from iris_classifier.serving.limits import RequestLimitsMiddleware
 from iris_classifier.serving.logs import configure_logging
 from iris_classifier.serving.metrics import ModelMetrics
-from iris_classifier.serving.model import ModelError, OnnxClassifier
-from iris_classifier.serving.model import load as load_model
-from iris_classifier.serving.prediction import (
-    PredictionRoutes,
-    Predictor,
-    features_of,
-    read_flower,
-)
+from iris_classifier.serving.model import ModelError, check_in_child
+from iris_classifier.serving.prediction import Predictor, features_of, read_flower
 from iris_classifier.serving.ranges import TrainingRanges
+from iris_classifier.serving.routes import RouteMiddleware, RouteTable, ServedModel
 from iris_classifier.serving.shutdown import Drain
 from iris_classifier.serving.v2 import InferenceProtocol
-from iris_classifier.serving.v2_http import endpoints as v2_endpoints
 
 settings = Settings.from_env()
 configure_logging(settings.log_format, settings.served_by)
-
-# The seed service answered GET /healthcheck; clients and probes written for it keep working.
-# GET /iris/model tells clients which estimator answers them and how well it scored.
-legacy = Starlette(
-    routes=[
-        Route("/healthcheck", lambda _: JSONResponse("Iris classifier is ready!")),
-        Route("/iris/model", lambda _: JSONResponse(card.published())),
-        # The Open Inference Protocol (KServe V2): /v2, its health, metadata and infer routes.
-        *v2_endpoints.routes(),
-    ]
-)
 STORED_MODEL = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
+# Shown with the model card in the tensor protocol's model metadata.
+V2_PARAMETERS = ("class_names", "feature_names", "feature_unit", "estimator")
 
 
-def load_stored(model_ref: Any) -> tuple[OnnxClassifier, TrainingRanges, dict[str, Any]]:
-    """The checked ONNX classifier of the stored model, the training ranges every answer's
-    out_of_range is judged against, and the card clients are shown."""
-    model = model_ref.resolve() if hasattr(model_ref, "resolve") else model_ref
+def resolved(model_ref: Any) -> Any:
+    # Inside the service class BentoML has already resolved the reference to a stored model.
+    return model_ref.resolve() if hasattr(model_ref, "resolve") else model_ref
+
+
+def refuse_to_serve(model: Any, problem: ModelError) -> SystemExit:
+    # One line and exit status 1: `bentoml serve` (and so the container) stops at once rather
+    # than restarting a worker that can never become ready.
+    return SystemExit(f"refusing to serve {model.tag}: {problem}")
+
+
+def check_stored(model_ref: Any) -> None:
+    """Check the stored model as a worker will load it, without loading it here.
+
+    `bentoml serve` imports this module in its main process (the arbiter) before it starts any
+    worker, so a bad model stops the server with a clear line, not a worker restart loop. The
+    arbiter never predicts: ONNX Runtime runs the check in a short-lived child process, so the
+    arbiter does not hold the runtime and a session for its whole life.
+    """
+    model = resolved(model_ref)
     try:
-        classifier = load_model(Path(model.path), model.info.metadata, FEATURE_NAMES)
-        ranges = TrainingRanges.from_metadata(
-            model.info.metadata.get("feature_stats"), FEATURE_NAMES
-        )
+        TrainingRanges.from_metadata(model.info.metadata.get("feature_stats"), FEATURE_NAMES)
+        check_in_child(Path(model.path), model.info.metadata)
     except ModelError as exc:
-        # One line and exit status 1: `bentoml serve` (and so the container) stops at once
-        # rather than restarting a worker that can never become ready.
-        raise SystemExit(f"refusing to serve {model.tag}: {exc}") from None
-    return classifier, ranges, card.model_card(str(model.tag), model.info.metadata)
+        raise refuse_to_serve(model, exc) from None
 
 
-# Checked here, on import, because `bentoml serve` imports the service before it starts any
-# worker: a bad model stops the server with a clear line, not a worker restart loop.
-load_stored(STORED_MODEL)
+def load_served(model_ref: Any) -> ServedModel:
+    """The loaded model: its one Predictor, the tensor protocol over it, and its card."""
+    from iris_classifier.serving.model import load
 
+    model = resolved(model_ref)
+    metadata = model.info.metadata
+    try:
+        classifier = load(Path(model.path), metadata, FEATURE_NAMES)
+        ranges = TrainingRanges.from_metadata(metadata.get("feature_stats"), FEATURE_NAMES)
+    except ModelError as exc:
+        raise refuse_to_serve(model, exc) from None
+    model_card = card.model_card(str(model.tag), metadata)
+    model_version = model_card["model_version"]
+    predictor = Predictor(
+        classifier,
+        ranges,
+        ModelMetrics(
+            classifier.class_names,
+            FEATURE_NAMES,
+            model_version=model_version,
+            estimator=str(model_card.get("estimator", "unknown")),
+        ),
+        model_version,
+    )
+    protocol = InferenceProtocol(
+        predictor,
+        model_version=model_version.split(":", 1)[-1],
+        server_version=settings.version,
+        parameters={key: model_card[key] for key in V2_PARAMETERS if key in model_card},
+    )
+    return ServedModel(predictor, protocol, model_card)
+
+
+# A worker (it has an index) checks the model as it loads it, in __init__.
+if bentoml.server_context.worker_index is None:
+    check_stored(STORED_MODEL)
 
 # BentoML opens OpenTelemetry spans for every request even when no exporter is configured, at a
 # large share of a prediction's CPU (benchmarks/README.md). Other routes keep their traces.
-UNTRACED_ROUTES = ["/iris/classify_iris", "/iris/classify_batch", "/v2/models/"]
+UNTRACED_ROUTES = ["/iris/classify_iris", "/iris/classify_batch", "/v2/"]
 
 
-@bentoml.asgi_app(legacy, path="/")
 @bentoml.service(
     traffic={"timeout": 10},
     tracing={"excluded_urls": UNTRACED_ROUTES},
@@ -97,33 +125,10 @@ class IrisClassifier:
     model_ref = STORED_MODEL
 
     def __init__(self) -> None:
-        self.model, self.ranges, model_card = load_stored(self.model_ref)
-        self.model_version = model_card["model_version"]
-        card.publish(model_card)
-        v2_endpoints.attach(
-            InferenceProtocol(
-                self.model,
-                model_version=self.model_version.split(":", 1)[-1],
-                server_version=settings.version,
-                parameters={
-                    key: model_card[key]
-                    for key in ("class_names", "feature_names", "feature_unit", "estimator")
-                    if key in model_card
-                },
-            )
-        )
-        self.predictor = Predictor(
-            self.model,
-            self.ranges,
-            ModelMetrics(
-                self.model.class_names,
-                FEATURE_NAMES,
-                model_version=self.model_version,
-                estimator=str(model_card.get("estimator", "unknown")),
-            ),
-            self.model_version,
-        )
-        PredictionRoutes.attach(self.predictor)
+        served = load_served(self.model_ref)
+        self.predictor = served.predictor
+        self.model_version = served.protocol.model_version
+        routes.serve(served)
         # Everything loaded so far lives as long as the process: frozen, the garbage collector
         # stops re-walking it in every full collection, the tail of the latency distribution.
         gc.freeze()
@@ -131,8 +136,8 @@ class IrisClassifier:
         # the objects of requests still in flight. Rarer ones still collect cycles.
         gc.set_threshold(50_000, 10, 10)
 
-    # Over HTTP these two routes are answered by PredictionRoutes with the same Predictor;
-    # the typed APIs declare them (OpenAPI document, BentoML clients) and serve Python callers.
+    # Over HTTP these two routes are answered by the route table with the same Predictor; the
+    # typed APIs declare them (OpenAPI document, BentoML clients) and serve Python callers.
     @bentoml.api(route="/iris/classify_iris")
     async def classify_iris(self, flower: IrisFeatures, /) -> Classification:
         """Classify one flower: the most likely species and its probability."""
@@ -146,11 +151,11 @@ class IrisClassifier:
 
 
 drain = Drain(settings.drain_seconds)
-# The V2 readiness route says what /readyz says: not ready once the drain has begun.
-v2_endpoints.stopping = lambda: drain.active
-IrisClassifier.add_asgi_middleware(EdgeMiddleware, served_by=settings.served_by, drain=drain)
-IrisClassifier.add_asgi_middleware(
-    ApiPageMiddleware, service=IrisClassifier, version=settings.version
+routes = RouteTable(
+    drain=drain,
+    version=settings.version,
+    max_body_bytes=settings.max_body_bytes,
+    openapi=lambda: IrisClassifier.openapi_spec.asdict(),
 )
-IrisClassifier.add_asgi_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes)
-IrisClassifier.add_asgi_middleware(PredictionRoutes)
+IrisClassifier.add_asgi_middleware(EdgeMiddleware, served_by=settings.served_by, drain=drain)
+IrisClassifier.add_asgi_middleware(RouteMiddleware, table=routes)

@@ -25,8 +25,8 @@ import bentoml
 import joblib
 import sklearn
 
+from iris_classifier.flowers import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
 from iris_classifier.serving import model as served
-from iris_classifier.serving.config import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
 from iris_classifier.serving.ranges import TrainingRanges
 from iris_classifier.training.data import DataError, TrainingData, load_bundled, load_csv
 from iris_classifier.training.estimators import (

@@ -7,8 +7,12 @@ Both servers serve the same kind of model (a logistic regression fitted on the s
 the bundled iris data), loaded once, in one process pinned to the server CPU, with wrk on the
 other. Each round starts both afresh, in an order that alternates, and measures single flowers
 and 1,000-row batches in V2 JSON on both, and 1,000-row batches as binary tensors on this
-service (MLServer does not implement the binary extension). Ratios are medians of the ratios
-within each round.
+service (MLServer does not implement the binary extension). On this service the same flower is
+also sent to `/iris/classify_iris`, right beside the V2 single flower on the same server process
+(which of the two goes first alternates by round), so the two routes are compared under the same
+conditions. After its loads, each server's resident memory is taken, summed over its process
+tree (for this service: one replica, the arbiter and its worker). Ratios are medians of the
+ratios within each round.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from benchmarks.processes import (
     free_port,
     start,
     stop_tree,
+    tree_memory_bytes,
     wait_http_ok,
 )
+from iris_classifier.flowers import FEATURE_NAMES
 
 logger = logging.getLogger("benchmarks.v2")
 
@@ -51,6 +57,10 @@ MODEL = "iris_classifier"
 # Feature ranges of the iris data; the flowers are a fixed pseudo-random spread over them.
 LOW = np.array([4.3, 2.0, 1.0, 0.1])
 HIGH = np.array([7.9, 4.4, 6.9, 2.5])
+INFER_PATH = f"/v2/models/{MODEL}/infer"
+SEED_SINGLE_PATH = "/iris/classify_iris"
+# One replica's resident memory after the load, arbiter and worker summed (RSS, MB).
+REPLICA_RSS_TARGET_MB = 220.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class Body:
     path: Path
     content_type: str = "application/json"
     header_length: int | None = None
+    url_path: str = INFER_PATH
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,8 @@ class V2Server:
     input_name: str
     probabilities_output: str
     binary: bool
+    # Also serves the single flower on SEED_SINGLE_PATH, to be measured beside V2.
+    seed_routes: bool = False
 
 
 def flowers(rows: int) -> np.ndarray:
@@ -89,6 +102,11 @@ def json_body(server: V2Server, rows: int) -> bytes:
             "outputs": [{"name": server.probabilities_output}],
         }
     ).encode()
+
+
+def seed_single_body() -> bytes:
+    """The V2 single flower, as the `/iris/classify_iris` route takes it."""
+    return json.dumps(dict(zip(FEATURE_NAMES, flowers(1)[0].tolist(), strict=True))).encode()
 
 
 def binary_body(server: V2Server, rows: int) -> tuple[bytes, int]:
@@ -117,6 +135,7 @@ def this_service() -> V2Server:
         input_name="flowers",
         probabilities_output="probabilities",
         binary=True,
+        seed_routes=True,
     )
 
 
@@ -161,14 +180,31 @@ class Measurement:
         return self.result.requests_per_second * self.rows
 
 
+@dataclass(frozen=True)
+class Memory:
+    """A server's process tree after a round's loads."""
+
+    server: str
+    round_index: int
+    processes: int
+    rss_mb: float
+    pss_mb: float
+
+
 def measure(
     server: V2Server, round_index: int, args: argparse.Namespace, work: Path, log_dir: Path
-) -> list[Measurement]:
+) -> tuple[list[Measurement], Memory]:
     workloads: list[tuple[str, int, Body]] = []
     for name, rows in (("single", 1), ("batch-json", args.batch_rows)):
         path = work / f"{server.name}-{name}.json"
         path.write_bytes(json_body(server, rows))
         workloads.append((name, rows, Body(path)))
+    if server.seed_routes:
+        path = work / f"{server.name}-seed-single.json"
+        path.write_bytes(seed_single_body())
+        seed = ("seed-single", 1, Body(path, url_path=SEED_SINGLE_PATH))
+        # Beside the V2 single flower, first in every other round.
+        workloads.insert(0 if round_index % 2 else 1, seed)
     if server.binary:
         raw, header_length = binary_body(server, args.batch_rows)
         path = work / f"{server.name}-batch-binary.bin"
@@ -190,7 +226,7 @@ def measure(
         for name, rows, body in workloads:
             script_env = {
                 "BENCH_BODY_FILE": str(body.path),
-                "BENCH_PATH": f"/v2/models/{MODEL}/infer",
+                "BENCH_PATH": body.url_path,
                 "BENCH_CONTENT_TYPE": body.content_type,
                 "BENCH_HEADER_LENGTH": ""
                 if body.header_length is None
@@ -213,14 +249,24 @@ def measure(
                 results[-1].flowers_per_second,
                 result.p99_ms,
             )
+        processes, rss, pss = tree_memory_bytes(process.pid)
+        memory = Memory(server.name, round_index, processes, rss / 1e6, pss / 1e6)
+        logger.info(
+            "round %d %-9s after the load: %d processes, RSS %.0f MB, PSS %.0f MB",
+            round_index,
+            server.name,
+            processes,
+            memory.rss_mb,
+            memory.pss_mb,
+        )
     finally:
         stop_tree(process.pid)
-    return results
+    return results, memory
 
 
 # (label, this service's workload, MLServer's workload, target ratio)
 RATIOS = (
-    ("single flower, V2 JSON", "single", "single", 1.5),
+    ("single flower, V2 JSON", "single", "single", 2.0),
     ("1,000-row batch, V2 JSON", "batch-json", "batch-json", 1.5),
     ("1,000-row batch, binary vs MLServer's JSON", "batch-binary", "batch-json", 3.0),
 )
@@ -240,7 +286,56 @@ def paired_ratios(measurements: list[Measurement]) -> dict[str, list[float]]:
     return ratios
 
 
-def render_markdown(measurements: list[Measurement], servers: list[V2Server], command: str) -> str:
+# The V2 single flower against the same flower on the seed route, on the same server process.
+ROUTE_RATIO_LABEL = "single flower: V2 JSON / `/iris/classify_iris`, same server"
+ROUTE_RATIO_TARGET = 0.9
+
+
+def route_ratios(measurements: list[Measurement]) -> list[float]:
+    by_key = {(m.server, m.workload, m.round_index): m for m in measurements}
+    return [
+        by_key["bentoml", "single", r].flowers_per_second
+        / by_key["bentoml", "seed-single", r].flowers_per_second
+        for r in sorted({m.round_index for m in measurements})
+        if ("bentoml", "single", r) in by_key and ("bentoml", "seed-single", r) in by_key
+    ]
+
+
+def verdict_row(label: str, values: list[float], target: float) -> str:
+    if not values:
+        return f"| {label} | n/a | | {target:.1f}x | not measured |"
+    median = statistics.median(values)
+    verdict = "met" if median >= target else "missed"
+    shown = ", ".join(f"{v:.2f}" for v in values)
+    return f"| {label} | {median:.2f}x | {shown} | {target:.1f}x | {verdict} |"
+
+
+def memory_lines(memory: list[Memory]) -> list[str]:
+    lines = [
+        "| server | processes | RSS MB after the load, median | rounds | PSS MB, median | target |",
+        "|---|---:|---:|---|---:|---|",
+    ]
+    for server in dict.fromkeys(m.server for m in memory):
+        samples = [m for m in memory if m.server == server]
+        rss = statistics.median(m.rss_mb for m in samples)
+        target = ""
+        if server == "bentoml":
+            verdict = "met" if rss <= REPLICA_RSS_TARGET_MB else "missed"
+            target = f"<= {REPLICA_RSS_TARGET_MB:.0f} MB: {verdict}"
+        lines.append(
+            f"| {server} | {max(m.processes for m in samples)} | {rss:.0f} "
+            f"| {', '.join(f'{m.rss_mb:.0f}' for m in samples)} "
+            f"| {statistics.median(m.pss_mb for m in samples):.0f} | {target} |"
+        )
+    return lines
+
+
+def render_markdown(
+    measurements: list[Measurement],
+    servers: list[V2Server],
+    command: str,
+    memory: list[Memory] | None = None,
+) -> str:
     lines = [
         "# Open Inference Protocol: this service and MLServer",
         "",
@@ -270,13 +365,15 @@ def render_markdown(measurements: list[Measurement], servers: list[V2Server], co
     ]
     for label, values in paired_ratios(measurements).items():
         target = next(t for name, *_, t in RATIOS if name == label)
-        shown = ", ".join(f"{v:.2f}" for v in values)
-        if values:
-            median = statistics.median(values)
-            verdict = "met" if median >= target else "missed"
-            lines.append(f"| {label} | {median:.2f}x | {shown} | {target:.1f}x | {verdict} |")
-        else:
-            lines.append(f"| {label} | n/a | | {target:.1f}x | not measured |")
+        lines.append(verdict_row(label, values, target))
+    lines += [
+        "",
+        "| this service's routes (paired per round) | median | rounds | target | verdict |",
+        "|---|---:|---|---:|---|",
+        verdict_row(ROUTE_RATIO_LABEL, route_ratios(measurements), ROUTE_RATIO_TARGET),
+    ]
+    if memory:
+        lines += ["", *memory_lines(memory)]
     return "\n".join(lines) + "\n"
 
 
@@ -329,13 +426,33 @@ def main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     SERVER_LOG_DIR.mkdir(parents=True, exist_ok=True)
     measurements: list[Measurement] = []
+    memory: list[Memory] = []
     with tempfile.TemporaryDirectory(prefix="bench-v2-") as work:
         for round_index in range(1, args.rounds + 1):
             order = servers if round_index % 2 else servers[::-1]
             for server in order:
-                measurements += measure(server, round_index, args, Path(work), SERVER_LOG_DIR)
+                results, after = measure(server, round_index, args, Path(work), SERVER_LOG_DIR)
+                measurements += results
+                memory.append(after)
     command = os.environ.get("BENCH_COMMAND", "python -m benchmarks.v2")
-    (args.output / "v2.md").write_text(render_markdown(measurements, servers, command))
+    report = render_markdown(measurements, servers, command, memory)
+    (args.output / "v2.md").write_text(report)
+    (args.output / "v2-memory.json").write_text(
+        json.dumps(
+            [
+                {
+                    "server": m.server,
+                    "round": m.round_index,
+                    "processes": m.processes,
+                    "rss_mb": m.rss_mb,
+                    "pss_mb": m.pss_mb,
+                }
+                for m in memory
+            ],
+            indent=1,
+        )
+        + "\n"
+    )
     (args.output / "v2.json").write_text(
         json.dumps(
             [
@@ -356,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if any(paired_ratios(measurements).values()):
         render_chart(measurements, args.output / "v2.png")
-    print(render_markdown(measurements, servers, command))
+    print(report)
     return 0
 
 

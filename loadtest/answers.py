@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from iris_classifier.serving.config import CLASS_NAMES
+from iris_classifier.flowers import CLASS_NAMES
 from iris_classifier.serving.contract import SAMPLE_FLOWER
 from loadtest.gates import GateResult
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from iris_classifier.serving.config import FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.flowers import FEATURE_NAMES, MAX_FEATURE_CM
 from iris_classifier.training.data import load_bundled
 
 # A ruler reading is good to about a millimetre.

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from iris_classifier.serving.config import CLASS_NAMES
+from iris_classifier.flowers import CLASS_NAMES
 from tests.conftest import SEED_FLOWER
 
 CLASSIFY = "/iris/classify_iris"
@@ -344,3 +344,148 @@ def test_model_endpoint_names_the_estimator_and_its_metrics(service_client, trai
     assert card["format"] == "onnx"
     assert 0.9 <= card["metrics"]["holdout_accuracy"] <= 1
     assert card["class_names"] == list(CLASS_NAMES)
+
+
+# One refusal shape for every 4xx and 5xx, whatever route or layer refuses.
+V2_MODEL = "/v2/models/iris_classifier"
+V2_INFER = f"{V2_MODEL}/infer"
+VIRGINICA_TENSOR = {
+    "inputs": [
+        {
+            "name": "flowers",
+            "datatype": "FP32",
+            "shape": [2, 4],
+            "data": [[6.7, 3.0, 5.2, 2.3], [6.9, 3.1, 5.4, 2.1]],
+        }
+    ]
+}
+
+
+def assert_one_shape(response, status: int, field: str | None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "detail"}
+    assert isinstance(body["error"], str)
+    assert body["error"]
+    assert body["detail"]
+    for problem in body["detail"]:
+        assert {"field", "reason"} <= set(problem)
+        assert all(isinstance(value, str) for value in problem.values())
+    if field is not None:
+        assert body["detail"][0]["field"] == field
+    return body
+
+
+def big_body() -> bytes:
+    from iris_classifier.serving.config import MAX_BODY_BYTES
+
+    return b" " * (MAX_BODY_BYTES + 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_kwargs", "status", "field"),
+    [
+        ("GET", "/no/such/route", {}, 404, "path"),
+        ("POST", "/iris/classify", {"json": SEED_FLOWER}, 404, "path"),
+        ("GET", "/v2/models/other", {}, 404, "model"),
+        ("POST", "/v2/models/other/infer", {"json": VIRGINICA_TENSOR}, 404, "model"),
+        ("GET", f"{V2_MODEL}/versions/nope/ready", {}, 404, "version"),
+        ("GET", CLASSIFY, {}, 405, "method"),
+        ("PUT", BATCH, {"json": {}}, 405, "method"),
+        ("POST", "/v2/health/ready", {}, 405, "method"),
+        ("GET", V2_INFER, {}, 405, "method"),
+        (
+            "POST",
+            CLASSIFY,
+            {"content": b"{}", "headers": {"Content-Type": "text/plain"}},
+            415,
+            "content-type",
+        ),
+        (
+            "POST",
+            V2_INFER,
+            {"content": b"{}", "headers": {"Content-Type": "text/csv"}},
+            415,
+            "content-type",
+        ),
+        ("POST", CLASSIFY, {"content": big_body(), "headers": JSON_HEADERS}, 413, "body"),
+        ("POST", V2_INFER, {"content": big_body(), "headers": JSON_HEADERS}, 413, "body"),
+        ("POST", CLASSIFY, {"json": {**SEED_FLOWER, "sepal_length": -1}}, 400, "sepal_length"),
+        ("POST", BATCH, {"json": {"flowers": []}}, 400, "flowers"),
+        ("POST", V2_INFER, {"json": {"inputs": []}}, 400, "inputs"),
+        (
+            "POST",
+            V2_INFER,
+            {"json": {**VIRGINICA_TENSOR, "model_name": "other"}},
+            400,
+            "model_name",
+        ),
+    ],
+)
+def test_every_refusal_has_the_one_shape(
+    service_client, method: str, path: str, request_kwargs: dict, status: int, field: str
+) -> None:
+    response = service_client.request(method, path, **request_kwargs)
+    assert_one_shape(response, status, field)
+    if status == 405:
+        assert method not in response.headers["allow"]
+
+
+def test_a_wrong_method_is_told_the_allowed_ones(service_client) -> None:
+    response = service_client.get(CLASSIFY)
+    assert response.headers["allow"] == "POST"
+    assert (
+        response.json()["error"] == "method GET is not allowed on '/iris/classify_iris': use POST"
+    )
+
+
+def test_health_answers_carry_the_kserve_json_bodies(service_client) -> None:
+    from service import routes
+
+    version = routes.served.protocol.model_version
+    assert service_client.get("/v2/health/live").json() == {"live": True}
+    for path in ("/v2/health/ready", f"{V2_MODEL}/ready", f"{V2_MODEL}/versions/{version}/ready"):
+        response = service_client.get(path)
+        assert (response.status_code, response.json()) == (200, {"ready": True}), path
+
+
+def test_readiness_is_false_while_draining(service_client) -> None:
+    from service import drain
+
+    drain.begin()
+    try:
+        for path in ("/v2/health/ready", f"{V2_MODEL}/ready"):
+            response = service_client.get(path)
+            assert (response.status_code, response.json()) == (503, {"ready": False}), path
+        assert service_client.get("/v2/health/live").json() == {"live": True}
+    finally:
+        drain.started_at = None
+    assert service_client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_kserve_clients_model_name_naming_this_model_is_accepted(service_client) -> None:
+    request = {**VIRGINICA_TENSOR, "id": "k-7", "model_name": "iris_classifier"}
+    response = service_client.post(V2_INFER, json=request)
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == "k-7"
+
+
+def test_tensor_answers_are_counted_in_the_model_metrics(service_client) -> None:
+    from tests.serving.test_metrics import delta, snapshot
+
+    before = snapshot()
+    request = {**VIRGINICA_TENSOR, "outputs": [{"name": "label"}, {"name": "out_of_range"}]}
+    answer = service_client.post(V2_INFER, json=request).json()
+    after = snapshot()
+    labels, flagged = (output["data"] for output in answer["outputs"])
+    assert labels == ["virginica", "virginica"]
+    assert delta(before, after, "iris_predictions_total", **{"class": "virginica"}) == 2
+    assert delta(before, after, "iris_prediction_top_probability_count") == 2
+    assert delta(before, after, "iris_batch_rows_count") == 1
+    outside = sum(bool(names) for names in flagged)
+    assert delta(before, after, "iris_out_of_range_flowers_total") == outside
+    single = service_client.post(
+        CLASSIFY, json=dict(zip(SEED_FLOWER, [6.7, 3.0, 5.2, 2.3], strict=True))
+    )
+    assert ",".join(single.json()["out_of_range"]) == flagged[0]

@@ -136,6 +136,70 @@ def test_openapi_document_describes_every_route(live_server: str) -> None:
     assert paths["/iris/classify_iris"]["post"]["requestBody"]["required"] is True
 
 
+def serving_processes(url: str) -> tuple[int, list[int]]:
+    """The arbiter of the `bentoml serve` listening at `url`, and its worker processes."""
+    port = str(urlsplit(url).port)
+    arbiter = None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv and port.encode() in argv and b"service:IrisClassifier" in argv:
+            arbiter = int(proc.name)
+    assert arbiter is not None, f"no bentoml serve on port {port}"
+    children = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()
+    return arbiter, [int(child) for child in children]
+
+
+def maps_onnxruntime(pid: int) -> bool:
+    return "onnxruntime" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_only_the_worker_holds_onnx_runtime(live_server: str) -> None:
+    """The arbiter checks the model in a child process that exits: it never loads the runtime."""
+    arbiter, workers = serving_processes(live_server)
+    assert not maps_onnxruntime(arbiter)
+    assert workers
+    assert all(maps_onnxruntime(worker) for worker in workers)
+
+
+def request_count(url: str, endpoint: str) -> float:
+    _, _, body = request(f"{url}/metrics")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith("bentoml_service_request_total") and f'endpoint="{endpoint}"' in line
+    )
+
+
+def test_bentoml_counts_tensor_requests_like_every_route(live_server: str) -> None:
+    endpoint = "/v2/models/iris_classifier/infer"
+    tensor = {
+        "inputs": [{"name": "flowers", "datatype": "FP32", "shape": [1, 4], "data": [2, 4, 2, 4]}]
+    }
+    before = request_count(live_server, endpoint)
+    for _ in range(3):
+        status, headers, _ = request(f"{live_server}{endpoint}", json.dumps(tensor).encode())
+        assert (status, headers["X-Served-By"]) == (200, "live-replica-1")
+    assert request_count(live_server, endpoint) - before == 3
+
+
+def test_an_unknown_route_is_refused_in_the_one_shape(live_server: str) -> None:
+    status, headers, body = request(f"{live_server}/no/such/route")
+    assert (status, headers["Content-Type"], headers["X-Served-By"]) == (
+        404,
+        "application/json",
+        "live-replica-1",
+    )
+    assert json.loads(body) == {
+        "error": "no route '/no/such/route'",
+        "detail": [{"field": "path", "reason": "no route '/no/such/route'", "type": "not_found"}],
+    }
+
+
 # --- a replica as the image runs it: JSON logs, and a drain on SIGTERM --------------------------
 
 DRAIN_SECONDS = 3

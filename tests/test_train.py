@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iris_classifier.serving.config import CLASS_NAMES
+from iris_classifier.flowers import CLASS_NAMES
 from tests.conftest import REPO_ROOT
 from tests.support.model_store import break_model, stored_metadata
 from tests.training.test_data import GOOD_ROWS, HEADER

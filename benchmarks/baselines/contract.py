@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from iris_classifier.serving.config import FEATURE_NAMES
+from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.serving.contract import BatchRequest, IrisFeatures
 
 MODEL_TAG = "iris_classifier:latest"

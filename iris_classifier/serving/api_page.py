@@ -18,12 +18,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from iris_classifier.serving import card
-from iris_classifier.serving.config import FEATURE_NAMES, FEATURE_UNIT, MAX_BODY_BYTES, MODEL_NAME
+from iris_classifier.flowers import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
+from iris_classifier.serving.config import MAX_BODY_BYTES
 from iris_classifier.serving.contract import IrisFeatures
-from iris_classifier.serving.openapi import REFUSAL_SCHEMA, describe_service
+from iris_classifier.serving.refusals import REFUSAL_SCHEMA
 
 PAGE_ASSETS = Path(__file__).with_name("page")
 SCRIPT = (PAGE_ASSETS / "page.js").read_text()
@@ -47,6 +45,7 @@ INVALID_FLOWER.update(sepal_length=-1, sepal_width="4", petal_width=400)
 STATUSES = (
     ("400", "The input breaks the contract: each field and reason is named."),
     ("404", "No such route, or (Open Inference Protocol) no such model or version."),
+    ("405", "A route asked with a method it does not answer (the Allow header lists them)."),
     ("413", f"A body over {MAX_BODY_BYTES / 2**20:g} MiB (IRIS_MAX_BODY_BYTES sets the limit)."),
     ("415", "A body not sent as application/json."),
     ("503", "The model is not loaded yet, or the replica is shutting down."),
@@ -60,42 +59,6 @@ METRIC_NAMES = {
     "holdout_macro_f1": "hold-out macro-F1",
     "cv_accuracy_mean": "cross-validation accuracy",
 }
-
-
-class ApiPageMiddleware:
-    """Answers `GET /` with the page and `GET /docs.json` with the corrected document.
-
-    `service` is the BentoML service whose generated document (`openapi_spec`) is corrected.
-    """
-
-    def __init__(self, app: ASGIApp, service: Any, version: str) -> None:
-        self.app = app
-        self.service = service
-        self.version = version
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
-            if scope["path"] == "/":
-                page = render_page(self.document(), card.published()).encode()
-                await _answer(send, scope, page, b"text/html; charset=utf-8")
-                return
-            if scope["path"] == "/docs.json":
-                await _answer(
-                    send, scope, json.dumps(self.document()).encode(), b"application/json"
-                )
-                return
-        await self.app(scope, receive, send)
-
-    def document(self) -> dict[str, Any]:
-        return describe_service(self.service.openapi_spec.asdict(), self.version)
-
-
-async def _answer(send: Send, scope: Scope, body: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if content_type.startswith(b"text/html"):
-        headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 def render_page(document: Mapping[str, Any], served: Mapping[str, Any]) -> str:
@@ -274,10 +237,10 @@ def _error_section() -> str:
     detail = REFUSAL_SCHEMA["properties"]["detail"]["items"]["properties"]
     return f"""<section id="errors">
 <h2>Errors</h2>
-<p>A refusal is JSON. <code>error</code> says in one line what is wrong; on the classify
-routes <code>detail</code> lists each problem (at most five, then how many more) with its
-{", ".join(f"<code>{name}</code>" for name in detail)}. The Open Inference Protocol routes
-answer <code>{{"error": "..."}}</code>, naming the tensor and row.</p>
+<p>Every refusal, on every route, is JSON of one shape. <code>error</code> says in one line
+what is wrong (on the Open Inference Protocol routes it names the tensor and row);
+<code>detail</code> lists each problem (at most five, then how many more) with its
+{", ".join(f"<code>{name}</code>" for name in detail)}.</p>
 <table><tr><th>status</th><th>when</th></tr>{statuses}</table>
 <section class="endpoint" data-endpoint="refusal">
 <h3>A refused flower</h3>

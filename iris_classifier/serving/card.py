@@ -1,8 +1,4 @@
-"""What clients are told about the served model: `GET /iris/model` and the API page.
-
-The card is published once, when the service has loaded and checked its model, and read by the
-routes and the OpenAPI rewrite that run in the same worker process.
-"""
+"""What clients are told about the served model: `GET /iris/model` and the API page."""
 
 from __future__ import annotations
 
@@ -23,8 +19,6 @@ CARD_KEYS = (
     "library_versions",
 )
 SUMMARY_METRICS = ("holdout_accuracy", "holdout_macro_f1", "cv_accuracy_mean", "cv_accuracy_std")
-
-_published: dict[str, Any] = {}
 
 
 def model_card(tag: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,13 +44,3 @@ def summary(card: Mapping[str, Any]) -> str:
         f"({card.get('precision')} ONNX, run by ONNX Runtime); {scores}. "
         "GET /iris/model returns its full metadata."
     )
-
-
-def publish(card: Mapping[str, Any]) -> None:
-    _published.clear()
-    _published.update(card)
-
-
-def published() -> dict[str, Any]:
-    """The card of the model this process serves; empty before the service has loaded one."""
-    return dict(_published)

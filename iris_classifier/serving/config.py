@@ -11,16 +11,13 @@ from pathlib import Path
 import yaml
 
 PROJECT_NAME = "iris-classifier"
-MODEL_NAME = "iris_classifier"
-FEATURE_NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
-FEATURE_UNIT = "cm"
-CLASS_NAMES = ("setosa", "versicolor", "virginica")
 
-# The largest iris flower on record is far below this; anything above is a unit or typing error.
-MAX_FEATURE_CM = 100.0
-# A 1,000-row batch is about 90 KB of JSON, so 5,000 rows fit well inside the body limit below.
-MAX_BATCH_ROWS = 5_000
+# One body limit for every route. Two row limits, for one reason: the largest request of each
+# form fits inside the body limit. A JSON flower is about 90 bytes (5,000: 450 KB); a tensor
+# row 16 bytes in binary FP32, about 20 in JSON (20,000: 320 to 400 KB).
 MAX_BODY_BYTES = 1024 * 1024
+MAX_BATCH_ROWS = 5_000
+MAX_TENSOR_ROWS = 20_000
 
 LOG_FORMATS = ("text", "json")
 

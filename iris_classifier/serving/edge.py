@@ -5,19 +5,23 @@ the handler of unhandled errors (500), metrics and tracing. Answers made there w
 without our headers, so at startup this layer moves itself in front of all of them: every
 response, a timeout or a crash included, carries `X-Served-By` and `X-Request-ID`, and every
 request gets one access line. While the replica drains (see shutdown.py) it answers `/readyz`
-with 503 and marks every response `Connection: close`.
+with 503 and marks every response `Connection: close`. An error answer made by those layers (a
+504 timeout, a plain-text 500 or 503) leaves in the one refusal shape (refusals.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
+from http import HTTPStatus
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from iris_classifier.serving.limits import send_json
+from iris_classifier.serving.refusals import Refusal, send_refusal
 from iris_classifier.serving.request_context import CURRENT_REQUEST, context_for
 from iris_classifier.serving.shutdown import Drain
 
@@ -28,6 +32,25 @@ REQUEST_ID_HEADER = b"x-request-id"
 READINESS_PATH = "/readyz"
 # Probed every few seconds: their access lines would drown the requests that matter.
 PROBE_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
+# Statuses only BentoML's layers answer, always in a shape of their own.
+FOREIGN_STATUSES = frozenset({429, 504})
+INTERNAL_ERROR = "internal server error"
+JSON = b"application/json"
+
+
+def foreign_error(message: Message) -> bool:
+    """An error answer not in the refusal shape: not JSON, or one of BentoML's own."""
+    content_type = dict(message.get("headers", ())).get(b"content-type", b"")
+    foreign = message["status"] in FOREIGN_STATUSES or not content_type.startswith(JSON)
+    return message["status"] >= 400 and foreign
+
+
+def reshaped(status: int, body: bytes) -> Refusal:
+    """A foreign error answer's own words, as a refusal."""
+    said = body.decode("utf-8", "replace").strip()
+    with contextlib.suppress(ValueError, AttributeError):
+        said = json.loads(body).get("error", said)
+    return Refusal(status, str(said) or HTTPStatus(status).phrase.lower())
 
 
 class EdgeMiddleware:
@@ -71,10 +94,26 @@ class EdgeMiddleware:
         status = 0
         request_id = context.request_id.encode("ascii")
 
+        held: list[bytes] | None = None
+
+        async def send_reshaped(message: Message) -> None:
+            nonlocal held
+            if held is not None:  # the body of a foreign error answer, reshaped once whole
+                held.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body, held = b"".join(held), None
+                    await send_refusal(send_marked, reshaped(status, body))
+                return
+            if message["type"] == "http.response.start" and foreign_error(message):
+                held = []
+            await send_marked(message)
+
         async def send_marked(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if held is not None:
+                    return
                 headers = [
                     (name, value)
                     for name, value in message.get("headers", ())
@@ -88,18 +127,20 @@ class EdgeMiddleware:
 
         try:
             if self.drain.active and scope["path"] == READINESS_PATH:
-                await send_json(send_marked, 503, {"error": "draining: this replica is stopping"})
+                await send_refusal(
+                    send_marked, Refusal(503, "draining: this replica is stopping", field="replica")
+                )
             else:
-                await app(scope, receive, send_marked)
+                await app(scope, receive, send_reshaped)
                 if not status:
                     # A client that left before its answer, or an error that BentoML's timeout
                     # layer swallowed (it waits for the timeout, then finds nothing to cancel).
                     logger.warning("no answer from the application", extra={"request": context})
-                    await send_json(send_marked, 500, {"error": "internal server error"})
+                    await send_refusal(send_marked, Refusal(500, INTERNAL_ERROR))
         except Exception:
             logger.exception("unhandled error", extra={"request": context})
             if not status:
-                await send_json(send_marked, 500, {"error": "internal server error"})
+                await send_refusal(send_marked, Refusal(500, INTERNAL_ERROR))
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
             if scope["path"] in PROBE_PATHS and (status < 400 or self.drain.active):

@@ -93,7 +93,12 @@ class ModelMetrics:
         self._top_probability = metrics.top_probability
         self._upper_bounds = np.asarray([*TOP_PROBABILITY_BUCKETS, np.inf])
 
-    def record_one(self, best: int, probability: float, outside: Sequence[str]) -> None:
+    def record_one(
+        self, best: int, probability: float, outside: Sequence[str], *, rows_observed: bool = False
+    ) -> None:
+        """One flower; `rows_observed` when it came as a request of many (a one-row tensor)."""
+        if rows_observed:
+            self._batch_rows.observe(1)
         self._by_class[best].inc()
         self._top_probability.observe(probability)
         if outside:

@@ -9,12 +9,19 @@ ONNX graph and JSON metadata only.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime
+
+from iris_classifier.flowers import FEATURE_NAMES
+
+if TYPE_CHECKING:  # imported where a session is made: a process that only checks never loads it
+    import onnxruntime
 
 MODEL_FILE = "model.onnx"
 MODEL_FORMAT = "onnx"
@@ -32,6 +39,8 @@ class ModelError(RuntimeError):
 
 
 def session_options() -> onnxruntime.SessionOptions:
+    import onnxruntime
+
     # One replica serves with one worker, and the Deployment scales by replicas: more threads
     # per request would only fight over the pod's CPU for a few microseconds of arithmetic.
     options = onnxruntime.SessionOptions()
@@ -98,6 +107,8 @@ def load(directory: Path, metadata: Mapping[str, Any], feature_names: Sequence[s
     path = directory / metadata.get("model_file", MODEL_FILE)
     if not path.is_file():
         raise ModelError(f"{path.name} is missing from the model directory")
+    import onnxruntime
+
     try:
         session = onnxruntime.InferenceSession(
             str(path), session_options(), providers=["CPUExecutionProvider"]
@@ -172,3 +183,28 @@ def _check_signature(session: onnxruntime.InferenceSession, classes: int) -> Non
             f"unexpected ONNX outputs {outputs}: expected {LABEL_OUTPUT!r} and "
             f"{PROBABILITIES_OUTPUT!r}, a {inputs[0][1]} of shape [rows, {classes}]"
         )
+
+
+def check_in_child(directory: Path, metadata: Mapping[str, Any]) -> None:
+    """`load`'s checks, run in a short-lived child process: the caller (BentoML's arbiter,
+    which never predicts) learns whether the model can serve without holding ONNX Runtime and
+    a session for its whole life. `ModelError` with the child's one line if it cannot."""
+    checked = subprocess.run(
+        [sys.executable, "-c", "from iris_classifier.serving.model import _check; _check()"],
+        input=json.dumps({"directory": str(directory), "metadata": dict(metadata)}, default=str),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)},
+        check=False,
+    )
+    if checked.returncode != 0:
+        raise ModelError((checked.stderr.strip() or "the check died silently").splitlines()[-1])
+
+
+def _check() -> None:
+    request = json.load(sys.stdin)
+    try:
+        load(Path(request["directory"]), request["metadata"], FEATURE_NAMES)
+    except ModelError as exc:
+        raise SystemExit(str(exc)) from None  # the one line, on stderr, and exit status 1

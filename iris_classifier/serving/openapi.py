@@ -10,12 +10,15 @@ corrected document is both what tools read and what the API page is built from.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from iris_classifier.serving import card
-from iris_classifier.serving.config import CLASS_NAMES, MAX_BATCH_ROWS, PROJECT_NAME
+from iris_classifier.flowers import CLASS_NAMES
+from iris_classifier.serving.card import summary
+from iris_classifier.serving.config import MAX_BATCH_ROWS, PROJECT_NAME
+from iris_classifier.serving.refusals import REFUSAL_SCHEMA
 from iris_classifier.serving.v2_openapi import TAG as V2_TAG
-from iris_classifier.serving.v2_openapi import v2_paths
+from iris_classifier.serving.v2_openapi import get_operation, v2_paths
 
 SERVICE_TAG = "Service APIs"
 INFRA_TAG = "Infrastructure"
@@ -39,69 +42,34 @@ INFRA_DESCRIPTIONS = {
     "(iris_predictions by class, iris_out_of_range_features, iris_model_info).",
 }
 
-REFUSAL_SCHEMA = {
-    "type": "object",
-    "required": ["error", "detail"],
-    "properties": {
-        "error": {"type": "string"},
-        "detail": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["field", "reason"],
-                "properties": {
-                    "field": {"type": "string"},
-                    "reason": {"type": "string"},
-                    "type": {"type": "string"},
-                },
-            },
-        },
-    },
-}
 EXTRA_REFUSALS = {
     "413": "Request body over the size limit",
     "415": "Request body not sent as application/json",
 }
 
-# The seed's health check is a mounted Starlette route, which BentoML does not document.
-HEALTHCHECK_OPERATION = {
-    "get": {
-        "tags": [INFRA_TAG],
-        "description": "Seed-compatible health check: 200 once the service answers.",
-        "responses": {
-            "200": {
-                "description": "Successful Response",
-                "content": {
-                    "application/json": {
-                        "schema": {"type": "string", "example": "Iris classifier is ready!"}
-                    }
-                },
-            }
-        },
-    }
-}
-MODEL_OPERATION = {
-    "get": {
-        "tags": [SERVICE_TAG],
-        "description": "The served model: estimator, hyper-parameters, hold-out and "
-        "cross-validation metrics, classes, features, ONNX precision and opset.",
-        "responses": {
-            "200": {
-                "description": "Successful Response",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        },
-    }
-}
+# Answered by the route table beside BentoML's APIs, so BentoML does not document them.
+HEALTHCHECK_OPERATION = get_operation(
+    "Seed-compatible health check: 200 once the service answers.",
+    {"type": "string", "example": "Iris classifier is ready!"},
+    tags=[INFRA_TAG],
+)
+MODEL_OPERATION = get_operation(
+    "The served model: estimator, hyper-parameters, hold-out and cross-validation metrics, "
+    "classes, features, ONNX precision and opset.",
+    {"type": "object"},
+    tags=[SERVICE_TAG],
+)
 
 
-def describe_service(document: dict[str, Any], version: str) -> dict[str, Any]:
-    """BentoML's OpenAPI document corrected to what this service is, accepts and answers."""
+def describe_service(
+    document: dict[str, Any], version: str, served: Mapping[str, Any]
+) -> dict[str, Any]:
+    """BentoML's OpenAPI document corrected to what this service is, accepts and answers;
+    `served` is the card of the served model (empty before one is loaded)."""
     _to_openapi_30_bounds(document)
     paths = document.setdefault("paths", {})
     paths.setdefault("/healthcheck", HEALTHCHECK_OPERATION)
     paths.setdefault("/iris/model", MODEL_OPERATION)
-    served = card.published()
     model_version = str(served.get("model_version", "")).split(":")[-1]
     for path, operations in v2_paths(model_version).items():
         paths.setdefault(path, operations)
@@ -111,10 +79,10 @@ def describe_service(document: dict[str, Any], version: str) -> dict[str, Any]:
     document["tags"] = TAGS
     document["info"] = {"title": PROJECT_NAME, "version": version}
     document["info"]["description"] = (
-        f"{SERVICE_DESCRIPTION}\n\n{card.summary(served)}" if served else SERVICE_DESCRIPTION
+        f"{SERVICE_DESCRIPTION}\n\n{summary(served)}" if served else SERVICE_DESCRIPTION
     )
     if served:
-        document["info"]["x-model"] = served
+        document["info"]["x-model"] = dict(served)
     document.setdefault("components", {}).setdefault("schemas", {})["InvalidArgument"] = {
         **REFUSAL_SCHEMA,
         "title": "InvalidArgument",

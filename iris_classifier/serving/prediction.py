@@ -1,39 +1,26 @@
-"""The two prediction routes: one flower (`/iris/classify_iris`) or many (`/iris/classify_batch`).
-
-`Predictor` gives the answers. The service's typed BentoML APIs return them to Python callers
-and describe them in the OpenAPI document; over HTTP, `PredictionRoutes` answers these two
-routes itself, inside BentoML's metrics and timeout layers but before its router. BentoML's
-per-request API machinery (request object, dependency lookups, argument binding, a second
-serialisation pass) cost about as much CPU as everything else a single-flower request does.
+"""The one `Predictor` behind every front end: the single-flower and batch routes, the Open
+Inference Protocol's JSON and binary tensors, and the typed APIs Python callers use. Each
+answer's probabilities, range check and model metrics therefore come from the same code,
+whatever the protocol; the front ends only read requests and write answers.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import operator
 from collections.abc import Callable, Iterable, Sequence
-from typing import Annotated, Any, ClassVar
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
-import orjson
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
-from starlette.requests import ClientDisconnect, Request
-from starlette.types import ASGIApp, Receive, Scope, Send
 from typing_extensions import TypedDict
 
-from iris_classifier.serving.config import FEATURE_NAMES
+from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.serving.contract import BatchRequest, Centimetres, IrisFeatures
-from iris_classifier.serving.limits import send_json, send_json_bytes
 from iris_classifier.serving.metrics import ModelMetrics
 from iris_classifier.serving.model import OnnxClassifier
 from iris_classifier.serving.ranges import TrainingRanges
-from iris_classifier.serving.refusals import validation_refusal
-
-logger = logging.getLogger("iris_classifier.http")
-
-SINGLE_ROUTE = "/iris/classify_iris"
-BATCH_ROUTE = "/iris/classify_batch"
 
 # A batch's rows read as typed dicts that keep unknown fields: a third of the time pydantic
 # takes for 1,000 model instances. A batch read this way with no unknown field in any row is
@@ -79,24 +66,31 @@ def parse_flower(body: bytes) -> tuple[float, ...]:
     return read_flower(IrisFeatures.model_validate_json(body))
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """What the model says about (rows, 4) flowers, already counted in the model metrics."""
+
+    probabilities: np.ndarray  # (rows, classes), in the model's precision
+    best: list[int]  # index of each row's most likely class
+    out_of_range: list[list[str]]  # each row's features outside the training range
+
+
 class Predictor:
     """Answers for one flower or many from the stored classifier, with the model's metrics.
 
-    Answers are the JSON objects the contract's Classification and BatchClassification
-    describe, built from known-good values and so not validated again.
+    `classify` and `classify_many` give the JSON objects the contract's Classification and
+    BatchClassification describe, built from known-good values and so not validated again;
+    `predict` gives the arrays the tensor protocol writes. A request of many flowers (a batch
+    or a tensor, however many rows) is one observation of `iris_batch_rows`.
     """
 
     def __init__(
-        self,
-        model: OnnxClassifier,
-        ranges: TrainingRanges,
-        metrics: ModelMetrics,
-        model_version: str,
+        self, model: OnnxClassifier, ranges: TrainingRanges, metrics: ModelMetrics, version: str
     ) -> None:
         self.model = model
         self.ranges = ranges
         self.metrics = metrics
-        self.model_version = model_version
+        self.model_version = version
 
     def classify(self, values: Sequence[float]) -> dict[str, Any]:
         probabilities = self.model.predict_proba_one(values)
@@ -116,63 +110,37 @@ class Predictor:
             "out_of_range": outside,
         }
 
-    def classify_many(self, features: np.ndarray) -> dict[str, Any]:
-        rows = len(features)
+    def predict(self, features: np.ndarray) -> Predictions:
+        """Predictions for a (rows, 4) float64 array of checked flowers."""
+        if len(features) == 1:
+            # One row costs what the single-flower route costs: the bound session and the
+            # per-flower metrics, not the array versions built for thousands of rows.
+            values = features[0].tolist()
+            row = self.model.predict_proba_one(values)
+            best = max(range(len(row)), key=row.__getitem__)
+            outside = self.ranges.outside_one(values)
+            self.metrics.record_one(best, row[best], outside, rows_observed=True)
+            return Predictions(np.asarray([row], self.model.dtype), [best], [outside])
         probabilities = self.model.predict_proba(features)
-        best = probabilities.argmax(axis=1)
+        best_array = probabilities.argmax(axis=1)
+        mask = self.ranges.outside_mask(features)
+        self.metrics.record_batch(
+            best_array, probabilities[np.arange(len(features)), best_array], mask
+        )
+        return Predictions(probabilities, best_array.tolist(), self.ranges.names_per_row(mask))
+
+    def classify_many(self, features: np.ndarray) -> dict[str, Any]:
+        predictions = self.predict(features)
         names = self.model.class_names
-        top = probabilities[np.arange(rows), best]
-        outside = self.ranges.outside_mask(features)
-        self.metrics.record_batch(best, top, outside)
+        top = predictions.probabilities[np.arange(len(features)), predictions.best]
         # In float64, so that a float32 model's 0.99 is written as 0.99, not 0.9900000095367432.
         rounded = np.round(top.astype(float), 2)
         return {
             "predictions": [
                 {"class": names[index], "probability": probability, "out_of_range": flagged}
                 for index, probability, flagged in zip(
-                    best.tolist(), rounded.tolist(), self.ranges.names_per_row(outside), strict=True
+                    predictions.best, rounded.tolist(), predictions.out_of_range, strict=True
                 )
             ],
             "model_version": self.model_version,
         }
-
-
-class PredictionRoutes:
-    """ASGI middleware answering POST on the two prediction routes; the rest passes through.
-
-    Requests reach it through the request limits, so a body is JSON (or has no type, which
-    BentoML also read as JSON) and within the size limit. An empty body is read as `{}`, as
-    BentoML reads it. Until the service attaches its predictor, requests pass through.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    # Each route's reading of a request body and its answer to what was read.
-    routes: ClassVar[dict[str, tuple[Callable[[bytes], Any], Callable[[Any], dict[str, Any]]]]] = {}
-
-    @classmethod
-    def attach(cls, predictor: Predictor) -> None:
-        cls.routes = {
-            SINGLE_ROUTE: (parse_flower, predictor.classify),
-            BATCH_ROUTE: (parse_batch, predictor.classify_many),
-        }
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        parse, answer = route
-        try:
-            body = await Request(scope, receive).body()
-        except ClientDisconnect:
-            return
-        try:
-            request = parse(body or b"{}")
-        except ValidationError as error:
-            refusal, summary = validation_refusal(error)
-            logger.warning("refused %s %s: 400 %s", scope["method"], scope["path"], summary)
-            await send_json(send, 400, refusal)
-            return
-        await send_json_bytes(send, 200, orjson.dumps(answer(request)))

@@ -18,6 +18,7 @@ flight finish and exits. A second SIGTERM skips what is left of the drain.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 import threading
@@ -26,8 +27,6 @@ from collections.abc import Callable
 from types import FrameType
 
 logger = logging.getLogger("iris_classifier.shutdown")
-
-SignalHandler = Callable[[int, FrameType | None], object]
 
 
 class Drain:
@@ -65,11 +64,15 @@ class Drain:
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
             # Only flags and a wake-up here: logging or awaiting inside a signal handler could
             # interrupt the same work in the main thread.
+            # The callbacks run in a context of their own: the signal interrupts whatever the
+            # main thread runs, often a request, and a stop is no client's doing.
             if self.started_at is None:
                 self.started_at = time.monotonic()
-                loop.call_soon_threadsafe(self._begin, loop, hand_off)
+                loop.call_soon_threadsafe(
+                    self._begin, loop, hand_off, context=contextvars.Context()
+                )
             else:
-                loop.call_soon_threadsafe(hand_off)
+                loop.call_soon_threadsafe(hand_off, context=contextvars.Context())
 
         signal.signal(signal.SIGTERM, on_sigterm)
         return True
@@ -87,4 +90,4 @@ class Drain:
             "SIGTERM: draining for %.1f s (readiness 503, Connection: close), then stopping",
             self.seconds,
         )
-        loop.call_later(self.seconds, hand_off)
+        loop.call_later(self.seconds, hand_off, context=contextvars.Context())

@@ -1,101 +1,124 @@
 """The Open Inference Protocol (KServe V2) over REST, with Triton's binary tensor extension.
 
-One model, `iris_classifier`, in the stored model's version. Input `flowers` is FP32 of shape
-[rows, 4] (the contract's features, in centimetres; FP64 is accepted and converted); outputs
-are `probabilities`, FP32 [rows, classes] in the order of the class names the metadata lists,
-and `label`, BYTES [rows]. Requests are as strict as the rest of the API: every refusal is a
-400 with `{"error": ...}` naming the tensor, the row and the reason.
+One model, `iris_classifier`, in the stored model's version. Input `flowers`: FP32 [rows, 4],
+the contract's features in centimetres (FP64 is converted). Outputs: `probabilities`, FP32
+[rows, classes] in the metadata's class order; `label`, BYTES [rows]; and only when asked for,
+`out_of_range`, BYTES [rows], each row's features outside the training range joined by commas.
+Answers come from the service's one `Predictor`, so the model metrics count them.
 
-Binary tensors (the extension Triton's clients use): the body starts with a JSON header of
-`Inference-Header-Content-Length` bytes, and a tensor whose parameters hold `binary_data_size`
-follows it as raw little-endian values, in the order of the inputs. An output asked for with
-`"binary_data": true` (or every output, with the request parameter `binary_data_output`) comes
-back the same way.
+The request's JSON is read by the strict pydantic models below: unknown fields are refused,
+except `model_name`, which KServe's client always sends (it must name this model). Every
+refusal is a 400 naming the tensor, the row and the reason.
+
+Binary tensors (Triton's extension): a JSON header of `Inference-Header-Content-Length` bytes,
+then each input with `binary_data_size` as raw little-endian values. An output asked for with
+`"binary_data": true` (or all, with the parameter `binary_data_output`) comes back the same way.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
-from iris_classifier.serving.config import FEATURE_NAMES, MAX_FEATURE_CM, MODEL_NAME
+from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME, SIZE_RULE, breaks_size_rule
+from iris_classifier.serving.config import MAX_TENSOR_ROWS
+from iris_classifier.serving.contract import Centimetres
+from iris_classifier.serving.prediction import Predictions, Predictor
+from iris_classifier.serving.refusals import MAX_LISTED_PROBLEMS, Refusal, problem, summarize
 
 INPUT = "flowers"
 PROBABILITIES = "probabilities"
 LABEL = "label"
-OUTPUTS = (PROBABILITIES, LABEL)
-# 20,000 rows of binary FP32 are 320 KB, well inside the body limit; a JSON request that large
-# meets the body limit first.
-MAX_ROWS = 20_000
+OUT_OF_RANGE = "out_of_range"
+OUTPUTS = (PROBABILITIES, LABEL, OUT_OF_RANGE)
+DEFAULT_OUTPUTS = (PROBABILITIES, LABEL)
 WIDTH = len(FEATURE_NAMES)
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ("binary_tensor_data",)
 DATATYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-NUMBER_TYPES = frozenset({int, float})
+
+STRICT = ConfigDict(strict=True, extra="forbid", cache_strings=False)
+# Parameters are the protocol's open-ended map: the keys read here are typed, others are kept.
+OPEN = ConfigDict(strict=True, extra="allow", cache_strings=False)
 
 
-class Classifier(Protocol):
-    class_names: tuple[str, ...]
-    dtype: Any
-
-    def predict_proba(self, features: np.ndarray) -> np.ndarray: ...
+class TensorParameters(BaseModel):
+    model_config = OPEN
+    binary_data_size: Annotated[int, Field(ge=0)] | None = None
 
 
-class ProtocolError(Exception):
-    """A request the protocol refuses: the HTTP status and the one-line reason."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def refuse(message: str) -> ProtocolError:
-    return ProtocolError(400, message)
-
-
-@dataclass(frozen=True)
-class RequestedOutput:
-    name: str
-    binary: bool
+def flattened(data: Any) -> Any:
+    """Data sent nested (one list of 4 per row), as the protocol allows, read row after row."""
+    if not isinstance(data, list) or not data or not all(type(row) is list for row in data):
+        return data
+    for index, row in enumerate(data):
+        if len(row) != WIDTH:
+            raise PydanticCustomError(
+                "row_length",
+                "row {row} holds {count} values; a row is the 4 features",
+                {"row": index, "count": len(row)},
+            )
+    return list(chain.from_iterable(data))
 
 
-@dataclass(frozen=True)
-class InferenceRequest:
-    features: np.ndarray  # (rows, 4), float64, already checked
-    outputs: tuple[RequestedOutput, ...]
-    id: str | None
-    parameters: dict[str, Any] | None
+class InputTensor(BaseModel):
+    model_config = STRICT
+    name: Literal["flowers"]
+    datatype: Literal["FP32", "FP64"]
+    shape: Annotated[list[int], Field(min_length=2, max_length=2)]
+    parameters: TensorParameters | None = None
+    data: Annotated[list[Centimetres], BeforeValidator(flattened)] | None = None
 
 
-@dataclass(frozen=True)
-class Answer:
-    body: bytes
-    header_length: int | None  # set when binary outputs follow the JSON header
+class OutputParameters(BaseModel):
+    model_config = OPEN
+    binary_data: bool | None = None
+
+
+class RequestedOutput(BaseModel):
+    model_config = STRICT
+    name: Literal["probabilities", "label", "out_of_range"]
+    parameters: OutputParameters | None = None
+
+
+class RequestParameters(BaseModel):
+    model_config = OPEN
+    binary_data_output: bool = False
+
+
+class InferenceRequest(BaseModel):
+    model_config = STRICT
+    id: str | None = None
+    model_name: str | None = None
+    parameters: RequestParameters | None = None
+    inputs: Annotated[list[InputTensor], Field(min_length=1)]
+    outputs: Annotated[list[RequestedOutput], Field(min_length=1)] | None = None
+
+
+def refuse(message: str, field: str = "inputs[0]") -> Refusal:
+    return Refusal(400, message, field=field)
 
 
 class InferenceProtocol:
     """Metadata and inference for the one model this process serves."""
 
     def __init__(
-        self,
-        classifier: Classifier,
-        *,
-        model_version: str,
-        server_version: str,
-        parameters: Mapping[str, Any],
+        self, predictor: Predictor, *, model_version: str, server_version: str, parameters: Mapping
     ) -> None:
-        self.classifier = classifier
+        self.predictor = predictor
         self.model_version = model_version
-        self.server_version = server_version
-        self._label_array = np.array(classifier.class_names, dtype=object)
-        self._label_bytes = [name.encode() for name in classifier.class_names]
+        class_names = predictor.model.class_names
+        self._label_array = np.array(class_names, dtype=object)
+        self._server_metadata = orjson.dumps(
+            {"name": "iris-classifier", "version": server_version, "extensions": EXTENSIONS}
+        )
         self._model_metadata = orjson.dumps(
             {
                 "name": MODEL_NAME,
@@ -103,269 +126,212 @@ class InferenceProtocol:
                 "platform": "onnxruntime_onnx",
                 "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, WIDTH]}],
                 "outputs": [
-                    {
-                        "name": PROBABILITIES,
-                        "datatype": "FP32",
-                        "shape": [-1, len(classifier.class_names)],
-                    },
+                    {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, len(class_names)]},
                     {"name": LABEL, "datatype": "BYTES", "shape": [-1]},
+                    {"name": OUT_OF_RANGE, "datatype": "BYTES", "shape": [-1]},
                 ],
                 "parameters": dict(parameters),
             }
         )
 
     def server_metadata(self) -> bytes:
-        return orjson.dumps(
-            {"name": "iris-classifier", "version": self.server_version, "extensions": EXTENSIONS}
-        )
+        return self._server_metadata
 
     def model_metadata(self) -> bytes:
         return self._model_metadata
 
     def check_model(self, name: str, version: str | None) -> None:
         if name != MODEL_NAME:
-            raise ProtocolError(
-                404, f"unknown model {name[:64]!r}: this server serves {MODEL_NAME!r}"
-            )
-        if version is not None and version != self.model_version:
-            raise ProtocolError(
-                404,
-                f"unknown version {version[:64]!r} of {MODEL_NAME!r}: this server serves "
-                f"{self.model_version!r}",
-            )
+            unknown, field = f"model {name[:64]!r}", "model"
+        elif version is not None and version != self.model_version:
+            unknown, field = f"version {version[:64]!r} of {MODEL_NAME!r}", "version"
+        else:
+            return
+        serves = f"{MODEL_NAME!r} {self.model_version!r}"
+        raise Refusal(404, f"unknown {unknown}: this server serves {serves}", field=field)
 
-    def infer(self, body: bytes, header_length: str | None) -> Answer:
-        request = parse_request(body, header_length)
-        probabilities = self.classifier.predict_proba(
-            request.features.astype(self.classifier.dtype, copy=False)
-        )
-        return self._answer(request, probabilities)
+    def infer(self, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+        """The answer's body, and the length of its JSON header when binary outputs follow."""
+        request, features = parse_request(body, header_length)
+        return self._answer(request, self.predictor.predict(features))
 
-    def _answer(self, request: InferenceRequest, probabilities: np.ndarray) -> Answer:
-        rows = len(probabilities)
+    def _answer(
+        self, request: InferenceRequest, predictions: Predictions
+    ) -> tuple[bytes, int | None]:
+        rows = len(predictions.best)
+        all_binary = request.parameters is not None and request.parameters.binary_data_output
         outputs = []
         binary_parts: list[bytes] = []
-        for output in request.outputs:
-            if output.name == PROBABILITIES:
-                tensor = probabilities.astype("<f4", copy=False)
+        for name, binary in requested_outputs(request.outputs, all_binary):
+            if name == PROBABILITIES:
+                tensor = predictions.probabilities.astype("<f4", copy=False)
                 entry: dict[str, Any] = {
-                    "name": PROBABILITIES,
+                    "name": name,
                     "datatype": "FP32",
                     "shape": [rows, tensor.shape[1]],
                 }
-                if output.binary:
-                    raw = tensor.tobytes()
-                    binary_parts.append(raw)
-                    entry["parameters"] = {"binary_data_size": len(raw)}
-                else:
-                    entry["data"] = tensor.ravel()
+                raw = tensor.tobytes() if binary else None
+                data: Any = tensor.ravel()
             else:
-                best = probabilities.argmax(axis=1)
-                entry = {"name": LABEL, "datatype": "BYTES", "shape": [rows]}
-                if output.binary:
-                    names = self._label_bytes
-                    raw = b"".join(
-                        struct.pack("<I", len(names[index])) + names[index]
-                        for index in best.tolist()
-                    )
-                    binary_parts.append(raw)
-                    entry["parameters"] = {"binary_data_size": len(raw)}
+                entry = {"name": name, "datatype": "BYTES", "shape": [rows]}
+                if name == LABEL:
+                    data = self._label_array[predictions.best].tolist()
                 else:
-                    entry["data"] = self._label_array[best].tolist()
+                    data = [",".join(names) for names in predictions.out_of_range]
+                raw = (
+                    b"".join(struct.pack("<I", len(text)) + text for text in map(str.encode, data))
+                    if binary
+                    else None
+                )
+            if raw is None:
+                entry["data"] = data
+            else:
+                binary_parts.append(raw)
+                entry["parameters"] = {"binary_data_size": len(raw)}
             outputs.append(entry)
         document: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": self.model_version}
         if request.id is not None:
             document["id"] = request.id
         if request.parameters is not None:
-            document["parameters"] = request.parameters
+            document["parameters"] = request.parameters.model_dump(exclude_unset=True)
         document["outputs"] = outputs
         header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
         if not binary_parts:
-            return Answer(header, None)
-        return Answer(header + b"".join(binary_parts), len(header))
+            return header, None
+        return header + b"".join(binary_parts), len(header)
 
 
-def parse_request(body: bytes, header_length: str | None) -> InferenceRequest:
-    """The checked request, or `ProtocolError` naming what is wrong with it."""
+def requested_outputs(
+    outputs: list[RequestedOutput] | None, all_binary: bool
+) -> list[tuple[str, bool]]:
+    if outputs is None:
+        return [(name, all_binary) for name in DEFAULT_OUTPUTS]
+    requested = [
+        (
+            output.name,
+            all_binary
+            if output.parameters is None or output.parameters.binary_data is None
+            else output.parameters.binary_data,
+        )
+        for output in outputs
+    ]
+    if len({name for name, _ in requested}) != len(requested):
+        raise refuse("an output is asked for twice", "outputs")
+    return requested
+
+
+def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, np.ndarray]:
+    """The checked request and its (rows, 4) float64 features, or a 400 `Refusal` naming what
+    is wrong with it."""
     json_part, binary_part = split_body(body, header_length)
     try:
-        document = orjson.loads(json_part)
-    except orjson.JSONDecodeError as exc:
+        request = InferenceRequest.model_validate_json(json_part)
+    except ValidationError as error:
+        raise protocol_refusal(error) from None
+    if request.model_name is not None and request.model_name != MODEL_NAME:
         raise refuse(
-            f"the request is not valid JSON (NaN and Infinity are not JSON): {exc}"
-        ) from None
-    if not isinstance(document, dict):
-        raise refuse("the request must be a JSON object with an 'inputs' list")
-    unknown = set(document) - {"id", "parameters", "inputs", "outputs"}
-    if unknown:
-        raise refuse(f"unknown request field(s) {', '.join(sorted(repr(k[:64]) for k in unknown))}")
-    request_id = document.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise refuse("'id' must be a string")
-    parameters = _parameters(document.get("parameters"), "the request")
-    inputs = document.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise refuse(f"'inputs' must be a list holding the input {INPUT!r}")
-    names = [item.get("name") if isinstance(item, dict) else None for item in inputs]
-    if INPUT not in names:
-        raise refuse(f"missing input {INPUT!r}: this model takes one input, {INPUT!r}")
-    extra = [name for name in names if name != INPUT]
-    if extra or len(names) != 1:
-        shown = ", ".join(repr(str(name)[:64]) for name in extra) or f"{INPUT!r} twice"
-        raise refuse(f"unknown input(s) {shown}: this model takes one input, {INPUT!r}")
-    features, used = _features(inputs[0], binary_part)
-    if used != len(binary_part):
-        raise refuse(
-            f"the binary data after the JSON header is {len(binary_part)} bytes, but the inputs "
-            f"declare {used} bytes (binary_data_size)"
+            f"the request names model {request.model_name[:64]!r}; this route serves {MODEL_NAME!r}",
+            "model_name",
         )
-    all_binary = bool((parameters or {}).get("binary_data_output", False))
-    return InferenceRequest(
-        features, _requested_outputs(document.get("outputs"), all_binary), request_id, parameters
-    )
-
-
-def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    if header_length is None:
-        return body, b""
-    try:
-        length = int(header_length)
-    except ValueError:
-        raise refuse(
-            f"Inference-Header-Content-Length is not a number: {header_length[:32]!r}"
-        ) from None
-    if not 0 < length <= len(body):
-        raise refuse(
-            f"Inference-Header-Content-Length is {length}, but the body is {len(body)} bytes"
-        )
-    return body[:length], body[length:]
-
-
-def _parameters(value: Any, owner: str) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise refuse(f"'parameters' of {owner} must be an object")
-    return value
-
-
-def _features(tensor: dict[str, Any], binary_part: bytes) -> tuple[np.ndarray, int]:
-    """The (rows, 4) float64 features of input `flowers`, and the binary bytes it used."""
+    if len(request.inputs) != 1:
+        raise refuse(f"input {INPUT!r} is sent {len(request.inputs)} times; send it once", "inputs")
+    tensor = request.inputs[0]
     where = f"input {INPUT!r}"
-    unknown = set(tensor) - {"name", "shape", "datatype", "parameters", "data"}
-    if unknown:
-        raise refuse(
-            f"{where}: unknown field(s) {', '.join(sorted(repr(k[:64]) for k in unknown))}"
-        )
-    datatype = tensor.get("datatype")
-    if datatype not in DATATYPES:
-        raise refuse(
-            f"{where}: datatype {str(datatype)[:16]!r} is not accepted; send FP32 (FP64 is "
-            "converted to the model's precision)"
-        )
-    shape = tensor.get("shape")
-    if (
-        not isinstance(shape, list)
-        or len(shape) != 2
-        or not all(type(size) is int for size in shape)
-    ):
-        raise refuse(f"{where}: shape must be [rows, {WIDTH}], got {str(shape)[:64]}")
-    rows, width = shape
+    rows, width = tensor.shape
     if width != WIDTH:
         raise refuse(
             f"{where}: each row must hold the {WIDTH} features {', '.join(FEATURE_NAMES)}; "
             f"shape says {width}"
         )
-    if not 1 <= rows <= MAX_ROWS:
-        raise refuse(f"{where}: {rows} rows; a request holds 1 to {MAX_ROWS:,} rows")
-    parameters = _parameters(tensor.get("parameters"), where) or {}
-    binary_size = parameters.get("binary_data_size")
+    if not 1 <= rows <= MAX_TENSOR_ROWS:
+        raise refuse(f"{where}: {rows} rows; a request holds 1 to {MAX_TENSOR_ROWS:,} rows")
+    binary_size = tensor.parameters.binary_data_size if tensor.parameters else None
     if binary_size is not None:
-        if "data" in tensor:
-            raise refuse(f"{where}: has both 'data' and binary_data_size")
-        expected = rows * WIDTH * DATATYPES[datatype].itemsize
-        if type(binary_size) is not int or binary_size != expected:
-            raise refuse(
-                f"{where}: binary_data_size is {str(binary_size)[:32]}, but {rows} rows of "
-                f"{WIDTH} {datatype} values are {expected} bytes"
-            )
-        if len(binary_part) < binary_size:
-            raise refuse(
-                f"{where}: binary_data_size is {binary_size} bytes, but only "
-                f"{len(binary_part)} bytes follow the JSON header"
-            )
-        values = np.frombuffer(binary_part, DATATYPES[datatype], count=rows * WIDTH)
-        features = values.astype(np.float64).reshape(rows, WIDTH)
-        used = binary_size
-    else:
-        if "data" not in tensor:
-            raise refuse(f"{where}: no 'data', and no binary_data_size parameter")
-        features = _json_values(tensor["data"], rows, where)
-        used = 0
-    _check_sizes(features, where)
-    return features, used
-
-
-def _json_values(data: Any, rows: int, where: str) -> np.ndarray:
-    if not isinstance(data, list):
-        raise refuse(f"{where}: 'data' must be a list of numbers")
-    if data and type(data[0]) is list:
-        # Nested, one list per row: each must be a list of exactly 4 values.
-        for row, values in enumerate(data):
-            if type(values) is not list or len(values) != WIDTH:
-                raise refuse(
-                    f"{where} row {row}: must be a list of the {WIDTH} features, got "
-                    f"{str(values)[:64]}"
-                )
-        flat = list(chain.from_iterable(data))
-    else:
-        flat = data
-    if len(flat) != rows * WIDTH:
+        features = _binary_features(tensor, rows, binary_size, binary_part)
+    elif tensor.data is None:
+        raise refuse(f"{where}: no 'data', and no binary_data_size parameter")
+    elif binary_part:
         raise refuse(
-            f"{where}: 'data' holds {len(flat)} values, but shape [{rows}, {WIDTH}] needs "
-            f"{rows * WIDTH}"
+            f"{where}: {len(binary_part)} bytes follow the JSON header, but no input declares binary_data_size"
         )
-    if not set(map(type, flat)) <= NUMBER_TYPES:
-        index = next(i for i, value in enumerate(flat) if type(value) not in NUMBER_TYPES)
+    else:
+        features = _json_features(tensor.data, rows)
+    return request, features
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
         raise refuse(
-            f"{where} row {index // WIDTH}: {FEATURE_NAMES[index % WIDTH]} is "
-            f"{str(flat[index])[:32]!r}, not a number"
+            f"Inference-Header-Content-Length is {header_length[:32]!r}, but the body is "
+            f"{len(body)} bytes",
+            "inference-header-content-length",
         )
-    try:
-        return np.array(flat, dtype=np.float64).reshape(rows, WIDTH)
-    except OverflowError:
-        raise refuse(f"{where}: a value is too large for a floating-point number") from None
+    return body[: int(header_length)], body[int(header_length) :]
 
 
-def _check_sizes(features: np.ndarray, where: str) -> None:
-    bad = ~((features > 0) & (features <= MAX_FEATURE_CM))  # NaN fails both comparisons
+def _binary_features(
+    tensor: InputTensor, rows: int, binary_size: int, binary_part: bytes
+) -> np.ndarray:
+    where = f"input {INPUT!r}"
+    if tensor.data is not None:
+        raise refuse(f"{where}: has both 'data' and binary_data_size")
+    dtype = DATATYPES[tensor.datatype]
+    expected = rows * WIDTH * dtype.itemsize
+    if binary_size != expected:
+        raise refuse(
+            f"{where}: binary_data_size is {binary_size}, but {rows} rows of {WIDTH} "
+            f"{tensor.datatype} values are {expected} bytes"
+        )
+    if len(binary_part) != binary_size:
+        raise refuse(
+            f"the binary data after the JSON header is {len(binary_part)} bytes, but the inputs "
+            f"declare {binary_size} bytes (binary_data_size)"
+        )
+    features = np.frombuffer(binary_part, dtype).astype(np.float64).reshape(rows, WIDTH)
+    bad = breaks_size_rule(features)
     if bad.any():
         row, column = divmod(int(bad.argmax()), WIDTH)
         value = features[row, column]
-        reason = "not a finite number" if not np.isfinite(value) else f"{value:g} cm"
+        shown = f"{value:g} cm" if np.isfinite(value) else "not a finite number"
+        raise refuse(f"{where} row {row}: {FEATURE_NAMES[column]} is {shown}; {SIZE_RULE}")
+    return features
+
+
+def _json_features(data: list[float], rows: int) -> np.ndarray:
+    if len(data) != rows * WIDTH:
         raise refuse(
-            f"{where} row {row}: {FEATURE_NAMES[column]} is {reason}; sizes must be above 0 "
-            f"and at most {MAX_FEATURE_CM:g} cm"
+            f"input {INPUT!r}: 'data' holds {len(data)} values, but shape [{rows}, {WIDTH}] "
+            f"needs {rows * WIDTH}"
         )
+    return np.array(data, dtype=np.float64).reshape(rows, WIDTH)
 
 
-def _requested_outputs(value: Any, all_binary: bool) -> tuple[RequestedOutput, ...]:
-    if value is None:
-        return tuple(RequestedOutput(name, all_binary) for name in OUTPUTS)
-    if not isinstance(value, list) or not value:
-        raise refuse("'outputs' must be a non-empty list of {\"name\": ...} objects")
-    requested = []
-    for item in value:
-        name = item.get("name") if isinstance(item, dict) else None
-        if name not in OUTPUTS:
-            raise refuse(
-                f"unknown output {str(name)[:64]!r}: this model has {', '.join(map(repr, OUTPUTS))}"
-            )
-        parameters = _parameters(item.get("parameters"), f"output {name!r}") or {}
-        binary = parameters.get("binary_data", all_binary)
-        if type(binary) is not bool:
-            raise refuse(f"output {name!r}: binary_data must be true or false")
-        requested.append(RequestedOutput(name, binary))
-    if len({output.name for output in requested}) != len(requested):
-        raise refuse("an output is asked for twice")
-    return tuple(requested)
+def protocol_refusal(error: ValidationError) -> Refusal:
+    """The 400 for a request the models refused: each problem named by its tensor and row."""
+    listed = [
+        _problem(item)
+        for item in error.errors(include_url=False, include_context=False, include_input=False)[
+            :MAX_LISTED_PROBLEMS
+        ]
+    ]
+    return Refusal(400, summarize(listed, error.error_count()), listed)
+
+
+def _problem(item: dict[str, Any]) -> dict[str, str]:
+    location = item["loc"]
+    if location[:1] == ("inputs",) and location[2:3] == ("data",):
+        field = f"input {INPUT!r}"
+        if len(location) == 4:
+            row, column = divmod(location[3], WIDTH)
+            field += f" row {row}: {FEATURE_NAMES[column]}"
+    else:
+        text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location)
+        field = text.lstrip(".") or "the request"
+    reason = item["msg"]
+    if item["type"] == "extra_forbidden":
+        reason = "unknown field"
+    elif item["type"] == "json_invalid":
+        reason = f"not valid JSON (NaN and Infinity are not JSON): {reason}"
+    return problem(field, reason, item["type"])

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import load_iris
 
-from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES, SIZE_RULE, breaks_size_rule
 from iris_classifier.training.layouts import LayoutError, recognise
 
 SPECIES_COLUMN = "species"
@@ -151,11 +151,11 @@ def _numeric_column(path: Path, raw: pd.DataFrame, name: str) -> pd.Series:
         raise DataError(
             f"{path}: column {name!r} has NaN or infinite values on {_lines(not_finite)}"
         )
-    out_of_range = (values <= 0) | (values > MAX_FEATURE_CM)
+    out_of_range = breaks_size_rule(values)
     if out_of_range.any():
         example = text[out_of_range].iloc[0]
         raise DataError(
-            f"{path}: column {name!r} must be in cm, above 0 and at most {MAX_FEATURE_CM:g}; "
+            f"{path}: column {name!r} breaks the size rule ({SIZE_RULE}); "
             f"{_lines(out_of_range)} are not (for example {example})"
         )
     return values.astype(float)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from iris_classifier.serving.config import FEATURE_NAMES
+from iris_classifier.flowers import FEATURE_NAMES
 
 SPECIES_COLUMN = "species"
 REQUIRED_COLUMNS = (*FEATURE_NAMES, SPECIES_COLUMN)

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime
 from sklearn.pipeline import Pipeline
 
-from iris_classifier.serving.config import MAX_FEATURE_CM
+from iris_classifier.flowers import MAX_FEATURE_CM
 from iris_classifier.serving.model import (
     INPUT_NAME,
     PROBABILITIES_OUTPUT,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import v2
+from benchmarks import request_cost, v2
 from benchmarks.loadgen import WrkResult, parse_wrk_output
 from benchmarks.measure import RoundResult
 from benchmarks.processes import REPO_ROOT
@@ -216,7 +216,7 @@ def test_service_module_imports_without_scikit_learn() -> None:
 
 
 def measurement(server: str, workload: str, round_index: int, rps: float) -> v2.Measurement:
-    rows = 1 if workload == "single" else 1000
+    rows = 1 if workload in ("single", "seed-single") else 1000
     result = WrkResult(requests=int(rps * 10), seconds=10.0, p50_ms=1.0, p99_ms=2.0, failed=0)
     return v2.Measurement(server, workload, round_index, rows, result)
 
@@ -236,8 +236,36 @@ def test_v2_ratios_pair_rounds_and_judge_each_target() -> None:
     assert ratios["1,000-row batch, V2 JSON"] == pytest.approx([1.4])
     assert ratios["1,000-row batch, binary vs MLServer's JSON"] == pytest.approx([4.0])
     report = v2.render_markdown(measurements, [v2.this_service(), v2.mlserver()], "make bench")
-    assert "| single flower, V2 JSON | 2.10x | 3.00, 1.20 | 1.5x | met |" in report
+    assert "| single flower, V2 JSON | 2.10x | 3.00, 1.20 | 2.0x | met |" in report
     assert "| 1,000-row batch, V2 JSON | 1.40x | 1.40 | 1.5x | missed |" in report
+
+
+def test_v2_single_is_compared_with_the_seed_route_of_the_same_round() -> None:
+    measurements = [
+        measurement("bentoml", "single", 1, 95),
+        measurement("bentoml", "seed-single", 1, 100),
+        measurement("bentoml", "single", 2, 80),
+        measurement("bentoml", "seed-single", 2, 100),
+        measurement("bentoml", "single", 3, 300),  # no seed route in round 3: not paired
+    ]
+    assert v2.route_ratios(measurements) == pytest.approx([0.95, 0.8])
+    report = v2.render_markdown(measurements, [v2.this_service()], "make bench")
+    assert f"| {v2.ROUTE_RATIO_LABEL} | 0.88x | 0.95, 0.80 | 0.9x | missed |" in report
+
+
+def test_v2_report_judges_one_replicas_memory_after_the_load() -> None:
+    memory = [
+        v2.Memory("bentoml", 1, 2, 210.0, 160.0),
+        v2.Memory("bentoml", 2, 2, 231.0, 170.0),
+        v2.Memory("bentoml", 3, 2, 219.0, 165.0),
+        v2.Memory("mlserver", 1, 1, 180.0, 170.0),
+    ]
+    report = v2.render_markdown([], [v2.this_service()], "make bench", memory)
+    assert "| bentoml | 2 | 219 | 210, 231, 219 | 165 | <= 220 MB: met |" in report
+    memory.append(v2.Memory("bentoml", 4, 2, 240.0, 180.0))
+    report = v2.render_markdown([], [v2.this_service()], "make bench", memory)
+    assert "| bentoml | 2 | 225 | 210, 231, 219, 240 | 168 | <= 220 MB: missed |" in report
+    assert "| mlserver | 1 | 180 | 180 | 170 |  |" in report
 
 
 @pytest.mark.integration
@@ -248,9 +276,53 @@ def test_v2_smoke_run_measures_every_workload_of_this_service(
     env = {**os.environ, "BENTOML_HOME": str(model_store), "BENTOML_DO_NOT_TRACK": "true"}
     run_smoke("benchmarks.v2", env, tmp_path, "--servers", "bentoml")
     rows = json.loads((tmp_path / "v2.json").read_text())
-    assert {row["workload"] for row in rows} == {"single", "batch-json", "batch-binary"}
+    assert {row["workload"] for row in rows} == {
+        "single",
+        "seed-single",
+        "batch-json",
+        "batch-binary",
+    }
     assert all(row["rps"] > 0 for row in rows)
-    assert "| bentoml | batch-binary |" in (tmp_path / "v2.md").read_text()
+    report = (tmp_path / "v2.md").read_text()
+    assert "| bentoml | batch-binary |" in report
+    assert re.search(rf"^\| {re.escape(v2.ROUTE_RATIO_LABEL)} \| \d+\.\d\dx \|", report, re.M)
+    (memory,) = json.loads((tmp_path / "v2-memory.json").read_text())
+    # One replica: BentoML's arbiter and its one worker.
+    assert (memory["server"], memory["processes"]) == ("bentoml", 2)
+    assert memory["rss_mb"] > memory["pss_mb"] > 0
+    assert "<= 220 MB:" in report
+
+
+def test_request_cost_layers_are_the_differences_of_nested_measurements() -> None:
+    cost = request_cost.RouteCost(
+        parse_us=3.0,
+        predictor_us=20.0,
+        encode_us=1.0,
+        route_table_us=40.0,
+        app_us=150.0,
+        http_us=400.0,
+    )
+    assert cost.table_overhead_us == pytest.approx(16.0)
+    assert cost.middleware_us == pytest.approx(110.0)
+    assert cost.server_us == pytest.approx(250.0)
+    table = request_cost.render({"seed": cost, "v2": cost}, 2.0, 70.0)
+    assert "| route table (body read, dispatch, send) | 16.0 | 16.0 |" in table
+    assert "| ceiling: parse JSON, fixed answer, same uvicorn | 70.0 | 70.0 |" in table
+
+
+@pytest.mark.integration
+def test_request_cost_smoke_run_measures_every_layer(model_store: Path, tmp_path: Path) -> None:
+    require_tools("wrk", "taskset")
+    env = {**os.environ, "BENTOML_HOME": str(model_store), "BENTOML_DO_NOT_TRACK": "true"}
+    run_smoke("benchmarks.request_cost", env, tmp_path)
+    figures = json.loads((tmp_path / "request-cost.json").read_text())
+    assert set(figures["routes"]) == {"seed", "v2"}
+    for route in figures["routes"].values():
+        assert all(value > 0 for value in route.values()), route
+        # Each layer holds the one inside it.
+        assert route["http_us"] > route["app_us"] > route["route_table_us"] > route["parse_us"]
+    assert figures["ceiling_us"] > 0
+    assert "n/a" not in (tmp_path / "request-cost.md").read_text()
 
 
 # The sample flower's JSON members, to splice into raw bodies.

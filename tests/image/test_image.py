@@ -37,8 +37,10 @@ from benchmarks.containers import (
 )
 from benchmarks.deployment import base_deployment, pod_spec
 from benchmarks.processes import wait_http_ok
-from iris_classifier.serving.config import CLASS_NAMES, MAX_BATCH_ROWS
+from iris_classifier.flowers import CLASS_NAMES
+from iris_classifier.serving.config import MAX_BATCH_ROWS
 from tests.conftest import REPO_ROOT, SEED_FLOWER, SESSION_HOME, require
+from tests.support import kserve_client
 
 BENTOFILE = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
@@ -286,6 +288,13 @@ def test_triton_client_talks_to_the_container_in_json_and_binary(container: Cont
             np.testing.assert_allclose(result.as_numpy("probabilities").sum(axis=1), 1, atol=1e-5)
     finally:
         client.close()
+
+
+@pytest.mark.integration
+def test_kserve_client_talks_to_the_container(container: Container) -> None:
+    """KServe's Python client, in build/kserve-venv (tests/support/kserve_sdk.py)."""
+    report = kserve_client.observe(container.url)
+    assert kserve_client.problems(report, kserve_client.single_flower_answers(container.url)) == []
 
 
 @pytest.mark.integration

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from benchmarks.containers import project_image
-from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.contract import IrisFeatures
 from loadtest.answers import (
     REFERENCE_FLOWERS,

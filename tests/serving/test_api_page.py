@@ -86,3 +86,22 @@ def test_page_allows_only_its_own_inline_script_and_style(service_client) -> Non
 def test_page_starts_with_one_flower_then_the_batch_then_the_model(service_client) -> None:
     shown = shown_operations(service_client.get("/").text)
     assert shown[:3] == ["POST /iris/classify_iris", "POST /iris/classify_batch", "GET /iris/model"]
+
+
+def test_document_describes_every_route_the_service_answers(service_client) -> None:
+    from iris_classifier.serving.routes import BENTOML_ROUTES
+    from service import routes
+
+    documented = service_client.get("/docs.json").json()["paths"]
+    version = routes.served.protocol.model_version
+    answered = {*routes.routes, *BENTOML_ROUTES} - {"/", "/docs.json", "/schema.json"}
+    for path in routes.model_routes:
+        answered.add(
+            path.replace(f"/versions/{version}", "/versions/{version}").replace(
+                "/models/iris_classifier", "/models/{model}"
+            )
+        )
+    assert answered - set(documented) == set()
+    for path, methods in routes.routes.items():
+        if path in documented:
+            assert {method.lower() for method in methods} <= set(documented[path]), path

@@ -8,7 +8,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iris_classifier.serving.config import FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.flowers import FEATURE_NAMES, MAX_FEATURE_CM
 from iris_classifier.training.parity import TOLERANCE as PARITY_TOLERANCE
 from tests.support.reference_model import reference_probabilities
 

@@ -88,6 +88,11 @@ def test_a_timeout_made_by_bentoml_carries_both_headers(client: TestClient) -> N
     response = client.post("/wait", json={"seconds": TIMEOUT_S + 1}, headers={"X-Request-ID": "t"})
     assert response.status_code == 504
     marked(response, "t")
+    reason = f"Not able to process the request in {TIMEOUT_S} seconds"
+    assert response.json() == {
+        "error": reason,
+        "detail": [{"field": "request", "reason": reason, "type": "gateway_timeout"}],
+    }
 
 
 def test_an_unhandled_error_carries_both_headers_and_is_logged_with_its_id(
@@ -98,7 +103,12 @@ def test_an_unhandled_error_carries_both_headers_and_is_logged_with_its_id(
     with caplog.at_level(logging.INFO):
         response = client.get("/boom", headers={"X-Request-ID": "boom-1"})
     assert response.status_code == 500
-    assert response.json() == {"error": "internal server error"}
+    assert response.json() == {
+        "error": "internal server error",
+        "detail": [
+            {"field": "request", "reason": "internal server error", "type": "internal_server_error"}
+        ],
+    }
     marked(response, "boom-1")
     lines = [json.loads(JsonLineFormatter("r").format(rec)) for rec in caplog.records]
     assert any(line["level"] == "WARNING" and line["request_id"] == "boom-1" for line in lines)
@@ -134,16 +144,41 @@ def test_not_draining_readiness_is_bentomls(client: TestClient) -> None:
     assert client.get("/readyz").status_code == 200
 
 
+class FormattedLines(logging.Handler):
+    """Formats each record as it is emitted, in the context the log call runs in."""
+
+    def __init__(self) -> None:
+        from iris_classifier.serving.logs import JsonLineFormatter
+
+        super().__init__()
+        self.setFormatter(JsonLineFormatter("r"))
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
 def test_sigterm_starts_the_drain_and_hands_over_after_it() -> None:
-    """In a thread of its own the drain installs its handler as a server's main thread would."""
+    """In a thread of its own the drain installs its handler as a server's main thread would.
+
+    The signal arrives while a request is being handled; the drain's lines are no request's.
+    """
+    from iris_classifier.serving.request_context import CURRENT_REQUEST, RequestContext
+
     handed_over = threading.Event()
     drain = Drain(seconds=0.2)
     outcome: dict[str, object] = {}
+    lines = FormattedLines()
+    shutdown_logger = logging.getLogger("iris_classifier.shutdown")
+    shutdown_logger.addHandler(lines)
+    level = shutdown_logger.level
+    shutdown_logger.setLevel(logging.INFO)
 
     def main() -> None:
         loop = asyncio.new_event_loop()
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, lambda *_: handed_over.set())
+        in_flight = CURRENT_REQUEST.set(RequestContext("in-flight-1", "POST", "/iris/x"))
         try:
             outcome["installed"] = drain.install(loop)
             os.kill(os.getpid(), signal.SIGTERM)
@@ -151,7 +186,10 @@ def test_sigterm_starts_the_drain_and_hands_over_after_it() -> None:
             outcome["draining_at_once"] = drain.active and not handed_over.is_set()
             loop.run_until_complete(asyncio.sleep(0.4))
         finally:
+            CURRENT_REQUEST.reset(in_flight)
             signal.signal(signal.SIGTERM, previous)
+            shutdown_logger.removeHandler(lines)
+            shutdown_logger.setLevel(level)
             loop.close()
 
     # Signal handlers can only be set in the main thread: run the scenario there.
@@ -159,6 +197,11 @@ def test_sigterm_starts_the_drain_and_hands_over_after_it() -> None:
     main()
     assert outcome == {"installed": True, "draining_at_once": True}
     assert handed_over.is_set(), "the server's own handler must run once the drain is over"
+    messages = [line["message"] for line in lines.lines]
+    assert any(message.startswith("SIGTERM: draining for 0.2 s") for message in messages)
+    assert any(message.startswith("drain over after") for message in messages)
+    for line in lines.lines:
+        assert not {"request_id", "method", "path"} & set(line), line
 
 
 def test_no_drain_leaves_sigterm_to_the_server() -> None:

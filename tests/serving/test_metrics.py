@@ -11,7 +11,7 @@ import numpy as np
 import prometheus_client
 import pytest
 
-from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.metrics import ModelMetrics
 from tests.conftest import SEED_FLOWER, serving
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks.processes import bentoml_serve_command, free_port, start, stop_tree
-from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.model import ModelError, load
 from tests.conftest import REPO_ROOT, SESSION_HOME
 from tests.support.model_store import BAD_MODEL_CASES, break_model, copy_store, stored_metadata

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iris_classifier.serving.config import FEATURE_NAMES
+from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.serving.ranges import MissingRangesError, TrainingRanges
 
 LOW = (4.3, 2.0, 1.0, 0.1)

@@ -8,14 +8,13 @@ import numpy as np
 import orjson
 import pytest
 
-from iris_classifier.serving.config import CLASS_NAMES
-from iris_classifier.serving.v2 import (
-    HEADER_LENGTH,
-    MAX_ROWS,
-    InferenceProtocol,
-    ProtocolError,
-    parse_request,
-)
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.serving.config import MAX_TENSOR_ROWS as MAX_ROWS
+from iris_classifier.serving.metrics import ModelMetrics
+from iris_classifier.serving.prediction import Predictor
+from iris_classifier.serving.ranges import TrainingRanges
+from iris_classifier.serving.refusals import Refusal
+from iris_classifier.serving.v2 import HEADER_LENGTH, InferenceProtocol, parse_request
 
 FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 FLAT = [value for row in FLOWERS for value in row]
@@ -28,15 +27,27 @@ class FixedClassifier:
     dtype = np.float32
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        assert features.dtype == np.float32
         setosa = (features[:, 0] < 6).astype(np.float32)
         return np.column_stack(
             [setosa * 0.9 + 0.05, np.full(len(features), 0.05), (1 - setosa) * 0.9 + 0.05]
         ).astype(np.float32)
 
+    def predict_proba_one(self, features: list[float]) -> list[float]:
+        return self.predict_proba(np.asarray([features])).tolist()[0]
 
+
+# Training ranges that flag a sepal_length above 6 and a petal_width above 2.
+RANGES = TrainingRanges(FEATURE_NAMES, [4.0, 2.0, 1.0, 0.1], [6.0, 4.5, 7.0, 2.0])
 PROTOCOL = InferenceProtocol(
-    FixedClassifier(), model_version="v1", server_version="0.1.0", parameters={"estimator": "x"}
+    Predictor(
+        FixedClassifier(),
+        RANGES,
+        ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_version="iris:v1", estimator="x"),
+        "iris:v1",
+    ),
+    model_version="v1",
+    server_version="0.1.0",
+    parameters={"estimator": "x"},
 )
 
 
@@ -51,17 +62,19 @@ def body(document: dict) -> bytes:
 
 
 def refusal(raw: bytes, header_length: str | None = None) -> str:
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(Refusal) as caught:
         parse_request(raw, header_length)
     assert caught.value.status == 400
-    return caught.value.message
+    return caught.value.error
+
+
+def features(raw: bytes, header_length: str | None = None) -> np.ndarray:
+    return parse_request(raw, header_length)[1]
 
 
 def test_nested_and_flat_data_read_the_same_rows() -> None:
-    nested = parse_request(body(request()), None)
-    flat = parse_request(body(request(tensor={"data": FLAT})), None)
-    assert nested.features.tolist() == FLOWERS
-    assert flat.features.tolist() == FLOWERS
+    assert features(body(request())).tolist() == FLOWERS
+    assert features(body(request(tensor={"data": FLAT}))).tolist() == FLOWERS
 
 
 def test_binary_input_reads_little_endian_floats() -> None:
@@ -78,13 +91,12 @@ def test_binary_input_reads_little_endian_floats() -> None:
             ]
         }
     )
-    parsed = parse_request(header + raw, str(len(header)))
-    np.testing.assert_array_equal(parsed.features, np.asarray(FLOWERS, dtype=np.float32))
+    parsed = features(header + raw, str(len(header)))
+    np.testing.assert_array_equal(parsed, np.asarray(FLOWERS, dtype=np.float32))
 
 
 def test_fp64_is_accepted() -> None:
-    parsed = parse_request(body(request(tensor={"datatype": "FP64"})), None)
-    assert parsed.features.tolist() == FLOWERS
+    assert features(body(request(tensor={"datatype": "FP64"}))).tolist() == FLOWERS
 
 
 @pytest.mark.parametrize(
@@ -92,27 +104,27 @@ def test_fp64_is_accepted() -> None:
     [
         (
             request(tensor={"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, True]]}),
-            "row 1: petal_width is 'True', not a number",
+            "row 1: petal_width: Input should be a valid number",
         ),
         (
             request(tensor={"data": [[5.1, "3.5", 1.4, 0.2], FLOWERS[1]]}),
-            "row 0: sepal_width is '3.5', not a number",
+            "row 0: sepal_width: Input should be a valid number",
         ),
         (
             request(tensor={"data": [[5.1, None, 1.4, 0.2], FLOWERS[1]]}),
-            "row 0: sepal_width is 'None'",
+            "row 0: sepal_width: Input should be a valid number",
         ),
         (
             request(tensor={"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 0, 2.3]]}),
-            "row 1: petal_length is 0 cm",
+            "row 1: petal_length: Input should be greater than 0",
         ),
         (
             request(tensor={"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 100.5]]}),
-            "row 1: petal_width is 100.5 cm",
+            "row 1: petal_width: Input should be less than or equal to 100",
         ),
         (
             request(tensor={"data": [[-1, 3.5, 1.4, 0.2], FLOWERS[1]]}),
-            "row 0: sepal_length is -1 cm",
+            "row 0: sepal_length: Input should be greater than 0",
         ),
         (
             request(tensor={"data": FLAT[:7]}),
@@ -120,19 +132,29 @@ def test_fp64_is_accepted() -> None:
         ),
         (
             request(tensor={"data": [[5.1, 3.5, 1.4], [6.7, 3.0, 5.2]]}),
-            "row 0: must be a list of the 4 features",
+            "input 'flowers': row 0 holds 3 values; a row is the 4 features",
+        ),
+        (
+            request(tensor={"data": [FLOWERS[0], 6.7, 3.0, 5.2, 2.3]}),
+            "row 0: sepal_length: Input should be a valid number",
         ),
         (request(tensor={"shape": [2, 3]}), "each row must hold the 4 features"),
-        (request(tensor={"shape": [8]}), "shape must be [rows, 4]"),
-        (request(tensor={"shape": [2, 4.0]}), "shape must be [rows, 4]"),
+        (request(tensor={"shape": [8]}), "inputs[0].shape: List should have at least 2 items"),
+        (
+            request(tensor={"shape": [2, 4.0]}),
+            "inputs[0].shape[1]: Input should be a valid integer",
+        ),
         (request(tensor={"shape": [0, 4], "data": []}), "a request holds 1 to 20,000 rows"),
         (
             request(tensor={"shape": [MAX_ROWS + 1, 4], "data": []}),
             f"{MAX_ROWS + 1} rows; a request holds 1 to 20,000 rows",
         ),
-        (request(tensor={"datatype": "INT32"}), "datatype 'INT32' is not accepted; send FP32"),
-        (request(tensor={"datatype": "BYTES"}), "datatype 'BYTES' is not accepted"),
-        (request(tensor={"name": "petals"}), "missing input 'flowers'"),
+        (
+            request(tensor={"datatype": "INT32"}),
+            "inputs[0].datatype: Input should be 'FP32' or 'FP64'",
+        ),
+        (request(tensor={"datatype": "BYTES"}), "inputs[0].datatype: Input should be"),
+        (request(tensor={"name": "petals"}), "inputs[0].name: Input should be 'flowers'"),
         (
             {
                 "inputs": [
@@ -140,20 +162,23 @@ def test_fp64_is_accepted() -> None:
                     {"name": "petals", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
                 ]
             },
-            "unknown input(s) 'petals'",
+            "inputs[1].name: Input should be 'flowers'",
         ),
-        ({"inputs": []}, "'inputs' must be a list"),
-        ({}, "'inputs' must be a list"),
-        (request(outputs=[{"name": "species"}]), "unknown output 'species'"),
+        ({"inputs": []}, "inputs: List should have at least 1 item"),
+        ({}, "inputs: Field required"),
+        (
+            request(outputs=[{"name": "species"}]),
+            "outputs[0].name: Input should be 'probabilities', 'label' or 'out_of_range'",
+        ),
         (
             request(outputs=[{"name": "label", "parameters": {"binary_data": "yes"}}]),
-            "binary_data must be true or false",
+            "outputs[0].parameters.binary_data: Input should be a valid boolean",
         ),
-        (request(id=7), "'id' must be a string"),
-        (request(parameters=[1]), "'parameters' of the request must be an object"),
-        (request(tensor={"data": None}), "'data' must be a list"),
-        (request(tensor={"extra": 1}), "unknown field(s) 'extra'"),
-        (request(shape=1), "unknown request field(s) 'shape'"),
+        (request(id=7), "id: Input should be a valid string"),
+        (request(parameters=[1]), "parameters: Input should be an object"),
+        (request(tensor={"data": None}), "no 'data', and no binary_data_size parameter"),
+        (request(tensor={"extra": 1}), "inputs[0].extra: unknown field"),
+        (request(shape=1), "shape: unknown field"),
     ],
 )
 def test_bad_tensor_is_refused_naming_the_tensor_row_and_reason(
@@ -194,7 +219,7 @@ def binary_request(
 def test_binary_sizes_that_do_not_add_up_are_refused() -> None:
     raw = np.asarray(FLOWERS, dtype="<f4").tobytes()
     assert "but 2 rows of 4 FP32 values are 32 bytes" in refusal(*binary_request(raw, 30))
-    assert "only 16 bytes follow" in refusal(*binary_request(raw[:16], 32))
+    assert "after the JSON header is 16 bytes" in refusal(*binary_request(raw[:16], 32))
     assert "the inputs declare 32 bytes" in refusal(*binary_request(raw + b"\0" * 4, 32))
     assert "but 2 rows of 4 FP64 values are 64 bytes" in refusal(
         *binary_request(raw, 32, datatype="FP64")
@@ -215,10 +240,10 @@ def test_binary_values_are_as_strict_as_json_ones(value: float) -> None:
 
 
 def answer(document: dict, header_length: str | None = None) -> tuple[dict, bytes]:
-    result = PROTOCOL.infer(body(document), header_length)
-    if result.header_length is None:
-        return orjson.loads(result.body), b""
-    return orjson.loads(result.body[: result.header_length]), result.body[result.header_length :]
+    answered, json_length = PROTOCOL.infer(body(document), header_length)
+    if json_length is None:
+        return orjson.loads(answered), b""
+    return orjson.loads(answered[:json_length]), answered[json_length:]
 
 
 def test_json_answer_holds_both_outputs_and_echoes_id_and_parameters() -> None:
@@ -281,7 +306,7 @@ def test_binary_data_output_makes_every_output_binary() -> None:
 
 def test_unknown_model_or_version_is_a_404() -> None:
     for name, version in (("other", None), ("iris_classifier", "v0")):
-        with pytest.raises(ProtocolError) as caught:
+        with pytest.raises(Refusal) as caught:
             PROTOCOL.check_model(name, version)
         assert caught.value.status == 404
     PROTOCOL.check_model("iris_classifier", "v1")
@@ -314,3 +339,69 @@ def test_server_version_comes_from_the_bentos_label_where_the_project_is_not_ins
     assert config.installed_version() == "unknown"
     (tmp_path / "bento.yaml").write_text("labels:\n  project: iris-classifier\n  version: 9.9.9\n")
     assert config.installed_version() == "9.9.9"
+
+
+def test_kserve_clients_model_name_is_accepted_when_it_names_this_model() -> None:
+    document, _ = answer(request(model_name="iris_classifier", id="k-1"))
+    assert document["id"] == "k-1"
+    assert [output["name"] for output in document["outputs"]] == ["probabilities", "label"]
+
+
+def test_a_model_name_naming_another_model_is_refused() -> None:
+    assert "names model 'sklearn-iris'; this route serves 'iris_classifier'" in refusal(
+        body(request(model_name="sklearn-iris"))
+    )
+
+
+def test_an_unknown_top_level_field_is_refused_naming_it() -> None:
+    assert refusal(body(request(model_version="v1"))) == "model_version: unknown field"
+
+
+def test_out_of_range_comes_back_only_when_asked_for() -> None:
+    flowers = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]  # row 1: sepal_length, petal_width
+    plain, _ = answer(request(tensor={"data": flowers}))
+    assert "out_of_range" not in [output["name"] for output in plain["outputs"]]
+    asked, _ = answer(request(tensor={"data": flowers}, outputs=[{"name": "out_of_range"}]))
+    assert asked["outputs"] == [
+        {
+            "name": "out_of_range",
+            "datatype": "BYTES",
+            "shape": [2],
+            "data": ["", "sepal_length,petal_width"],
+        }
+    ]
+
+
+def test_binary_out_of_range_is_length_prefixed_like_any_bytes_tensor() -> None:
+    flowers = [[6.7, 3.0, 5.2, 2.3]]
+    document, rest = answer(
+        request(
+            tensor={"data": flowers, "shape": [1, 4]},
+            outputs=[{"name": "out_of_range", "parameters": {"binary_data": True}}],
+        )
+    )
+    expected = b"sepal_length,petal_width"
+    assert rest == struct.pack("<I", len(expected)) + expected
+    assert document["outputs"][0]["parameters"] == {"binary_data_size": len(rest)}
+
+
+def test_metadata_lists_the_out_of_range_output() -> None:
+    outputs = orjson.loads(PROTOCOL.model_metadata())["outputs"]
+    assert {"name": "out_of_range", "datatype": "BYTES", "shape": [-1]} in outputs
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_tensor_answers_are_counted_in_the_model_metrics(rows: int) -> None:
+    from tests.serving.test_metrics import delta, snapshot
+
+    flowers = [[6.7, 3.0, 5.2, 2.3]] * rows  # virginica, two features out of range
+    before = snapshot()
+    answer(request(tensor={"data": flowers, "shape": [rows, 4]}))
+    after = snapshot()
+    assert delta(before, after, "iris_predictions_total", **{"class": "virginica"}) == rows
+    assert delta(before, after, "iris_out_of_range_flowers_total") == rows
+    for feature in ("sepal_length", "petal_width"):
+        assert delta(before, after, "iris_out_of_range_features_total", feature=feature) == rows
+    assert delta(before, after, "iris_prediction_top_probability_count") == rows
+    assert delta(before, after, "iris_batch_rows_count") == 1
+    assert delta(before, after, "iris_batch_rows_sum") == rows

@@ -9,7 +9,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from iris_classifier.serving.config import CLASS_NAMES
+from iris_classifier.flowers import CLASS_NAMES
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -74,6 +74,7 @@ def test_metadata_describes_the_served_model(client, trained_model: str) -> None
     assert {output["name"]: output["datatype"] for output in model["outputs"]} == {
         "probabilities": "FP32",
         "label": "BYTES",
+        "out_of_range": "BYTES",
     }
     assert model["parameters"]["class_names"] == list(CLASS_NAMES)
 
@@ -96,6 +97,19 @@ def test_probabilities_equal_the_single_flower_endpoints(
         np.testing.assert_allclose(
             probabilities[row], [single["probabilities"][name] for name in classes], atol=5.1e-5
         )
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_out_of_range_comes_back_when_asked_for(client, live_server: str, binary: bool) -> None:
+    result = infer(client, FLOWERS, binary=binary, outputs=("out_of_range",))
+    flagged = [
+        value.decode() if isinstance(value, bytes) else value
+        for value in result.as_numpy("out_of_range")
+    ]
+    assert flagged == [
+        ",".join(single["out_of_range"]) for single in single_answers(live_server, FLOWERS)
+    ]
+    assert flagged[3] != ""  # the sample flower lies outside the training ranges
 
 
 def test_only_requested_outputs_come_back(client) -> None:
@@ -138,14 +152,18 @@ def test_bad_tensors_from_the_client_are_refused(client, binary: bool) -> None:
         )
     big = FLOWERS.copy()
     big[1, 3] = 250
-    assert "row 1: petal_width is 250 cm" in refused(client, "flowers", big, "FP32", binary=binary)
+    assert "input 'flowers' row 1: petal_width" in refused(
+        client, "flowers", big, "FP32", binary=binary
+    )
     assert "each row must hold the 4 features" in refused(
         client, "flowers", FLOWERS[:, :3].copy(), "FP32", binary=binary
     )
-    assert "datatype 'INT32' is not accepted" in refused(
+    assert "inputs[0].datatype: Input should be 'FP32' or 'FP64'" in refused(
         client, "flowers", FLOWERS.astype(np.int32), "INT32", binary=binary
     )
-    assert "missing input 'flowers'" in refused(client, "petals", FLOWERS, "FP32", binary=binary)
+    assert "inputs[0].name: Input should be 'flowers'" in refused(
+        client, "petals", FLOWERS, "FP32", binary=binary
+    )
     assert client.is_server_ready()
 
 
@@ -188,12 +206,12 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
         (
             b'{"inputs": [{"name": "flowers", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, "3", 4]}]}',
             {},
-            "petal_length is '3', not a number",
+            "row 0: petal_length: Input should be a valid number",
         ),
         (
             b'{"inputs": [{"name": "flowers", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, false, 4]}]}',
             {},
-            "petal_length is 'False', not a number",
+            "row 0: petal_length: Input should be a valid number",
         ),
         (
             b'{"inputs": [{"name": "flowers", "datatype": "FP32", "shape": [2, 4], "data": [1, 2, 3, 4]}]}',
@@ -203,9 +221,9 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
         (
             BINARY_HEADER + b"\0" * 8,
             {"Inference-Header-Content-Length": str(len(BINARY_HEADER))},
-            "only 8 bytes follow",
+            "after the JSON header is 8 bytes",
         ),
-        (b"{}", {"Inference-Header-Content-Length": "9"}, "Inference-Header-Content-Length is 9"),
+        (b"{}", {"Inference-Header-Content-Length": "9"}, "Inference-Header-Content-Length is '9'"),
     ],
 )
 def test_malformed_requests_get_a_400_naming_the_problem(

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from iris_classifier.serving.config import FEATURE_NAMES
+from iris_classifier.flowers import FEATURE_NAMES
 
 # What train.py stores beside the served ONNX model: the fitted scikit-learn pipeline, in a
 # store entry of its own that the served entry's metadata names. The reference is scikit-learn

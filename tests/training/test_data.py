@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from iris_classifier.serving.config import CLASS_NAMES
+from iris_classifier.flowers import CLASS_NAMES
 from iris_classifier.training.data import DataError, load_bundled, load_csv
 from iris_classifier.training.layouts import parse_column_mapping
 
@@ -98,8 +98,8 @@ def test_same_data_hashes_the_same_and_changed_data_differently(tmp_path: Path) 
             csv_text([*GOOD_ROWS, "5.0,3.1,1.4,inf,setosa"]),
             "'petal_width' has NaN or infinite values",
         ),
-        (csv_text([*GOOD_ROWS, "-5.0,3.1,1.4,0.2,setosa"]), "'sepal_length' must be in cm"),
-        (csv_text([*GOOD_ROWS, "500,3.1,1.4,0.2,setosa"]), "'sepal_length' must be in cm"),
+        (csv_text([*GOOD_ROWS, "-5.0,3.1,1.4,0.2,setosa"]), "'sepal_length' breaks the size rule"),
+        (csv_text([*GOOD_ROWS, "500,3.1,1.4,0.2,setosa"]), "'sepal_length' breaks the size rule"),
         (csv_text([*GOOD_ROWS, "5.0,3.1,1.4,0.2,daisy"]), "unknown species ['daisy'] on line 26"),
         (csv_text([*GOOD_ROWS, "5.0,3.1,1.4,0.2,"]), "'species' has missing values"),
         (csv_text(GOOD_ROWS[:8]), "only one species ('setosa')"),

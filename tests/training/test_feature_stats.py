@@ -28,7 +28,7 @@ def test_stored_model_carries_the_bundled_datas_ranges(trained_model: str) -> No
     import bentoml
     from sklearn.datasets import load_iris
 
-    from iris_classifier.serving.config import FEATURE_NAMES
+    from iris_classifier.flowers import FEATURE_NAMES
 
     stored = bentoml.models.get(trained_model).info.metadata["feature_stats"]
     data = load_iris().data

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.processes import bentoml_serve_command, free_port, running
-from iris_classifier.serving.config import CLASS_NAMES
+from iris_classifier.flowers import CLASS_NAMES
 from iris_classifier.training.estimators import ESTIMATORS
 from tests.conftest import REPO_ROOT, SEED_FLOWER
 from tests.test_service_live import BAD_BODIES, request

@@ -9,7 +9,7 @@ import onnxruntime
 import pytest
 from sklearn.datasets import load_iris
 
-from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.model import session_options
 from iris_classifier.training.estimators import ESTIMATORS, build_pipeline
 from iris_classifier.training.onnx_export import to_onnx
