@@ -161,7 +161,8 @@ def test_kind_creates_its_namespace_and_production_leaves_it_to_the_platform(
         assert obj["metadata"].get("namespace") == NAMESPACE, manifests.describe(obj)
 
 
-@pytest.mark.parametrize("component", manifests.COMPONENTS)
+# kserve too, though it belongs to overlays/kserve rather than to production.
+@pytest.mark.parametrize("component", [*manifests.COMPONENTS, "kserve"])
 @pytest.mark.parametrize("namespace", [None, "staging"])
 def test_every_component_renders_into_the_namespace_of_the_overlay(
     component: str, namespace: str | None, tmp_path: Path
