@@ -3,7 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 MAKEFLAGS += --no-print-directory
 
-PYTHON ?= python3.11
+# Any Python in pyproject.toml's requires-python, ">=3.A,<3.B"; the image has its own.
+PYTHON ?= python3
+PYTHON_MIN := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\),<[0-9.]*"/\1/p' pyproject.toml)
+PYTHON_BELOW := $(shell sed -n 's/^requires-python = ">=[0-9.]*,<\([0-9.]*\)"/\1/p' pyproject.toml)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
@@ -21,22 +24,39 @@ help:
 # --- Python environment and the service --------------------------------------------------------
 
 $(BIN)/python:
+	@test -n "$(PYTHON_MIN)" -a -n "$(PYTHON_BELOW)" || \
+		{ echo "pyproject.toml: requires-python is not of the form \">=3.A,<3.B\"" >&2; exit 1; }
+	@version=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || \
+		{ echo "$(PYTHON) does not run: this project needs a Python >=$(PYTHON_MIN),<$(PYTHON_BELOW); name one with PYTHON=python3.X" >&2; exit 1; }; \
+	awk -v found="$$version" -v low="$(PYTHON_MIN)" -v below="$(PYTHON_BELOW)" 'function n(v, p) { split(v, p, "."); return p[1] * 1000 + p[2] } \
+		BEGIN { exit !(n(found) >= n(low) && n(found) < n(below)) }' || \
+		{ echo "$(PYTHON) is Python $$version; this project needs a Python >=$(PYTHON_MIN),<$(PYTHON_BELOW): name one with PYTHON=python3.X" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
+# One stamp per set installed: .installed (the service and its training, all `make serve`
+# needs), .installed-image (adds uv, which `bentoml build` locks with) and .installed-dev (adds
+# the test, lint and load-test tools, and image).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-.PHONY: install  ## Create .venv and install the pinned dependencies
-install: $(VENV)/.installed
+$(VENV)/.installed-image $(VENV)/.installed-dev: $(VENV)/.installed-%: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[$*]'
+	touch $@
+
+.PHONY: install  ## Create .venv with everything: the service, training, image and test tools (dev)
+install: $(VENV)/.installed-dev
+
+.PHONY: install-serve  ## Create .venv with the service and its training only (what make serve installs)
+install-serve: $(VENV)/.installed
 
 .PHONY: train  ## Train on the bundled iris data and store the model (ARGS=... for train.py flags)
-train: install
+train: install-serve
 	$(BIN)/python train.py $(ARGS)
 
 .PHONY: model  ## Train only if the model store has no servable iris_classifier model yet
-model: install
+model: install-serve
 	@$(BIN)/python train.py --if-missing
 
 .PHONY: serve  ## Serve the classifier on PORT (default 3000), training first if needed
@@ -72,15 +92,15 @@ IMAGE_REF_FILE := build/image-ref
 BASE_IMAGE ?= auto
 LOCAL_BASE_IMAGE ?= iris-python-runtime:3.11-bookworm
 REVISION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
-IMAGE_ENV = BENTOML=$(BIN)/bentoml UV_BINARY=$(BIN)/uv BASE_IMAGE=$(BASE_IMAGE) \
+IMAGE_ENV = BENTOML=$(BIN)/bentoml BASE_IMAGE=$(BASE_IMAGE) \
 	LOCAL_BASE_IMAGE=$(LOCAL_BASE_IMAGE) VERSION=$(VERSION) REVISION=$(REVISION)
 
 .PHONY: base-image  ## Build the Python base image from Debian packages (skipped if it exists)
-base-image: install
+base-image:
 	@$(IMAGE_ENV) image/build-base-image.sh $(LOCAL_BASE_IMAGE)
 
 .PHONY: build  ## Build the Bento (bentoml build), training the model first if none is stored
-build: model
+build: model $(VENV)/.installed-image
 	@mkdir -p build
 	@$(BIN)/bentoml build -o tag --label version=$(VERSION) --label revision=$(REVISION) | \
 		sed -n 's/^__tag__://p' > build/bento-tag
@@ -100,7 +120,7 @@ image-tag:
 		echo "$$ref" > $(IMAGE_REF_FILE); echo "$$ref"
 
 .PHONY: run-image  ## Run the image on PORT hardened as the Deployment's pod spec says (read-only, its uid, no capabilities)
-run-image: install
+run-image: install-serve
 	$(BIN)/python -m benchmarks.containers $(IMAGE) --port $(PORT)
 
 .PHONY: image-stats  ## Print the image's size and its cold start (container start to /readyz 200)
