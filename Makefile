@@ -179,18 +179,33 @@ kind-up:
 		echo "warning: kubectl 1.$$client is more than one minor version away from the cluster's 1.$$server (see kustomize/README.md)" >&2; fi
 	@echo "kind cluster $(KIND_CLUSTER): every node Ready; $(KIND_URL) reaches the Service's node port"
 
-.PHONY: kind-load  ## Build the image and load this build's tag onto every kind node
-kind-load: image
-	$(call require_tools,kind docker)
-	@ref=$$(cat $(IMAGE_REF_FILE)); \
-	if ! kind load docker-image "$$ref" --name $(KIND_CLUSTER); then \
-		echo "kind load docker-image failed (it does with Docker's containerd image store): loading $$ref from a docker save archive instead" >&2; \
-		archive_dir=$$(mktemp -d); trap 'rm -rf "$$archive_dir"' EXIT; \
-		docker save --output "$$archive_dir/image.tar" "$$ref"; \
+.PHONY: kind-cluster  ## Check that the kind cluster exists (make kind-up creates it)
+kind-cluster:
+	$(call require_tools,kind kubectl docker)
+	@clusters=$$(kind get clusters 2>&1) || { echo "kind get clusters failed: $$clusters" >&2; exit 1; }; \
+	grep -qx '$(KIND_CLUSTER)' <<<"$$clusters" || \
+		{ echo "there is no kind cluster $(KIND_CLUSTER): run make kind-up" >&2; exit 1; }
+
+# Both tags go onto the nodes: <version>-<image ID> for make deploy-kind, and <version>, which
+# the kind overlay names, for `kubectl apply -k kustomize/overlays/kind` typed by hand.
+.PHONY: kind-load  ## Check the cluster, build the image, load it onto every kind node as <version> and <version>-<image ID>
+kind-load: kind-cluster image
+	@ref=$$(cat $(IMAGE_REF_FILE)); images="$(IMAGE) $$ref"; \
+	errors=$$(mktemp); trap 'rm -f "$$errors"' EXIT; \
+	if ! kind load docker-image $$images --name $(KIND_CLUSTER) 2>"$$errors"; then \
+		cat "$$errors" >&2; \
+		cause=$$(grep -v '^[[:space:]]*$$' "$$errors" | tail -n 1); \
+		platform=""; if docker save --help 2>/dev/null | grep -q -- '--platform'; then \
+			platform=$$(docker version --format '{{.Server.Os}}/{{.Server.Arch}}'); fi; \
+		echo "kind load docker-image failed ($${cause:-no error message}): loading $$images from a docker save$${platform:+ --platform $$platform} archive instead" >&2; \
+		archive_dir=$$(mktemp -d); trap 'rm -rf "$$archive_dir" "$$errors"' EXIT; \
+		docker save $${platform:+--platform "$$platform"} --output "$$archive_dir/image.tar" $$images; \
 		kind load image-archive "$$archive_dir/image.tar" --name $(KIND_CLUSTER); \
 	fi
 
-.PHONY: deploy-kind  ## Apply the kind overlay with this build's image; roll out when the image changed
+# Every make image builds a new Bento (a new version, so a new image ID and tag): applying it
+# changes the pod template, and Kubernetes rolls the pods.
+.PHONY: deploy-kind  ## Check the cluster, build and load the image, apply the kind overlay with its tag, wait for the rollout
 deploy-kind: kind-load
 	$(call require_tools,kubectl curl)
 	@ref=$$(cat $(IMAGE_REF_FILE)); mkdir -p $(KIND_DEPLOY_DIR); \
@@ -201,8 +216,7 @@ deploy-kind: kind-load
 		> $(KIND_DEPLOY_DIR)/kustomization.yaml; \
 	running=$$($(KIND_KUBECTL) get deployment/iris-classifier --ignore-not-found \
 		-o jsonpath='{.spec.template.spec.containers[0].image}'); \
-	if [ "$$running" = "$$ref" ]; then echo "the pods already run $$ref: nothing to roll out"; \
-	else echo "rolling out $$ref (was: $${running:-not deployed})"; fi
+	echo "deploying $$ref (running before: $${running:-nothing})"
 	$(KIND_CONTEXT_KUBECTL) apply -k $(KIND_DEPLOY_DIR)
 	$(KIND_KUBECTL) rollout status deployment/iris-classifier --timeout=300s
 	curl -fsS --retry 10 --retry-connrefused --retry-delay 2 $(KIND_URL)/healthcheck
