@@ -249,7 +249,7 @@ loadtest: install
 		$(if $(REPLICAS),--expected-replicas $(REPLICAS))
 
 .PHONY: loadtest-local  ## REPLICAS replicas behind HAProxy on LB_PORT, watched by Prometheus: gated load, then SIGTERM/SIGKILL
-loadtest-local: model
+loadtest-local: model install
 	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
 		{ echo "haproxy is not installed: apt-get install haproxy" >&2; exit 1; }
 	@command -v prometheus >/dev/null || \
