@@ -84,6 +84,7 @@ def main(pins_path: str, destination: str) -> None:
         [str(target), "--version"], capture_output=True, text=True, check=True
     ).stdout.split()
     if reported[:2] != ["uv", version]:
+        target.unlink()
         sys.exit(f"install-uv: {target} reports {' '.join(reported)}, not uv {version}")
     print(f"install-uv: uv {version} ({machine}) in {target}")
 
