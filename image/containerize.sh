@@ -52,6 +52,7 @@ log "building $image_ref from $bento_tag on $base (packages installed in $build_
 
 # bentoml containerize reads DOCKER_BUILDKIT too: with BuildKit its Dockerfile adds cache
 # mounts, with the classic builder it leaves them out.
+#
 # BentoML 1.4 refuses a dockerfile_template outside the working directory and copies it to
 # a temporary directory first (bentoml/BentoML#5566), so containerize runs from there.
 export TMPDIR=/tmp
