@@ -3,7 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 MAKEFLAGS += --no-print-directory
 
-PYTHON ?= python3.11
+# Any Python in pyproject.toml's requires-python, ">=3.A,<3.B"; the image has its own.
+PYTHON ?= python3
+PYTHON_MIN := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\),<[0-9.]*"/\1/p' pyproject.toml)
+PYTHON_BELOW := $(shell sed -n 's/^requires-python = ">=[0-9.]*,<\([0-9.]*\)"/\1/p' pyproject.toml)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
@@ -21,22 +24,39 @@ help:
 # --- Python environment and the service --------------------------------------------------------
 
 $(BIN)/python:
+	@test -n "$(PYTHON_MIN)" -a -n "$(PYTHON_BELOW)" || \
+		{ echo "pyproject.toml: requires-python is not of the form \">=3.A,<3.B\"" >&2; exit 1; }
+	@version=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || \
+		{ echo "$(PYTHON) does not run: this project needs a Python >=$(PYTHON_MIN),<$(PYTHON_BELOW); name one with PYTHON=python3.X" >&2; exit 1; }; \
+	awk -v found="$$version" -v low="$(PYTHON_MIN)" -v below="$(PYTHON_BELOW)" 'function n(v, p) { split(v, p, "."); return p[1] * 1000 + p[2] } \
+		BEGIN { exit !(n(found) >= n(low) && n(found) < n(below)) }' || \
+		{ echo "$(PYTHON) is Python $$version; this project needs a Python >=$(PYTHON_MIN),<$(PYTHON_BELOW): name one with PYTHON=python3.X" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
+# One stamp per set installed: .installed (the service and its training, all `make serve`
+# needs), .installed-image (adds uv, which `bentoml build` locks with) and .installed-dev (adds
+# the test, lint and load-test tools, and image).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-.PHONY: install  ## Create .venv and install the pinned dependencies
-install: $(VENV)/.installed
+$(VENV)/.installed-image $(VENV)/.installed-dev: $(VENV)/.installed-%: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[$*]'
+	touch $@
+
+.PHONY: install  ## Create .venv with everything: the service, training, image and test tools (dev)
+install: $(VENV)/.installed-dev
+
+.PHONY: install-serve  ## Create .venv with the service and its training only (what make serve installs)
+install-serve: $(VENV)/.installed
 
 .PHONY: train  ## Train on the bundled iris data and store the model (ARGS=... for train.py flags)
-train: install
+train: install-serve
 	$(BIN)/python train.py $(ARGS)
 
 .PHONY: model  ## Train only if the model store has no servable iris_classifier model yet
-model: install
+model: install-serve
 	@$(BIN)/python train.py --if-missing
 
 .PHONY: serve  ## Serve the classifier on PORT (default 3000), training first if needed
@@ -78,15 +98,15 @@ IMAGE_REF_FILE := build/image-ref
 BASE_IMAGE ?= auto
 LOCAL_BASE_IMAGE ?= iris-python-runtime:3.11-bookworm
 REVISION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
-IMAGE_ENV = BENTOML=$(BIN)/bentoml UV_BINARY=$(BIN)/uv BASE_IMAGE=$(BASE_IMAGE) \
+IMAGE_ENV = BENTOML=$(BIN)/bentoml BASE_IMAGE=$(BASE_IMAGE) \
 	LOCAL_BASE_IMAGE=$(LOCAL_BASE_IMAGE) VERSION=$(VERSION) REVISION=$(REVISION)
 
 .PHONY: base-image  ## Build the Python base image from Debian packages (skipped if it exists)
-base-image: install
+base-image:
 	@$(IMAGE_ENV) image/build-base-image.sh $(LOCAL_BASE_IMAGE)
 
 .PHONY: build  ## Build the Bento (bentoml build), training the model first if none is stored
-build: model
+build: model $(VENV)/.installed-image
 	@mkdir -p build
 	@$(BIN)/bentoml build -o tag --label version=$(VERSION) --label revision=$(REVISION) | \
 		sed -n 's/^__tag__://p' > build/bento-tag
@@ -106,7 +126,7 @@ image-tag:
 		echo "$$ref" > $(IMAGE_REF_FILE); echo "$$ref"
 
 .PHONY: run-image  ## Run the image on PORT hardened as the Deployment's pod spec says (read-only, its uid, no capabilities)
-run-image: install
+run-image: install-serve
 	$(BIN)/python -m benchmarks.containers $(IMAGE) --port $(PORT)
 
 .PHONY: image-stats  ## Print the image's size and its cold start (container start to /readyz 200)
@@ -165,18 +185,33 @@ kind-up:
 		echo "warning: kubectl 1.$$client is more than one minor version away from the cluster's 1.$$server (see kustomize/README.md)" >&2; fi
 	@echo "kind cluster $(KIND_CLUSTER): every node Ready; $(KIND_URL) reaches the Service's node port"
 
-.PHONY: kind-load  ## Build the image and load this build's tag onto every kind node
-kind-load: image
-	$(call require_tools,kind docker)
-	@ref=$$(cat $(IMAGE_REF_FILE)); \
-	if ! kind load docker-image "$$ref" --name $(KIND_CLUSTER); then \
-		echo "kind load docker-image failed (it does with Docker's containerd image store): loading $$ref from a docker save archive instead" >&2; \
-		archive_dir=$$(mktemp -d); trap 'rm -rf "$$archive_dir"' EXIT; \
-		docker save --output "$$archive_dir/image.tar" "$$ref"; \
+.PHONY: kind-cluster  ## Check that the kind cluster exists (make kind-up creates it)
+kind-cluster:
+	$(call require_tools,kind kubectl docker)
+	@clusters=$$(kind get clusters 2>&1) || { echo "kind get clusters failed: $$clusters" >&2; exit 1; }; \
+	grep -qx '$(KIND_CLUSTER)' <<<"$$clusters" || \
+		{ echo "there is no kind cluster $(KIND_CLUSTER): run make kind-up" >&2; exit 1; }
+
+# Both tags go onto the nodes: <version>-<image ID> for make deploy-kind, and <version>, which
+# the kind overlay names, for `kubectl apply -k kustomize/overlays/kind` typed by hand.
+.PHONY: kind-load  ## Check the cluster, build the image, load it onto every kind node as <version> and <version>-<image ID>
+kind-load: kind-cluster image
+	@ref=$$(cat $(IMAGE_REF_FILE)); images="$(IMAGE) $$ref"; \
+	errors=$$(mktemp); trap 'rm -f "$$errors"' EXIT; \
+	if ! kind load docker-image $$images --name $(KIND_CLUSTER) 2>"$$errors"; then \
+		cat "$$errors" >&2; \
+		cause=$$(grep -v '^[[:space:]]*$$' "$$errors" | tail -n 1); \
+		platform=""; if docker save --help 2>/dev/null | grep -q -- '--platform'; then \
+			platform=$$(docker version --format '{{.Server.Os}}/{{.Server.Arch}}'); fi; \
+		echo "kind load docker-image failed ($${cause:-no error message}): loading $$images from a docker save$${platform:+ --platform $$platform} archive instead" >&2; \
+		archive_dir=$$(mktemp -d); trap 'rm -rf "$$archive_dir" "$$errors"' EXIT; \
+		docker save $${platform:+--platform "$$platform"} --output "$$archive_dir/image.tar" $$images; \
 		kind load image-archive "$$archive_dir/image.tar" --name $(KIND_CLUSTER); \
 	fi
 
-.PHONY: deploy-kind  ## Apply the kind overlay with this build's image; roll out when the image changed
+# Every make image builds a new Bento (a new version, so a new image ID and tag): applying it
+# changes the pod template, and Kubernetes rolls the pods.
+.PHONY: deploy-kind  ## Check the cluster, build and load the image, apply the kind overlay with its tag, wait for the rollout
 deploy-kind: kind-load
 	$(call require_tools,kubectl curl)
 	@ref=$$(cat $(IMAGE_REF_FILE)); mkdir -p $(KIND_DEPLOY_DIR); \
@@ -187,8 +222,7 @@ deploy-kind: kind-load
 		> $(KIND_DEPLOY_DIR)/kustomization.yaml; \
 	running=$$($(KIND_KUBECTL) get deployment/iris-classifier --ignore-not-found \
 		-o jsonpath='{.spec.template.spec.containers[0].image}'); \
-	if [ "$$running" = "$$ref" ]; then echo "the pods already run $$ref: nothing to roll out"; \
-	else echo "rolling out $$ref (was: $${running:-not deployed})"; fi
+	echo "deploying $$ref (running before: $${running:-nothing})"
 	$(KIND_CONTEXT_KUBECTL) apply -k $(KIND_DEPLOY_DIR)
 	$(KIND_KUBECTL) rollout status deployment/iris-classifier --timeout=300s
 	curl -fsS --retry 10 --retry-connrefused --retry-delay 2 $(KIND_URL)/healthcheck
@@ -221,7 +255,7 @@ loadtest: install
 		$(if $(REPLICAS),--expected-replicas $(REPLICAS))
 
 .PHONY: loadtest-local  ## REPLICAS replicas behind HAProxy on LB_PORT, watched by Prometheus: gated load, then SIGTERM/SIGKILL
-loadtest-local: model
+loadtest-local: model install
 	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
 		{ echo "haproxy is not installed: apt-get install haproxy" >&2; exit 1; }
 	@command -v prometheus >/dev/null || \

@@ -10,14 +10,17 @@
 #
 # Usage: image/build-base-image.sh TAG        (make base-image passes the Makefile's LOCAL_BASE_IMAGE)
 # Env:   DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR  mirrors (default: read from apt's sources)
-#        HOST_CA_BUNDLE  CA bundle apt uses for an https mirror while building (default
-#                        /etc/ssl/certs/ca-certificates.crt); it is not left in the image
+#        HOST_CA_BUNDLE  CA bundle apt uses for an https mirror while building (default: the
+#                        first found of Debian's, macOS's and Fedora's, see build-host.sh;
+#                        "none": apt's own); it is not left in the image
 #        REBUILD=1       rebuild even if TAG already exists
 set -euo pipefail
 
 tag=${1:?usage: build-base-image.sh TAG}
 suite=bookworm
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=image/build-host.sh
+source "$here/build-host.sh"
 
 log() { echo "build-base-image: $*" >&2; }
 
@@ -47,9 +50,8 @@ mirror=${DEBIAN_MIRROR:-$(apt_mirror_for "$suite" | head -n1 || true)}
 security_mirror=${DEBIAN_SECURITY_MIRROR:-$(apt_mirror_for "$suite-security" | head -n1 || true)}
 mirror=${mirror:-http://deb.debian.org/debian}
 security_mirror=${security_mirror:-http://deb.debian.org/debian-security}
-ca_bundle=${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+ca_bundle=$(find_host_ca_bundle)
 
-[[ -r $ca_bundle ]] || { log "CA bundle $ca_bundle not readable"; exit 1; }
 command -v debootstrap >/dev/null || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
 
 workdir=$(mktemp -d /var/tmp/iris-base.XXXXXX)
@@ -78,12 +80,16 @@ cp "$here/base/apt-slim" "$rootfs/etc/apt/apt.conf.d/90slim"
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 # The host's bundle is apt's only, for an https mirror behind a TLS-inspecting proxy; it sits
 # in /tmp, which is emptied below, and Debian's own bundle stays as ca-certificates made it.
-cp "$ca_bundle" "$rootfs/tmp/build-host-ca.crt"
+apt_ca=""
+if [[ -n $ca_bundle ]]; then
+    cp "$ca_bundle" "$rootfs/tmp/build-host-ca.crt"
+    apt_ca="-o Acquire::https::CAInfo=/tmp/build-host-ca.crt"
+fi
 
 log "applying $suite-updates and $suite-security"
 chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    sh -euc 'apt-get -o Acquire::https::CAInfo=/tmp/build-host-ca.crt update -qq &&
-        apt-get -o Acquire::https::CAInfo=/tmp/build-host-ca.crt -qq -y upgrade &&
+    APT_CA="$apt_ca" sh -euc 'apt-get $APT_CA update -qq &&
+        apt-get $APT_CA -qq -y upgrade &&
         apt-get -qq clean' >"$workdir/upgrade.log" 2>&1 ||
     { tail -n 30 "$workdir/upgrade.log" >&2; exit 1; }
 
@@ -100,7 +106,8 @@ find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
 log "importing the root filesystem as $tag"
 tar --numeric-owner --xattrs -C "$rootfs" -cf "$workdir/rootfs.tar" .
 cp "$here/base/Dockerfile" "$workdir/Dockerfile"
-DOCKER_BUILDKIT=0 docker build --quiet --network host --tag "$tag" \
+choose_docker_builder
+docker build --quiet --network host --tag "$tag" \
     --label org.opencontainers.image.base.name="debian:$suite (debootstrap)" \
     --label org.opencontainers.image.created="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     "$workdir" >/dev/null

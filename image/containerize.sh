@@ -7,7 +7,7 @@
 #                          be pulled, else the local one; "default"; "local"; or any reference
 #        LOCAL_BASE_IMAGE  tag of the debootstrapped base (built by build-base-image.sh if missing)
 #        BUILD_ENV_IMAGE   tag for the build stage's image (build-env.sh), which is never shipped
-#        HOST_CA_BUNDLE, UV_BINARY  what the build stage gets (see build-env.sh)
+#        HOST_CA_BUNDLE    the CA bundle the build stage trusts (see build-env.sh)
 #        VERSION, REVISION values for the OCI labels
 #        BENTOML           the bentoml executable (default: bentoml on PATH)
 set -euo pipefail
@@ -21,7 +21,14 @@ local_base=${LOCAL_BASE_IMAGE:?LOCAL_BASE_IMAGE is not set (make image sets it)}
 build_env=${BUILD_ENV_IMAGE:-iris-image-build-env:latest}
 default_base=$(sed -n 's/^  base_image: *//p' "$repo/bentofile.yaml")
 
+# shellcheck source=image/build-host.sh
+source "$here/build-host.sh"
+
 log() { echo "containerize: $*" >&2; }
+
+# BuildKit where docker buildx is installed, else the classic builder; said in one line. Every
+# build below (base, build stage, image) uses the same one.
+choose_docker_builder
 
 case ${BASE_IMAGE:-auto} in
     auto)
@@ -43,9 +50,9 @@ fi
 "$here/build-env.sh" "$base" "$build_env" >/dev/null
 log "building $image_ref from $bento_tag on $base (packages installed in $build_env)"
 
-# The classic builder: Debian's docker.io has no buildx, and BentoML's Dockerfile needs no
-# BuildKit feature once BuildKit is off (it then leaves out its cache mounts).
-export DOCKER_BUILDKIT=0
+# bentoml containerize reads DOCKER_BUILDKIT too: with BuildKit its Dockerfile adds cache
+# mounts, with the classic builder it leaves them out.
+#
 # BentoML 1.4 refuses a dockerfile_template outside the working directory and copies it to
 # a temporary directory first (bentoml/BentoML#5566), so containerize runs from there.
 export TMPDIR=/tmp

@@ -4,7 +4,10 @@ Each stub is a small executable put first on PATH. It appends its arguments to a
 answers from a JSON state file that the test sets up, so a test can say "the second image has
 another ID" or "kind load docker-image fails" and then read what the Makefile did about it.
 `kubectl apply -k DIR` renders DIR with the real kustomize and keeps the Deployment it would
-have applied, which is what decides whether Kubernetes rolls the pods.
+have applied, which is what decides whether Kubernetes rolls the pods. The nodes hold the images
+`kind load` put there (docker-image, or an archive `docker save` wrote), and `kubectl rollout
+status` fails as a cluster would when the pods' image is not among them (`imagePullPolicy:
+Never`: ErrImageNeverPull).
 """
 
 from __future__ import annotations
@@ -61,7 +64,12 @@ class StubCluster:
             "client_minor": "36",
             "server_minor": "37",
             "image_id": "sha256:" + "1" * 64,
+            "kind_get_clusters_error": "",
             "kind_load_docker_image_fails": False,
+            # Whether this docker's `save` has --platform (Docker 28 and newer), and its engine.
+            "docker_save_platform": True,
+            "docker_platform": "linux/arm64",
+            "node_images": [],
             "deployed_image": "",
             "applied": [],
             "render": [shutil.which(render[0]), *render[1:]],
@@ -145,17 +153,26 @@ def stub_main(tool: str, args: list[str]) -> int:
 
 def _kind(state: dict[str, Any], args: list[str]) -> int:
     if args[:2] == ["get", "clusters"]:
+        if state["kind_get_clusters_error"]:
+            print(state["kind_get_clusters_error"], file=sys.stderr)
+            return 1
         print("\n".join(state["clusters"]))
     elif args[:2] == ["create", "cluster"]:
         state["clusters"].append(args[args.index("--name") + 1])
-    elif args[:2] == ["load", "docker-image"] and state["kind_load_docker_image_fails"]:
-        print(
-            "ERROR: failed to load image: ctr: content digest sha256:0: not found", file=sys.stderr
-        )
-        return 1
-    elif args[:2] == ["load", "image-archive"] and not Path(args[2]).is_file():
-        print(f"ERROR: no archive at {args[2]}", file=sys.stderr)
-        return 1
+    elif args[:2] == ["load", "docker-image"]:
+        if state["kind_load_docker_image_fails"]:
+            print(
+                "ERROR: failed to load image: command failed with error: exit status 1",
+                file=sys.stderr,
+            )
+            print("Command Output: ctr: content digest sha256:0: not found", file=sys.stderr)
+            return 1
+        state["node_images"] += args[2 : args.index("--name")]
+    elif args[:2] == ["load", "image-archive"]:
+        if not Path(args[2]).is_file():
+            print(f"ERROR: no archive at {args[2]}", file=sys.stderr)
+            return 1
+        state["node_images"] += json.loads(Path(args[2]).read_text())
     return 0
 
 
@@ -167,6 +184,14 @@ def _kubectl(state: dict[str, Any], args: list[str]) -> int:
         print(json.dumps(versions, indent=2))
     elif "wait" in args:
         return 0 if state["nodes_ready"] else 1
+    elif "rollout" in args:
+        if state["deployed_image"] not in state["node_images"]:
+            print(
+                f'pod iris-classifier-0: ErrImageNeverPull: image "{state["deployed_image"]}" '
+                "is not present with pull policy of Never",
+                file=sys.stderr,
+            )
+            return 1
     elif "get" in args:
         print(state["deployed_image"], end="")
     elif "apply" in args:
@@ -191,8 +216,21 @@ def _kubectl(state: dict[str, Any], args: list[str]) -> int:
 def _docker(state: dict[str, Any], args: list[str]) -> int:
     if args[:2] == ["image", "inspect"]:
         print(state["image_id"])
+    elif args[:2] == ["save", "--help"]:
+        print("Usage:  docker save [OPTIONS] IMAGE [IMAGE...]\n\nOptions:")
+        print("  -o, --output string   Write to a file, instead of STDOUT")
+        if state["docker_save_platform"]:
+            print("      --platform list   Save only the given platform(s)")
     elif args[:1] == ["save"]:
-        Path(args[args.index("--output") + 1]).write_bytes(b"image archive")
+        if "--platform" in args and not state["docker_save_platform"]:
+            print("unknown flag: --platform", file=sys.stderr)
+            return 125
+        output = args.index("--output")
+        # The images the archive holds: everything after the options.
+        images = [arg for arg in args[output + 2 :] if not arg.startswith("--")]
+        Path(args[output + 1]).write_text(json.dumps(images))
+    elif args[:1] == ["version"]:
+        print(state["docker_platform"])
     return 0
 
 
