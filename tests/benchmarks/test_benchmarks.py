@@ -402,3 +402,29 @@ def test_readme_v2_figures_are_those_of_the_last_run() -> None:
             flowers["bentoml", ours, r] / flowers["mlserver", theirs, r] for r in rounds
         )
         assert float(shown_ratio.removesuffix("x")) == pytest.approx(paired, abs=0.006), label
+
+
+# The sentence of the benchmarks README that shows how the two kinds of ratio can differ.
+BATCH_RATIO_SENTENCE = re.compile(
+    r"for 1,000-row batches in the last run, the ratio of medians was\s+([\d.]+)x and the median"
+    r"\s+of the paired ratios\s+([\d.]+)x \(the per-round ratios were\s+([\d.]+)x to\s+([\d.]+)x\)"
+)
+
+
+def test_readme_batch_ratio_sentence_is_that_of_the_last_run() -> None:
+    text = (REPO_ROOT / "benchmarks/README.md").read_text()
+    sentence = BATCH_RATIO_SENTENCE.search(text)
+    assert sentence, "benchmarks/README.md no longer compares the two ratios for batches"
+    rounds = json.loads((REPO_ROOT / "benchmarks/results/latest.json").read_text())["rounds"]
+    by_round: dict[int, dict[str, dict]] = {}
+    for row in rounds:
+        by_round.setdefault(row["round"], {})[row["server"]] = row
+    per_round = [
+        pair["bentoml"]["flowers_per_second"] / pair["fastapi"]["flowers_per_second"]
+        for pair in by_round.values()
+    ]
+    of_medians, paired = ratios_of_the_last_run()["flowers/s in 1,000-row batches"][:2]
+    shown = [float(figure) for figure in sentence.groups()]
+    assert shown == pytest.approx(
+        [of_medians, paired, min(per_round), max(per_round)], abs=0.006
+    ), sentence.group(0)
