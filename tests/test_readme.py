@@ -187,3 +187,46 @@ def broken_links(page: Path) -> list[str]:
 )
 def test_every_relative_link_resolves(page: Path) -> None:
     assert not broken_links(page)
+
+
+# A repository path in a code span: names joined by slashes, nothing else (no spaces, `$`, `<`,
+# `*` or `:`), whose first name is an entry of the repository's top folder or of the page's
+# own folder; so `application/json`, `kubernetes.io/metadata.name` and paths inside a Bento or
+# a report folder are not taken for one. Generated folders are not in a fresh clone.
+CODE_SPAN = re.compile(r"`([^`\n]+)`")
+PATH_LIKE = re.compile(r"^\.?[A-Za-z_][\w.-]*(?:/[\w.-]+)+/?$")
+GENERATED = NOT_DOCUMENTATION | {".venv"}
+
+
+def missing_code_paths(page: Path) -> list[str]:
+    missing = []
+    for span in CODE_SPAN.findall(FENCE.sub("", page.read_text())):
+        first = span.split("/")[0]
+        if not PATH_LIKE.match(span) or first in GENERATED:
+            continue
+        bases = [base for base in (REPO_ROOT, page.parent) if (base / first).exists()]
+        if bases and not any((base / span).exists() for base in bases):
+            missing.append(span)
+    return missing
+
+
+def test_the_code_path_rule_tells_paths_from_other_slashes(tmp_path: Path) -> None:
+    page = REPO_ROOT / "docs" / "api.md"
+    fake = tmp_path / "page.md"
+    fake.write_text(
+        "`iris_classifier/serving/middleware.py` `tests/cluster_stubs.py` `service.py`"
+        " `iris_classifier/serving/edge.py` `application/json` `$BENTOML_HOME/x` `/iris/model`"
+        " `build/image-ref` `images/missing.png`"
+    )
+    assert missing_code_paths(fake) == [
+        "iris_classifier/serving/middleware.py",
+        "tests/cluster_stubs.py",
+    ]
+    assert missing_code_paths(page) == []
+
+
+@pytest.mark.parametrize(
+    "page", documentation_pages(), ids=lambda page: str(page.relative_to(REPO_ROOT))
+)
+def test_every_repository_path_in_code_exists(page: Path) -> None:
+    assert not missing_code_paths(page)
