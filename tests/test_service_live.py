@@ -81,6 +81,22 @@ def test_metrics_count_exactly_the_classify_requests_sent(live_server: str) -> N
     assert {code: count for code, count in delta.items() if count} == {"200": 3, "400": 1}
 
 
+def test_a_timeout_of_the_real_service_carries_both_headers_and_is_counted(
+    live_server: str,
+) -> None:
+    """BentoML's own 504, made by the service's timeout layer on a body that never arrives:
+    the edge layer sits in front of it, so the answer is still marked and counted."""
+    from tests.support.live import timed_out_request
+
+    before = classify_counts(live_server)
+    status, headers = timed_out_request(live_server, request_id="slow-1")
+    assert status == 504
+    assert headers["X-Served-By"] == "live-replica-1"
+    assert headers["X-Request-ID"] == "slow-1"
+    after = classify_counts(live_server)
+    assert after.get("504", 0) - before.get("504", 0) == 1
+
+
 BAD_BODIES = [
     b'{"sepal_length": NaN, "sepal_width": 4, "petal_length": 2, "petal_width": 4}',
     b'{"sepal_length": "inf", "sepal_width": 4, "petal_length": 2, "petal_width": 4}',
