@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import bentoml
@@ -52,7 +53,7 @@ def client() -> Iterator[TestClient]:
 
 @pytest.fixture
 def draining() -> Iterator[Drain]:
-    DRAIN.begin()
+    DRAIN.started_at = time.monotonic()  # as the SIGTERM handler starts it
     yield DRAIN
     DRAIN.started_at = None
 
