@@ -301,8 +301,8 @@ bench: install mlserver
 request-cost: model
 	$(BIN)/python -m benchmarks.request_cost $(BENCH_ARGS)
 
-.PHONY: bench-smoke  ## Run the benchmark harness for a few seconds to check it works (no figures)
-bench-smoke: install
+.PHONY: bench-smoke  ## Run every server of the benchmarks, MLServer included, for a few seconds (no figures)
+bench-smoke: install mlserver
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 	rm -rf $(BENCH_HOME) $(BENCH_RF_HOME)
 	BENTOML_HOME=$(BENCH_HOME) $(BIN)/python train.py --report-dir build/benchmarks/reports
@@ -310,8 +310,7 @@ bench-smoke: install
 		--report-dir build/benchmarks/reports
 	BENTOML_HOME=$(BENCH_HOME) BENCH_RANDOM_FOREST_HOME=$(BENCH_RF_HOME) \
 		$(BIN)/python -m benchmarks.run --smoke --output build/benchmarks/smoke
-	$(BENCH_V2_ENV) $(BIN)/python -m benchmarks.v2 --smoke --servers bentoml \
-		--output build/benchmarks/smoke
+	$(BENCH_V2_ENV) $(BIN)/python -m benchmarks.v2 --smoke --output build/benchmarks/smoke
 
 .PHONY: clean  ## Remove the virtual environment and build outputs
 clean:

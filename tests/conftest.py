@@ -118,6 +118,17 @@ def serving(
 
 
 @pytest.fixture(scope="session")
+def service_image(trained_model: str) -> str:
+    """The image `make image` builds from this checkout and the session's model store, built
+    once per run; its content reference (`<version>-<image ID>`), which no later build moves."""
+    from tests.support.image import build_image, unavailable_reason
+
+    reason = unavailable_reason()
+    require(reason is None, reason or "")
+    return build_image(SESSION_HOME)
+
+
+@pytest.fixture(scope="session")
 def live_server_log(live_server: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The log file the live server writes to."""
     return tmp_path_factory.getbasetemp() / "live-server0" / "serve.log"

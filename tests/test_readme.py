@@ -1,9 +1,11 @@
-"""The READMEs and docs/ pages: their `curl` examples, their links, and the front page's size.
+"""The READMEs and docs/ pages: their examples, their links and paths, and the front page's size.
 
-Each `$ curl` line of a `console` block is sent to the service's ASGI app and its answer
+Each `$ curl` line of a `console` block is read as curl reads it (its method, headers and body,
+curl's form `Content-Type` when it sets none), sent to the service's ASGI app, and its answer
 compared with the output the page prints below it: as JSON when the output is JSON (the
 model's tag aside, which changes with every training), as a prefix where the page cuts
-the output short with "...", and as text otherwise.
+the output short with "...", and as text otherwise. The `curl` lines of `bash` blocks and the
+Python examples run against a real `bentoml serve`, since `/metrics` needs one.
 """
 
 from __future__ import annotations
@@ -64,9 +66,9 @@ def console_examples(page: Path) -> list[Example]:
         while index < len(lines):
             command = lines[index]
             index += 1
-            # A quoted body may go on over several lines.
+            # A quoted body may go on over several lines, which the shell keeps in it.
             while command.count("'") % 2 and index < len(lines):
-                command += " " + lines[index].strip()
+                command += "\n" + lines[index]
                 index += 1
             output = []
             while index < len(lines) and not lines[index].startswith("$ "):
@@ -83,22 +85,82 @@ def console_examples(page: Path) -> list[Example]:
     return examples
 
 
+@dataclass(frozen=True)
+class CurlRequest:
+    """What a `curl` command line sends, read as curl reads it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes | None
+    prints_status: bool
+
+
+# curl's options the examples may use, and whether each takes a value.
+CURL_FLAGS = {"-s", "--silent", "-S", "--show-error"}
+CURL_OPTIONS = {"-H", "--header", "-d", "--data", "--data-raw", "--data-binary", "-X", "-o", "-w"}
+DATA_OPTIONS = {"-d", "--data", "--data-raw", "--data-binary"}
+# curl's -d without a Content-Type header of the command's own.
+CURL_DEFAULT_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def parse_curl(command: str) -> CurlRequest:
+    """The request a `curl` command sends; an option this reader does not know is an error,
+    so an example cannot send something the test did not."""
+    words = shlex.split(command)
+    assert words[0] == "curl", command
+    url, method, body, prints_status = None, None, None, False
+    headers: dict[str, str] = {}
+    index = 1
+    while index < len(words):
+        word = words[index]
+        if word in CURL_FLAGS:
+            index += 1
+            continue
+        if word in CURL_OPTIONS:
+            value = words[index + 1]
+            if word in ("-H", "--header"):
+                name, _, header_value = value.partition(":")
+                headers[name.strip()] = header_value.strip()
+            elif word in DATA_OPTIONS:
+                # curl reads a file for -d @name; the examples send what they show.
+                assert word == "--data-raw" or not value.startswith("@"), command
+                body = value.encode() if body is None else body + b"&" + value.encode()
+            elif word == "-X":
+                method = value
+            elif word == "-w":
+                prints_status = "%{http_code}" in value
+            index += 2
+            continue
+        assert not word.startswith("-"), f"curl option {word} is not understood: {command}"
+        assert url is None, f"two URLs in {command}"
+        url = word
+        index += 1
+    assert url, command
+    assert url.startswith(SERVICE), command
+    if body is not None and not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = CURL_DEFAULT_CONTENT_TYPE
+    method = method or ("POST" if body is not None else "GET")
+    return CurlRequest(method, url.removeprefix(SERVICE), headers, body, prints_status)
+
+
 def path_of(command: str) -> str:
-    url = next(word for word in shlex.split(command) if word.startswith(SERVICE))
-    return url.removeprefix(SERVICE)
+    return parse_curl(command).path
 
 
 def send(client, command: str) -> tuple[int, str]:
     """Status and body of what `command` (a curl call) gets from the service."""
-    words = shlex.split(command)
-    path = path_of(command)
-    if "-d" in words:
-        body = words[words.index("-d") + 1]
-        headers = {"Content-Type": "application/json"}
-        response = client.post(path, content=body.encode(), headers=headers)
-    else:
-        response = client.get(path)
+    sent = parse_curl(command)
+    response = client.request(sent.method, sent.path, content=sent.body, headers=sent.headers)
     return response.status_code, response.text
+
+
+def test_curl_sends_a_form_when_the_example_forgets_its_content_type(service_client) -> None:
+    forgot = "curl -s localhost:3000/iris/classify_iris -d '{\"sepal_length\": 2}'"
+    assert parse_curl(forgot).headers == {"Content-Type": CURL_DEFAULT_CONTENT_TYPE}
+    assert send(service_client, forgot)[0] == 415
+    with pytest.raises(AssertionError, match="--insecure"):
+        parse_curl("curl --insecure localhost:3000/readyz")
 
 
 def without_model_tag(document: object) -> object:
@@ -120,11 +182,13 @@ def test_the_front_readme_shows_one_curl_example_per_endpoint_family() -> None:
     assert not missing, f"README.md shows no curl example for {missing}; it shows {paths}"
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[f"{e.page}: {e.command[:60]}" for e in EXAMPLES])
+@pytest.mark.parametrize(
+    "example", EXAMPLES, ids=[f"{e.page}: {e.command[:60]}".replace("\n", " ") for e in EXAMPLES]
+)
 def test_curl_example_gets_the_answer_shown(service_client, example: Example) -> None:
     status, body = send(service_client, example.command)
     shown = example.output.strip()
-    if "-w" in shlex.split(example.command):  # the example prints the status code
+    if parse_curl(example.command).prints_status:
         assert str(status) == shown
     elif "..." in shown:
         prefix = shown.split("...")[0].rstrip(", ")
@@ -136,6 +200,115 @@ def test_curl_example_gets_the_answer_shown(service_client, example: Example) ->
             assert body.strip() == shown
         else:
             assert without_model_tag(json.loads(body)) == without_model_tag(expected)
+
+
+# --- The shell and Python examples -------------------------------------------------------------
+
+BASH_BLOCK = re.compile(r"```bash\n(.*?)```\n*((?:[^\n]+\n?)*)", re.S)
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+GREP = re.compile(r"^grep(?: -E)? '([^']+)'$")
+# A JSON fragment the prose after a block says the answer holds, as a code span.
+JSON_FRAGMENT = re.compile(r"`([^`]*\"[^`]*)`")
+
+
+@dataclass(frozen=True)
+class ShellExample:
+    page: str
+    command: str
+    grep: str | None
+    fragments: tuple[str, ...]
+
+
+def compact(fragment: str) -> str:
+    return re.sub(r"([:,])\s+", r"\1", fragment)
+
+
+def shell_examples(page: Path) -> list[ShellExample]:
+    """The `curl` commands of a page's `bash` blocks that call the service, with the `grep`
+    they pipe into and the JSON fragments the paragraph after the block quotes."""
+    examples = []
+    for block, after in BASH_BLOCK.findall(page.read_text()):
+        fragments = tuple(compact(span) for span in JSON_FRAGMENT.findall(after.split("\n\n")[0]))
+        lines = block.replace("\\\n", " ").splitlines()
+        index = 0
+        while index < len(lines):
+            command = lines[index]
+            index += 1
+            while command.count("'") % 2 and index < len(lines):
+                command += "\n" + lines[index]
+                index += 1
+            if not command.startswith("curl") or SERVICE not in command:
+                continue
+            command, _, pipe = command.split("  #")[0].partition("|")
+            grep = None
+            if pipe:
+                match = GREP.match(pipe.strip())
+                assert match, f"{page}: a pipe this test cannot run: {pipe}"
+                grep = match.group(1)
+            examples.append(
+                ShellExample(str(page.relative_to(REPO_ROOT)), command.strip(), grep, fragments)
+            )
+    return examples
+
+
+SHELL_EXAMPLES = [example for page in documentation_pages() for example in shell_examples(page)]
+
+
+@pytest.mark.parametrize(
+    "example",
+    SHELL_EXAMPLES,
+    ids=[f"{e.page}: {e.command[:60]}".replace("\n", " ") for e in SHELL_EXAMPLES],
+)
+def test_shell_example_prints_what_the_page_says(live_server: str, example: ShellExample) -> None:
+    """Run on the live server: `/metrics` needs a real `bentoml serve`. A `grep` must print a
+    line, as it must to exit 0; each quoted fragment must be in the answer."""
+    import httpx
+
+    with httpx.Client(base_url=live_server, timeout=30) as client:
+        status, body = send(client, example.command)
+    assert status == 200, body
+    if example.grep:
+        assert [line for line in body.splitlines() if re.search(example.grep, line)], body[:2000]
+    answer = compact(json.dumps(json.loads(body))) if body.startswith("{") else body
+    missing = [fragment for fragment in example.fragments if fragment not in answer]
+    assert not missing, answer
+
+
+def test_the_metrics_examples_are_run() -> None:
+    run = {(e.page, e.grep) for e in SHELL_EXAMPLES if e.grep}
+    assert ("docs/api.md", "^(bentoml_service_request_total|iris_)") in run
+    assert ("docs/monitoring.md", "^iris_") in run
+
+
+PYTHON_EXAMPLES = [
+    (str(page.relative_to(REPO_ROOT)), code)
+    for page in documentation_pages()
+    for code in PYTHON_BLOCK.findall(page.read_text())
+    if SERVICE in code
+]
+
+
+@pytest.mark.parametrize(
+    ("page", "code"), PYTHON_EXAMPLES, ids=[page for page, _ in PYTHON_EXAMPLES]
+)
+def test_python_example_prints_what_its_comments_say(
+    live_server: str, tmp_path: Path, page: str, code: str
+) -> None:
+    """Run as a script against the live server; each `print(...)  # shown` line's comment
+    must be a line of what the script printed."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "example.py"
+    script.write_text(code.replace(SERVICE, live_server.removeprefix("http://")))
+    run = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    shown = re.findall(r"^print\(.*\)\s+#\s*(.+)$", code, re.M)
+    assert shown, f"{page}: no print shows its output"
+    printed = run.stdout.splitlines()
+    assert [line for line in shown if line not in printed] == [], run.stdout
 
 
 def test_the_front_readme_stays_a_front_page() -> None:
@@ -187,3 +360,46 @@ def broken_links(page: Path) -> list[str]:
 )
 def test_every_relative_link_resolves(page: Path) -> None:
     assert not broken_links(page)
+
+
+# A repository path in a code span: names joined by slashes, nothing else (no spaces, `$`, `<`,
+# `*` or `:`), whose first name is an entry of the repository's top folder or of the page's
+# own folder; so `application/json`, `kubernetes.io/metadata.name` and paths inside a Bento or
+# a report folder are not taken for one. Generated folders are not in a fresh clone.
+CODE_SPAN = re.compile(r"`([^`\n]+)`")
+PATH_LIKE = re.compile(r"^\.?[A-Za-z_][\w.-]*(?:/[\w.-]+)+/?$")
+GENERATED = NOT_DOCUMENTATION | {".venv"}
+
+
+def missing_code_paths(page: Path) -> list[str]:
+    missing = []
+    for span in CODE_SPAN.findall(FENCE.sub("", page.read_text())):
+        first = span.split("/")[0]
+        if not PATH_LIKE.match(span) or first in GENERATED:
+            continue
+        bases = [base for base in (REPO_ROOT, page.parent) if (base / first).exists()]
+        if bases and not any((base / span).exists() for base in bases):
+            missing.append(span)
+    return missing
+
+
+def test_the_code_path_rule_tells_paths_from_other_slashes(tmp_path: Path) -> None:
+    page = REPO_ROOT / "docs" / "api.md"
+    fake = tmp_path / "page.md"
+    fake.write_text(
+        "`iris_classifier/serving/middleware.py` `tests/cluster_stubs.py` `service.py`"
+        " `iris_classifier/serving/edge.py` `application/json` `$BENTOML_HOME/x` `/iris/model`"
+        " `build/image-ref` `images/missing.png`"
+    )
+    assert missing_code_paths(fake) == [
+        "iris_classifier/serving/middleware.py",
+        "tests/cluster_stubs.py",
+    ]
+    assert missing_code_paths(page) == []
+
+
+@pytest.mark.parametrize(
+    "page", documentation_pages(), ids=lambda page: str(page.relative_to(REPO_ROOT))
+)
+def test_every_repository_path_in_code_exists(page: Path) -> None:
+    assert not missing_code_paths(page)

@@ -68,7 +68,9 @@ def test_stored_metadata_describes_the_model(trained_model: str) -> None:
         "petal_width",
     ]
     assert metadata["feature_unit"] == "cm"
-    assert len(metadata["data_sha256"]) == 64
+    from tests.training.test_data import bundled_digest
+
+    assert metadata["data_sha256"] == bundled_digest()
     assert {"holdout_accuracy", "holdout_macro_f1", "cv_accuracy_mean", "confusion_matrix"} <= set(
         metadata["metrics"]
     )

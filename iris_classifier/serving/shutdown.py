@@ -77,11 +77,6 @@ class Drain:
         signal.signal(signal.SIGTERM, on_sigterm)
         return True
 
-    def begin(self) -> None:
-        """Start draining without a signal (tests, or a server that stops some other way)."""
-        if self.started_at is None:
-            self.started_at = time.monotonic()
-
     def elapsed(self) -> float:
         return 0.0 if self.started_at is None else time.monotonic() - self.started_at
 

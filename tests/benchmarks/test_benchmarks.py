@@ -474,3 +474,64 @@ def test_readme_v2_figures_are_those_of_the_last_run() -> None:
             flowers["bentoml", ours, r] / flowers["mlserver", theirs, r] for r in rounds
         )
         assert float(shown_ratio.removesuffix("x")) == pytest.approx(paired, abs=0.006), label
+
+
+# The sentence of the benchmarks README that shows how the two kinds of ratio can differ.
+BATCH_RATIO_SENTENCE = re.compile(
+    r"for 1,000-row batches in the last run, the ratio of medians was\s+([\d.]+)x and the median"
+    r"\s+of the paired ratios\s+([\d.]+)x \(the per-round ratios were\s+([\d.]+)x to\s+([\d.]+)x\)"
+)
+
+
+def test_readme_batch_ratio_sentence_is_that_of_the_last_run() -> None:
+    text = (REPO_ROOT / "benchmarks/README.md").read_text()
+    sentence = BATCH_RATIO_SENTENCE.search(text)
+    assert sentence, "benchmarks/README.md no longer compares the two ratios for batches"
+    rounds = json.loads((REPO_ROOT / "benchmarks/results/latest.json").read_text())["rounds"]
+    by_round: dict[int, dict[str, dict]] = {}
+    for row in rounds:
+        by_round.setdefault(row["round"], {})[row["server"]] = row
+    per_round = [
+        pair["bentoml"]["flowers_per_second"] / pair["fastapi"]["flowers_per_second"]
+        for pair in by_round.values()
+    ]
+    of_medians, paired = ratios_of_the_last_run()["flowers/s in 1,000-row batches"][:2]
+    shown = [float(figure) for figure in sentence.groups()]
+    assert shown == pytest.approx(
+        [of_medians, paired, min(per_round), max(per_round)], abs=0.006
+    ), sentence.group(0)
+
+
+def test_readme_last_run_paragraph_is_that_of_the_last_run() -> None:
+    """The per-round figures and medians the paragraph under "The last run" quotes."""
+    text = " ".join((REPO_ROOT / "benchmarks/README.md").read_text().split())
+    rounds = json.loads((REPO_ROOT / "benchmarks/results/latest.json").read_text())["rounds"]
+    by_round: dict[int, dict[str, dict]] = {}
+    for row in rounds:
+        by_round.setdefault(row["round"], {})[row["server"]] = row
+    pairs = [by_round[index] for index in sorted(by_round)]
+    single = re.search(r"the baseline's paired \(per round: ([\d., ]+);", text)
+    memory = re.search(r"\(per round: ([\d, ]+); the", text)
+    assert single, "no per-round single-flower ratios in the README"
+    assert memory, "no per-round memory in the README"
+    assert [float(v) for v in single.group(1).split(", ")] == pytest.approx(
+        [pair["bentoml"]["single_rps"] / pair["fastapi"]["single_rps"] for pair in pairs],
+        abs=0.006,
+    )
+    assert [int(v) for v in memory.group(1).split(", ")] == [
+        round(pair["bentoml"]["rss_mb"]) for pair in pairs
+    ]
+
+    def median(server: str, key: str) -> float:
+        return statistics.median(row[key] for row in rounds if row["server"] == server)
+
+    quoted = {
+        f"{median('bentoml', 'flowers_per_second'):,.0f} flowers/s in 1,000-row batches",
+        f"{median('bentoml', 'cold_start_s'):.2f} s to ready",
+        f"{median('bentoml', 'rss_mb'):.0f} MB resident after the load",
+        f"{median('bentoml', 'cpu_us_per_request'):.0f} us for the service",
+        f"{median('fastapi', 'cpu_us_per_request'):.0f} us for the baseline",
+        f"{median('bentoml-random-forest', 'single_rps'):,.0f} requests/s",
+        f"{median('bentoml-random-forest', 'flowers_per_second'):,.0f} flowers/s",
+    }
+    assert {figure for figure in quoted if figure not in text} == set()

@@ -7,12 +7,9 @@ Without a Docker engine these tests skip, except under CI=true, where they fail.
 from __future__ import annotations
 
 import ast
-import contextlib
 import http.client
 import json
-import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -29,17 +26,15 @@ import yaml
 from benchmarks.containers import (
     Container,
     docker,
-    docker_unavailable_reason,
     hardened_container,
     image_size_bytes,
-    project_image,
     start_hardened,
 )
 from benchmarks.deployment import base_deployment, pod_spec
 from benchmarks.processes import wait_http_ok
 from iris_classifier.flowers import CLASS_NAMES
 from iris_classifier.serving.config import MAX_BATCH_ROWS
-from tests.conftest import REPO_ROOT, SEED_FLOWER, SESSION_HOME, require
+from tests.conftest import REPO_ROOT, SEED_FLOWER
 from tests.support import kserve_client
 
 BENTOFILE = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())
@@ -124,59 +119,6 @@ def test_bentofile_pins_match_pyproject() -> None:
 
 
 # --- The built image ---------------------------------------------------------------------------
-
-
-DEFAULT_BASE = BENTOFILE["docker"]["base_image"]
-# The debootstrapped base `make image` falls back to, named once in the Makefile.
-LOCAL_BASE = re.search(
-    r"^LOCAL_BASE_IMAGE \?= (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE
-).group(1)
-
-
-def base_image_obtainable() -> bool:
-    """Whether `make image` can get a base: present, buildable with debootstrap, or pullable."""
-    for image in (LOCAL_BASE, DEFAULT_BASE):
-        with contextlib.suppress(subprocess.CalledProcessError):
-            docker("image", "inspect", image)
-            return True
-    if shutil.which("debootstrap"):
-        return True
-    try:
-        docker("pull", "--quiet", DEFAULT_BASE, timeout=600)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-        return False
-    return True
-
-
-@pytest.fixture(scope="session")
-def service_image(trained_model: str) -> str:
-    """`make image` against the session's model store; its last output line is the reference."""
-    reason = docker_unavailable_reason()
-    require(reason is None, f"no Docker engine for the image tests ({reason})")
-    require(
-        base_image_obtainable(),
-        f"no base image: {DEFAULT_BASE} cannot be pulled, {LOCAL_BASE} is absent and "
-        "debootstrap (to build it) is not installed",
-    )
-    result = subprocess.run(
-        ["make", "--no-print-directory", "image"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "BENTOML_HOME": str(SESSION_HOME)},
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"make image failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    )
-    last_line = result.stdout.strip().splitlines()[-1]
-    # Tagged <version> and, for this build alone, <version>-<image ID>: the reference printed.
-    image_id = docker("image", "inspect", "--format", "{{.Id}}", project_image())
-    assert last_line == f"{project_image()}-{image_id.removeprefix('sha256:')[:12]}"
-    assert docker("image", "inspect", "--format", "{{.Id}}", last_line) == image_id
-    assert (REPO_ROOT / "build" / "image-ref").read_text().strip() == last_line
-    return last_line
 
 
 @pytest.fixture(scope="module")

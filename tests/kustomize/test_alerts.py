@@ -273,3 +273,64 @@ def test_every_metric_the_rules_and_dashboard_read_is_on_the_live_metrics(
     assert read - recorded - NOT_FROM_THE_SERVICE - exposed == set()
     # Recording rules are used by name only where they are defined.
     assert {name for name in read if ":" in name} <= recorded
+
+
+# A selector `metric{label op "value", ...}` and each matcher in it.
+SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
+MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+# Labels Prometheus adds when it scrapes (the ServiceMonitor's job), not the replica.
+SCRAPE_LABELS = {"job"}
+
+
+def matches(labels: dict[str, str], matchers: list[tuple[str, str, str]]) -> bool:
+    tests = {
+        "=": lambda value, wanted: value == wanted,
+        "!=": lambda value, wanted: value != wanted,
+        "=~": lambda value, wanted: re.fullmatch(wanted, value) is not None,
+        "!~": lambda value, wanted: re.fullmatch(wanted, value) is None,
+    }
+    return all(tests[op](labels.get(name, ""), wanted) for name, op, wanted in matchers)
+
+
+def rule_selectors() -> set[tuple[str, tuple[tuple[str, str, str], ...]]]:
+    """Each (metric, matchers without scrape labels) a rule selects from the replicas."""
+    return {
+        (metric, tuple(m for m in MATCHER.findall(body) if m[0] not in SCRAPE_LABELS))
+        for rule in rules()
+        for metric, body in SELECTOR.findall(rule["expr"])
+        if metric not in NOT_FROM_THE_SERVICE
+    }
+
+
+def test_the_selector_check_tells_a_label_value_that_is_not_there() -> None:
+    samples = [("requests_total", {"code": "200", "endpoint": "/iris/x"}, 1.0)]
+    assert matches(samples[0][1], [("code", "=~", "2.."), ("endpoint", "=~", "/iris/.+")])
+    assert not matches(samples[0][1], [("code", "=~", "5..")])
+    assert not matches(samples[0][1], [("endpoint", "=~", "/iris")])
+
+
+@pytest.mark.integration
+def test_every_selector_of_the_rules_selects_a_series_of_a_live_replica(live_server: str) -> None:
+    """After one real 5xx (BentoML's timeout) and one real request, each selector of the rules,
+    label values included, matches a series on the live `/metrics`: a label renamed or a
+    value spelt otherwise (`5xx` for `5..`, a route prefix) would leave an alert blind."""
+    from tests.support.live import metric_samples, timed_out_request
+
+    assert timed_out_request(live_server)[0] == 504
+    request = urllib.request.Request(
+        f"{live_server}/iris/classify_iris",
+        json.dumps(SEED_FLOWER).encode(),
+        {"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+    samples = metric_samples(live_server)
+    selectors = rule_selectors()
+    assert any(matchers for _, matchers in selectors), "the rules select no label value"
+    unmatched = [
+        (metric, matchers)
+        for metric, matchers in selectors
+        if not any(
+            name == metric and matches(labels, list(matchers)) for name, labels, _ in samples
+        )
+    ]
+    assert unmatched == []

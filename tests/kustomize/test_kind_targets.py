@@ -1,7 +1,7 @@
 """The Makefile's kind path as a user meets it, run against stand-ins for kind, kubectl and docker.
 
 No cluster runs here, so the targets run for real with stub executables first on PATH (see
-tests/cluster_stubs.py): what they call, in what order, and what they would have applied is
+tests/kustomize/cluster_stubs.py): what they call, in what order, and what they would have applied is
 checked, not the text of the Makefile. `make image` itself (the build) is covered by
 tests/image/test_image.py; these run `image-tag`, the step it ends with, and skip the build with
 `make -o image`.

@@ -79,29 +79,50 @@ def test_agreement_gate_fails_when_a_replica_was_never_scraped() -> None:
     assert not agreement_gate(view(("a", 1000, 1000), ("b", 1000, 1000)), 3).passed
 
 
+def classify(live_server: str) -> None:
+    request = urllib.request.Request(
+        f"{live_server}/iris/classify_iris",
+        json.dumps(SEED_FLOWER).encode(),
+        {"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def scraped(prometheus, since: float, ready, timeout: float = 20.0) -> list:
+    """The live replica's samples once `ready(samples)` holds (Prometheus scrapes every
+    second), or the last ones seen when `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = prometheus.request_totals(since, time.time()).get("live", [])
+        if ready(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.1)
+
+
 @pytest.mark.integration
 def test_prometheus_counts_a_live_replicas_requests_and_stops(
     live_server: str, tmp_path: Path
 ) -> None:
     require(shutil.which("prometheus") is not None, "prometheus is not installed")
     port = int(live_server.rsplit(":", 1)[1])
+    classify(live_server)  # the series exists before the first scrape, however run
     with running_prometheus(
         {"live": port}, work_dir=tmp_path, log_path=tmp_path / "prometheus.log"
     ) as prometheus:
         since = time.time()
-        time.sleep(1.5)  # one scrape before the requests
+        before = scraped(prometheus, since, lambda samples: bool(samples))
+        assert before, "Prometheus never scraped the replica"
         for _ in range(25):
-            request = urllib.request.Request(
-                f"{live_server}/iris/classify_iris",
-                json.dumps(SEED_FLOWER).encode(),
-                {"Content-Type": "application/json"},
-            )
-            urllib.request.urlopen(request, timeout=10).close()
-        time.sleep(2.5)  # and one after
-        totals = prometheus.request_totals(since, time.time())
+            classify(live_server)
+        sent = time.time()
+        samples = scraped(
+            prometheus, since, lambda samples: bool(samples) and samples[-1].timestamp > sent
+        )
         pid = prometheus_pid(tmp_path)
-    samples = totals["live"]
-    assert samples[-1].value - samples[0].value == 25
+    assert samples, "Prometheus lost the replica"
+    assert samples[-1].timestamp > sent, "no scrape after the requests"
+    # A scrape before the requests and one after them.
+    assert samples[-1].value - before[-1].value == 25
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 

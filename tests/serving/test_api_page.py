@@ -7,7 +7,8 @@ import hashlib
 import re
 from html import unescape
 
-from iris_classifier.serving.config import PROJECT_NAME, installed_version
+from iris_classifier.serving.config import PROJECT_NAME
+from tests.support.project import project_version
 
 # What BentoML writes into a service's document and page when nobody tells it otherwise.
 BENTOML_BOILERPLATE = (
@@ -22,7 +23,7 @@ BENTOML_BOILERPLATE = (
 def test_document_names_this_service_and_its_version(service_client) -> None:
     info = service_client.get("/docs.json").json()["info"]
     assert info["title"] == PROJECT_NAME
-    assert info["version"] == installed_version() != "unknown"
+    assert info["version"] == project_version()
     assert "contact" not in info
 
 
@@ -67,7 +68,7 @@ def test_page_has_an_example_for_every_documented_operation(service_client) -> N
 def test_page_names_the_service_the_version_and_the_model(service_client, trained_model) -> None:
     page = service_client.get("/").text
     assert f"<h1>{PROJECT_NAME} <span" in page
-    assert f"version {installed_version()}</span></h1>" in page
+    assert f"version {project_version()}</span></h1>" in page
     assert f"<dd>{trained_model}</dd>" in page
     assert "<dd>logistic-regression</dd>" in page
     assert [phrase for phrase in BENTOML_BOILERPLATE if phrase in page] == []

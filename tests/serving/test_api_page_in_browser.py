@@ -27,9 +27,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from iris_classifier.serving.config import PROJECT_NAME, installed_version
+from iris_classifier.serving.config import PROJECT_NAME
 from tests.conftest import SEED_FLOWER, require
 from tests.serving.test_api_page import BENTOML_BOILERPLATE
+from tests.support.project import project_version
 
 pytestmark = pytest.mark.integration
 
@@ -186,7 +187,7 @@ def documented_operations(live_server: str) -> list[str]:
 
 
 def test_api_page_shows_the_project_name_and_version(api_page_visit: PageVisit) -> None:
-    assert api_page_visit.heading.split() == [PROJECT_NAME, "version", installed_version()]
+    assert api_page_visit.heading.split() == [PROJECT_NAME, "version", project_version()]
 
 
 def test_api_page_shows_the_served_model(api_page_visit: PageVisit, trained_model: str) -> None:

@@ -1,7 +1,8 @@
 """The outermost layer (iris_classifier/serving/edge.py) and the drain (serving/shutdown.py).
 
-A small service of its own stands in for BentoML's outer layers answering by themselves: a
-request timeout (504) and an error no layer inside handles (500).
+A small service of its own carries the edge layer and a drain the tests can start and end. An
+error no layer inside handles (500) is made in the real service's stack (`service_client`);
+BentoML's request timeout (504) on a live server, in tests/test_service_live.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import bentoml
@@ -39,21 +41,8 @@ class Slow:
         return "done"
 
 
-class Boom:
-    """Fails outside every error handler BentoML puts inside the service middlewares."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/boom":
-            raise RuntimeError("a layer broke")
-        await self.app(scope, receive, send)
-
-
 DRAIN = Drain(seconds=0)
 Slow.add_asgi_middleware(EdgeMiddleware, served_by="edge-replica", drain=DRAIN)
-Slow.add_asgi_middleware(Boom)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +53,7 @@ def client() -> Iterator[TestClient]:
 
 @pytest.fixture
 def draining() -> Iterator[Drain]:
-    DRAIN.begin()
+    DRAIN.started_at = time.monotonic()  # as the SIGTERM handler starts it
     yield DRAIN
     DRAIN.started_at = None
 
@@ -95,13 +84,29 @@ def test_a_timeout_made_by_bentoml_carries_both_headers(client: TestClient) -> N
     }
 
 
-def test_an_unhandled_error_carries_both_headers_and_is_logged_with_its_id(
-    client: TestClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    from iris_classifier.serving.logs import JsonLineFormatter
+def service_settings():
+    import service
 
+    return service.settings
+
+
+def test_an_unhandled_error_in_the_real_service_carries_both_headers_and_is_logged(
+    service_client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model that raises, under every layer of the service: nothing inside answers, and the
+    edge layer's 500 still carries the replica, the request id and an access line."""
+    from iris_classifier.serving.logs import JsonLineFormatter
+    from iris_classifier.serving.model import OnnxClassifier
+    from tests.conftest import SEED_FLOWER
+
+    def broken(self, features):
+        raise RuntimeError("the model broke")
+
+    monkeypatch.setattr(OnnxClassifier, "predict_proba_one", broken)
     with caplog.at_level(logging.INFO):
-        response = client.get("/boom", headers={"X-Request-ID": "boom-1"})
+        response = service_client.post(
+            "/iris/classify_iris", json=SEED_FLOWER, headers={"X-Request-ID": "boom-1"}
+        )
     assert response.status_code == 500
     assert response.json() == {
         "error": "internal server error",
@@ -109,12 +114,13 @@ def test_an_unhandled_error_carries_both_headers_and_is_logged_with_its_id(
             {"field": "request", "reason": "internal server error", "type": "internal_server_error"}
         ],
     }
-    marked(response, "boom-1")
+    assert response.headers["x-request-id"] == "boom-1"
+    assert response.headers["x-served-by"] == service_settings().served_by
     lines = [json.loads(JsonLineFormatter("r").format(rec)) for rec in caplog.records]
-    assert any(line["level"] == "WARNING" and line["request_id"] == "boom-1" for line in lines)
     access = [line for line in lines if line.get("status") == 500]
-    assert access
-    assert access[0]["path"] == "/boom"
+    assert [(line["request_id"], line["path"]) for line in access] == [
+        ("boom-1", "/iris/classify_iris")
+    ]
 
 
 def test_every_request_gets_one_access_line_with_status_and_duration(

@@ -190,12 +190,22 @@ def test_bad_tensor_is_refused_naming_the_tensor_row_and_reason(
         assert "input 'flowers'" in message
 
 
+NOT_JSON = "the request is not valid JSON"
+
+
 @pytest.mark.parametrize(
-    "raw",
-    [b"", b"{", b"[1, 2]", b'{"inputs": NaN}', b'{"inputs": [{"data": [Infinity]}]}', b"\xff\xfe"],
+    ("raw", "says"),
+    [
+        (b"", NOT_JSON),
+        (b"{", NOT_JSON),
+        (b"[1, 2]", "the request must be a JSON object with an 'inputs' list"),
+        (b'{"inputs": NaN}', NOT_JSON),
+        (b'{"inputs": [{"data": [Infinity]}]}', NOT_JSON),
+        (b"\xff\xfe", NOT_JSON),
+    ],
 )
-def test_malformed_json_is_refused(raw: bytes) -> None:
-    assert refusal(raw)
+def test_malformed_json_is_refused_saying_so(raw: bytes, says: str) -> None:
+    assert refusal(raw).startswith(says)
 
 
 def binary_request(

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 
 from iris_classifier.flowers import CLASS_NAMES
+from tests.conftest import under_ci
 
-tritonclient_http = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
+try:
+    import tritonclient.http as tritonclient_http
+    from tritonclient.utils import InferenceServerException
+except ImportError:
+    # A dev dependency: skipped where it is missing, but under CI a missing one is a failure.
+    if under_ci():
+        raise
+    pytest.skip("tritonclient is not installed (make install)", allow_module_level=True)
 
 MODEL = "iris_classifier"
 FLOWERS = np.array(

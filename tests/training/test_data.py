@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,31 @@ def test_bundled_data_has_150_flowers_of_three_species() -> None:
         "petal_width",
     ]
     assert data.class_names == list(CLASS_NAMES)
-    assert len(data.sha256) == 64
+    assert data.sha256 == bundled_digest()
+
+
+def canonical_csv(rows: list[tuple[float, ...]], species: list[str]) -> str:
+    """The data as its digest reads it: the contract's columns, values as `%.6g`."""
+    lines = [HEADER]
+    for row, name in zip(rows, species, strict=True):
+        lines.append(",".join([*(f"{value:.6g}" for value in row), name]))
+    return "\n".join(lines) + "\n"
+
+
+def bundled_digest() -> str:
+    """SHA-256 of the bundled set written out as a canonical CSV, computed here on its own."""
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris()
+    species = [str(bunch.target_names[target]) for target in bunch.target]
+    return hashlib.sha256(canonical_csv(bunch.data.tolist(), species).encode()).hexdigest()
+
+
+def test_a_canonical_files_digest_is_the_sha256_of_its_bytes(tmp_path: Path) -> None:
+    cells = [row.split(",") for row in GOOD_ROWS]
+    text = canonical_csv([tuple(map(float, c[:4])) for c in cells], [c[4] for c in cells])
+    path = write(tmp_path, text)
+    assert load(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_valid_csv_loads_as_float_features_and_its_species(tmp_path: Path) -> None:

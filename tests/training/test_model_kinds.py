@@ -28,10 +28,12 @@ import os, sys, threading, time, json
 
 def _record():
     path = os.path.join(os.environ["IRIS_MODULES_DIR"], f"{os.getpid()}.json")
+    recording = 0
     while True:
+        recording += 1
         names = sorted({name.split(".")[0] for name in list(sys.modules)})
         with open(path + ".tmp", "w") as out:
-            json.dump({"argv": sys.argv, "modules": names}, out)
+            json.dump({"argv": sys.argv, "modules": names, "recording": recording}, out)
         os.replace(path + ".tmp", path)
         time.sleep(0.2)
 
@@ -52,9 +54,28 @@ def served_entry_files(home: Path) -> list[str]:
     return sorted(path.name for path in (models / latest).iterdir())
 
 
-def recorded_modules(directory: Path) -> dict[int, dict]:
-    time.sleep(0.5)  # one more round of recording after the last request
+def read_records(directory: Path) -> dict[int, dict]:
     return {int(path.stem): json.loads(path.read_text()) for path in directory.glob("*.json")}
+
+
+def recorded_modules(directory: Path, timeout: float = 10) -> dict[int, dict]:
+    """Each process's modules, once every process still running has recorded them again
+    after the last request."""
+    import psutil
+
+    before = read_records(directory)
+    deadline = time.monotonic() + timeout
+    while True:
+        now = read_records(directory)
+        behind = [
+            pid
+            for pid, record in before.items()
+            if psutil.pid_exists(pid) and now[pid]["recording"] <= record["recording"]
+        ]
+        if not behind:
+            return now
+        assert time.monotonic() < deadline, f"processes {behind} recorded nothing new"
+        time.sleep(0.05)
 
 
 def check_serving(url: str, estimator: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -23,6 +24,15 @@ from iris_classifier.training.parity import (
 )
 
 SPECIES = np.array(CLASS_NAMES)
+TRAINING_README = Path(__file__).resolve().parents[2] / "iris_classifier/training/README.md"
+# The estimators the training README says pass the parity gate in float32.
+FLOAT32_ESTIMATORS = dict.fromkeys(ESTIMATORS, "float32")
+
+
+def test_the_readme_says_which_estimators_pass_in_float32() -> None:
+    text = " ".join(TRAINING_README.read_text().split())
+    assert len(ESTIMATORS) == 4
+    assert "All four estimators pass in float32" in text
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +55,8 @@ def test_onnx_runtime_matches_scikit_learn(iris, estimator: str) -> None:
         pipeline, features[1::2], feature_names=FEATURE_NAMES, seed=7
     )
     assert parity.passed
+    # The training README: all four estimators pass in float32.
+    assert parity.precision == FLOAT32_ESTIMATORS.get(estimator, "float64")
     runtime = session(model_bytes)
     dtype = np.float32 if parity.precision == "float32" else np.float64
     for rows in (features, check_flowers(seed=11)):
