@@ -395,6 +395,7 @@ def big_body() -> bytes:
         ("PUT", BATCH, {"json": {}}, 405, "method"),
         ("POST", "/v2/health/ready", {}, 405, "method"),
         ("GET", V2_INFER, {}, 405, "method"),
+        ("POST", "/readyz", {"json": {}}, 405, None),
         (
             "POST",
             CLASSIFY,
@@ -489,3 +490,12 @@ def test_tensor_answers_are_counted_in_the_model_metrics(service_client) -> None
         CLASSIFY, json=dict(zip(SEED_FLOWER, [6.7, 3.0, 5.2, 2.3], strict=True))
     )
     assert ",".join(single.json()["out_of_range"]) == flagged[0]
+
+
+def test_typed_apis_and_every_route_share_one_predictor(service_class) -> None:
+    from service import routes
+
+    service = service_class()
+    assert routes.served is not None
+    assert routes.served.predictor is service.predictor
+    assert routes.served.protocol.predictor is service.predictor

@@ -45,12 +45,13 @@ def foreign_error(message: Message) -> bool:
     return message["status"] >= 400 and foreign
 
 
-def reshaped(status: int, body: bytes) -> Refusal:
-    """A foreign error answer's own words, as a refusal."""
+def reshaped(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> Refusal:
+    """A foreign error answer's own words (and headers, `Allow` say), as a refusal."""
     said = body.decode("utf-8", "replace").strip()
     with contextlib.suppress(ValueError, AttributeError):
         said = json.loads(body).get("error", said)
-    return Refusal(status, str(said) or HTTPStatus(status).phrase.lower())
+    kept = tuple(h for h in headers if h[0] not in (b"content-type", b"content-length"))
+    return Refusal(status, str(said) or HTTPStatus(status).phrase.lower(), headers=kept)
 
 
 class EdgeMiddleware:
@@ -95,17 +96,18 @@ class EdgeMiddleware:
         request_id = context.request_id.encode("ascii")
 
         held: list[bytes] | None = None
+        held_headers: list[tuple[bytes, bytes]] = []
 
         async def send_reshaped(message: Message) -> None:
-            nonlocal held
+            nonlocal held, held_headers
             if held is not None:  # the body of a foreign error answer, reshaped once whole
                 held.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     body, held = b"".join(held), None
-                    await send_refusal(send_marked, reshaped(status, body))
+                    await send_refusal(send_marked, reshaped(status, body, held_headers))
                 return
             if message["type"] == "http.response.start" and foreign_error(message):
-                held = []
+                held, held_headers = [], list(message.get("headers", ()))
             await send_marked(message)
 
         async def send_marked(message: Message) -> None:

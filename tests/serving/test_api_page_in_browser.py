@@ -217,7 +217,11 @@ def test_api_page_examples_are_answered(api_page_visit: PageVisit) -> None:
     batch = answers["POST /iris/classify_batch"].json()
     assert [row["class"] for row in batch["predictions"]] == ["setosa", "virginica"]
     infer = answers["POST /v2/models/{model}/infer"].json()
-    assert {output["name"] for output in infer["outputs"]} == {"probabilities", "label"}
+    assert {output["name"] for output in infer["outputs"]} == {
+        "probabilities",
+        "label",
+        "out_of_range",
+    }
     assert answers["GET /iris/model"].json()["estimator"] == "logistic-regression"
     assert answers["GET /healthcheck"].json() == "Iris classifier is ready!"
 
