@@ -190,7 +190,7 @@ def test_bad_tensor_is_refused_naming_the_tensor_row_and_reason(
         assert "input 'flowers'" in message
 
 
-NOT_JSON = "the request is not valid JSON"
+NOT_JSON = "the request: not valid JSON"
 
 
 @pytest.mark.parametrize(
@@ -198,14 +198,17 @@ NOT_JSON = "the request is not valid JSON"
     [
         (b"", NOT_JSON),
         (b"{", NOT_JSON),
-        (b"[1, 2]", "the request must be a JSON object with an 'inputs' list"),
-        (b'{"inputs": NaN}', NOT_JSON),
-        (b'{"inputs": [{"data": [Infinity]}]}', NOT_JSON),
+        (b"[1, 2]", "the request: Input should be an object"),
+        (b'{"inputs": NaN}', "inputs: Input should be a valid array"),
+        (
+            b'{"inputs": [{"data": [Infinity]}]}',
+            "input 'flowers' row 0: sepal_length: Input should be a finite number",
+        ),
         (b"\xff\xfe", NOT_JSON),
     ],
 )
 def test_malformed_json_is_refused_saying_so(raw: bytes, says: str) -> None:
-    assert refusal(raw).startswith(says)
+    assert says in refusal(raw)
 
 
 def binary_request(
