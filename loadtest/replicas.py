@@ -32,14 +32,11 @@ from benchmarks.processes import (
     stop_tree,
     wait_http_ok,
 )
-from loadtest.haproxy import manifest_grace_seconds
 
 logger = logging.getLogger(__name__)
 
 # Startup loads the model and forks workers; on a busy 2-core machine that takes a while.
 READY_TIMEOUT_S = 180.0
-# As long as the kubelet waits before it kills a stopping pod: the drain plus requests in flight.
-STOP_TIMEOUT_S = manifest_grace_seconds()
 
 
 class Replica(Protocol):
@@ -70,11 +67,19 @@ class ProcessReplica:
     """`bentoml serve` started from the repository, in its own session."""
 
     def __init__(
-        self, name: str, port: int, log_dir: Path, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        port: int,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        stop_timeout_s: float,
     ) -> None:
         self.name = name
         self.port = port
         self.env = dict(env or {})
+        # As long as the kubelet waits before it kills a stopping pod (its grace period).
+        self.stop_timeout_s = stop_timeout_s
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._tree: list[psutil.Process] = []
@@ -107,7 +112,7 @@ class ProcessReplica:
         """Seconds until every process of the replica has exited."""
         assert self.process is not None
         started = time.monotonic()
-        _, alive = psutil.wait_procs(self._tree, timeout=STOP_TIMEOUT_S)
+        _, alive = psutil.wait_procs(self._tree, timeout=self.stop_timeout_s)
         if alive:
             raise TimeoutError(f"{self.name}: {len(alive)} processes still alive")
         self.process.wait(timeout=5)
@@ -132,10 +137,13 @@ class ContainerReplica:
         run_label: str,
         log_dir: Path,
         env: Mapping[str, str] | None = None,
+        *,
+        stop_timeout_s: float,
     ) -> None:
         self.name = name
         self.port = port
         self.env = dict(env or {})
+        self.stop_timeout_s = stop_timeout_s
         self.image = image
         self.run_label = run_label
         self.container = f"iris-loadtest-{run_label}-{name}"
@@ -172,7 +180,7 @@ class ContainerReplica:
 
     def wait_stopped(self) -> float:
         started = time.monotonic()
-        docker("wait", self.container, timeout=STOP_TIMEOUT_S)
+        docker("wait", self.container, timeout=self.stop_timeout_s)
         return time.monotonic() - started
 
     def remove(self) -> None:

@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.containers import image_present, project_image
+from benchmarks.deployment import BASE_DEPLOYMENT
 from benchmarks.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest import settings
 from loadtest.chart import write_chart
@@ -35,6 +36,7 @@ from loadtest.haproxy import (
     ReadinessProbe,
     Server,
     manifest_drain_seconds,
+    manifest_grace_seconds,
     manifest_readiness_probe,
     running_haproxy,
 )
@@ -127,9 +129,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(short runs, with a --drain-seconds to match)",
     )
     parser.add_argument(
+        "--deployment",
+        type=Path,
+        default=BASE_DEPLOYMENT,
+        help="the Deployment whose drain, readiness probe and grace period the replicas and "
+        "HAProxy follow (kustomize/base/deployment.yaml)",
+    )
+    parser.add_argument(
         "--drain-seconds",
         type=float,
-        default=manifest_drain_seconds(),
         help="IRIS_DRAIN_SECONDS of the replicas (default: the Deployment's): it must outlast "
         "the balancer's detection of a failing readiness check",
     )
@@ -154,6 +162,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where reports, charts and logs go (reports/loadtest)",
     )
     args = parser.parse_args(argv)
+    if args.drain_seconds is None:
+        args.drain_seconds = manifest_drain_seconds(args.deployment)
+    # How long a stopping replica is waited for: as long as the kubelet waits before SIGKILL.
+    args.grace_seconds = manifest_grace_seconds(args.deployment)
     if args.max_recovery is None:
         args.max_recovery = readiness_probe(args).worst_detection_s + 1.0
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
@@ -170,7 +182,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def readiness_probe(args: argparse.Namespace) -> ReadinessProbe:
     """The Deployment's readiness probe, checked every --probe-period seconds if given."""
-    probe = manifest_readiness_probe()
+    probe = manifest_readiness_probe(args.deployment)
     return probe if args.probe_period is None else replace(probe, period_s=args.probe_period)
 
 
@@ -182,12 +194,23 @@ def choose_replicas(args: argparse.Namespace, log_dir: Path, first: int = 1) -> 
     if use_containers:
         logger.info("Replicas: containers of %s (label iris-loadtest=%s)", args.image, args.run_id)
         return [
-            ContainerReplica(name, free_port(), args.image, args.run_id, log_dir, env)
+            ContainerReplica(
+                name,
+                free_port(),
+                args.image,
+                args.run_id,
+                log_dir,
+                env,
+                stop_timeout_s=args.grace_seconds,
+            )
             for name in names
         ]
     reason = "as asked" if args.mode == "process" else f"no Docker engine holding {args.image}"
     logger.info("Replicas: bentoml serve processes (%s)", reason)
-    return [ProcessReplica(name, free_port(), log_dir, env) for name in names]
+    return [
+        ProcessReplica(name, free_port(), log_dir, env, stop_timeout_s=args.grace_seconds)
+        for name in names
+    ]
 
 
 def locust_command(
