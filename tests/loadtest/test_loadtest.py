@@ -22,15 +22,9 @@ import numpy as np
 import psutil
 import pytest
 
-from benchmarks.containers import project_image
 from iris_classifier.serving.config import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.contract import IrisFeatures
-from loadtest.answers import (
-    REFERENCE_FLOWERS,
-    ReferenceAnswers,
-    batch_problem,
-    classification_problem,
-)
+from iris_classifier.training.data import load_bundled
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
 from loadtest.gates import balance_gate, crash_failures_gate, failure_ratio_gate, latency_gate
@@ -38,13 +32,6 @@ from loadtest.haproxy import Server, ServerState, haproxy_binary, render_config
 from loadtest.request_log import KEPT_ALIVE_MARK, RequestRecord, read_csv, write_csv
 from loadtest.scenarios import FaultTimeline, KillFigures, Phase, drive_faults, judge
 from tests.conftest import REPO_ROOT, SESSION_HOME, require
-
-GOOD_ANSWER = {
-    "class": "setosa",
-    "probability": 0.97,
-    "probabilities": {"setosa": 0.97, "versicolor": 0.02, "virginica": 0.01},
-    "model_version": "iris_classifier:abc",
-}
 
 
 def record(started: float, *, served_by: str = "replica-1", ok: bool = True) -> RequestRecord:
@@ -83,80 +70,27 @@ def test_latency_gate_rejects_slow_and_unmeasured() -> None:
     assert not latency_gate("p99", float("nan"), 100.0).passed
 
 
-# --- answers and request bodies -------------------------------------------------------------
-
-
-def test_a_well_formed_answer_passes() -> None:
-    assert classification_problem(GOOD_ANSWER) is None
-
-
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [("class", "rose"), ("probability", 1.5), ("probabilities", {"setosa": 1.0})],
-)
-def test_a_wrong_answer_is_a_failure(field: str, value: object) -> None:
-    assert classification_problem({**GOOD_ANSWER, field: value}) is not None
-
-
-def test_a_batch_answer_must_have_one_prediction_per_flower() -> None:
-    answer = {"predictions": [{"class": "setosa", "probability": 0.9}], "model_version": "v"}
-    assert batch_problem(answer, 1) is None
-    assert "1 predictions for 2 flowers" in (batch_problem(answer, 2) or "")
-
-
-def reference_answers(probability: float = 0.97) -> tuple[list[dict], dict]:
-    """Well-formed answers for every reference flower, and for all of them in one batch."""
-    single = {**GOOD_ANSWER, "probability": probability}
-    batch = {
-        "predictions": [{"class": "setosa", "probability": probability}] * len(REFERENCE_FLOWERS),
-        "model_version": GOOD_ANSWER["model_version"],
-    }
-    return [single] * len(REFERENCE_FLOWERS), batch
-
-
-def test_reference_answers_pass_when_every_replica_gives_the_same() -> None:
-    reference = ReferenceAnswers()
-    reference.take(*reference_answers())
-    singles, batch = reference_answers()
-    assert reference.single_problem(0, singles[0], "replica-1") is None
-    assert reference.batch_problem(batch, "replica-2") is None
-    result = reference.gate({"replica-1": 40, "replica-2": 41})
-    assert result.passed, result.detail
-
-
-def test_a_replica_answering_differently_fails_the_reference_gate() -> None:
-    reference = ReferenceAnswers()
-    reference.take(*reference_answers())
-    singles, batch = reference_answers(probability=0.96)  # still a well-formed answer
-    assert classification_problem(singles[0]) is None
-    assert "replica-2 answered" in (reference.single_problem(0, singles[0], "replica-2") or "")
-    assert reference.batch_problem(batch, "replica-2") is not None
-    result = reference.gate({"replica-1": 40, "replica-2": 41})
-    assert not result.passed
-    assert "2 differed" in result.detail
-
-
-def test_the_reference_gate_needs_every_replica_checked_and_answers_taken() -> None:
-    reference = ReferenceAnswers()
-    assert not reference.gate({"replica-1": 10}).passed
-    assert reference.single_problem(0, GOOD_ANSWER, "replica-1") is not None
-    reference.take(*reference_answers())
-    assert reference.single_problem(0, reference_answers()[0][0], "replica-1") is None
-    result = reference.gate({"replica-1": 10, "replica-2": 10})
-    assert not result.passed
-    assert "never checked on replica-2" in result.detail
+# --- request bodies -------------------------------------------------------------------------------
 
 
 def test_sampled_flowers_are_valid_requests_of_every_species() -> None:
     sampler = FlowerSampler(seed=7)
-    drawn = [sampler.labelled_flower() for _ in range(3000)]
-    for _, flower in drawn:
+    drawn = [sampler.flower() for _ in range(3000)]
+    for flower in drawn:
         assert tuple(flower) == FEATURE_NAMES
         IrisFeatures.model_validate(flower, strict=True)  # what the service accepts
-    # The bundled data holds 50 flowers of each species: each gets about a third of the draws.
-    shares = {name: count / len(drawn) for name, count in Counter(s for s, _ in drawn).items()}
+    # Each flower is a bundled one plus about 1 mm of noise: the nearest bundled flower's
+    # species is (almost always) the species it was drawn from. The bundled data holds 50
+    # flowers of each species: each gets about a third of the draws.
+    data = load_bundled()
+    rows = data.features.to_numpy(dtype=float)
+    values = np.array([[flower[name] for name in FEATURE_NAMES] for flower in drawn])
+    nearest = np.argmin(((values[:, None, :] - rows[None, :, :]) ** 2).sum(axis=2), axis=1)
+    species = Counter(str(data.species.iloc[index]) for index in nearest)
+    shares = {name: count / len(drawn) for name, count in species.items()}
     assert set(shares) == set(CLASS_NAMES)
     assert all(0.28 < share < 0.39 for share in shares.values()), shares
+    assert max(abs(values - rows[nearest]).max(axis=1)) < 0.6, "more than noise added"
 
 
 # --- fault judgement ----------------------------------------------------------------------------
@@ -449,29 +383,43 @@ def test_locust_gates_fail_when_replicas_are_missing(live_server: str, tmp_path:
     assert returncode == 1, output
     assert "[FAIL] balance: 1 replicas served, expected 3" in output
     assert "[PASS] failure ratio" in output
-    assert "[PASS] reference answers: identical to those before the load (live-replica-1:" in output
+    assert (
+        "[PASS] reference answers: the fixed answers of reference_answers.json (live-replica-1:"
+        in output
+    )
     assert (tmp_path / "replicas.png").exists()
     assert (tmp_path / "requests.csv").exists()
 
 
-class DriftingReplicas(http.server.BaseHTTPRequestHandler):
-    """Two replicas behind one port: after the answers the load test takes before its load,
-    every second request is served by a replica whose model answers a little differently."""
+class RuleOfThumbModel(http.server.BaseHTTPRequestHandler):
+    """A service whose model is consistently wrong: it classifies by petal length alone, and
+    every answer is well formed and consistent in itself (the arg-max class, its probability
+    rounded, probabilities summing to 1), the same on every request."""
 
-    requests_seen = 0
-    lock = threading.Lock()
+    @staticmethod
+    def probabilities(flower: dict[str, float]) -> dict[str, float]:
+        length = flower["petal_length"]
+        species = "setosa" if length < 2.5 else "versicolor" if length < 5.0 else "virginica"
+        return {name: 0.9 if name == species else 0.05 for name in CLASS_NAMES}
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.lock:
-            DriftingReplicas.requests_seen += 1
-            drifted = self.requests_seen > len(REFERENCE_FLOWERS) + 1 and self.requests_seen % 2
-        single, batch = reference_answers(probability=0.96 if drifted else 0.97)
-        payload = json.dumps(batch if "flowers" in body else single[0]).encode()
+        flowers = body.get("flowers", [body])
+        answers = []
+        for flower in flowers:
+            probabilities = self.probabilities(flower)
+            species = max(probabilities, key=probabilities.__getitem__)
+            answers.append({"class": species, "probability": probabilities[species],
+                            "probabilities": probabilities, "model_version": "rule:1",
+                            "out_of_range": []})  # fmt: skip
+        answer = (
+            {"predictions": answers, "model_version": "rule:1"} if "flowers" in body else answers[0]
+        )
+        payload = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
-        self.send_header("X-Served-By", "replica-b" if drifted else "replica-a")
+        self.send_header("X-Served-By", "replica-a")
         self.end_headers()
         self.wfile.write(payload)
 
@@ -480,10 +428,11 @@ class DriftingReplicas(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.integration
-def test_locust_fails_a_run_where_a_replica_answers_differently(tmp_path: Path) -> None:
+def test_locust_fails_a_run_where_every_answer_comes_from_a_wrong_model(tmp_path: Path) -> None:
+    """The negative control of the reference gate: consistent, well-formed, wrong."""
     from benchmarks.processes import free_port
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), DriftingReplicas)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), RuleOfThumbModel)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -494,7 +443,7 @@ def test_locust_fails_a_run_where_a_replica_answers_differently(tmp_path: Path) 
         server.server_close()
     assert returncode == 1, output
     assert "[FAIL] reference answers:" in output
-    assert "replica-b answered" in output
+    assert "on replica-a: " in output
 
 
 def leftovers(run_id: str) -> list[str]:
@@ -518,20 +467,25 @@ def leftovers(run_id: str) -> list[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("mode", ["process", "container"])
 def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
-    trained_model: str, tmp_path: Path
+    mode: str, trained_model: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    """Replicas as `bentoml serve` processes of this checkout, or as containers of the image
+    built from it (never whatever image the shared version tag holds)."""
     require_haproxy()
     require(shutil.which("prometheus") is not None, "prometheus is not installed")
     from benchmarks.processes import free_port
 
+    image = ["--image", request.getfixturevalue("service_image")] if mode == "container" else []
     run_id = uuid.uuid4().hex[:8]
     env = {**os.environ, "BENTOML_HOME": str(SESSION_HOME), "LOADTEST_TEST_RUN": run_id}
     run = subprocess.run(
         [
             sys.executable,
             *("-m", "loadtest.run", "--replicas", "3", "--lb-port", str(free_port())),
-            *("--image", project_image(), "--run-id", run_id, "--report-dir", str(tmp_path)),
+            *("--mode", mode, *image),
+            *("--run-id", run_id, "--report-dir", str(tmp_path)),
             # Readiness checked every second, so a drain of 4 s outlasts two failed checks.
             *("--run-time", "20s", "--observe", "4", "--probe-period", "1", "--drain-seconds", "4"),
         ],
