@@ -145,14 +145,22 @@ def add_settings(parser: LocustArgumentParser) -> None:
         type=float,
         default=conf_float("p95-limit-ms"),
         env_var="LOCUST_P95_LIMIT_MS",
-        help="gate: 95th percentile response time over all requests",
+        help="gate: 95th percentile response time seen by the clients, through the balancer",
     )
     group.add_argument(
         "--p99-limit-ms",
         type=float,
         default=conf_float("p99-limit-ms"),
         env_var="LOCUST_P99_LIMIT_MS",
-        help="gate: 99th percentile response time over all requests",
+        help="gate: 99th percentile response time seen by the clients, through the balancer",
+    )
+    group.add_argument(
+        "--replica-cpu-ms-per-request",
+        type=float,
+        default=conf_float("replica-cpu-ms-per-request"),
+        env_var="LOCUST_REPLICA_CPU_MS_PER_REQUEST",
+        help="gate of python -m loadtest.run, not of locust (which cannot see the replicas): "
+        "their CPU time over the requests they answered",
     )
     group.add_argument(
         "--balance-alpha",

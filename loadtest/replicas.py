@@ -21,7 +21,12 @@ from typing import Protocol
 
 import psutil
 
-from benchmarks.containers import container_logs, docker, hardened_command
+from benchmarks.containers import (
+    container_cpu_seconds,
+    container_logs,
+    docker,
+    hardened_command,
+)
 from benchmarks.processes import (
     REPO_ROOT,
     bentoml_serve_command,
@@ -54,6 +59,9 @@ class Replica(Protocol):
         """SIGKILL everything in the replica; return how many processes were killed."""
 
     def wait_stopped(self) -> float: ...
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the running replica has used so far (None where it cannot be read)."""
 
     def remove(self) -> None:
         """Stop whatever is left, never raising: used on teardown."""
@@ -117,6 +125,16 @@ class ProcessReplica:
             raise TimeoutError(f"{self.name}: {len(alive)} processes still alive")
         self.process.wait(timeout=5)
         return time.monotonic() - started
+
+    def cpu_seconds(self) -> float | None:
+        if self.process is None:
+            return None
+        total = 0.0
+        for process in process_tree(self.process.pid):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
 
     def remove(self) -> None:
         if self.process is not None:
@@ -182,6 +200,9 @@ class ContainerReplica:
         started = time.monotonic()
         docker("wait", self.container, timeout=self.stop_timeout_s)
         return time.monotonic() - started
+
+    def cpu_seconds(self) -> float | None:
+        return container_cpu_seconds(self.container)
 
     def remove(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):

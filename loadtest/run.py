@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +31,7 @@ from benchmarks.deployment import BASE_DEPLOYMENT
 from benchmarks.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest import settings
 from loadtest.chart import write_chart
-from loadtest.gates import GateResult
+from loadtest.gates import GateResult, cpu_per_request_gate
 from loadtest.haproxy import (
     HAProxy,
     ReadinessProbe,
@@ -113,6 +114,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-steady", dest="steady", action="store_false", help="fault scenarios only"
+    )
+    parser.add_argument(
+        "--replica-cpu-ms-per-request",
+        type=float,
+        default=float(
+            os.environ.get("LOCUST_REPLICA_CPU_MS_PER_REQUEST")
+            or conf_float("replica-cpu-ms-per-request")
+        ),
+        help="gate: the replicas' CPU time over the requests they answered in the steady run "
+        "(default: locust.conf's replica-cpu-ms-per-request, or "
+        "$LOCUST_REPLICA_CPU_MS_PER_REQUEST); 0 skips it",
     )
     parser.add_argument(
         "--scenarios",
@@ -233,22 +245,40 @@ def locust_command(
 
 
 def steady_run(
-    host: str, args: argparse.Namespace, prometheus: Prometheus | None
+    host: str,
+    args: argparse.Namespace,
+    replicas: Sequence[Replica],
+    prometheus: Prometheus | None,
 ) -> list[GateResult]:
     """The same gated locust run as `make loadtest`, its output shown as it comes, then what
-    Prometheus saw of it."""
+    the replicas' CPU time and Prometheus say of it."""
     report_dir = args.report_dir / "steady"
     extra = ["--expected-replicas", str(args.replicas)]
     if args.run_time:
         extra += ["--run-time", args.run_time]
     logger.info("Steady load through %s; report in %s", host, report_dir)
     command = locust_command(host, report_dir, *extra, kept_alive_users=args.kept_alive_users)
+    cpu_before = {replica.name: replica.cpu_seconds() for replica in replicas}
     since = time.time()
     code = subprocess.run(command, cwd=REPO_ROOT).returncode
     until = time.time()
+    cpu_after = {replica.name: replica.cpu_seconds() for replica in replicas}
     results = [GateResult("steady run (locust gates above)", code == 0, f"locust exit code {code}")]
+    records = read_csv(report_dir / "requests.csv")
+    if args.replica_cpu_ms_per_request > 0:
+        results.append(
+            cpu_per_request_gate(
+                {
+                    name: None
+                    if before is None or cpu_after[name] is None
+                    else cpu_after[name] - before
+                    for name, before in cpu_before.items()
+                },
+                Counter(record.served_by for record in records if record.served_by),
+                args.replica_cpu_ms_per_request,
+            )
+        )
     if prometheus is not None:
-        records = read_csv(report_dir / "requests.csv")
         view = view_of_run(prometheus, since, until, records)
         logger.info(
             "Prometheus's view of the steady run beside locust's:\n%s", format_view(view, records)
@@ -386,7 +416,7 @@ def run_stage(args: argparse.Namespace) -> list[GateResult]:
             )
         host = f"http://127.0.0.1:{args.lb_port}"
         if args.steady:
-            results.extend(steady_run(host, args, prometheus))
+            results.extend(steady_run(host, args, replicas, prometheus))
         if args.faults:
             results.extend(fault_run(host, args, replicas, proxy, spares))
     return results

@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -27,11 +28,20 @@ from iris_classifier.serving.contract import IrisFeatures
 from iris_classifier.training.data import load_bundled
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
-from loadtest.gates import balance_gate, crash_failures_gate, failure_ratio_gate, latency_gate
+from loadtest.gates import (
+    balance_gate,
+    cpu_per_request_gate,
+    crash_failures_gate,
+    failure_ratio_gate,
+    latency_gate,
+)
 from loadtest.haproxy import Server, ServerState, haproxy_binary, render_config
 from loadtest.request_log import KEPT_ALIVE_MARK, RequestRecord, read_csv, write_csv
 from loadtest.scenarios import FaultTimeline, KillFigures, Phase, drive_faults, judge
+from loadtest.settings import conf_float
 from tests.conftest import REPO_ROOT, SESSION_HOME, require
+
+CPU_GATE = f"replica CPU per request at most {conf_float('replica-cpu-ms-per-request'):g} ms"
 
 
 def record(started: float, *, served_by: str = "replica-1", ok: bool = True) -> RequestRecord:
@@ -62,6 +72,18 @@ def test_failure_ratio_gate_rejects_one_percent() -> None:
     assert failure_ratio_gate(9, 1000, 0.01).passed
     assert not failure_ratio_gate(10, 1000, 0.01).passed
     assert not failure_ratio_gate(0, 0, 0.01).passed
+
+
+def test_cpu_per_request_gate_divides_the_replicas_cpu_by_their_requests() -> None:
+    requests = {"replica-1": 1000, "replica-2": 1000}
+    passed = cpu_per_request_gate({"replica-1": 2.0, "replica-2": 4.0}, requests, 3.0)
+    assert passed.passed, passed.detail
+    assert "3.00 ms over 2000 requests (replica-1: 2.00, replica-2: 4.00)" in passed.detail
+    assert not cpu_per_request_gate({"replica-1": 2.0, "replica-2": 4.2}, requests, 3.0).passed
+    unread = cpu_per_request_gate({"replica-1": 2.0, "replica-2": None}, requests, 3.0)
+    assert not unread.passed
+    assert "cannot read the CPU time of replica-2" in unread.detail
+    assert not cpu_per_request_gate({"replica-1": 0.0}, {}, 3.0).passed
 
 
 def test_latency_gate_rejects_slow_and_unmeasured() -> None:
@@ -501,6 +523,7 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     assert "[PASS] SIGTERM replica-1 until it is back: zero failures" in output
     assert "[PASS] SIGKILL replica-2: success back to 100%" in output
     assert "[PASS] Prometheus and X-Served-By agree per replica" in output
+    assert f"[PASS] {CPU_GATE}" in output
     assert (tmp_path / "steady" / "prometheus.png").exists()
     assert "[PASS] rolling update of 3 replicas: zero failures" in output
     served = Counter(
@@ -510,4 +533,84 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     for run_dir in ("steady", "faults"):
         assert (tmp_path / run_dir / "report.html").exists()
         assert (tmp_path / run_dir / "replicas.png").exists()
+    assert leftovers(run_id) == []
+
+
+# Put on the replicas' PYTHONPATH by the test below: on SIGUSR2 a replica does some needless
+# work at every Python function call from then on, as a service that got slower would.
+SLOW_DOWN_ON_SIGUSR2 = """
+import os, signal, sys, threading
+
+def _trace(frame, event, arg):
+    sum(range(1500))
+
+def _slow_down(signum, frame):
+    sys.settrace(_trace)
+    threading.settrace(_trace)
+
+if os.environ.get("POD_NAME", "").startswith("replica-"):
+    signal.signal(signal.SIGUSR2, _slow_down)
+"""
+
+
+def slow_down_replicas(run_id: str) -> int:
+    """SIGUSR2 to every process of the run's replicas; how many got it."""
+    signalled = 0
+    for process in psutil.process_iter():
+        try:
+            env = process.environ()
+            if env.get("LOADTEST_TEST_RUN") == run_id and env.get("POD_NAME", "").startswith(
+                "replica-"
+            ):
+                process.send_signal(signal.SIGUSR2)
+                signalled += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return signalled
+
+
+@pytest.mark.integration
+def test_a_slowed_service_fails_the_cpu_per_request_gate(
+    trained_model: str, tmp_path: Path
+) -> None:
+    """The negative control of the cost gate: the same steady run with replicas whose Python
+    runs traced, line by line, once the load begins, must fail it."""
+    require_haproxy()
+    from benchmarks.processes import free_port
+
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW_DOWN_ON_SIGUSR2)
+    run_id = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(SESSION_HOME),
+        "LOADTEST_TEST_RUN": run_id,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "slow"), str(REPO_ROOT)]),
+    }
+    command = [
+        sys.executable,
+        *("-m", "loadtest.run", "--mode", "process", "--replicas", "3", "--no-faults"),
+        *("--no-prometheus", "--lb-port", str(free_port()), "--run-time", "15s"),
+        *("--run-id", run_id, "--report-dir", str(tmp_path / "report")),
+    ]
+    lines, signalled = [], 0
+    with subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as runner:
+        try:
+            assert runner.stdout is not None
+            for line in runner.stdout:
+                lines.append(line)
+                # Once every replica is ready and the load begins, so they start as fast as ever.
+                if "Steady load through" in line:
+                    signalled = slow_down_replicas(run_id)
+            runner.wait(timeout=600)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    output = "".join(lines)
+    gates = "".join(line for line in lines if "PASS]" in line or "FAIL]" in line)
+    assert signalled >= 3, output
+    assert runner.returncode == 1, output
+    assert f"[FAIL] {CPU_GATE}" in output, gates
     assert leftovers(run_id) == []
