@@ -597,11 +597,13 @@ def observe_stop(image: str, log_path: Path, drain_seconds: float) -> DrainObser
             time.sleep(0.05)
             readiness = fresh_answer(stopped.port, "GET", "/readyz", since())
         seen.during["/readyz"] = readiness
-        for path in (*READINESS_PATHS[1:], "/livez"):
-            seen.during[path] = fresh_answer(stopped.port, "GET", path, since())
+        # The kept-alive connections first: they were last used just before SIGTERM, and the
+        # server closes a connection idle for its keep-alive timeout (uvicorn's 5 s).
         seen.kept_alive_after = [
             Answer.of(connection, "POST", "/iris/classify_iris", since()) for connection in kept
         ]
+        for path in (*READINESS_PATHS[1:], "/livez"):
+            seen.during[path] = fresh_answer(stopped.port, "GET", path, since())
         # New connections, as balancers that have not heard of the stop still open them, once
         # a second until shortly before the drain ends (and at least once).
         while True:
