@@ -27,9 +27,10 @@ from benchmarks.deployment import Manifest
 logger = logging.getLogger(__name__)
 
 # Runs inside the container with its own Python: GET or POST on the container port, report
-# status, X-Served-By and body. Standard library only, the image has nothing else for it.
+# status, X-Served-By and body; meanwhile sample the container's memory from its own cgroup
+# (v2 or v1, as the container sees it). Standard library only, the image has nothing else for it.
 _HTTP_SCRIPT = """
-import json, sys, urllib.error, urllib.request
+import json, os, sys, threading, time, urllib.error, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 port, job = int(sys.argv[1]), json.load(sys.stdin)
 
@@ -47,13 +48,55 @@ def call(method, path, body):
     return {"path": path, "status": status, "served_by": headers.get("X-Served-By"),
             "body": text.decode(errors="replace")[:500]}
 
+V2, V1 = "/sys/fs/cgroup", "/sys/fs/cgroup/memory"
+
+def read(path):
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        return None
+
+def stat(directory):
+    return dict((key, int(value)) for key, value in
+                (line.split() for line in read(f"{directory}/memory.stat").splitlines()))
+
+def working_set():
+    # What the kubelet calls the working set: usage less the inactive page cache.
+    if os.path.exists(f"{V2}/memory.current"):
+        return int(read(f"{V2}/memory.current")) - stat(V2).get("inactive_file", 0)
+    return int(read(f"{V1}/memory.usage_in_bytes")) - stat(V1).get("total_inactive_file", 0)
+
+def kernel_marks():
+    if os.path.exists(f"{V2}/memory.current"):
+        events = dict(line.split() for line in read(f"{V2}/memory.events").splitlines())
+        peak = read(f"{V2}/memory.peak")
+        return (int(peak) if peak else None), int(events.get("max", 0))
+    return int(read(f"{V1}/memory.max_usage_in_bytes")), int(read(f"{V1}/memory.failcnt"))
+
+done, samples = threading.Event(), []
+
+def sample():
+    while not done.is_set():
+        samples.append(working_set())
+        time.sleep(0.01)
+
+sampler = threading.Thread(target=sample)
+sampler.start()
 answers = []
-with ThreadPoolExecutor(max_workers=job["concurrency"]) as pool:
-    for method, path, body, times in job["requests"]:
-        results = list(pool.map(lambda _: call(method, path, body), range(times)))
-        failed = [result for result in results if result["status"] != 200]
-        answers.append(failed[0] if failed else results[-1])
-print(json.dumps(answers))
+try:
+    with ThreadPoolExecutor(max_workers=job["concurrency"]) as pool:
+        for method, path, body, times in job["requests"]:
+            results = list(pool.map(lambda _: call(method, path, body), range(times)))
+            failed = [result for result in results if result["status"] != 200]
+            answers.append(failed[0] if failed else results[-1])
+finally:
+    done.set()
+    sampler.join()
+samples.append(working_set())
+peak, limit_hits = kernel_marks()
+print(json.dumps({"answers": answers, "memory": {"working_set_peak": max(samples),
+    "samples": len(samples), "kernel_peak": peak, "limit_hits": limit_hits}}))
 """
 
 # Addresses the container listens on for `port`, from the kernel's socket tables.
@@ -73,6 +116,22 @@ for table in ("/proc/net/tcp", "/proc/net/tcp6"):
 """
 
 WILDCARD_ADDRESSES = {"00000000", "00000000000000000000000000000000"}
+
+
+@dataclass(frozen=True)
+class MemoryPeak:
+    """The container's memory while requests were sent, read from its own cgroup."""
+
+    # The highest working set sampled every 10 ms (usage less inactive page cache: what the
+    # kubelet reports and evicts on).
+    working_set_bytes: int
+    samples: int
+    # The kernel's high-water mark of usage, page cache included, since the container started
+    # (memory.peak, or cgroup v1's max_usage_in_bytes; None where the kernel has no such file).
+    kernel_peak_bytes: int | None
+    # How often usage reached the limit and the kernel had to reclaim or kill (memory.events
+    # `max`, or v1's failcnt): 0 means the limit was never touched.
+    limit_hits: int
 
 
 @dataclass(frozen=True)
@@ -133,6 +192,13 @@ class RunningPod:
     ) -> list[dict[str, Any]]:
         """(method, path, JSON body or None, times) each, sent `concurrency` at a time from
         inside the container; per entry, its first failed answer, else its last one."""
+        return self.burst(requests, concurrency=concurrency)[0]
+
+    def burst(
+        self, requests: Sequence[tuple[str, str, Any, int]], *, concurrency: int
+    ) -> tuple[list[dict[str, Any]], MemoryPeak]:
+        """The answers as `http` gives them, and the container's memory meanwhile (the
+        sending client runs in the container and is counted too)."""
         output = docker(
             "exec",
             "--interactive",
@@ -144,7 +210,14 @@ class RunningPod:
             stdin=json.dumps({"concurrency": concurrency, "requests": list(requests)}),
             timeout=None,  # a burst's length is bounded by the requests it is given
         )
-        return json.loads(output)
+        result = json.loads(output)
+        memory = result["memory"]
+        return result["answers"], MemoryPeak(
+            working_set_bytes=memory["working_set_peak"],
+            samples=memory["samples"],
+            kernel_peak_bytes=memory["kernel_peak"],
+            limit_hits=memory["limit_hits"],
+        )
 
     def wait_ready(self, path: str, *, timeout: float) -> None:
         deadline = time.monotonic() + timeout

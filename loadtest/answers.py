@@ -1,23 +1,50 @@
 """What a correct answer looks like, so that a fast wrong answer counts as a failure.
 
-Every answer must be well formed; the answers for a fixed set of flowers must moreover be the
-very answers the service gave before the load, on every replica.
+Every answer must be consistent in itself: a known class that is the arg-max of the
+probabilities, its `probability` the same figure rounded to 2 places, probabilities summing to 1
+within what rounding to 4 places can lose. The answers for a fixed set of flowers must moreover
+be those written in `reference_answers.json`, computed offline from the model `train.py` stores
+by default: a replica serving another model, or a wrong result under load, fails the run.
+
+    python -m loadtest.answers           # compare the file with the store's latest model
+    python -m loadtest.answers --write   # rewrite the file from it (after `make train`)
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import math
+import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from iris_classifier.flowers import CLASS_NAMES
-from iris_classifier.serving.contract import SAMPLE_FLOWER
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 from loadtest.gates import GateResult
 
-# Probabilities come back rounded to 4 places, so their sum may miss 1 by a few ten-thousandths.
-PROBABILITY_SUM_TOLERANCE = 0.01
+logger = logging.getLogger(__name__)
+
+REFERENCE_ANSWERS_FILE = Path(__file__).with_name("reference_answers.json")
+# The service rounds each class's probability to 4 places and the predicted one to 2.
+PROBABILITIES_PLACES = 4
+PROBABILITY_PLACES = 2
+# Rounding to 4 places moves each of the probabilities by at most half a unit.
+PROBABILITY_SUM_TOLERANCE = len(CLASS_NAMES) * 0.5 * 10**-PROBABILITIES_PLACES + 1e-9
+# How far a correct service may be from the file before its own rounding: the ONNX parity
+# gate's bound between ONNX Runtime and scikit-learn (train.py refuses a model beyond it),
+# plus the file's rounding to FILE_PLACES.
+MODEL_TOLERANCE = 1e-5
+FILE_PLACES = 6
+# The predicted class's probability is the top of len(CLASS_NAMES): never below an even split.
+MIN_TOP_PROBABILITY = round(1 / len(CLASS_NAMES), PROBABILITY_PLACES)
+
+
+def _half_unit(places: int) -> float:
+    return 0.5 * 10**-places
 
 
 def _prediction_problem(prediction: Any) -> str | None:
@@ -27,27 +54,40 @@ def _prediction_problem(prediction: Any) -> str | None:
     if species not in CLASS_NAMES:
         return f"unknown class {species!r}"
     probability = prediction.get("probability")
-    if not isinstance(probability, int | float) or not 0.0 <= probability <= 1.0:
-        return f"probability {probability!r} is not in [0, 1]"
+    if not isinstance(probability, int | float) or not MIN_TOP_PROBABILITY <= probability <= 1.0:
+        return f"probability {probability!r} of the predicted class is not in [1/3, 1]"
     return None
 
 
 def classification_problem(body: Any) -> str | None:
-    """Why a `/iris/classify_iris` answer is wrong, or None when it is right."""
+    """Why a `/iris/classify_iris` answer is wrong in itself, or None when it is consistent."""
     if problem := _prediction_problem(body):
         return problem
     probabilities = body.get("probabilities")
     if not isinstance(probabilities, dict) or set(probabilities) != set(CLASS_NAMES):
         return f"probabilities {probabilities!r} do not cover {CLASS_NAMES}"
-    if not math.isclose(sum(probabilities.values()), 1.0, abs_tol=PROBABILITY_SUM_TOLERANCE):
-        return f"probabilities sum to {sum(probabilities.values())}, not 1"
+    if not all(
+        isinstance(value, int | float) and 0 <= value <= 1 for value in probabilities.values()
+    ):
+        return f"probabilities {probabilities!r} are not all in [0, 1]"
+    total = sum(probabilities.values())
+    if not math.isclose(total, 1.0, abs_tol=PROBABILITY_SUM_TOLERANCE):
+        return f"probabilities sum to {total}, not 1 within {PROBABILITY_SUM_TOLERANCE:.5f}"
+    species, probability = body["class"], body["probability"]
+    if probabilities[species] < max(probabilities.values()):
+        return f"class {species!r} is not the most probable in {probabilities}"
+    # `probability` is rounded from the unrounded figure, `probabilities` to 4 places from it.
+    if abs(probability - probabilities[species]) > _half_unit(PROBABILITY_PLACES) + _half_unit(
+        PROBABILITIES_PLACES
+    ):
+        return f"probability {probability} is not probabilities[{species!r}] rounded"
     if not body.get("model_version"):
         return "model_version is missing"
     return None
 
 
 def batch_problem(body: Any, rows_sent: int) -> str | None:
-    """Why a `/iris/classify_batch` answer is wrong, or None when it is right."""
+    """Why a `/iris/classify_batch` answer is wrong in itself, or None when it is consistent."""
     if not isinstance(body, dict):
         return f"answer is not an object: {body!r}"
     predictions = body.get("predictions")
@@ -62,78 +102,183 @@ def batch_problem(body: Any, rows_sent: int) -> str | None:
     return None
 
 
-# Flowers whose answers must be the same on every replica, for the whole run, as the answers
-# taken before the load: one of each species from the bundled data, one from the border
-# between versicolor and virginica (where another model would answer differently first), and
-# the API's documented example.
-REFERENCE_FLOWERS: tuple[dict[str, float], ...] = (
-    {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
-    {"sepal_length": 7.0, "sepal_width": 3.2, "petal_length": 4.7, "petal_width": 1.4},
-    {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5},
-    {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 5.1, "petal_width": 1.6},
-    SAMPLE_FLOWER,
-)
+@dataclass(frozen=True)
+class FixedAnswer:
+    """One reference flower and its class probabilities as the stored default model gives them."""
+
+    flower: dict[str, float]
+    probabilities: dict[str, float]
+
+    @property
+    def species(self) -> str:
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    def single_problem(self, answer: Mapping[str, Any]) -> str | None:
+        """Why a consistent single-flower answer is not this one, or None."""
+        if answer["class"] != self.species:
+            return f"class {answer['class']!r}, expected {self.species!r}"
+        for name, expected in self.probabilities.items():
+            if not _within(answer["probabilities"][name], expected, PROBABILITIES_PLACES):
+                return (
+                    f"probabilities[{name!r}] {answer['probabilities'][name]}, expected {expected}"
+                )
+        return self.prediction_problem(answer)
+
+    def prediction_problem(self, prediction: Mapping[str, Any]) -> str | None:
+        """Why a consistent prediction (class and rounded probability) is not this one, or None."""
+        if prediction["class"] != self.species:
+            return f"class {prediction['class']!r}, expected {self.species!r}"
+        expected = self.probabilities[self.species]
+        if not _within(prediction["probability"], expected, PROBABILITY_PLACES):
+            return f"probability {prediction['probability']}, expected {expected:.{PROBABILITY_PLACES}f}"
+        return None
+
+
+def _within(served: float, expected: float, places: int) -> bool:
+    """Whether `served`, rounded to `places`, can be `expected` rounded by a correct service."""
+    return abs(served - expected) <= _half_unit(places) + MODEL_TOLERANCE
+
+
+def load_fixed_answers(path: Path | None = None) -> tuple[FixedAnswer, ...]:
+    """The reference flowers and their answers, from `path` (reference_answers.json)."""
+    path = path or REFERENCE_ANSWERS_FILE
+    document = json.loads(path.read_text(encoding="utf-8"))
+    answers = tuple(
+        FixedAnswer(dict(entry["flower"]), dict(entry["probabilities"]))
+        for entry in document["flowers"]
+    )
+    for index, answer in enumerate(answers):
+        if tuple(answer.flower) != FEATURE_NAMES or tuple(answer.probabilities) != CLASS_NAMES:
+            raise ValueError(f"{path}: flower {index} does not name {FEATURE_NAMES}/{CLASS_NAMES}")
+    return answers
 
 
 @dataclass
 class ReferenceAnswers:
-    """The reference flowers' answers taken before the load, and each replica's under load.
+    """The reference flowers' fixed answers, and each replica's answers to them under load.
 
-    A check passes only when a replica's answer equals, value for value, the answer taken
-    before the load: a replica serving another model, or a wrong result under concurrency,
-    is a failure however plausible its answer looks.
+    A check passes only when a replica's answer is consistent and, within rounding, the fixed
+    answer: a replica serving another model, or a wrong result under concurrency, is a
+    failure however plausible its answer looks.
     """
 
-    singles: list[Any] | None = None
-    batch: Any = None
+    fixed: tuple[FixedAnswer, ...]
     checked: Counter[str] = field(default_factory=Counter)
     wrong: list[str] = field(default_factory=list)
 
-    def take(self, singles: list[Any], batch: Any) -> None:
-        """Keep the answers taken before the load (one per flower, and one batch of all)."""
-        for index, answer in enumerate(singles):
-            if problem := classification_problem(answer):
-                raise ValueError(f"reference flower {index}: {problem}")
-        if problem := batch_problem(batch, len(REFERENCE_FLOWERS)):
-            raise ValueError(f"reference batch: {problem}")
-        self.reset()
-        self.singles, self.batch = singles, batch
+    @property
+    def flowers(self) -> list[dict[str, float]]:
+        return [answer.flower for answer in self.fixed]
 
     def reset(self) -> None:
-        self.singles = self.batch = None
         self.checked.clear()
         self.wrong.clear()
 
     def single_problem(self, index: int, answer: Any, served_by: str) -> str | None:
-        """Why `answer` to REFERENCE_FLOWERS[index] is wrong, or None when it is the same."""
-        expected = self.singles[index] if self.singles is not None else None
-        return self._compare(f"reference flower {index}", expected, answer, served_by)
+        """Why `answer` to flower `index` is wrong, or None when it is the fixed one."""
+        problem = classification_problem(answer) or self.fixed[index].single_problem(answer)
+        return self._count(f"reference flower {index}", problem, served_by)
 
     def batch_problem(self, answer: Any, served_by: str) -> str | None:
-        """Why `answer` to the batch of all REFERENCE_FLOWERS is wrong, or None."""
-        return self._compare("reference batch", self.batch, answer, served_by)
+        """Why `answer` to the batch of every reference flower is wrong, or None."""
+        problem = batch_problem(answer, len(self.fixed))
+        if problem is None:
+            for index, (fixed, prediction) in enumerate(
+                zip(self.fixed, answer["predictions"], strict=True)
+            ):
+                if problem := fixed.prediction_problem(prediction):
+                    problem = f"row {index}: {problem}"
+                    break
+        return self._count("reference batch", problem, served_by)
 
-    def _compare(self, what: str, expected: Any, answer: Any, served_by: str) -> str | None:
+    def _count(self, what: str, problem: str | None, served_by: str) -> str | None:
         replica = served_by or "unnamed replica"
-        if expected is None:
-            problem = "no reference answers were taken before the load"
-        elif answer != expected:
-            problem = f"{what}: {replica} answered {answer!r}, before the load {expected!r}"
-        else:
+        if problem is None:
             self.checked[replica] += 1
             return None
+        problem = f"{what} on {replica}: {problem}"
         self.wrong.append(problem)
         return problem
 
     def gate(self, served: Mapping[str, int]) -> GateResult:
         """Pass when no answer differed and every replica that served was checked."""
         name = "reference answers"
-        if self.singles is None:
-            return GateResult(name, False, "no reference answers were taken before the load")
         if self.wrong:
             return GateResult(name, False, f"{len(self.wrong)} differed; first: {self.wrong[0]}")
+        if not self.checked:
+            return GateResult(name, False, "no reference answer was checked")
         unchecked = sorted(set(served) - set(self.checked))
         if unchecked:
             return GateResult(name, False, f"never checked on {', '.join(unchecked)}")
         tally = ", ".join(f"{replica}: {count}" for replica, count in sorted(self.checked.items()))
-        return GateResult(name, True, f"identical to those before the load ({tally})")
+        return GateResult(
+            name, True, f"the fixed answers of {REFERENCE_ANSWERS_FILE.name} ({tally})"
+        )
+
+
+# What the file says of the model it was computed from, copied from the store's metadata.
+PROVENANCE_KEYS = ("estimator", "seed", "data_sha256")
+
+
+def stored_model_answers(
+    flowers: Sequence[Mapping[str, float]],
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """The store's latest model's provenance, and the flowers' probabilities from it, run by
+    ONNX Runtime here (not asked of a service)."""
+    import bentoml
+    import numpy as np
+
+    from iris_classifier.serving import model as served
+
+    stored = bentoml.models.get(f"{MODEL_NAME}:latest")
+    metadata = stored.info.metadata
+    classifier = served.load(Path(stored.path), metadata, FEATURE_NAMES)
+    features = np.array([[float(flower[name]) for name in FEATURE_NAMES] for flower in flowers])
+    probabilities = [
+        {
+            name: round(float(value), FILE_PLACES)
+            for name, value in zip(CLASS_NAMES, row, strict=True)
+        }
+        for row in classifier.predict_proba(features)
+    ]
+    return {key: metadata[key] for key in PROVENANCE_KEYS}, probabilities
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Check or rewrite " + REFERENCE_ANSWERS_FILE.name)
+    parser.add_argument(
+        "--write", action="store_true", help="rewrite the file from the store's latest model"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    fixed = load_fixed_answers()
+    provenance, computed = stored_model_answers([answer.flower for answer in fixed])
+    if args.write:
+        document = json.loads(REFERENCE_ANSWERS_FILE.read_text(encoding="utf-8"))
+        document["model"] = provenance
+        for entry, probabilities in zip(document["flowers"], computed, strict=True):
+            entry["probabilities"] = probabilities
+        REFERENCE_ANSWERS_FILE.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        logger.info("Wrote %d answers to %s", len(computed), REFERENCE_ANSWERS_FILE)
+        return 0
+    differing = [
+        f"flower {index}: file {answer.probabilities}, stored model {probabilities}"
+        for index, (answer, probabilities) in enumerate(zip(fixed, computed, strict=True))
+        if any(
+            abs(answer.probabilities[name] - probabilities[name]) > MODEL_TOLERANCE
+            for name in CLASS_NAMES
+        )
+    ]
+    written = json.loads(REFERENCE_ANSWERS_FILE.read_text(encoding="utf-8"))["model"]
+    if written != provenance:
+        differing.append(f"the file is of the model {written}, the store's is {provenance}")
+    for line in differing:
+        logger.error("%s", line)
+    logger.info(
+        "%d of %d fixed answers differ from the store's latest model", len(differing), len(fixed)
+    )
+    return 1 if differing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

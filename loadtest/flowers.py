@@ -24,23 +24,17 @@ class FlowerSampler:
     def __init__(self, seed: int | None = None, digits: int | None = 2) -> None:
         """`digits`: decimals each value is rounded to (None: unrounded, as float64 is written)."""
         data = load_bundled()
-        self._rows: list[tuple[str, tuple[float, ...]]] = [
-            (str(species), tuple(float(value) for value in row))
-            for species, row in zip(
-                data.species, data.features.itertuples(index=False), strict=True
-            )
+        self._rows: list[tuple[float, ...]] = [
+            tuple(float(value) for value in row) for row in data.features.itertuples(index=False)
         ]
         self._random = random.Random(seed)
         self._digits = digits
 
     def flower(self) -> dict[str, float]:
-        return self.labelled_flower()[1]
-
-    def labelled_flower(self) -> tuple[str, dict[str, float]]:
-        """A flower and the species of the real flower it was drawn from."""
-        species, row = self._random.choice(self._rows)
+        """A real flower of the bundled data, each value moved by a ruler's error."""
+        row = self._random.choice(self._rows)
         values = (min(MAX_FEATURE_CM, max(MIN_FEATURE_CM, value + self._noise())) for value in row)
-        return species, {
+        return {
             name: value if self._digits is None else round(value, self._digits)
             for name, value in zip(FEATURE_NAMES, values, strict=True)
         }

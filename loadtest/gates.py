@@ -46,6 +46,34 @@ def latency_gate(percentile: str, measured_ms: float, limit_ms: float) -> GateRe
     )
 
 
+def cpu_per_request_gate(
+    cpu_seconds: Mapping[str, float | None], requests: Mapping[str, int], limit_ms: float
+) -> GateResult:
+    """The replicas' CPU time over the requests they answered, at most `limit_ms` each.
+
+    CPU time is what a request costs the service, whatever else runs on the machine: waiting
+    for a core stretches latency, not CPU time.
+    """
+    name = f"replica CPU per request at most {limit_ms:g} ms"
+    unread = sorted(replica for replica, seconds in cpu_seconds.items() if seconds is None)
+    if unread:
+        return GateResult(name, False, f"cannot read the CPU time of {', '.join(unread)}")
+    total_requests = sum(requests.get(replica, 0) for replica in cpu_seconds)
+    if total_requests == 0:
+        return GateResult(name, False, "the replicas answered no request")
+    total_ms = 1000 * sum(seconds or 0.0 for seconds in cpu_seconds.values())
+    per_replica = ", ".join(
+        f"{replica}: {1000 * (seconds or 0.0) / max(1, requests.get(replica, 0)):.2f}"
+        for replica, seconds in sorted(cpu_seconds.items())
+    )
+    measured = total_ms / total_requests
+    return GateResult(
+        name,
+        measured <= limit_ms,
+        f"{measured:.2f} ms over {total_requests} requests ({per_replica})",
+    )
+
+
 def format_tally(tally: Mapping[str, int]) -> str:
     total = sum(tally.values())
     return ", ".join(

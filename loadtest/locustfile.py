@@ -17,9 +17,7 @@ its LOCUST_* environment variable.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,10 +28,10 @@ from locust.env import Environment
 
 from iris_classifier.serving.config import MAX_BATCH_ROWS
 from loadtest.answers import (
-    REFERENCE_FLOWERS,
     ReferenceAnswers,
     batch_problem,
     classification_problem,
+    load_fixed_answers,
 )
 from loadtest.background import (
     HOSTILE_NAME,
@@ -70,8 +68,8 @@ logger = logging.getLogger(__name__)
 
 # One log per locust process; it is emptied when a test starts.
 REQUEST_LOG = RequestLog()
-# The reference flowers' answers, taken again when a test starts.
-REFERENCE = ReferenceAnswers()
+# The reference flowers and their fixed answers; the tally of checks starts anew with each test.
+REFERENCE = ReferenceAnswers(load_fixed_answers())
 # Numbers users in the order they start; the first --kept-alive-users keep their connection,
 # the next --hostile-users send refusals, the next --large-batch-users send the largest batches.
 USER_NUMBERS = itertools.count()
@@ -147,14 +145,22 @@ def add_settings(parser: LocustArgumentParser) -> None:
         type=float,
         default=conf_float("p95-limit-ms"),
         env_var="LOCUST_P95_LIMIT_MS",
-        help="gate: 95th percentile response time over all requests",
+        help="gate: 95th percentile response time seen by the clients, through the balancer",
     )
     group.add_argument(
         "--p99-limit-ms",
         type=float,
         default=conf_float("p99-limit-ms"),
         env_var="LOCUST_P99_LIMIT_MS",
-        help="gate: 99th percentile response time over all requests",
+        help="gate: 99th percentile response time seen by the clients, through the balancer",
+    )
+    group.add_argument(
+        "--replica-cpu-ms-per-request",
+        type=float,
+        default=conf_float("replica-cpu-ms-per-request"),
+        env_var="LOCUST_REPLICA_CPU_MS_PER_REQUEST",
+        help="gate of python -m loadtest.run, not of locust (which cannot see the replicas): "
+        "their CPU time over the requests they answered",
     )
     group.add_argument(
         "--balance-alpha",
@@ -299,7 +305,7 @@ class BatchUser(IrisClient):
 class ReferenceUser(IrisClient):
     """Asks for the reference flowers' answers, one flower at a time and all in one batch, on a
     new connection every time so that every replica answers them in turn; each answer must
-    equal the one taken before the load (loadtest/answers.py)."""
+    be the fixed one (loadtest/reference_answers.json)."""
 
     fixed_count = 1
 
@@ -309,12 +315,13 @@ class ReferenceUser(IrisClient):
 
     @task
     def classify_reference(self) -> None:
-        turn = self.requests_sent % (len(REFERENCE_FLOWERS) + 1)
+        flowers = REFERENCE.flowers
+        turn = self.requests_sent % (len(flowers) + 1)
         self.requests_sent += 1
-        batch = turn == len(REFERENCE_FLOWERS)
+        batch = turn == len(flowers)
         with self.client.post(
             "/iris/classify_batch" if batch else "/iris/classify_iris",
-            json={"flowers": list(REFERENCE_FLOWERS)} if batch else REFERENCE_FLOWERS[turn],
+            json={"flowers": flowers} if batch else flowers[turn],
             headers={"Connection": "close"},
             catch_response=True,
         ) as response:
@@ -330,24 +337,6 @@ class ReferenceUser(IrisClient):
                 response.failure(problem)
 
 
-def post_json(url: str, body: object) -> Any:
-    """The JSON answer to one POST on a connection of its own; raises on any other status."""
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Connection": "close"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
-
-
-def take_reference_answers(host: str) -> None:
-    """The reference flowers' answers, asked for before any load."""
-    singles = [post_json(f"{host}/iris/classify_iris", flower) for flower in REFERENCE_FLOWERS]
-    batch = post_json(f"{host}/iris/classify_batch", {"flowers": list(REFERENCE_FLOWERS)})
-    REFERENCE.take(singles, batch)
-
-
 @events.test_start.add_listener
 def clear_request_log(**_: Any) -> None:
     global USER_NUMBERS
@@ -356,13 +345,8 @@ def clear_request_log(**_: Any) -> None:
 
 
 @events.test_start.add_listener
-def take_reference_answers_before_the_load(environment: Environment, **_: Any) -> None:
+def clear_reference_checks(**_: Any) -> None:
     REFERENCE.reset()
-    try:
-        take_reference_answers(environment.host)
-    except (OSError, ValueError) as error:
-        # Every reference check then fails, and so does the reference gate.
-        logger.error("Could not take the reference answers before the load: %s", error)
 
 
 @events.request.add_listener

@@ -234,7 +234,7 @@ def view_of_run(
     time.sleep(2 * SCRAPE_INTERVAL_S + 0.5)
     window = f"{max(1, round(until - since))}s"
     # Counted from the first scrape after locust's first request: what reached the replicas
-    # before it (the reference answers the locustfile takes first) is not in locust's log.
+    # before it is not in locust's log.
     first_scrape_from = max(since, min((record.started for record in records), default=since))
     selector = f'job="{JOB}",{PREDICTIONS}'
     return RunView(

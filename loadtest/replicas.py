@@ -21,7 +21,12 @@ from typing import Protocol
 
 import psutil
 
-from benchmarks.containers import container_logs, docker, hardened_command
+from benchmarks.containers import (
+    container_cpu_seconds,
+    container_logs,
+    docker,
+    hardened_command,
+)
 from benchmarks.processes import (
     REPO_ROOT,
     bentoml_serve_command,
@@ -32,14 +37,11 @@ from benchmarks.processes import (
     stop_tree,
     wait_http_ok,
 )
-from loadtest.haproxy import manifest_grace_seconds
 
 logger = logging.getLogger(__name__)
 
 # Startup loads the model and forks workers; on a busy 2-core machine that takes a while.
 READY_TIMEOUT_S = 180.0
-# As long as the kubelet waits before it kills a stopping pod: the drain plus requests in flight.
-STOP_TIMEOUT_S = manifest_grace_seconds()
 
 
 class Replica(Protocol):
@@ -58,6 +60,9 @@ class Replica(Protocol):
 
     def wait_stopped(self) -> float: ...
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the running replica has used so far (None where it cannot be read)."""
+
     def remove(self) -> None:
         """Stop whatever is left, never raising: used on teardown."""
 
@@ -70,11 +75,19 @@ class ProcessReplica:
     """`bentoml serve` started from the repository, in its own session."""
 
     def __init__(
-        self, name: str, port: int, log_dir: Path, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        port: int,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        stop_timeout_s: float,
     ) -> None:
         self.name = name
         self.port = port
         self.env = dict(env or {})
+        # As long as the kubelet waits before it kills a stopping pod (its grace period).
+        self.stop_timeout_s = stop_timeout_s
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._tree: list[psutil.Process] = []
@@ -107,11 +120,21 @@ class ProcessReplica:
         """Seconds until every process of the replica has exited."""
         assert self.process is not None
         started = time.monotonic()
-        _, alive = psutil.wait_procs(self._tree, timeout=STOP_TIMEOUT_S)
+        _, alive = psutil.wait_procs(self._tree, timeout=self.stop_timeout_s)
         if alive:
             raise TimeoutError(f"{self.name}: {len(alive)} processes still alive")
         self.process.wait(timeout=5)
         return time.monotonic() - started
+
+    def cpu_seconds(self) -> float | None:
+        if self.process is None:
+            return None
+        total = 0.0
+        for process in process_tree(self.process.pid):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
 
     def remove(self) -> None:
         if self.process is not None:
@@ -132,10 +155,13 @@ class ContainerReplica:
         run_label: str,
         log_dir: Path,
         env: Mapping[str, str] | None = None,
+        *,
+        stop_timeout_s: float,
     ) -> None:
         self.name = name
         self.port = port
         self.env = dict(env or {})
+        self.stop_timeout_s = stop_timeout_s
         self.image = image
         self.run_label = run_label
         self.container = f"iris-loadtest-{run_label}-{name}"
@@ -172,8 +198,11 @@ class ContainerReplica:
 
     def wait_stopped(self) -> float:
         started = time.monotonic()
-        docker("wait", self.container, timeout=STOP_TIMEOUT_S)
+        docker("wait", self.container, timeout=self.stop_timeout_s)
         return time.monotonic() - started
+
+    def cpu_seconds(self) -> float | None:
+        return container_cpu_seconds(self.container)
 
     def remove(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):

@@ -112,24 +112,18 @@ class WindowSummary:
     requests: int
     failures: int
     per_replica: Counter[str]
-    p50_ms: float
     p95_ms: float
     p99_ms: float
     errors: Counter[str]
 
-    @property
-    def failure_ratio(self) -> float:
-        return self.failures / self.requests if self.requests else 0.0
-
 
 def summarize(records: Sequence[RequestRecord]) -> WindowSummary:
     times = np.array([record.response_time_ms for record in records], dtype=float)
-    p50, p95, p99 = np.percentile(times, [50, 95, 99]) if len(times) else (np.nan,) * 3
+    p95, p99 = np.percentile(times, [95, 99]) if len(times) else (np.nan,) * 2
     return WindowSummary(
         requests=len(records),
         failures=sum(not record.ok for record in records),
         per_replica=replica_tally(records),
-        p50_ms=float(p50),
         p95_ms=float(p95),
         p99_ms=float(p99),
         errors=Counter(record.error for record in records if not record.ok),

@@ -21,20 +21,23 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.containers import image_present, project_image
+from benchmarks.deployment import BASE_DEPLOYMENT
 from benchmarks.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest import settings
 from loadtest.chart import write_chart
-from loadtest.gates import GateResult
+from loadtest.gates import GateResult, cpu_per_request_gate
 from loadtest.haproxy import (
     HAProxy,
     ReadinessProbe,
     Server,
     manifest_drain_seconds,
+    manifest_grace_seconds,
     manifest_readiness_probe,
     running_haproxy,
 )
@@ -113,6 +116,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-steady", dest="steady", action="store_false", help="fault scenarios only"
     )
     parser.add_argument(
+        "--replica-cpu-ms-per-request",
+        type=float,
+        default=float(
+            os.environ.get("LOCUST_REPLICA_CPU_MS_PER_REQUEST")
+            or conf_float("replica-cpu-ms-per-request")
+        ),
+        help="gate: the replicas' CPU time over the requests they answered in the steady run "
+        "(default: locust.conf's replica-cpu-ms-per-request, or "
+        "$LOCUST_REPLICA_CPU_MS_PER_REQUEST); 0 skips it",
+    )
+    parser.add_argument(
         "--scenarios",
         default="sigterm,kill,rolling",
         help="fault scenarios in this order, comma-separated: sigterm (SIGTERM one replica, "
@@ -127,9 +141,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(short runs, with a --drain-seconds to match)",
     )
     parser.add_argument(
+        "--deployment",
+        type=Path,
+        default=BASE_DEPLOYMENT,
+        help="the Deployment whose drain, readiness probe and grace period the replicas and "
+        "HAProxy follow (kustomize/base/deployment.yaml)",
+    )
+    parser.add_argument(
         "--drain-seconds",
         type=float,
-        default=manifest_drain_seconds(),
         help="IRIS_DRAIN_SECONDS of the replicas (default: the Deployment's): it must outlast "
         "the balancer's detection of a failing readiness check",
     )
@@ -154,6 +174,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where reports, charts and logs go (reports/loadtest)",
     )
     args = parser.parse_args(argv)
+    if args.drain_seconds is None:
+        args.drain_seconds = manifest_drain_seconds(args.deployment)
+    # How long a stopping replica is waited for: as long as the kubelet waits before SIGKILL.
+    args.grace_seconds = manifest_grace_seconds(args.deployment)
     if args.max_recovery is None:
         args.max_recovery = readiness_probe(args).worst_detection_s + 1.0
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
@@ -170,7 +194,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def readiness_probe(args: argparse.Namespace) -> ReadinessProbe:
     """The Deployment's readiness probe, checked every --probe-period seconds if given."""
-    probe = manifest_readiness_probe()
+    probe = manifest_readiness_probe(args.deployment)
     return probe if args.probe_period is None else replace(probe, period_s=args.probe_period)
 
 
@@ -182,12 +206,23 @@ def choose_replicas(args: argparse.Namespace, log_dir: Path, first: int = 1) -> 
     if use_containers:
         logger.info("Replicas: containers of %s (label iris-loadtest=%s)", args.image, args.run_id)
         return [
-            ContainerReplica(name, free_port(), args.image, args.run_id, log_dir, env)
+            ContainerReplica(
+                name,
+                free_port(),
+                args.image,
+                args.run_id,
+                log_dir,
+                env,
+                stop_timeout_s=args.grace_seconds,
+            )
             for name in names
         ]
     reason = "as asked" if args.mode == "process" else f"no Docker engine holding {args.image}"
     logger.info("Replicas: bentoml serve processes (%s)", reason)
-    return [ProcessReplica(name, free_port(), log_dir, env) for name in names]
+    return [
+        ProcessReplica(name, free_port(), log_dir, env, stop_timeout_s=args.grace_seconds)
+        for name in names
+    ]
 
 
 def locust_command(
@@ -210,22 +245,40 @@ def locust_command(
 
 
 def steady_run(
-    host: str, args: argparse.Namespace, prometheus: Prometheus | None
+    host: str,
+    args: argparse.Namespace,
+    replicas: Sequence[Replica],
+    prometheus: Prometheus | None,
 ) -> list[GateResult]:
     """The same gated locust run as `make loadtest`, its output shown as it comes, then what
-    Prometheus saw of it."""
+    the replicas' CPU time and Prometheus say of it."""
     report_dir = args.report_dir / "steady"
     extra = ["--expected-replicas", str(args.replicas)]
     if args.run_time:
         extra += ["--run-time", args.run_time]
     logger.info("Steady load through %s; report in %s", host, report_dir)
     command = locust_command(host, report_dir, *extra, kept_alive_users=args.kept_alive_users)
+    cpu_before = {replica.name: replica.cpu_seconds() for replica in replicas}
     since = time.time()
     code = subprocess.run(command, cwd=REPO_ROOT).returncode
     until = time.time()
+    cpu_after = {replica.name: replica.cpu_seconds() for replica in replicas}
     results = [GateResult("steady run (locust gates above)", code == 0, f"locust exit code {code}")]
+    records = read_csv(report_dir / "requests.csv")
+    if args.replica_cpu_ms_per_request > 0:
+        results.append(
+            cpu_per_request_gate(
+                {
+                    name: None
+                    if before is None or cpu_after[name] is None
+                    else cpu_after[name] - before
+                    for name, before in cpu_before.items()
+                },
+                Counter(record.served_by for record in records if record.served_by),
+                args.replica_cpu_ms_per_request,
+            )
+        )
     if prometheus is not None:
-        records = read_csv(report_dir / "requests.csv")
         view = view_of_run(prometheus, since, until, records)
         logger.info(
             "Prometheus's view of the steady run beside locust's:\n%s", format_view(view, records)
@@ -363,7 +416,7 @@ def run_stage(args: argparse.Namespace) -> list[GateResult]:
             )
         host = f"http://127.0.0.1:{args.lb_port}"
         if args.steady:
-            results.extend(steady_run(host, args, prometheus))
+            results.extend(steady_run(host, args, replicas, prometheus))
         if args.faults:
             results.extend(fault_run(host, args, replicas, proxy, spares))
     return results

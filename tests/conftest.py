@@ -71,6 +71,21 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def service_image(trained_model: str) -> str:
+    """The image `make image` builds from this checkout and the session's model, by the content
+    reference it prints: never whatever another build left under the shared version tag.
+
+    Built once per session for every test that runs the image; without Docker or a base image
+    the tests that need it skip, except under CI=true, where they fail.
+    """
+    from tests.support.image import build_image, why_no_image_can_be_built
+
+    reason = why_no_image_can_be_built()
+    require(reason is None, reason or "")
+    return build_image(SESSION_HOME)
+
+
+@pytest.fixture(scope="session")
 def service_class(trained_model: str):
     """The decorated IrisClassifier, imported once a model is stored."""
     from service import IrisClassifier
@@ -115,17 +130,6 @@ def serving(
         timeout=90,
     ):
         yield url
-
-
-@pytest.fixture(scope="session")
-def service_image(trained_model: str) -> str:
-    """The image `make image` builds from this checkout and the session's model store, built
-    once per run; its content reference (`<version>-<image ID>`), which no later build moves."""
-    from tests.support.image import build_image, unavailable_reason
-
-    reason = unavailable_reason()
-    require(reason is None, reason or "")
-    return build_image(SESSION_HOME)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks import deployment
 from benchmarks.containers import (
     Container,
     docker,
@@ -48,8 +49,8 @@ POD_NAME = "image-test-pod-7"
 MEASURED_IMAGE_BYTES = 355_749_917
 IMAGE_SIZE_MARGIN = 0.10
 MAX_IMAGE_BYTES = int(MEASURED_IMAGE_BYTES * (1 + IMAGE_SIZE_MARGIN))
-# Kubernetes' default terminationGracePeriodSeconds: after it the kubelet sends SIGKILL.
-GRACE_PERIOD_S = 30
+# After the Deployment's grace period the kubelet sends SIGKILL.
+GRACE_PERIOD_S = float(pod_spec(base_deployment())["terminationGracePeriodSeconds"])
 
 
 def local_modules_imported_by(path: Path) -> set[Path]:
@@ -462,7 +463,7 @@ class DrainOutcome:
 
 def stop_under_load(image: str, log_path: Path, signal: str) -> DrainOutcome:
     """Run `image` under DrainLoad and send `signal` while every client's last batch is half sent."""
-    drained = start_hardened(image, log_path=log_path, env={"POD_NAME": "drain"})
+    drained = start_hardened(image, log_path=log_path, env=deployment_env("drain"))
     load = DrainLoad(drained.port)
     try:
         wait_http_ok(f"{drained.url}/readyz", timeout=90, process=drained.process)
@@ -508,3 +509,174 @@ def test_sigkill_instead_loses_every_request_in_flight(service_image: str, tmp_p
     last_failures = [failure for failure in outcome.load.failures if failure.startswith("last")]
     assert len(last_failures) == LOAD_THREADS, outcome.load.failures
     assert outcome.exit_code == 137
+
+
+# --- The drain the Deployment configures ----------------------------------------------------------
+
+
+def deployment_env(pod_name: str, **overrides: str) -> dict[str, str]:
+    """The service container's environment as the base Deployment sets it (its drain among it),
+    with the pod name the downward API would fill in."""
+    env = {
+        variable["name"]: str(variable["value"])
+        for variable in deployment.container(base_deployment(), deployment.CONTAINER_NAME)["env"]
+        if "value" in variable
+    }
+    return {**env, "POD_NAME": pod_name, **overrides}
+
+
+DEPLOYMENT_DRAIN_S = float(deployment_env("any")["IRIS_DRAIN_SECONDS"])
+KEPT_ALIVE_CLIENTS = 3
+# Paths a balancer or the kubelet probes during the drain.
+READINESS_PATHS = ("/readyz", "/v2/health/ready")
+# How long the drain may take to begin after SIGTERM: the arbiter relays the signal to its worker.
+DRAIN_START_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int  # 0: no HTTP answer (refused, reset, closed)
+    connection: str  # the Connection header, "" without one
+    at_s: float  # seconds after SIGTERM the request was sent
+
+    @classmethod
+    def of(cls, connection: http.client.HTTPConnection, method: str, path: str, at_s: float):
+        body = json.dumps(SEED_FLOWER).encode() if method == "POST" else None
+        try:
+            connection.request(method, path, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            return cls(0, "", at_s)
+        return cls(response.status, (response.getheader("Connection") or "").lower(), at_s)
+
+
+@dataclass
+class DrainObservation:
+    """What clients saw of one replica from just before SIGTERM until it exited."""
+
+    before: dict[str, Answer] = field(default_factory=dict)  # by path, fresh connections
+    kept_alive_before: list[Answer] = field(default_factory=list)
+    during: dict[str, Answer] = field(default_factory=dict)  # by path, once the drain began
+    kept_alive_after: list[Answer] = field(default_factory=list)
+    fresh: list[Answer] = field(default_factory=list)  # new connections until the drain's end
+    exit_code: int | None = None
+    exited_after_s: float = 0.0
+    logs: str = ""
+
+
+def fresh_answer(port: int, method: str, path: str, at_s: float) -> Answer:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        return Answer.of(connection, method, path, at_s)
+    finally:
+        connection.close()
+
+
+def observe_stop(image: str, log_path: Path, drain_seconds: float) -> DrainObservation:
+    """Run `image` with the Deployment's environment and `drain_seconds`, SIGTERM it, and
+    record what kept-alive and new clients get until it exits."""
+    seen = DrainObservation()
+    stopped = start_hardened(
+        image,
+        log_path=log_path,
+        env=deployment_env("drain-observed", IRIS_DRAIN_SECONDS=f"{drain_seconds:g}"),
+    )
+    kept = [
+        http.client.HTTPConnection("127.0.0.1", stopped.port, timeout=10)
+        for _ in range(KEPT_ALIVE_CLIENTS)
+    ]
+    try:
+        wait_http_ok(f"{stopped.url}/readyz", timeout=90, process=stopped.process)
+        for path in (*READINESS_PATHS, "/livez"):
+            seen.before[path] = fresh_answer(stopped.port, "GET", path, 0.0)
+        seen.kept_alive_before = [
+            Answer.of(connection, "POST", "/iris/classify_iris", 0.0) for connection in kept
+        ]
+        signal_at = time.monotonic()
+        docker("kill", "--signal", "TERM", stopped.name)
+
+        def since() -> float:
+            return time.monotonic() - signal_at
+
+        # The drain has begun once /readyz stops answering 200; without a drain it stops
+        # answering at all.
+        readiness = fresh_answer(stopped.port, "GET", "/readyz", since())
+        while readiness.status == 200 and since() < DRAIN_START_TIMEOUT_S:
+            time.sleep(0.05)
+            readiness = fresh_answer(stopped.port, "GET", "/readyz", since())
+        seen.during["/readyz"] = readiness
+        # The kept-alive connections first: they were last used just before SIGTERM, and the
+        # server closes a connection idle for its keep-alive timeout (uvicorn's 5 s).
+        seen.kept_alive_after = [
+            Answer.of(connection, "POST", "/iris/classify_iris", since()) for connection in kept
+        ]
+        for path in (*READINESS_PATHS[1:], "/livez"):
+            seen.during[path] = fresh_answer(stopped.port, "GET", path, since())
+        # New connections, as balancers that have not heard of the stop still open them, once
+        # a second until shortly before the drain ends (and at least once).
+        while True:
+            seen.fresh.append(fresh_answer(stopped.port, "POST", "/iris/classify_iris", since()))
+            if since() + 1.0 > drain_seconds - 1.0:
+                break
+            time.sleep(1.0)
+        seen.exit_code = stopped.wait_exit(timeout=GRACE_PERIOD_S)
+        seen.exited_after_s = since()
+        return seen
+    finally:
+        for connection in kept:
+            connection.close()
+        seen.logs = stopped.logs()[-3000:]
+        stopped.remove()
+
+
+@pytest.mark.integration
+def test_sigterm_drains_as_the_deployment_says_then_exits_zero(
+    service_image: str, tmp_path: Path
+) -> None:
+    """With the Deployment's drain: readiness 503 at once (liveness stays 200), every kept-alive
+    client told `Connection: close` on a complete answer, new connections served until the
+    drain ends, then a clean exit inside the grace period."""
+    assert DEPLOYMENT_DRAIN_S >= 5, "the Deployment's drain is too short to observe"
+    seen = observe_stop(service_image, tmp_path / "drain.log", DEPLOYMENT_DRAIN_S)
+    assert {path: answer.status for path, answer in seen.before.items()} == {
+        "/readyz": 200,
+        "/v2/health/ready": 200,
+        "/livez": 200,
+    }
+    assert [(a.status, a.connection) for a in seen.kept_alive_before] == [
+        (200, "")
+    ] * KEPT_ALIVE_CLIENTS, "kept-alive answers before SIGTERM must keep the connection"
+
+    assert {path: answer.status for path, answer in seen.during.items()} == {
+        "/readyz": 503,
+        "/v2/health/ready": 503,
+        "/livez": 200,
+    }, seen.logs
+    assert [(a.status, a.connection) for a in seen.kept_alive_after] == [
+        (200, "close")
+    ] * KEPT_ALIVE_CLIENTS, seen.logs
+    assert [answer.status for answer in seen.fresh] == [200] * len(seen.fresh), seen.logs
+    assert {answer.connection for answer in seen.fresh} == {"close"}
+    # Served on new connections until the last second of the drain.
+    assert seen.fresh[-1].at_s >= DEPLOYMENT_DRAIN_S - 2.5, seen.fresh
+    assert seen.exit_code == 0, seen.logs
+    assert DEPLOYMENT_DRAIN_S <= seen.exited_after_s < GRACE_PERIOD_S, seen.exited_after_s
+
+
+@pytest.mark.integration
+def test_without_a_drain_sigterm_turns_away_what_the_drain_serves(
+    service_image: str, tmp_path: Path
+) -> None:
+    """The control for the drain test: the same observation with IRIS_DRAIN_SECONDS=0, where
+    the server stops accepting and closes idle kept-alive connections at SIGTERM, must fail
+    what the drain test requires, or that test could not tell draining from not draining."""
+    seen = observe_stop(service_image, tmp_path / "no-drain.log", 0.0)
+    assert [(a.status, a.connection) for a in seen.kept_alive_before] == [
+        (200, "")
+    ] * KEPT_ALIVE_CLIENTS
+    assert seen.during["/readyz"].status != 503
+    assert all(answer.status != 200 for answer in seen.kept_alive_after), seen.kept_alive_after
+    assert all(answer.status != 200 for answer in seen.fresh), seen.fresh
+    assert seen.exit_code == 0, seen.logs
+    assert seen.exited_after_s < DEPLOYMENT_DRAIN_S

@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -22,29 +23,25 @@ import numpy as np
 import psutil
 import pytest
 
-from benchmarks.containers import project_image
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.contract import IrisFeatures
-from loadtest.answers import (
-    REFERENCE_FLOWERS,
-    ReferenceAnswers,
-    batch_problem,
-    classification_problem,
-)
+from iris_classifier.training.data import load_bundled
 from loadtest.chart import write_chart
 from loadtest.flowers import FlowerSampler
-from loadtest.gates import balance_gate, crash_failures_gate, failure_ratio_gate, latency_gate
+from loadtest.gates import (
+    balance_gate,
+    cpu_per_request_gate,
+    crash_failures_gate,
+    failure_ratio_gate,
+    latency_gate,
+)
 from loadtest.haproxy import Server, ServerState, haproxy_binary, render_config
 from loadtest.request_log import KEPT_ALIVE_MARK, RequestRecord, read_csv, write_csv
 from loadtest.scenarios import FaultTimeline, KillFigures, Phase, drive_faults, judge
+from loadtest.settings import conf_float
 from tests.conftest import REPO_ROOT, SESSION_HOME, require
 
-GOOD_ANSWER = {
-    "class": "setosa",
-    "probability": 0.97,
-    "probabilities": {"setosa": 0.97, "versicolor": 0.02, "virginica": 0.01},
-    "model_version": "iris_classifier:abc",
-}
+CPU_GATE = f"replica CPU per request at most {conf_float('replica-cpu-ms-per-request'):g} ms"
 
 
 def record(started: float, *, served_by: str = "replica-1", ok: bool = True) -> RequestRecord:
@@ -77,86 +74,45 @@ def test_failure_ratio_gate_rejects_one_percent() -> None:
     assert not failure_ratio_gate(0, 0, 0.01).passed
 
 
+def test_cpu_per_request_gate_divides_the_replicas_cpu_by_their_requests() -> None:
+    requests = {"replica-1": 1000, "replica-2": 1000}
+    passed = cpu_per_request_gate({"replica-1": 2.0, "replica-2": 4.0}, requests, 3.0)
+    assert passed.passed, passed.detail
+    assert "3.00 ms over 2000 requests (replica-1: 2.00, replica-2: 4.00)" in passed.detail
+    assert not cpu_per_request_gate({"replica-1": 2.0, "replica-2": 4.2}, requests, 3.0).passed
+    unread = cpu_per_request_gate({"replica-1": 2.0, "replica-2": None}, requests, 3.0)
+    assert not unread.passed
+    assert "cannot read the CPU time of replica-2" in unread.detail
+    assert not cpu_per_request_gate({"replica-1": 0.0}, {}, 3.0).passed
+
+
 def test_latency_gate_rejects_slow_and_unmeasured() -> None:
     assert latency_gate("p95", 80.0, 100.0).passed
     assert not latency_gate("p95", 120.0, 100.0).passed
     assert not latency_gate("p99", float("nan"), 100.0).passed
 
 
-# --- answers and request bodies -------------------------------------------------------------
-
-
-def test_a_well_formed_answer_passes() -> None:
-    assert classification_problem(GOOD_ANSWER) is None
-
-
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [("class", "rose"), ("probability", 1.5), ("probabilities", {"setosa": 1.0})],
-)
-def test_a_wrong_answer_is_a_failure(field: str, value: object) -> None:
-    assert classification_problem({**GOOD_ANSWER, field: value}) is not None
-
-
-def test_a_batch_answer_must_have_one_prediction_per_flower() -> None:
-    answer = {"predictions": [{"class": "setosa", "probability": 0.9}], "model_version": "v"}
-    assert batch_problem(answer, 1) is None
-    assert "1 predictions for 2 flowers" in (batch_problem(answer, 2) or "")
-
-
-def reference_answers(probability: float = 0.97) -> tuple[list[dict], dict]:
-    """Well-formed answers for every reference flower, and for all of them in one batch."""
-    single = {**GOOD_ANSWER, "probability": probability}
-    batch = {
-        "predictions": [{"class": "setosa", "probability": probability}] * len(REFERENCE_FLOWERS),
-        "model_version": GOOD_ANSWER["model_version"],
-    }
-    return [single] * len(REFERENCE_FLOWERS), batch
-
-
-def test_reference_answers_pass_when_every_replica_gives_the_same() -> None:
-    reference = ReferenceAnswers()
-    reference.take(*reference_answers())
-    singles, batch = reference_answers()
-    assert reference.single_problem(0, singles[0], "replica-1") is None
-    assert reference.batch_problem(batch, "replica-2") is None
-    result = reference.gate({"replica-1": 40, "replica-2": 41})
-    assert result.passed, result.detail
-
-
-def test_a_replica_answering_differently_fails_the_reference_gate() -> None:
-    reference = ReferenceAnswers()
-    reference.take(*reference_answers())
-    singles, batch = reference_answers(probability=0.96)  # still a well-formed answer
-    assert classification_problem(singles[0]) is None
-    assert "replica-2 answered" in (reference.single_problem(0, singles[0], "replica-2") or "")
-    assert reference.batch_problem(batch, "replica-2") is not None
-    result = reference.gate({"replica-1": 40, "replica-2": 41})
-    assert not result.passed
-    assert "2 differed" in result.detail
-
-
-def test_the_reference_gate_needs_every_replica_checked_and_answers_taken() -> None:
-    reference = ReferenceAnswers()
-    assert not reference.gate({"replica-1": 10}).passed
-    assert reference.single_problem(0, GOOD_ANSWER, "replica-1") is not None
-    reference.take(*reference_answers())
-    assert reference.single_problem(0, reference_answers()[0][0], "replica-1") is None
-    result = reference.gate({"replica-1": 10, "replica-2": 10})
-    assert not result.passed
-    assert "never checked on replica-2" in result.detail
+# --- request bodies -------------------------------------------------------------------------------
 
 
 def test_sampled_flowers_are_valid_requests_of_every_species() -> None:
     sampler = FlowerSampler(seed=7)
-    drawn = [sampler.labelled_flower() for _ in range(3000)]
-    for _, flower in drawn:
+    drawn = [sampler.flower() for _ in range(3000)]
+    for flower in drawn:
         assert tuple(flower) == FEATURE_NAMES
         IrisFeatures.model_validate(flower, strict=True)  # what the service accepts
-    # The bundled data holds 50 flowers of each species: each gets about a third of the draws.
-    shares = {name: count / len(drawn) for name, count in Counter(s for s, _ in drawn).items()}
+    # Each flower is a bundled one plus about 1 mm of noise: the nearest bundled flower's
+    # species is (almost always) the species it was drawn from. The bundled data holds 50
+    # flowers of each species: each gets about a third of the draws.
+    data = load_bundled()
+    rows = data.features.to_numpy(dtype=float)
+    values = np.array([[flower[name] for name in FEATURE_NAMES] for flower in drawn])
+    nearest = np.argmin(((values[:, None, :] - rows[None, :, :]) ** 2).sum(axis=2), axis=1)
+    species = Counter(str(data.species.iloc[index]) for index in nearest)
+    shares = {name: count / len(drawn) for name, count in species.items()}
     assert set(shares) == set(CLASS_NAMES)
     assert all(0.28 < share < 0.39 for share in shares.values()), shares
+    assert max(abs(values - rows[nearest]).max(axis=1)) < 0.6, "more than noise added"
 
 
 # --- fault judgement ----------------------------------------------------------------------------
@@ -449,29 +405,43 @@ def test_locust_gates_fail_when_replicas_are_missing(live_server: str, tmp_path:
     assert returncode == 1, output
     assert "[FAIL] balance: 1 replicas served, expected 3" in output
     assert "[PASS] failure ratio" in output
-    assert "[PASS] reference answers: identical to those before the load (live-replica-1:" in output
+    assert (
+        "[PASS] reference answers: the fixed answers of reference_answers.json (live-replica-1:"
+        in output
+    )
     assert (tmp_path / "replicas.png").exists()
     assert (tmp_path / "requests.csv").exists()
 
 
-class DriftingReplicas(http.server.BaseHTTPRequestHandler):
-    """Two replicas behind one port: after the answers the load test takes before its load,
-    every second request is served by a replica whose model answers a little differently."""
+class RuleOfThumbModel(http.server.BaseHTTPRequestHandler):
+    """A service whose model is consistently wrong: it classifies by petal length alone, and
+    every answer is well formed and consistent in itself (the arg-max class, its probability
+    rounded, probabilities summing to 1), the same on every request."""
 
-    requests_seen = 0
-    lock = threading.Lock()
+    @staticmethod
+    def probabilities(flower: dict[str, float]) -> dict[str, float]:
+        length = flower["petal_length"]
+        species = "setosa" if length < 2.5 else "versicolor" if length < 5.0 else "virginica"
+        return {name: 0.9 if name == species else 0.05 for name in CLASS_NAMES}
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.lock:
-            DriftingReplicas.requests_seen += 1
-            drifted = self.requests_seen > len(REFERENCE_FLOWERS) + 1 and self.requests_seen % 2
-        single, batch = reference_answers(probability=0.96 if drifted else 0.97)
-        payload = json.dumps(batch if "flowers" in body else single[0]).encode()
+        flowers = body.get("flowers", [body])
+        answers = []
+        for flower in flowers:
+            probabilities = self.probabilities(flower)
+            species = max(probabilities, key=probabilities.__getitem__)
+            answers.append({"class": species, "probability": probabilities[species],
+                            "probabilities": probabilities, "model_version": "rule:1",
+                            "out_of_range": []})  # fmt: skip
+        answer = (
+            {"predictions": answers, "model_version": "rule:1"} if "flowers" in body else answers[0]
+        )
+        payload = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
-        self.send_header("X-Served-By", "replica-b" if drifted else "replica-a")
+        self.send_header("X-Served-By", "replica-a")
         self.end_headers()
         self.wfile.write(payload)
 
@@ -480,10 +450,11 @@ class DriftingReplicas(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.integration
-def test_locust_fails_a_run_where_a_replica_answers_differently(tmp_path: Path) -> None:
+def test_locust_fails_a_run_where_every_answer_comes_from_a_wrong_model(tmp_path: Path) -> None:
+    """The negative control of the reference gate: consistent, well-formed, wrong."""
     from benchmarks.processes import free_port
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), DriftingReplicas)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), RuleOfThumbModel)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -494,7 +465,7 @@ def test_locust_fails_a_run_where_a_replica_answers_differently(tmp_path: Path) 
         server.server_close()
     assert returncode == 1, output
     assert "[FAIL] reference answers:" in output
-    assert "replica-b answered" in output
+    assert "on replica-a: " in output
 
 
 def leftovers(run_id: str) -> list[str]:
@@ -518,20 +489,25 @@ def leftovers(run_id: str) -> list[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("mode", ["process", "container"])
 def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
-    trained_model: str, tmp_path: Path
+    mode: str, trained_model: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    """Replicas as `bentoml serve` processes of this checkout, or as containers of the image
+    built from it (never whatever image the shared version tag holds)."""
     require_haproxy()
     require(shutil.which("prometheus") is not None, "prometheus is not installed")
     from benchmarks.processes import free_port
 
+    image = ["--image", request.getfixturevalue("service_image")] if mode == "container" else []
     run_id = uuid.uuid4().hex[:8]
     env = {**os.environ, "BENTOML_HOME": str(SESSION_HOME), "LOADTEST_TEST_RUN": run_id}
     run = subprocess.run(
         [
             sys.executable,
             *("-m", "loadtest.run", "--replicas", "3", "--lb-port", str(free_port())),
-            *("--image", project_image(), "--run-id", run_id, "--report-dir", str(tmp_path)),
+            *("--mode", mode, *image),
+            *("--run-id", run_id, "--report-dir", str(tmp_path)),
             # Readiness checked every second, so a drain of 4 s outlasts two failed checks.
             *("--run-time", "20s", "--observe", "4", "--probe-period", "1", "--drain-seconds", "4"),
         ],
@@ -547,6 +523,7 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     assert "[PASS] SIGTERM replica-1 until it is back: zero failures" in output
     assert "[PASS] SIGKILL replica-2: success back to 100%" in output
     assert "[PASS] Prometheus and X-Served-By agree per replica" in output
+    assert f"[PASS] {CPU_GATE}" in output
     assert (tmp_path / "steady" / "prometheus.png").exists()
     assert "[PASS] rolling update of 3 replicas: zero failures" in output
     served = Counter(
@@ -556,4 +533,84 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     for run_dir in ("steady", "faults"):
         assert (tmp_path / run_dir / "report.html").exists()
         assert (tmp_path / run_dir / "replicas.png").exists()
+    assert leftovers(run_id) == []
+
+
+# Put on the replicas' PYTHONPATH by the test below: on SIGUSR2 a replica does some needless
+# work at every Python function call from then on, as a service that got slower would.
+SLOW_DOWN_ON_SIGUSR2 = """
+import os, signal, sys, threading
+
+def _trace(frame, event, arg):
+    sum(range(1500))
+
+def _slow_down(signum, frame):
+    sys.settrace(_trace)
+    threading.settrace(_trace)
+
+if os.environ.get("POD_NAME", "").startswith("replica-"):
+    signal.signal(signal.SIGUSR2, _slow_down)
+"""
+
+
+def slow_down_replicas(run_id: str) -> int:
+    """SIGUSR2 to every process of the run's replicas; how many got it."""
+    signalled = 0
+    for process in psutil.process_iter():
+        try:
+            env = process.environ()
+            if env.get("LOADTEST_TEST_RUN") == run_id and env.get("POD_NAME", "").startswith(
+                "replica-"
+            ):
+                process.send_signal(signal.SIGUSR2)
+                signalled += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return signalled
+
+
+@pytest.mark.integration
+def test_a_slowed_service_fails_the_cpu_per_request_gate(
+    trained_model: str, tmp_path: Path
+) -> None:
+    """The negative control of the cost gate: the same steady run with replicas whose Python
+    runs traced, line by line, once the load begins, must fail it."""
+    require_haproxy()
+    from benchmarks.processes import free_port
+
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW_DOWN_ON_SIGUSR2)
+    run_id = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(SESSION_HOME),
+        "LOADTEST_TEST_RUN": run_id,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "slow"), str(REPO_ROOT)]),
+    }
+    command = [
+        sys.executable,
+        *("-m", "loadtest.run", "--mode", "process", "--replicas", "3", "--no-faults"),
+        *("--no-prometheus", "--lb-port", str(free_port()), "--run-time", "15s"),
+        *("--run-id", run_id, "--report-dir", str(tmp_path / "report")),
+    ]
+    lines, signalled = [], 0
+    with subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as runner:
+        try:
+            assert runner.stdout is not None
+            for line in runner.stdout:
+                lines.append(line)
+                # Once every replica is ready and the load begins, so they start as fast as ever.
+                if "Steady load through" in line:
+                    signalled = slow_down_replicas(run_id)
+            runner.wait(timeout=600)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    output = "".join(lines)
+    gates = "".join(line for line in lines if "PASS]" in line or "FAIL]" in line)
+    assert signalled >= 3, output
+    assert runner.returncode == 1, output
+    assert f"[FAIL] {CPU_GATE}" in output, gates
     assert leftovers(run_id) == []

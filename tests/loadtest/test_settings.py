@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadtest import replicas, run, settings
-from loadtest.haproxy import manifest_drain_seconds, manifest_grace_seconds
+from benchmarks.deployment import CONTAINER_NAME, base_deployment, container, pod_spec
+from loadtest import run, settings
+from loadtest.haproxy import manifest_drain_seconds, manifest_readiness_probe
 from tests.conftest import REPO_ROOT
 
 # The locustfile's options as a locust started with that conf would default them. In a process
@@ -72,25 +73,46 @@ def test_the_runner_starts_as_many_replicas_as_locust_conf_expects(edited_conf: 
     assert command[command.index("--config") + 1] == str(edited_conf)
 
 
-def test_the_runner_drains_replicas_as_the_deployment_does(tmp_path: Path) -> None:
-    deployment = yaml.safe_load((REPO_ROOT / "kustomize/base/deployment.yaml").read_text())
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    for variable in container["env"]:
-        if variable["name"] == "IRIS_DRAIN_SECONDS":
-            variable["value"] = "7"
+def edited_deployment(tmp_path: Path, *, grace_seconds: int | None, drain: str) -> Path:
+    """A copy of the base Deployment with another grace period (None: left out) and drain."""
+    deployment = base_deployment()
+    spec = pod_spec(deployment)
+    spec.pop("terminationGracePeriodSeconds")
+    if grace_seconds is not None:
+        spec["terminationGracePeriodSeconds"] = grace_seconds
+    env = container(deployment, CONTAINER_NAME)["env"]
+    (drain_variable,) = [item for item in env if item["name"] == "IRIS_DRAIN_SECONDS"]
+    drain_variable["value"] = drain
+    spec["containers"][0]["readinessProbe"]["periodSeconds"] = 9
     edited = tmp_path / "deployment.yaml"
     edited.write_text(yaml.safe_dump(deployment))
-    assert manifest_drain_seconds(edited) == 7.0
-    assert run.parse_args([]).drain_seconds == manifest_drain_seconds()
+    return edited
 
 
-def test_replicas_get_the_deployments_grace_period_to_stop(tmp_path: Path) -> None:
-    deployment = yaml.safe_load((REPO_ROOT / "kustomize/base/deployment.yaml").read_text())
-    deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 55
-    edited = tmp_path / "deployment.yaml"
-    edited.write_text(yaml.safe_dump(deployment))
-    assert manifest_grace_seconds(edited) == 55.0
-    del deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    edited.write_text(yaml.safe_dump(deployment))
-    assert manifest_grace_seconds(edited) == 30.0  # Kubernetes' default
-    assert manifest_grace_seconds() == replicas.STOP_TIMEOUT_S
+def test_the_base_deployment_differs_from_the_edited_values() -> None:
+    """Otherwise the tests below could not tell a value read from the file from a constant."""
+    spec = pod_spec(base_deployment())
+    assert spec["terminationGracePeriodSeconds"] not in (55, 30)
+    assert manifest_drain_seconds() != 7.0
+    assert manifest_readiness_probe().period_s != 9
+
+
+def test_the_runner_follows_the_deployments_drain_probe_and_grace_period(
+    tmp_path: Path,
+) -> None:
+    edited = edited_deployment(tmp_path, grace_seconds=55, drain="7")
+    args = run.parse_args(["--deployment", str(edited), "--mode", "process"])
+    assert args.drain_seconds == 7.0
+    assert run.readiness_probe(args).period_s == 9
+    started = run.choose_replicas(args, tmp_path)
+    assert [replica.stop_timeout_s for replica in started] == [55.0] * args.replicas
+    assert {replica.env["IRIS_DRAIN_SECONDS"] for replica in started} == {"7"}
+    # Given on the command line, the drain wins over the Deployment's.
+    assert run.parse_args(["--deployment", str(edited), "--drain-seconds", "3"]).drain_seconds == 3
+
+
+def test_a_deployment_without_a_grace_period_gets_kubernetes_default(tmp_path: Path) -> None:
+    edited = edited_deployment(tmp_path, grace_seconds=None, drain="7")
+    args = run.parse_args(["--deployment", str(edited), "--mode", "process"])
+    (replica, *_) = run.choose_replicas(args, tmp_path)
+    assert replica.stop_timeout_s == 30.0

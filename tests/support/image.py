@@ -1,5 +1,9 @@
-"""The service image built from this checkout, once per test session (fixture `service_image`
-in tests/conftest.py): what `make image` needs, and the build itself."""
+"""The service image built from this checkout, for every test that runs it.
+
+`make image` tags each build `iris-classifier:<version>` and `<version>-<image ID>`, and prints
+the latter last. The tag is shared with every other build on the machine and may be retagged at
+any time; the content reference names this build alone, so the tests run that one.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,14 @@ from pathlib import Path
 import yaml
 
 from benchmarks.containers import docker, docker_unavailable_reason, project_image
+from benchmarks.processes import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())["docker"]["base_image"]
 # The debootstrapped base `make image` falls back to, named once in the Makefile.
 LOCAL_BASE = re.search(
     r"^LOCAL_BASE_IMAGE \?= (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE
 ).group(1)
+IMAGE_REF_FILE = REPO_ROOT / "build" / "image-ref"
 
 
 def base_image_obtainable() -> bool:
@@ -37,10 +42,10 @@ def base_image_obtainable() -> bool:
     return True
 
 
-def unavailable_reason() -> str | None:
-    """Why no image can be built here, or None."""
+def why_no_image_can_be_built() -> str | None:
+    """Why `make image` cannot run here, or None when it can."""
     if reason := docker_unavailable_reason():
-        return f"no Docker engine for the image tests ({reason})"
+        return f"no Docker engine for the image ({reason})"
     if not base_image_obtainable():
         return (
             f"no base image: {DEFAULT_BASE} cannot be pulled, {LOCAL_BASE} is absent and "
@@ -50,7 +55,11 @@ def unavailable_reason() -> str | None:
 
 
 def build_image(bentoml_home: Path) -> str:
-    """`make image` against `bentoml_home`'s model store; the reference of this build."""
+    """`make image` with the model store at `bentoml_home`; the content reference it printed.
+
+    Raises AssertionError when the build fails or does not print the reference of the image
+    it tagged.
+    """
     result = subprocess.run(
         ["make", "--no-print-directory", "image"],
         cwd=REPO_ROOT,
@@ -63,10 +72,8 @@ def build_image(bentoml_home: Path) -> str:
     assert result.returncode == 0, (
         f"make image failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     )
-    last_line = result.stdout.strip().splitlines()[-1]
-    # Tagged <version> and, for this build alone, <version>-<image ID>: the reference printed.
-    image_id = docker("image", "inspect", "--format", "{{.Id}}", project_image())
-    assert last_line == f"{project_image()}-{image_id.removeprefix('sha256:')[:12]}"
-    assert docker("image", "inspect", "--format", "{{.Id}}", last_line) == image_id
-    assert (REPO_ROOT / "build" / "image-ref").read_text().strip() == last_line
-    return last_line
+    reference = result.stdout.strip().splitlines()[-1]
+    image_id = docker("image", "inspect", "--format", "{{.Id}}", reference)
+    assert reference == f"{project_image()}-{image_id.removeprefix('sha256:')[:12]}", reference
+    assert IMAGE_REF_FILE.read_text().strip() == reference
+    return reference

@@ -1,0 +1,235 @@
+"""The load test's correctness checks: every answer consistent in itself, the reference flowers'
+answers equal to those fixed in loadtest/reference_answers.json, and that file current."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iris_classifier.flowers import CLASS_NAMES
+from iris_classifier.training.data import load_bundled
+from iris_classifier.training.estimators import build_pipeline
+from loadtest import answers
+from loadtest.answers import (
+    MODEL_TOLERANCE,
+    PROBABILITY_SUM_TOLERANCE,
+    ReferenceAnswers,
+    batch_problem,
+    classification_problem,
+    load_fixed_answers,
+)
+from tests.support.model_store import MODEL_NAME, stored_metadata
+from tests.support.reference_model import reference_probabilities
+
+GOOD_ANSWER = {
+    "class": "setosa",
+    "probability": 0.97,
+    "probabilities": {"setosa": 0.9700, "versicolor": 0.0200, "virginica": 0.0100},
+    "model_version": "iris_classifier:abc",
+    "out_of_range": [],
+}
+
+
+def served_answer(probabilities: dict[str, float]) -> dict:
+    """What the service answers for a flower with these unrounded probabilities."""
+    species = max(probabilities, key=probabilities.__getitem__)
+    return {
+        "class": species,
+        "probability": round(probabilities[species] * 100) / 100,
+        "probabilities": {name: round(value, 4) for name, value in probabilities.items()},
+        "model_version": "iris_classifier:abc",
+        "out_of_range": [],
+    }
+
+
+def served_batch(rows: list[dict[str, float]]) -> dict:
+    predictions = [served_answer(row) for row in rows]
+    return {
+        "predictions": [
+            {"class": p["class"], "probability": p["probability"], "out_of_range": []}
+            for p in predictions
+        ],
+        "model_version": "iris_classifier:abc",
+    }
+
+
+# --- every answer -----------------------------------------------------------------------------
+
+
+def test_a_consistent_answer_passes() -> None:
+    assert classification_problem(GOOD_ANSWER) is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("class", "rose", "unknown class"),
+        ("class", "versicolor", "not the most probable"),
+        ("probability", 1.5, "not in [1/3, 1]"),
+        ("probability", 0.95, "not probabilities['setosa'] rounded"),
+        ("probabilities", {"setosa": 1.0}, "do not cover"),
+        # Off by 0.0010: more than rounding 3 values to 4 places can lose.
+        ("probabilities", {"setosa": 0.9710, "versicolor": 0.0200, "virginica": 0.0100}, "sum"),
+        ("model_version", "", "model_version"),
+    ],
+)
+def test_an_inconsistent_answer_is_a_failure(field: str, value: object, why: str) -> None:
+    assert why in (classification_problem({**GOOD_ANSWER, field: value}) or "")
+
+
+def test_the_sum_tolerance_is_what_rounding_to_4_places_can_lose() -> None:
+    assert pytest.approx(len(CLASS_NAMES) * 0.00005, abs=1e-8) == PROBABILITY_SUM_TOLERANCE
+    third = {name: 1 / 3 for name in CLASS_NAMES}  # answered as 0.3333 each: 0.9999 in all
+    assert classification_problem(served_answer(third)) is None
+    short = {"setosa": 0.3333, "versicolor": 0.3333, "virginica": 0.3332}
+    assert "sum" in (classification_problem({**served_answer(short), "probabilities": short}) or "")
+
+
+def test_every_answer_a_correct_service_rounds_passes() -> None:
+    """No false alarm: 20,000 random probability vectors, float32 as the model computes them,
+    answered as the service rounds them, skewed towards near-ties and rounding boundaries."""
+    rng = np.random.default_rng(3)
+    rows = np.concatenate(
+        [rng.dirichlet([0.3] * 3, 10_000), rng.dirichlet([50.0] * 3, 10_000)]
+    ).astype(np.float32)
+    for row in rows:
+        probabilities = dict(zip(CLASS_NAMES, map(float, row), strict=True))
+        assert classification_problem(served_answer(probabilities)) is None, probabilities
+
+
+def test_a_batch_answer_must_have_one_plausible_prediction_per_flower() -> None:
+    answer = {"predictions": [{"class": "setosa", "probability": 0.9}], "model_version": "v"}
+    assert batch_problem(answer, 1) is None
+    assert "1 predictions for 2 flowers" in (batch_problem(answer, 2) or "")
+    low = {"predictions": [{"class": "setosa", "probability": 0.2}], "model_version": "v"}
+    assert "not in [1/3, 1]" in (batch_problem(low, 1) or "")
+
+
+# --- the fixed answers -----------------------------------------------------------------------------
+
+
+FIXED = load_fixed_answers()
+
+
+def test_the_reference_flowers_cover_every_class_and_leave_no_near_tie() -> None:
+    assert {answer.species for answer in FIXED} == set(CLASS_NAMES)
+    for answer in FIXED:
+        top, second = sorted(answer.probabilities.values())[-2:][::-1]
+        # A tie closer than rounding could let a correct service answer the other class.
+        assert top - second > 2 * (0.00005 + MODEL_TOLERANCE), answer
+
+
+def test_the_fixed_answers_pass_as_a_correct_service_gives_them() -> None:
+    reference = ReferenceAnswers(FIXED)
+    for index, answer in enumerate(FIXED):
+        # A correct service may be off by the ONNX parity tolerance before it rounds.
+        nudged = {name: value + MODEL_TOLERANCE for name, value in answer.probabilities.items()}
+        for probabilities in (answer.probabilities, nudged):
+            served = served_answer(probabilities)
+            assert reference.single_problem(index, served, "replica-1") is None, served
+    batch = served_batch([answer.probabilities for answer in FIXED])
+    assert reference.batch_problem(batch, "replica-2") is None
+    result = reference.gate({"replica-1": 40, "replica-2": 41})
+    assert result.passed, result.detail
+
+
+def test_a_consistent_answer_of_another_model_fails() -> None:
+    """Well formed and consistent, but off the fixed answer by more than rounding."""
+    reference = ReferenceAnswers(FIXED)
+    index, answer = 1, FIXED[1]
+    species = answer.species
+    other = next(name for name in CLASS_NAMES if name != species)
+    shifted = {**answer.probabilities}
+    shifted[species] -= 0.0002
+    shifted[other] += 0.0002
+    served = served_answer(shifted)
+    assert classification_problem(served) is None
+    assert "expected" in (reference.single_problem(index, served, "replica-2") or "")
+    result = reference.gate({"replica-1": 1, "replica-2": 1})
+    assert not result.passed
+    assert "1 differed; first: reference flower 1 on replica-2" in result.detail
+
+
+@pytest.mark.parametrize("estimator", ["random-forest", "gradient-boosting", "svm"])
+def test_every_other_estimator_fails_the_fixed_answers(estimator: str) -> None:
+    """The negative control: the project's other models, trained on the same data, answer the
+    reference flowers consistently, and must still fail."""
+    data = load_bundled()
+    pipeline = build_pipeline(estimator, 42).fit(data.features, data.species)
+    features = pd.DataFrame([answer.flower for answer in FIXED], columns=data.features.columns)
+    rows = [
+        dict(zip(map(str, pipeline.classes_), map(float, row), strict=True))
+        for row in pipeline.predict_proba(features)
+    ]
+    reference = ReferenceAnswers(FIXED)
+    problems = [
+        reference.single_problem(i, served_answer(row), "other") for i, row in enumerate(rows)
+    ]
+    assert all(classification_problem(served_answer(row)) is None for row in rows)
+    assert any(problems), rows
+    assert not reference.gate({"other": len(rows)}).passed
+
+
+def test_a_batch_with_a_wrong_row_fails() -> None:
+    reference = ReferenceAnswers(FIXED)
+    batch = served_batch([answer.probabilities for answer in FIXED])
+    swapped = {**batch["predictions"][0], "class": FIXED[1].species}
+    batch["predictions"][0] = swapped
+    assert "row 0: class" in (reference.batch_problem(batch, "replica-1") or "")
+
+
+def test_the_reference_gate_needs_every_replica_checked() -> None:
+    reference = ReferenceAnswers(FIXED)
+    assert not reference.gate({"replica-1": 10}).passed
+    assert reference.single_problem(0, served_answer(FIXED[0].probabilities), "replica-1") is None
+    result = reference.gate({"replica-1": 10, "replica-2": 10})
+    assert not result.passed
+    assert "never checked on replica-2" in result.detail
+
+
+# --- the file is current -------------------------------------------------------------------------
+
+
+def test_the_fixed_answers_are_those_of_a_freshly_trained_default_model(trained_model: str) -> None:
+    """scikit-learn's own answers from the model train.py stores by default (the file was
+    written by ONNX Runtime from the same model): `python -m loadtest.answers --write` after a
+    change that moves them."""
+    fresh = reference_probabilities(trained_model, [answer.flower for answer in FIXED])
+    for answer, probabilities in zip(FIXED, fresh, strict=True):
+        for name in CLASS_NAMES:
+            assert abs(answer.probabilities[name] - probabilities[name]) <= MODEL_TOLERANCE, (
+                f"{answer.flower}: file {answer.probabilities}, freshly trained {probabilities}"
+            )
+    written = json.loads(answers.REFERENCE_ANSWERS_FILE.read_text())["model"]
+    stored = stored_metadata_of(trained_model)
+    assert written == {key: stored[key] for key in answers.PROVENANCE_KEYS}
+
+
+def stored_metadata_of(model_tag: str) -> dict:
+    import bentoml
+
+    return stored_metadata(Path(bentoml.models.get(model_tag).path))
+
+
+def test_the_answers_tool_finds_the_file_current_and_rewrites_a_stale_one(
+    trained_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert trained_model.startswith(f"{MODEL_NAME}:")
+    assert answers.main([]) == 0
+    stale = tmp_path / "reference_answers.json"
+    shutil.copy(answers.REFERENCE_ANSWERS_FILE, stale)
+    document = json.loads(stale.read_text())
+    document["flowers"][2]["probabilities"] = {"setosa": 0.1, "versicolor": 0.2, "virginica": 0.7}
+    stale.write_text(json.dumps(document))
+    monkeypatch.setattr(answers, "REFERENCE_ANSWERS_FILE", stale)
+    assert answers.main([]) == 1
+    assert answers.main(["--write"]) == 0
+    assert answers.main([]) == 0
+    assert json.loads(stale.read_text()) == json.loads(
+        (Path(answers.__file__).with_name("reference_answers.json")).read_text()
+    )
