@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,22 +59,31 @@ class Example:
     output: str
 
 
+def shell_commands(
+    block: str, is_command: Callable[[str], bool] = lambda line: True
+) -> Iterator[tuple[str, list[str]]]:
+    """Each command of a shell block, continued lines joined, with the lines after it up to the
+    next line `is_command` accepts (a console block's output)."""
+    lines = block.replace("\\\n", " ").splitlines()
+    index = 0
+    while index < len(lines):
+        command = lines[index]
+        index += 1
+        # A quoted body may go on over several lines, which the shell keeps in it.
+        while command.count("'") % 2 and index < len(lines):
+            command += "\n" + lines[index]
+            index += 1
+        output = []
+        while index < len(lines) and not is_command(lines[index]):
+            output.append(lines[index])
+            index += 1
+        yield command, output
+
+
 def console_examples(page: Path) -> list[Example]:
     examples = []
     for block in CONSOLE_BLOCK.findall(page.read_text()):
-        lines = block.replace("\\\n", " ").splitlines()
-        index = 0
-        while index < len(lines):
-            command = lines[index]
-            index += 1
-            # A quoted body may go on over several lines, which the shell keeps in it.
-            while command.count("'") % 2 and index < len(lines):
-                command += "\n" + lines[index]
-                index += 1
-            output = []
-            while index < len(lines) and not lines[index].startswith("$ "):
-                output.append(lines[index])
-                index += 1
+        for command, output in shell_commands(block, lambda line: line.startswith("$ ")):
             if command.startswith("$ curl") and SERVICE in command and "|" not in command:
                 examples.append(
                     Example(
@@ -229,14 +239,7 @@ def shell_examples(page: Path) -> list[ShellExample]:
     examples = []
     for block, after in BASH_BLOCK.findall(page.read_text()):
         fragments = tuple(compact(span) for span in JSON_FRAGMENT.findall(after.split("\n\n")[0]))
-        lines = block.replace("\\\n", " ").splitlines()
-        index = 0
-        while index < len(lines):
-            command = lines[index]
-            index += 1
-            while command.count("'") % 2 and index < len(lines):
-                command += "\n" + lines[index]
-                index += 1
+        for command, _ in shell_commands(block):
             if not command.startswith("curl") or SERVICE not in command:
                 continue
             command, _, pipe = command.split("  #")[0].partition("|")
