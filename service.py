@@ -14,6 +14,10 @@ that every route and the typed APIs below call.
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +34,11 @@ from iris_classifier.serving.contract import (
 )
 from iris_classifier.serving.edge import EdgeMiddleware
 from iris_classifier.serving.logs import configure_logging
-from iris_classifier.serving.metrics import ModelMetrics
-from iris_classifier.serving.model import ModelError, check_in_child
-from iris_classifier.serving.prediction import Predictor, features_of, read_flower
-from iris_classifier.serving.ranges import TrainingRanges
 from iris_classifier.serving.routes import RouteMiddleware, RouteTable, ServedModel
 from iris_classifier.serving.shutdown import Drain
-from iris_classifier.serving.v2 import InferenceProtocol
+
+# What only a worker needs (the model, NumPy, ONNX Runtime) is imported where a worker loads
+# the model: the arbiter imports this module too, and would hold all of it for nothing.
 
 settings = Settings.from_env()
 configure_logging(settings.log_format, settings.served_by)
@@ -50,7 +52,7 @@ def resolved(model_ref: Any) -> Any:
     return model_ref.resolve() if hasattr(model_ref, "resolve") else model_ref
 
 
-def refuse_to_serve(model: Any, problem: ModelError) -> SystemExit:
+def refuse_to_serve(model: Any, problem: object) -> SystemExit:
     # One line and exit status 1: `bentoml serve` (and so the container) stops at once rather
     # than restarting a worker that can never become ready.
     return SystemExit(f"refusing to serve {model.tag}: {problem}")
@@ -61,20 +63,31 @@ def check_stored(model_ref: Any) -> None:
 
     `bentoml serve` imports this module in its main process (the arbiter) before it starts any
     worker, so a bad model stops the server with a clear line, not a worker restart loop. The
-    arbiter never predicts: ONNX Runtime runs the check in a short-lived child process, so the
-    arbiter does not hold the runtime and a session for its whole life.
+    arbiter never predicts: the worker's checks run in a short-lived child process, so the
+    arbiter holds neither ONNX Runtime and a session nor NumPy for its whole life.
     """
     model = resolved(model_ref)
-    try:
-        TrainingRanges.from_metadata(model.info.metadata.get("feature_stats"), FEATURE_NAMES)
-        check_in_child(Path(model.path), model.info.metadata)
-    except ModelError as exc:
-        raise refuse_to_serve(model, exc) from None
+    checked = subprocess.run(
+        [sys.executable, "-c", "from iris_classifier.serving.model import check; check()"],
+        input=json.dumps({"directory": model.path, "metadata": model.info.metadata}, default=str),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)},
+        check=False,
+    )
+    if checked.returncode != 0:
+        lines = checked.stderr.strip().splitlines() or ["the check died silently"]
+        raise refuse_to_serve(model, lines[-1])
 
 
 def load_served(model_ref: Any) -> ServedModel:
     """The loaded model: its one Predictor, the tensor protocol over it, and its card."""
-    from iris_classifier.serving.model import load
+    from iris_classifier.serving.metrics import ModelMetrics
+    from iris_classifier.serving.model import ModelError, load
+    from iris_classifier.serving.prediction import Predictor
+    from iris_classifier.serving.ranges import TrainingRanges
+    from iris_classifier.serving.v2 import InferenceProtocol
 
     model = resolved(model_ref)
     metadata = model.info.metadata
@@ -141,11 +154,15 @@ class IrisClassifier:
     @bentoml.api(route="/iris/classify_iris")
     async def classify_iris(self, flower: IrisFeatures, /) -> Classification:
         """Classify one flower: the most likely species and its probability."""
+        from iris_classifier.serving.prediction import read_flower
+
         return Classification.model_validate(self.predictor.classify(read_flower(flower)))
 
     @bentoml.api(route="/iris/classify_batch")
     async def classify_batch(self, batch: BatchRequest, /) -> BatchClassification:
         """Classify up to 5,000 flowers in one request; answers come in the order sent."""
+        from iris_classifier.serving.prediction import features_of, read_flower
+
         features = features_of(batch.flowers, read_flower)
         return BatchClassification.model_validate(self.predictor.classify_many(features))
 

@@ -187,16 +187,18 @@ def serving_processes(url: str) -> tuple[int, list[int]]:
     return arbiter, [int(child) for child in children]
 
 
-def maps_onnxruntime(pid: int) -> bool:
-    return "onnxruntime" in Path(f"/proc/{pid}/maps").read_text()
+def maps(pid: int, library: str) -> bool:
+    return f"/{library}/" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_only_the_worker_holds_onnx_runtime(live_server: str) -> None:
-    """The arbiter checks the model in a child process that exits: it never loads the runtime."""
+@pytest.mark.parametrize("library", ["onnxruntime", "numpy"])
+def test_only_the_worker_holds_the_model_libraries(live_server: str, library: str) -> None:
+    """The arbiter checks the model in a child process that exits: it never loads ONNX Runtime
+    or NumPy, which only predicting needs."""
     arbiter, workers = serving_processes(live_server)
-    assert not maps_onnxruntime(arbiter)
+    assert not maps(arbiter, library)
     assert workers
-    assert all(maps_onnxruntime(worker) for worker in workers)
+    assert all(maps(worker, library) for worker in workers)
 
 
 def request_count(url: str, endpoint: str) -> float:

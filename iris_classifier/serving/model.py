@@ -9,8 +9,6 @@ ONNX graph and JSON metadata only.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -185,26 +183,16 @@ def _check_signature(session: onnxruntime.InferenceSession, classes: int) -> Non
         )
 
 
-def check_in_child(directory: Path, metadata: Mapping[str, Any]) -> None:
-    """`load`'s checks, run in a short-lived child process: the caller (BentoML's arbiter,
-    which never predicts) learns whether the model can serve without holding ONNX Runtime and
-    a session for its whole life. `ModelError` with the child's one line if it cannot."""
-    checked = subprocess.run(
-        [sys.executable, "-c", "from iris_classifier.serving.model import _check; _check()"],
-        input=json.dumps({"directory": str(directory), "metadata": dict(metadata)}, default=str),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)},
-        check=False,
-    )
-    if checked.returncode != 0:
-        raise ModelError((checked.stderr.strip() or "the check died silently").splitlines()[-1])
+def check() -> None:
+    """`load`'s checks and the training ranges' on the model a JSON request on stdin names; run
+    by service.py in a short-lived child process, so that BentoML's arbiter, which never
+    predicts, holds neither ONNX Runtime nor NumPy. Exit status 1 with one line if it cannot
+    serve."""
+    from iris_classifier.serving.ranges import TrainingRanges
 
-
-def _check() -> None:
     request = json.load(sys.stdin)
     try:
         load(Path(request["directory"]), request["metadata"], FEATURE_NAMES)
+        TrainingRanges.from_metadata(request["metadata"].get("feature_stats"), FEATURE_NAMES)
     except ModelError as exc:
         raise SystemExit(str(exc)) from None  # the one line, on stderr, and exit status 1

@@ -84,6 +84,11 @@ class Predictor:
     or a tensor, however many rows) is one observation of `iris_batch_rows`.
     """
 
+    # How the seed routes read a body, the contract's way; the route table gets them with the
+    # predictor.
+    read_one = staticmethod(parse_flower)
+    read_many = staticmethod(parse_batch)
+
     def __init__(
         self, model: OnnxClassifier, ranges: TrainingRanges, metrics: ModelMetrics, version: str
     ) -> None:

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
@@ -21,11 +21,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from iris_classifier.flowers import MODEL_NAME
 from iris_classifier.serving.api_page import CONTENT_SECURITY_POLICY, render_page
 from iris_classifier.serving.limits import TENSOR_TYPES, BodyRefused, read_body, refuse_unread
-from iris_classifier.serving.openapi import describe_service
-from iris_classifier.serving.prediction import Predictor, parse_batch, parse_flower
 from iris_classifier.serving.refusals import Refusal, send_body, send_refusal, validation_refusal
 from iris_classifier.serving.shutdown import Drain
-from iris_classifier.serving.v2 import HEADER_LENGTH, InferenceProtocol
+
+# The model's side (NumPy, the predictor, the tensor protocol) reaches the table with the loaded
+# model, in a worker: BentoML's arbiter builds the table too, and never predicts.
+if TYPE_CHECKING:
+    from iris_classifier.serving.prediction import Predictor
+    from iris_classifier.serving.v2 import InferenceProtocol
 
 logger = logging.getLogger("iris_classifier.http")
 
@@ -63,16 +66,20 @@ class RouteTable:
             "/docs.json": {"GET": _answer(lambda: json.dumps(self.describe()).encode())},
             "/healthcheck": {"GET": _answer(lambda: b'"Iris classifier is ready!"')},
             "/iris/model": {"GET": _answer(lambda: orjson.dumps(dict(self._loaded().card)))},
-            "/iris/classify_iris": {"POST": self._classify(parse_flower, "classify")},
-            "/iris/classify_batch": {"POST": self._classify(parse_batch, "classify_many")},
+            "/iris/classify_iris": {"POST": self._classify("read_one", "classify")},
+            "/iris/classify_batch": {"POST": self._classify("read_many", "classify_many")},
             "/v2": {"GET": _answer(lambda: self._loaded().protocol.server_metadata())},
             "/v2/health/live": {"GET": _answer(lambda: LIVE)},
             "/v2/health/ready": {"GET": self.ready},
         }
         self.model_routes: dict[str, dict[str, Handler]] = {}
+        self.header_length = b""
 
     def serve(self, served: ServedModel) -> None:
         """Answer with `served` from now on; its V2 routes become exact paths of the table."""
+        from iris_classifier.serving.v2 import HEADER_LENGTH
+
+        self.header_length = HEADER_LENGTH.encode()
         self.served = served
         metadata = _answer(served.protocol.model_metadata)
         model = f"{V2_MODELS}{MODEL_NAME}"
@@ -120,8 +127,8 @@ class RouteTable:
             raise Refusal(503, "the model is not loaded yet", field="model")
         return self.served
 
-    def _classify(self, parse: Callable[[bytes], Any], answer: str) -> Handler:
-        """A seed route: the contract's reading of the body, and the predictor's `answer`."""
+    def _classify(self, read: str, answer: str) -> Handler:
+        """A seed route: the predictor's `read` of the body (the contract's), and its `answer`."""
 
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
             predictor = self._loaded().predictor
@@ -129,7 +136,8 @@ class RouteTable:
             if body is None:
                 return
             try:
-                request = parse(body or b"{}")  # an empty body is read as {}, as BentoML read it
+                # An empty body is read as {}, as BentoML read it.
+                request = getattr(predictor, read)(body or b"{}")
             except ValidationError as error:
                 raise validation_refusal(error) from None
             await send_body(send, 200, orjson.dumps(getattr(predictor, answer)(request)))
@@ -137,6 +145,8 @@ class RouteTable:
         return handler
 
     def describe(self) -> dict[str, Any]:
+        from iris_classifier.serving.openapi import describe_service  # it names the tensors
+
         return describe_service(
             self.openapi(), self.version, self.served.card if self.served else {}
         )
@@ -156,14 +166,14 @@ class RouteTable:
         body = await read_body(scope, receive, self.max_body_bytes, TENSOR_TYPES)
         if body is None:
             return
-        header_length = dict(scope["headers"]).get(HEADER_LENGTH.encode())
+        header_length = dict(scope["headers"]).get(self.header_length)
         answer, json_length = protocol.infer(
             body, header_length and header_length.decode("latin-1")
         )
         if json_length is None:
             await send_body(send, 200, answer)
             return
-        length = ((HEADER_LENGTH.encode(), str(json_length).encode()),)
+        length = ((self.header_length, str(json_length).encode()),)
         await send_body(send, 200, answer, b"application/octet-stream", headers=length)
 
     def _unknown_model(self, path: str) -> dict[str, Handler] | None:
