@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -55,6 +56,9 @@ def tree(tmp_path: Path) -> Path:
 
 
 def make_install(tree: Path, python: Path | str) -> subprocess.CompletedProcess[str]:
+    # As a person types it: not as a sub-make of `make test`, whose level and flags would make
+    # this make name itself `make[1]` in its messages.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     return subprocess.run(
         ["make", "--no-print-directory", "install-serve", f"PYTHON={python}"],
         cwd=tree,
@@ -62,6 +66,7 @@ def make_install(tree: Path, python: Path | str) -> subprocess.CompletedProcess[
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
 
 

@@ -292,11 +292,11 @@ def matches(labels: dict[str, str], matchers: list[tuple[str, str, str]]) -> boo
     return all(tests[op](labels.get(name, ""), wanted) for name, op, wanted in matchers)
 
 
-def rule_selectors() -> set[tuple[str, tuple[tuple[str, str, str], ...]]]:
+def rule_selectors(rules: list[dict]) -> set[tuple[str, tuple[tuple[str, str, str], ...]]]:
     """Each (metric, matchers without scrape labels) a rule selects from the replicas."""
     return {
         (metric, tuple(m for m in MATCHER.findall(body) if m[0] not in SCRAPE_LABELS))
-        for rule in rules()
+        for rule in rules
         for metric, body in SELECTOR.findall(rule["expr"])
         if metric not in NOT_FROM_THE_SERVICE
     }
@@ -310,7 +310,9 @@ def test_the_selector_check_tells_a_label_value_that_is_not_there() -> None:
 
 
 @pytest.mark.integration
-def test_every_selector_of_the_rules_selects_a_series_of_a_live_replica(live_server: str) -> None:
+def test_every_selector_of_the_rules_selects_a_series_of_a_live_replica(
+    live_server: str, rules: list[dict]
+) -> None:
     """After one real 5xx (BentoML's timeout) and one real request, each selector of the rules,
     label values included, matches a series on the live `/metrics`: a label renamed or a
     value spelt otherwise (`5xx` for `5..`, a route prefix) would leave an alert blind."""
@@ -324,7 +326,7 @@ def test_every_selector_of_the_rules_selects_a_series_of_a_live_replica(live_ser
     )
     urllib.request.urlopen(request, timeout=10).close()
     samples = metric_samples(live_server)
-    selectors = rule_selectors()
+    selectors = rule_selectors(rules)
     assert any(matchers for _, matchers in selectors), "the rules select no label value"
     unmatched = [
         (metric, matchers)
