@@ -52,31 +52,26 @@ def test_operational_endpoints_answer_200_with_replica_header(live_server: str, 
     assert headers["X-Served-By"] == "live-replica-1"
 
 
-def classify_counts(url: str) -> dict[str, float]:
-    """`bentoml_service_request_total` of `/iris/classify_iris`, by response code."""
-    from prometheus_client.parser import text_string_to_metric_families
+def request_counts(url: str, endpoint: str = "/iris/classify_iris") -> dict[str, float]:
+    """`bentoml_service_request_total` of `endpoint`, by response code."""
+    from tests.support.live import metric_samples
 
-    _, _, body = request(f"{url}/metrics")
     counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if (
-                sample.name == "bentoml_service_request_total"
-                and sample.labels.get("endpoint") == "/iris/classify_iris"
-            ):
-                code = sample.labels["http_response_code"]
-                counts[code] = counts.get(code, 0) + sample.value
+    for name, labels, value in metric_samples(url):
+        if name == "bentoml_service_request_total" and labels.get("endpoint") == endpoint:
+            code = labels["http_response_code"]
+            counts[code] = counts.get(code, 0) + value
     return counts
 
 
 def test_metrics_count_exactly_the_classify_requests_sent(live_server: str) -> None:
     """A delta on the shared server: earlier tests' requests are in both scrapes."""
-    before = classify_counts(live_server)
+    before = request_counts(live_server)
     flower = json.dumps(SEED_FLOWER).encode()
     for _ in range(3):
         assert request(f"{live_server}/iris/classify_iris", flower)[0] == 200
     assert request(f"{live_server}/iris/classify_iris", b"{")[0] == 400
-    after = classify_counts(live_server)
+    after = request_counts(live_server)
     delta = {code: after[code] - before.get(code, 0) for code in after}
     assert {code: count for code, count in delta.items() if count} == {"200": 3, "400": 1}
 
@@ -88,12 +83,12 @@ def test_a_timeout_of_the_real_service_carries_both_headers_and_is_counted(
     the edge layer sits in front of it, so the answer is still marked and counted."""
     from tests.support.live import timed_out_request
 
-    before = classify_counts(live_server)
+    before = request_counts(live_server)
     status, headers = timed_out_request(live_server, request_id="slow-1")
     assert status == 504
     assert headers["X-Served-By"] == "live-replica-1"
     assert headers["X-Request-ID"] == "slow-1"
-    after = classify_counts(live_server)
+    after = request_counts(live_server)
     assert after.get("504", 0) - before.get("504", 0) == 1
 
 
@@ -201,25 +196,16 @@ def test_only_the_worker_holds_the_model_libraries(live_server: str, library: st
     assert all(maps(worker, library) for worker in workers)
 
 
-def request_count(url: str, endpoint: str) -> float:
-    _, _, body = request(f"{url}/metrics")
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in body.decode().splitlines()
-        if line.startswith("bentoml_service_request_total") and f'endpoint="{endpoint}"' in line
-    )
-
-
 def test_bentoml_counts_tensor_requests_like_every_route(live_server: str) -> None:
     endpoint = "/v2/models/iris_classifier/infer"
     tensor = {
         "inputs": [{"name": "flowers", "datatype": "FP32", "shape": [1, 4], "data": [2, 4, 2, 4]}]
     }
-    before = request_count(live_server, endpoint)
+    before = sum(request_counts(live_server, endpoint).values())
     for _ in range(3):
         status, headers, _ = request(f"{live_server}{endpoint}", json.dumps(tensor).encode())
         assert (status, headers["X-Served-By"]) == (200, "live-replica-1")
-    assert request_count(live_server, endpoint) - before == 3
+    assert sum(request_counts(live_server, endpoint).values()) - before == 3
 
 
 def test_an_unknown_route_is_refused_in_the_one_shape(live_server: str) -> None:
