@@ -40,9 +40,10 @@ JSON = b"application/json"
 
 def foreign_error(message: Message) -> bool:
     """An error answer not in the refusal shape: not JSON, or one of BentoML's own."""
+    if message["status"] < 400:  # every answer passes here: no header scan for a success
+        return False
     content_type = dict(message.get("headers", ())).get(b"content-type", b"")
-    foreign = message["status"] in FOREIGN_STATUSES or not content_type.startswith(JSON)
-    return message["status"] >= 400 and foreign
+    return message["status"] in FOREIGN_STATUSES or not content_type.startswith(JSON)
 
 
 def reshaped(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> Refusal:
