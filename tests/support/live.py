@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 def timed_out_request(url: str, path: str = "/iris/classify_iris", request_id: str = "slow-1"):
     """(status, headers) of a POST whose body never arrives in full: the service's own request
-    timeout (BentoML's, `traffic.timeout`) answers it, through every layer of the real stack."""
+    timeout (`traffic.timeout`, edge.py's `RequestTimeout`) answers it, through every layer of the real stack."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
