@@ -127,7 +127,7 @@ image-tag:
 
 .PHONY: run-image  ## Run the image on PORT hardened as the Deployment's pod spec says (read-only, its uid, no capabilities)
 run-image: install-serve
-	$(BIN)/python -m benchmarks.containers $(IMAGE) --port $(PORT)
+	$(BIN)/python -m harness.containers $(IMAGE) --port $(PORT)
 
 .PHONY: image-stats  ## Print the image's size and its cold start (container start to /readyz 200)
 image-stats:

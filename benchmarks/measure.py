@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 
 from benchmarks.loadgen import WrkResult, run_wrk
-from benchmarks.processes import (
+from benchmarks.servers import Server
+from harness.processes import (
     REPO_ROOT,
     free_port,
     process_tree,
@@ -21,7 +22,6 @@ from benchmarks.processes import (
     tree_memory_bytes,
     wait_http_ok,
 )
-from benchmarks.servers import Server
 from iris_classifier.serving.contract import SAMPLE_FLOWER
 
 logger = logging.getLogger(__name__)

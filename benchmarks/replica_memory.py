@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.processes import (
+from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
     free_port,
@@ -123,7 +123,7 @@ def measure(*, singles: int, batches: int, concurrency: int) -> dict[str, dict[s
 
 def measure_pod(*, singles: int, batches: int, concurrency: int) -> dict[str, dict[str, float]]:
     """The same burst against the kind overlay's image, started as its pod spec says."""
-    from benchmarks import deployment, pod_emulation
+    from harness import deployment, pod_emulation
 
     kind = deployment.only(deployment.render(deployment.overlay_dir("kind")), "Deployment")
     container = pod_emulation.pod_container(kind, deployment.CONTAINER_NAME, pod_name="measure")

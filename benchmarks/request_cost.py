@@ -45,7 +45,8 @@ import orjson
 
 from benchmarks.loadgen import run_wrk
 from benchmarks.measure import tree_cpu_seconds
-from benchmarks.processes import (
+from benchmarks.servers import uvicorn_command
+from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
     free_port,
@@ -53,7 +54,6 @@ from benchmarks.processes import (
     stop_tree,
     wait_http_ok,
 )
-from benchmarks.servers import uvicorn_command
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME
 
 logger = logging.getLogger("benchmarks.request_cost")

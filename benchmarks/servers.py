@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.processes import bentoml_serve_command
+from harness.processes import bentoml_serve_command
 
 
 @dataclass(frozen=True)

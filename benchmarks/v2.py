@@ -37,7 +37,7 @@ import numpy as np
 
 from benchmarks.loadgen import WrkResult, run_wrk
 from benchmarks.measure import SERVER_LOG_DIR
-from benchmarks.processes import (
+from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
     free_port,

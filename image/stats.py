@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.containers import cold_start, docker_unavailable_reason, image_size_bytes
+from harness.containers import cold_start, docker_unavailable_reason, image_size_bytes
 
 logger = logging.getLogger("image-stats")
 

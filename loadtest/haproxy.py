@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.deployment import (
+from harness.deployment import (
     BASE_DEPLOYMENT,
     CONTAINER_NAME,
     Manifest,
@@ -33,7 +33,7 @@ from benchmarks.deployment import (
     container,
     pod_spec,
 )
-from benchmarks.processes import REPO_ROOT, start, stop_tree
+from harness.processes import REPO_ROOT, start, stop_tree
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from benchmarks.processes import free_port, start, stop_tree, wait_http_ok
+from harness.processes import free_port, start, stop_tree, wait_http_ok
 from loadtest.gates import GateResult
 from loadtest.request_log import RequestRecord
 

@@ -21,13 +21,13 @@ from typing import Protocol
 
 import psutil
 
-from benchmarks.containers import (
+from harness.containers import (
     container_cpu_seconds,
     container_logs,
     docker,
     hardened_command,
 )
-from benchmarks.processes import (
+from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
     private_bentoml_home,

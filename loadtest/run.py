@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.containers import image_present, project_image
-from benchmarks.deployment import BASE_DEPLOYMENT
-from benchmarks.processes import REPO_ROOT, free_port, start, stop_tree
+from harness.containers import image_present, project_image
+from harness.deployment import BASE_DEPLOYMENT
+from harness.processes import REPO_ROOT, free_port, start, stop_tree
 from loadtest import settings
 from loadtest.chart import write_chart
 from loadtest.gates import GateResult, cpu_per_request_gate

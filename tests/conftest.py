@@ -115,7 +115,7 @@ def serving(
 ) -> Iterator[str]:
     """A real `bentoml serve` of the session's model store on a free port, logging to
     `<name>/serve.log`, with a BentoML home of its own (so /metrics counts only its requests)."""
-    from benchmarks.processes import bentoml_serve_command, free_port, private_bentoml_home, running
+    from harness.processes import bentoml_serve_command, free_port, private_bentoml_home, running
 
     port = free_port()
     log = tmp_path_factory.mktemp(name) / "serve.log"

@@ -34,7 +34,7 @@ def test_require_fails_under_ci_and_skips_outside(monkeypatch: pytest.MonkeyPatc
 def test_only_conftest_decides_whether_this_is_ci() -> None:
     readers = {
         str(path.relative_to(REPO_ROOT))
-        for folder in ("tests", "loadtest", "benchmarks", "image", "iris_classifier")
+        for folder in ("tests", "loadtest", "benchmarks", "image", "harness", "iris_classifier")
         for path in (REPO_ROOT / folder).rglob("*.py")
         if READS_CI.search(path.read_text())
     }

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import (
+from harness.processes import (
     free_port,
     private_bentoml_home,
     running,

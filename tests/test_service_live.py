@@ -230,7 +230,7 @@ FORGED_NAME = "x\nFAKE LOG LINE [ERROR] admin"
 @contextlib.contextmanager
 def json_serving(tmp_path_factory: pytest.TempPathFactory, name: str):
     """(url, arbiter process, log path) of a `bentoml serve` logging JSON and draining 3 s."""
-    from benchmarks.processes import (
+    from harness.processes import (
         bentoml_serve_command,
         free_port,
         start,

@@ -1,7 +1,9 @@
-"""The tools a user runs (loadtest/, benchmarks/, image/) never import the tests.
+"""The tools a user runs (loadtest/, benchmarks/, image/) and the code they share (harness/)
+never import the tests, and the shared code imports none of the tools.
 
 Tests may use the tools, never the other way round: a tool that needs a helper gets it from
-its own folder (the process helpers and the container runner live in benchmarks/).
+its own folder, or from harness/ when several tools need it (the process helpers, the
+container runner, the Deployment reader and the pod emulation).
 """
 
 from __future__ import annotations
@@ -13,19 +15,33 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.support.imports import imported_modules
 
+TOOLS = ("loadtest", "benchmarks", "image")
+SHARED = "harness"
+
 TOOL_FILES = sorted(
-    path
-    for folder in ("loadtest", "benchmarks", "image")
-    for path in (REPO_ROOT / folder).rglob("*.py")
+    path for folder in (*TOOLS, SHARED) for path in (REPO_ROOT / folder).rglob("*.py")
 )
+SHARED_FILES = sorted((REPO_ROOT / SHARED).rglob("*.py"))
 
 
-def test_the_check_reads_every_tool() -> None:
+def file_id(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT))
+
+
+def imports_from(found: set[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(name for name in found if name.split(".")[0] in packages)
+
+
+def test_the_check_reads_every_tool_and_the_shared_code() -> None:
     folders = {path.relative_to(REPO_ROOT).parts[0] for path in TOOL_FILES}
-    assert folders == {"loadtest", "benchmarks", "image"}
+    assert folders == {*TOOLS, SHARED}
 
 
-@pytest.mark.parametrize("path", TOOL_FILES, ids=lambda path: str(path.relative_to(REPO_ROOT)))
+@pytest.mark.parametrize("path", TOOL_FILES, ids=file_id)
 def test_tool_imports_nothing_from_the_tests(path: Path) -> None:
-    found = imported_modules(path, REPO_ROOT)
-    assert sorted(name for name in found if name == "tests" or name.startswith("tests.")) == []
+    assert imports_from(imported_modules(path, REPO_ROOT), ("tests",)) == []
+
+
+@pytest.mark.parametrize("path", SHARED_FILES, ids=file_id)
+def test_shared_code_imports_no_tool(path: Path) -> None:
+    assert imports_from(imported_modules(path, REPO_ROOT), TOOLS) == []

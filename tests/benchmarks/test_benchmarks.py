@@ -22,8 +22,8 @@ import pytest
 from benchmarks import request_cost, v2
 from benchmarks.loadgen import WrkResult, parse_wrk_output
 from benchmarks.measure import RoundResult
-from benchmarks.processes import REPO_ROOT
 from benchmarks.report import cpu_column_note, medians, paired_ratios, ratio, targets
+from harness.processes import REPO_ROOT
 from iris_classifier.serving.config import MAX_BATCH_ROWS
 from iris_classifier.serving.contract import SAMPLE_FLOWER
 from tests.conftest import require

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import REPO_ROOT
+from harness.processes import REPO_ROOT
 from tests.conftest import SESSION_HOME
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ def test_image_stats_prints_the_size_and_a_cold_start(service_image: str) -> Non
     completed = run_tool("-m", "image.stats", service_image, "--runs", "1", timeout=600)
     size = re.search(rf"image {re.escape(service_image)}: \d+ MB \((\d+) bytes\)", completed.stderr)
     assert size, completed.stderr
-    from benchmarks.containers import image_size_bytes
+    from harness.containers import image_size_bytes
 
     assert int(size.group(1)) == image_size_bytes(service_image)
     assert re.search(

@@ -23,16 +23,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks import deployment
-from benchmarks.containers import (
+from harness import deployment
+from harness.containers import (
     Container,
     docker,
     hardened_container,
     image_size_bytes,
     start_hardened,
 )
-from benchmarks.deployment import base_deployment, pod_spec
-from benchmarks.processes import wait_http_ok
+from harness.deployment import base_deployment, pod_spec
+from harness.processes import wait_http_ok
 from iris_classifier.flowers import CLASS_NAMES
 from iris_classifier.serving.config import MAX_BATCH_ROWS
 from tests.conftest import REPO_ROOT, SEED_FLOWER

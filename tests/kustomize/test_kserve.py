@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks.containers import project_image
+from harness.containers import project_image
 from tests.conftest import require
 from tests.kustomize.test_manifests import REQUIRED_VERSIONS
 from tests.support import kserve_sdk, manifests

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks import pod_emulation
-from benchmarks.containers import project_image
-from benchmarks.processes import REPO_ROOT
+from harness import pod_emulation
+from harness.containers import project_image
+from harness.processes import REPO_ROOT
 from iris_classifier.serving.config import MAX_BATCH_ROWS
 from tests.conftest import SEED_FLOWER
 from tests.conftest import require as _require

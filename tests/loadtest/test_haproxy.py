@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import free_port
+from harness.processes import free_port
 from loadtest.gates import balance_gate
 from loadtest.haproxy import (
     HAProxy,

@@ -452,7 +452,7 @@ class RuleOfThumbModel(http.server.BaseHTTPRequestHandler):
 @pytest.mark.integration
 def test_locust_fails_a_run_where_every_answer_comes_from_a_wrong_model(tmp_path: Path) -> None:
     """The negative control of the reference gate: consistent, well-formed, wrong."""
-    from benchmarks.processes import free_port
+    from harness.processes import free_port
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), RuleOfThumbModel)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -497,7 +497,7 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     built from it (never whatever image the shared version tag holds)."""
     require_haproxy()
     require(shutil.which("prometheus") is not None, "prometheus is not installed")
-    from benchmarks.processes import free_port
+    from harness.processes import free_port
 
     image = ["--image", request.getfixturevalue("service_image")] if mode == "container" else []
     run_id = uuid.uuid4().hex[:8]
@@ -576,7 +576,7 @@ def test_a_slowed_service_fails_the_cpu_per_request_gate(
     """The negative control of the cost gate: the same steady run with replicas whose Python
     runs traced, line by line, once the load begins, must fail it."""
     require_haproxy()
-    from benchmarks.processes import free_port
+    from harness.processes import free_port
 
     (tmp_path / "slow").mkdir()
     (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW_DOWN_ON_SIGUSR2)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.deployment import CONTAINER_NAME, base_deployment, container, pod_spec
+from harness.deployment import CONTAINER_NAME, base_deployment, container, pod_spec
 from loadtest import run, settings
 from loadtest.haproxy import manifest_drain_seconds, manifest_readiness_probe
 from tests.conftest import REPO_ROOT

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.processes import bentoml_serve_command, free_port, start, stop_tree
+from harness.processes import bentoml_serve_command, free_port, start, stop_tree
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.model import ModelError, load
 from tests.conftest import REPO_ROOT, SESSION_HOME

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.containers import docker, docker_unavailable_reason, project_image
-from benchmarks.processes import REPO_ROOT
+from harness.containers import docker, docker_unavailable_reason, project_image
+from harness.processes import REPO_ROOT
 
 DEFAULT_BASE = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())["docker"]["base_image"]
 # The debootstrapped base `make image` falls back to, named once in the Makefile.

@@ -1,6 +1,6 @@
 """Questions the manifest tests ask about the rendered overlays.
 
-Rendering and reading the pod spec live in benchmarks/deployment.py (the pod emulation and the
+Rendering and reading the pod spec live in harness/deployment.py (the pod emulation and the
 memory tool need them too) and are re-exported here, so a test reads one `manifests` module.
 Schema checks use the offline, strict schemas that kubernetes-validate ships for each
 Kubernetes release.
@@ -18,7 +18,7 @@ import kubernetes_validate
 import yaml
 from kubernetes_validate.utils import all_versions
 
-from benchmarks.deployment import (
+from harness.deployment import (
     KUSTOMIZE_ROOT,
     Manifest,
     RenderError,

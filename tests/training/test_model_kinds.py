@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import bentoml_serve_command, free_port, running
+from harness.processes import bentoml_serve_command, free_port, running
 from iris_classifier.flowers import CLASS_NAMES
 from iris_classifier.training.estimators import ESTIMATORS
 from tests.conftest import REPO_ROOT, SEED_FLOWER

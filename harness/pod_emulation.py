@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import deployment
-from benchmarks.containers import container_logs, docker, docker_run_command, hardening_flags
-from benchmarks.deployment import Manifest
+from harness import deployment
+from harness.containers import container_logs, docker, docker_run_command, hardening_flags
+from harness.deployment import Manifest
 
 logger = logging.getLogger(__name__)
 

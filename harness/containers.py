@@ -7,7 +7,7 @@ start containers through `docker_run_command`. Host networking because the Docke
 runs without a bridge; the server binds 127.0.0.1 on a free port, so nothing outside this
 machine can reach it.
 
-    python -m benchmarks.containers iris-classifier:0.1.0 --port 3000   # or: make run-image
+    python -m harness.containers iris-classifier:0.1.0 --port 3000   # or: make run-image
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import deployment
-from benchmarks.deployment import Manifest
-from benchmarks.processes import REPO_ROOT, free_port, start, wait_http_ok
+from harness import deployment
+from harness.deployment import Manifest
+from harness.processes import REPO_ROOT, free_port, start, wait_http_ok
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 
-from benchmarks import deployment
-from benchmarks.containers import hardened_command, hardening_flags
-from benchmarks.deployment import Manifest
+from harness import deployment
+from harness.containers import hardened_command, hardening_flags
+from harness.deployment import Manifest
 
 
 def flag_values(flags: list[str], flag: str) -> list[str]:

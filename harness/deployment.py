@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.processes import REPO_ROOT
+from harness.processes import REPO_ROOT
 
 KUSTOMIZE_ROOT = REPO_ROOT / "kustomize"
 BASE_DEPLOYMENT = KUSTOMIZE_ROOT / "base" / "deployment.yaml"
