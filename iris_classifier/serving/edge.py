@@ -9,11 +9,9 @@ request gets one access line. While the replica drains (see shutdown.py) it answ
 with 503 and marks every response `Connection: close`. An error answer made by those layers (a
 plain-text 500 or 503, BentoML's 429) leaves in the one refusal shape (refusals.py).
 
-BentoML's timeout layer never cancels its timer: each request leaves a timer, a future and the
-request's closure in the event loop until the timeout has passed (10 s), about 1 KB each, so a
-replica answering 3,000 requests a second held about 40 MB more than it needed, which it kept
-once the load was over. `RequestTimeout` takes its place, at the same depth and with the same
-seconds: its timer is cancelled as soon as the answer starts.
+BentoML's timeout layer leaves each request's timer in the event loop for the whole timeout
+(README.md says what that cost); `RequestTimeout` takes its place, at the same depth and with
+the same seconds, and cancels its timer as soon as the answer starts.
 """
 
 from __future__ import annotations

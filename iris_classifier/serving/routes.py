@@ -1,9 +1,9 @@
 """The one route table: the seed routes, the model card, the API page and its document, and
 every Open Inference Protocol route, answered at one depth of the ASGI stack: inside BentoML's
 metrics and tracing layers and the request timeout, but before BentoML's router, whose
-per-request API machinery costs more CPU than a prediction. BentoML's `/livez`, `/healthz`, `/readyz`, `/metrics` and
-`/schema.json` pass through to it; any other path is a 404 and a known path asked with another
-method a 405, in the one refusal shape (refusals.py).
+per-request API machinery costs more CPU than a prediction. BentoML's `/livez`, `/healthz`,
+`/readyz`, `/metrics` and `/schema.json` pass through to it; any other path is a 404 and a
+known path asked with another method a 405, in the one refusal shape (refusals.py).
 """
 
 from __future__ import annotations
