@@ -85,16 +85,23 @@ def locust_as_typed(host: str, log: Path, *options: str) -> tuple[int, str]:
     100 requests or after 30 s. Returns its exit code and output."""
     web_port = free_port()
     web_url = f"http://127.0.0.1:{web_port}"
-    locust = start(
-        [
-            str(Path(sys.executable).with_name("locust")),
-            *("-f", "loadtest/locustfile.py", "--host", host),
-            *("--web-host", "127.0.0.1", "--web-port", str(web_port)),
-            *options,
-        ],
-        log_path=log,
-        cwd=REPO_ROOT,
-    )
+    # An ignored SIGINT stays ignored across exec, and a shell starts background jobs (a CI
+    # runner's, say) with SIGINT ignored: locust would never see the Ctrl-C. A handler of our
+    # own for the moment of the start gives the child the default, as a terminal would.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        locust = start(
+            [
+                str(Path(sys.executable).with_name("locust")),
+                *("-f", "loadtest/locustfile.py", "--host", host),
+                *("--web-host", "127.0.0.1", "--web-port", str(web_port)),
+                *options,
+            ],
+            log_path=log,
+            cwd=REPO_ROOT,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         wait_http_ok(web_url, timeout=60, process=locust)
         # 6 users, 4 of them keeping their connection (locust.conf's kept-alive-users), so 2
