@@ -155,16 +155,11 @@ def test_the_request_timeout_lets_the_applications_own_timeout_error_through() -
         run_requests(RequestTimeout(raises, seconds=60), 1)
 
 
-def service_settings():
+def real_service():
+    """service.py, imported once a model is stored (the `service_client` fixture's module)."""
     import service
 
-    return service.settings
-
-
-def service_timeout() -> float:
-    import service
-
-    return service.IrisClassifier.config["traffic"]["timeout"]
+    return service
 
 
 def test_an_unhandled_error_in_the_real_service_carries_both_headers_and_is_logged(
@@ -188,7 +183,7 @@ def test_an_unhandled_error_in_the_real_service_carries_both_headers_and_is_logg
     waited = time.monotonic() - started
     assert response.status_code == 500
     # BentoML's timeout layer held such an error back until its timer ran out.
-    timeout = service_timeout()
+    timeout = real_service().IrisClassifier.config["traffic"]["timeout"]
     assert waited < timeout, (
         f"the 500 came after {waited:.1f} s: when the {timeout} s timeout ended"
     )
@@ -199,7 +194,7 @@ def test_an_unhandled_error_in_the_real_service_carries_both_headers_and_is_logg
         ],
     }
     assert response.headers["x-request-id"] == "boom-1"
-    assert response.headers["x-served-by"] == service_settings().served_by
+    assert response.headers["x-served-by"] == real_service().settings.served_by
     lines = [json.loads(JsonLineFormatter("r").format(rec)) for rec in caplog.records]
     access = [line for line in lines if line.get("status") == 500]
     assert [(line["request_id"], line["path"]) for line in access] == [
