@@ -82,8 +82,15 @@ $(GATEWAY_API_CHECK): tests/gateway_api/package-lock.json
 kserve-sdk: install
 	$(BIN)/python -m tests.support.kserve_sdk
 
+# The control plane's commands for tests/cluster/, built from Go modules once per release.
+# Without Go those tests skip (and fail under CI=true).
+.PHONY: cluster-commands  ## Build Kubernetes, etcd and kwok from their Go modules into a cache (cluster/README.md)
+cluster-commands:
+	@if command -v go >/dev/null; then cluster/build.sh; \
+	else echo "go is not installed: the control-plane tests will skip (cluster/README.md)" >&2; fi
+
 .PHONY: test  ## Run the whole test suite; the JUnit report and screenshots go to build/test-report/
-test: install $(GATEWAY_API_CHECK) kserve-sdk
+test: install $(GATEWAY_API_CHECK) kserve-sdk cluster-commands
 	$(BIN)/pytest --junitxml=build/test-report/junit.xml
 
 # --- Container image (bentofile.yaml) -----------------------------------------------------------

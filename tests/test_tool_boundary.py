@@ -1,4 +1,4 @@
-"""The tools a user runs (loadtest/, benchmarks/, image/) and the code they share (harness/)
+"""The tools a user runs (loadtest/, benchmarks/, image/, cluster/) and the code they share (harness/)
 never import the tests, and the shared code imports none of the tools.
 
 Tests may use the tools, never the other way round: a tool that needs a helper gets it from
@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.support.imports import imported_modules
 
-TOOLS = ("loadtest", "benchmarks", "image")
+TOOLS = ("loadtest", "benchmarks", "image", "cluster")
 SHARED = "harness"
 
 TOOL_FILES = sorted(
