@@ -1,0 +1,27 @@
+"""One control plane for the cluster tests, built from the commands `make cluster-commands`
+builds; without them the tests skip, except under CI=true, where they fail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from cluster import controlplane
+from tests.conftest import require
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.ControlPlane]:
+    """etcd, the API server, the controller manager and the scheduler, with kwok's three nodes
+    and every CRD the overlays need installed."""
+    commands = controlplane.commands_dir()
+    reason = controlplane.missing_commands(commands)
+    require(reason is None, reason or "")
+    directory = tmp_path_factory.mktemp("control-plane")
+    with controlplane.running(directory, commands, nodes=True) as plane:
+        plane.kubectl("apply", "--server-side", "-f", str(commands / "crds"), timeout=300)
+        plane.kubectl(
+            "wait", "--for=condition=Established", "crd", "--all", "--timeout=120s", timeout=130
+        )
+        yield plane

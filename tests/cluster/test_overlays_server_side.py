@@ -1,0 +1,90 @@
+"""Every overlay, with and without the monitoring components, as the real API server takes it:
+`kubectl apply --dry-run=server` with the Gateway API, prometheus-operator and KServe CRDs
+installed, so CRD schemas, their CEL rules, server defaults and admission are all checked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.controlplane import ControlPlane
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+KUSTOMIZE_ROOT = REPO_ROOT / "kustomize"
+# The namespace the platform creates for the overlays that create none, restricted as
+# kustomize/README.md asks.
+NAMESPACE = "dry-run"
+MONITORING = ("../../components/servicemonitor", "../../components/grafana-dashboard")
+CASES = {
+    "production": ("production", ()),
+    "production-with-monitoring": ("production", MONITORING),
+    "kserve": ("kserve", ()),
+    "kserve-with-monitoring": ("kserve", MONITORING),
+}
+
+
+@pytest.fixture(scope="module")
+def dry_run_namespace(control_plane: ControlPlane) -> ControlPlane:
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": NAMESPACE,
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+        },
+    }
+    control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(namespace))
+    return control_plane
+
+
+def overlay_in_namespace(workdir: Path, overlay: str, components: tuple[str, ...]) -> Path:
+    """A throwaway overlay over `overlay` that moves everything into the dry-run namespace."""
+    tree = workdir / "kustomize"
+    shutil.copytree(KUSTOMIZE_ROOT, tree)
+    under_test = tree / "overlays" / "under-test"
+    under_test.mkdir()
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": NAMESPACE,
+        "resources": [f"../{overlay}"],
+        "components": list(components),
+    }
+    (under_test / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return under_test
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_overlay_passes_a_server_side_dry_run(
+    dry_run_namespace: ControlPlane, case: str, tmp_path: Path
+) -> None:
+    overlay, components = CASES[case]
+    directory = overlay_in_namespace(tmp_path, overlay, components)
+    result = dry_run_namespace.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-k", str(directory), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    applied = [line for line in result.stdout.splitlines() if "(server dry run)" in line]
+    assert applied, result.stdout
+
+
+def test_a_route_the_gateway_api_rules_refuse_fails_the_dry_run(
+    dry_run_namespace: ControlPlane, tmp_path: Path
+) -> None:
+    """The CRDs' own validation runs: a path match that is not absolute is refused."""
+    directory = overlay_in_namespace(tmp_path, "production", ())
+    route = directory.parent.parent / "components" / "gateway-api" / "httproute.yaml"
+    document = yaml.safe_load(route.read_text())
+    document["spec"]["rules"][0]["matches"][0]["path"]["value"] = "iris/classify_iris"
+    route.write_text(yaml.safe_dump(document))
+    result = dry_run_namespace.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-k", str(directory), check=False
+    )
+    assert result.returncode != 0
+    assert "HTTPRoute" in result.stderr
