@@ -65,6 +65,7 @@ OVERLAYS = ("kind", "production")
 # Every component, by its path under kustomize/components.
 COMPONENTS = (
     "namespace",
+    "production-resources",
     "gateway-api",
     "gateway-access/istio",
     "gateway-access/envoy-gateway",
