@@ -730,8 +730,10 @@ UNPUBLISHED_PATHS = (
     "/docs.json",
     "/schema.json",
 )
+# A match without a method takes every method.
+ANY_METHOD = "*"
 # Methods that read a path: a route that forwards one of them on an unpublished path publishes it.
-READING_METHODS = {"GET", "HEAD", ANY_METHOD := "*"}
+READING_METHODS = {"GET", "HEAD", ANY_METHOD}
 
 
 def _published(route: Manifest) -> set[tuple[str, str, str]]:
