@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.serving.contract import SAMPLE_FLOWER
 
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="iris-bentoml-home-"))
@@ -26,6 +27,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # here, and tests leave their artifacts (the API page's screenshot) beside it.
 REPORT_DIR = REPO_ROOT / "build" / "test-report"
 SEED_FLOWER = SAMPLE_FLOWER
+# The same flower as an Open Inference Protocol request (a 1 x 4 tensor in feature order).
+SEED_TENSOR_REQUEST = {
+    "inputs": [
+        {
+            "name": "flowers",
+            "datatype": "FP32",
+            "shape": [1, len(FEATURE_NAMES)],
+            "data": [SEED_FLOWER[name] for name in FEATURE_NAMES],
+        }
+    ]
+}
 
 
 # The one rule for "running in CI", used by every test that needs a tool: CI=true (as CI

@@ -7,14 +7,16 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import SEED_FLOWER, require
+from tests.conftest import SEED_FLOWER, SEED_TENSOR_REQUEST, require
 from tests.support import manifests
+from tests.support.manifests import Manifest
 
 COMPONENTS = manifests.KUSTOMIZE_ROOT / "components"
 RUNBOOKS = COMPONENTS / "servicemonitor" / "README.md"
@@ -38,6 +40,10 @@ AGGREGATION = re.compile(
 # A name right before a label matcher: the metric a selector reads.
 SELECTED_METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 RECORDED_METRIC = re.compile(r"\b([a-z_]+:[a-z_:0-9]+)\b")
+# The overlays a team may add the monitoring components to, and those components.
+MONITORED_OVERLAYS = ("kind", "production", "kserve")
+MONITORING_COMPONENTS = ("servicemonitor", "grafana-dashboard")
+MODEL = "/v2/models/iris_classifier"
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +253,93 @@ def test_dashboard_configmap_carries_the_grafana_sidecar_label(tmp_path: Path) -
     )
 
 
+@pytest.fixture(scope="module", params=MONITORED_OVERLAYS)
+def monitored_overlay(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, list[Manifest]]:
+    """An overlay with the monitoring components added to its own, as their READMEs say."""
+    require(manifests.kustomize_command() is not None, "rendering needs kustomize or kubectl")
+    tree = tmp_path_factory.mktemp(request.param) / "kustomize"
+    shutil.copytree(manifests.KUSTOMIZE_ROOT, tree)
+    path = tree / "overlays" / request.param / "kustomization.yaml"
+    kustomization = manifests.load_yaml(path)
+    kustomization["components"] = [
+        *kustomization.get("components", []),
+        *(f"../../components/{name}" for name in MONITORING_COMPONENTS),
+    ]
+    path.write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return request.param, manifests.render(path.parent)
+
+
+def scraped_service_and_deployment(objects: list[Manifest]) -> tuple[Manifest, str]:
+    """The Service the ServiceMonitor selects and the name of the Deployment behind it: the
+    overlay's own, or the ones KServe makes for its InferenceService."""
+    monitor = manifests.only(objects, "ServiceMonitor")
+    services = manifests.all_of(objects, "Service")
+    deployments = [obj["metadata"]["name"] for obj in manifests.all_of(objects, "Deployment")]
+    if manifests.all_of(objects, "InferenceService"):
+        services.append(manifests.kserve_predictor_service(objects))
+        deployments.append(services[-1]["metadata"]["name"])
+    selected = [
+        service
+        for service in services
+        if service["metadata"]["namespace"] == monitor["metadata"]["namespace"]
+        and manifests.selector_matches(
+            monitor["spec"]["selector"], service["metadata"].get("labels", {})
+        )
+    ]
+    assert monitor["spec"]["selector"].get("matchLabels"), "an empty selector takes every Service"
+    (service,) = selected
+    (deployment,) = deployments
+    return service, deployment
+
+
+def job_of(monitor: Manifest, service: Manifest) -> str:
+    """The `job` the Prometheus Operator gives the scraped series: the value of the Service's
+    `jobLabel` label, or the Service's name when it has no such label."""
+    labels = service["metadata"].get("labels", {})
+    return labels.get(monitor["spec"].get("jobLabel", ""), service["metadata"]["name"])
+
+
+def test_the_monitoring_components_render_on_every_overlay(
+    monitored_overlay: tuple[str, list[Manifest]],
+) -> None:
+    name, objects = monitored_overlay
+    namespaces = {obj["metadata"].get("namespace") for obj in objects if obj["kind"] != "Namespace"}
+    assert len(namespaces) == 1, (name, namespaces)
+    for kind in ("ServiceMonitor", "PrometheusRule", "ConfigMap"):
+        assert manifests.only(objects, kind)["metadata"]["namespace"] in namespaces, (name, kind)
+
+
+def test_the_rules_and_dashboard_select_the_job_and_deployment_of_every_overlay(
+    monitored_overlay: tuple[str, list[Manifest]], rules: list[dict]
+) -> None:
+    """The `job` Prometheus gives each overlay's replicas (KServe's Service is
+    iris-classifier-predictor) and the Deployment kube-state-metrics reports for it (KServe's
+    too) are the ones every selector of the rules and the dashboard asks for."""
+    name, objects = monitored_overlay
+    monitor = manifests.only(objects, "ServiceMonitor")
+    service, deployment = scraped_service_and_deployment(objects)
+    ports = {port.get("name") for port in service["spec"]["ports"]}
+    assert {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]} <= ports, name
+    scraped = {"job": job_of(monitor, service), "deployment": deployment}
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = [
+        variable["query"]["query"]
+        for variable in dashboard["templating"]["list"]
+        if variable["type"] == "query"
+    ]
+    expressions = [rule["expr"] for rule in rules] + dashboard_expressions() + variables
+    checked = set()
+    for expr in expressions:
+        for _, body in SELECTOR.findall(expr):
+            for label, op, value in MATCHER.findall(body):
+                if label in scraped:
+                    assert matches(scraped, [(label, op, value)]), (name, scraped, expr)
+                    checked.add(label)
+    assert checked == set(scraped), checked
+
+
 def scrape(url: str) -> set[str]:
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         text = response.read().decode()
@@ -309,22 +402,49 @@ def test_the_selector_check_tells_a_label_value_that_is_not_there() -> None:
     assert not matches(samples[0][1], [("endpoint", "=~", "/iris")])
 
 
+def prediction_calls(version: str) -> list[tuple[str, dict]]:
+    """Every prediction a client can make: the service's two routes, and Open Inference
+    Protocol inference (KServe's clients) with and without the model's version."""
+    return [
+        ("/iris/classify_iris", SEED_FLOWER),
+        ("/iris/classify_batch", {"flowers": [SEED_FLOWER]}),
+        (f"{MODEL}/infer", SEED_TENSOR_REQUEST),
+        (f"{MODEL}/versions/{version}/infer", SEED_TENSOR_REQUEST),
+    ]
+
+
+# Requests that are not predictions, whatever they answer: the model card and metadata, probes.
+NOT_PREDICTIONS = ("/iris/model", MODEL, "/v2/health/ready", "/healthcheck")
+
+
+def call(url: str, path: str, body: dict | None = None) -> None:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data, {"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as error:
+        error.close()
+
+
 @pytest.mark.integration
 def test_every_selector_of_the_rules_selects_a_series_of_a_live_replica(
     live_server: str, rules: list[dict]
 ) -> None:
-    """After one real 5xx (BentoML's timeout) and one real request, each selector of the rules,
-    label values included, matches a series on the live `/metrics`: a label renamed or a
-    value spelt otherwise (`5xx` for `5..`, a route prefix) would leave an alert blind."""
+    """After one real 5xx (BentoML's timeout) and one request on every prediction route, each
+    selector of the rules, label values included, matches a series on the live `/metrics`: a
+    label renamed or a value spelt otherwise (`5xx` for `5..`, a route prefix) would leave an
+    alert blind. Every route selector, of the rules and of the dashboard, counts each prediction
+    route, the V2 ones that KServe's clients call included, and nothing else."""
     from tests.support.live import metric_samples, timed_out_request
 
     assert timed_out_request(live_server)[0] == 504
-    request = urllib.request.Request(
-        f"{live_server}/iris/classify_iris",
-        json.dumps(SEED_FLOWER).encode(),
-        {"Content-Type": "application/json"},
-    )
-    urllib.request.urlopen(request, timeout=10).close()
+    with urllib.request.urlopen(f"{live_server}{MODEL}", timeout=10) as response:
+        (version,) = json.load(response)["versions"]
+    predictions = prediction_calls(version)
+    for path, body in predictions:
+        call(live_server, path, body)
+    for path in NOT_PREDICTIONS:
+        call(live_server, path)
     samples = metric_samples(live_server)
     selectors = rule_selectors(rules)
     assert any(matchers for _, matchers in selectors), "the rules select no label value"
@@ -336,3 +456,17 @@ def test_every_selector_of_the_rules_selects_a_series_of_a_live_replica(
         )
     ]
     assert unmatched == []
+    endpoints = {labels["endpoint"] for _, labels, _ in samples if "endpoint" in labels}
+    prediction_paths = {path for path, _ in predictions}
+    assert prediction_paths | set(NOT_PREDICTIONS) <= endpoints
+    with_the_dashboard = selectors | rule_selectors([{"expr": e} for e in dashboard_expressions()])
+    route_matchers = {
+        matcher
+        for _, matchers in with_the_dashboard
+        for matcher in matchers
+        if matcher[0] == "endpoint"
+    }
+    assert route_matchers
+    for matcher in sorted(route_matchers):
+        counted = {endpoint for endpoint in endpoints if matches({"endpoint": endpoint}, [matcher])}
+        assert counted == prediction_paths, matcher

@@ -9,6 +9,8 @@ Without the SDK environment or kustomize these tests skip, except under CI=true.
 from __future__ import annotations
 
 import copy
+import re
+import shutil
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import yaml
 
 from harness.containers import project_image
 from tests.conftest import require
-from tests.kustomize.test_manifests import REQUIRED_VERSIONS
+from tests.kustomize.test_manifests import CLUSTER_SCOPED_KINDS, REQUIRED_VERSIONS
 from tests.support import kserve_sdk, manifests
 from tests.support.manifests import Manifest
 
@@ -26,14 +28,13 @@ NAME = "iris-classifier"
 NAMESPACE = "iris-classifier"
 OVERLAY = manifests.overlay_dir("kserve")
 COMPONENT = manifests.KUSTOMIZE_ROOT / "components" / "kserve"
+README = OVERLAY / "README.md"
 SCHEMA_CHECK = Path(kserve_sdk.SUPPORT_DIR) / "kserve_schema_check.py"
 KSERVE_GROUP = "serving.kserve.io/"
 RUNTIME_CONTAINER = "kserve-container"
 # What the container and the pod take from the base Deployment unchanged.
 CONTAINER_FIELDS = (
-    "image",
     "env",
-    "resources",
     "securityContext",
     "volumeMounts",
     "startupProbe",
@@ -72,6 +73,12 @@ def base_objects() -> list[Manifest]:
     return manifests.render(manifests.KUSTOMIZE_ROOT / "base")
 
 
+@pytest.fixture(scope="module")
+def production_objects() -> list[Manifest]:
+    require(manifests.kustomize_command() is not None, "rendering needs kustomize or kubectl")
+    return manifests.render(manifests.overlay_dir("production"))
+
+
 def schema_report(objects: list[Manifest], tmp_path: Path) -> dict[str, Any]:
     path = tmp_path / "manifests.yaml"
     path.write_text(yaml.safe_dump_all(objects))
@@ -93,8 +100,33 @@ def test_kserve_replaces_the_deployment_and_service(objects: list[Manifest]) -> 
     for obj in objects:
         labels = obj["metadata"].get("labels", {})
         assert labels.get("app.kubernetes.io/part-of") == NAME, manifests.describe(obj)
-        if obj["kind"] != "Namespace":
-            assert obj["metadata"].get("namespace") == NAMESPACE, manifests.describe(obj)
+
+
+def test_kserve_leaves_the_namespace_to_the_platform_as_its_readme_says(
+    objects: list[Manifest],
+) -> None:
+    """Nothing cluster-scoped: `kubectl apply -k` needs rights in the namespace only, and the
+    README creates that namespace, the one every object lands in, before it applies."""
+    cluster_scoped = [
+        manifests.describe(obj) for obj in objects if obj["kind"] in CLUSTER_SCOPED_KINDS
+    ]
+    assert cluster_scoped == []
+    assert {obj["metadata"].get("namespace") for obj in objects} == {NAMESPACE}
+    commands = shell_lines(README)
+    create = commands.index(f"kubectl create namespace {NAMESPACE}")
+    apply = commands.index("kubectl apply -k kustomize/overlays/kserve")
+    assert create < apply, commands
+
+
+def shell_lines(readme: Path) -> list[str]:
+    """The commands of a README's bash blocks, without their comments."""
+    blocks = re.findall(r"```bash\n(.*?)```", readme.read_text(), re.DOTALL)
+    return [
+        line.partition("#")[0].strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.partition("#")[0].strip()
+    ]
 
 
 def test_kserve_objects_pass_the_sdk_models_with_unknown_fields_refused(
@@ -158,15 +190,51 @@ def test_inference_service_is_raw_v2_on_the_runtime(objects: list[Manifest]) -> 
     assert "storageUri" not in model
 
 
-def test_runtime_runs_the_base_image_and_container_hardening(
+def test_runtime_has_the_base_container_hardening(
     objects: list[Manifest], base_objects: list[Manifest]
 ) -> None:
     base = manifests.container(manifests.only(base_objects, "Deployment"), NAME)
     container = runtime_container(objects)
-    assert container["image"] == project_image()
     assert {field: container.get(field) for field in CONTAINER_FIELDS} == {
         field: base.get(field) for field in CONTAINER_FIELDS
     }
+
+
+def test_runtime_requests_what_production_does(
+    objects: list[Manifest], production_objects: list[Manifest], base_objects: list[Manifest]
+) -> None:
+    """The autoscaler's target is a share of the CPU request: the same range and target as
+    production mean the same load per pod only with the same requests."""
+    production = manifests.container(manifests.only(production_objects, "Deployment"), NAME)
+    base = manifests.container(manifests.only(base_objects, "Deployment"), NAME)
+    resources = runtime_container(objects)["resources"]
+    assert resources == production["resources"]
+    assert resources != base["resources"], "production's requests are no longer its own"
+
+
+def test_runtime_image_is_productions_and_the_one_its_readme_names(
+    objects: list[Manifest], production_objects: list[Manifest]
+) -> None:
+    image = runtime_container(objects)["image"]
+    production = manifests.container(manifests.only(production_objects, "Deployment"), NAME)
+    assert image == production["image"]
+    (named,) = set(re.findall(r"`([a-z0-9.-]+\.[a-z]+/[^`:]+):<version>`", README.read_text()))
+    version = project_image().rpartition(":")[2]
+    assert image == f"{named}:{version}"
+
+
+def test_an_image_set_in_the_overlay_reaches_the_runtime(tmp_path: Path) -> None:
+    """What the README's `kustomize edit set image` writes: a name and a digest in `images:`."""
+    tree = tmp_path / "kustomize"
+    shutil.copytree(manifests.KUSTOMIZE_ROOT, tree)
+    kustomization_path = tree / "overlays" / "kserve" / "kustomization.yaml"
+    kustomization = manifests.load_yaml(kustomization_path)
+    (entry,) = kustomization["images"]
+    digest = "sha256:" + "0123456789abcdef" * 4
+    entry.update(newName="registry.internal:5000/team/iris-classifier", digest=digest)
+    kustomization_path.write_text(yaml.safe_dump(kustomization))
+    image = runtime_container(manifests.render(kustomization_path.parent))["image"]
+    assert image == f"registry.internal:5000/team/iris-classifier@{digest}"
 
 
 def test_predictor_pod_has_the_base_pod_hardening(

@@ -25,7 +25,7 @@ from harness import pod_emulation
 from harness.containers import project_image
 from harness.processes import REPO_ROOT
 from iris_classifier.serving.config import MAX_BATCH_ROWS
-from tests.conftest import SEED_FLOWER
+from tests.conftest import SEED_FLOWER, SEED_TENSOR_REQUEST
 from tests.conftest import require as _require
 from tests.support import gateway_api_schema, manifests
 from tests.support.manifests import Manifest
@@ -700,40 +700,130 @@ def test_ephemeral_storage_covers_tmp_and_the_rotated_log(
 # --- optional components -----------------------------------------------------------------------
 
 
-def test_httproute_component_routes_to_the_service_port(
+# What the HTTPRoute publishes, as (method, path match type, path): the calls clients make and
+# nothing else. The V2 model metadata is public: a V2 client reads the tensors' names, shapes and
+# types, and the class and feature order, from it. The versioned prefix is POST only, and the
+# service answers POST under it on `.../versions/<version>/infer` alone.
+PUBLISHED_ROUTES = {
+    ("POST", "Exact", "/iris/classify_iris"),
+    ("POST", "Exact", "/iris/classify_batch"),
+    ("POST", "Exact", "/v2/models/iris_classifier/infer"),
+    ("POST", "PathPrefix", "/v2/models/iris_classifier/versions"),
+    ("GET", "Exact", "/v2/models/iris_classifier"),
+}
+# Paths that answer for one replica (probes), for the operators (metrics, the model card with
+# its hyper-parameters and data digest, the API page) or that clients do not call; the
+# Deployment's own probe paths and the served version's ready route are added to these.
+UNPUBLISHED_PATHS = (
+    "/iris/model",
+    "/healthcheck",
+    "/livez",
+    "/readyz",
+    "/healthz",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/iris_classifier/ready",
+    "/metrics",
+    "/v2",
+    "/",
+    "/docs",
+    "/docs.json",
+    "/schema.json",
+)
+# A match without a method takes every method.
+ANY_METHOD = "*"
+# Methods that read a path: a route that forwards one of them on an unpublished path publishes it.
+READING_METHODS = {"GET", "HEAD", ANY_METHOD}
+
+
+def _published(route: Manifest) -> set[tuple[str, str, str]]:
+    """(method, path match type, path) of every match, with the Gateway API's defaults: a rule
+    without matches, or a match without a path, takes every path; one without a method, every
+    method ("*")."""
+    return {
+        (match.get("method", ANY_METHOD), *_path_match(match).values())
+        for rule in route["spec"]["rules"]
+        for match in rule.get("matches") or [{}]
+    }
+
+
+def _path_match(match: Manifest) -> dict[str, str]:
+    path = match.get("path", {})
+    return {"type": path.get("type", "PathPrefix"), "value": path.get("value", "/")}
+
+
+def _forwarded_methods(route: Manifest, path: str) -> set[str]:
+    """The methods the route sends on to the Service for `path` ("*": any)."""
+    return {
+        method
+        for method, match_type, value in _published(route)
+        if _route_matches({"type": match_type, "value": value}, path)
+    }
+
+
+def test_httproute_publishes_only_what_clients_call(
     production_with_components: list[Manifest],
 ) -> None:
-    service = manifests.only(production_with_components, "Service")
-    port_numbers = {port["port"] for port in service["spec"]["ports"]}
     route = manifests.only(production_with_components, "HTTPRoute")
+    assert _published(route) == PUBLISHED_ROUTES
+
+
+def test_httproute_publishes_no_probe_metrics_or_model_card(
+    production_with_components: list[Manifest], service_client: Any
+) -> None:
+    """No unpublished path is forwarded with a method that reads it; any other method the route
+    forwards there (POST under the versioned prefix) is one the service refuses."""
+    route = manifests.only(production_with_components, "HTTPRoute")
+    app = manifests.container(manifests.only(production_with_components, "Deployment"), NAME)
+    (version,) = service_client.get("/v2/models/iris_classifier").json()["versions"]
+    versioned = f"/v2/models/iris_classifier/versions/{version}"
+    unpublished = {*UNPUBLISHED_PATHS, *_probe_paths(app), f"{versioned}/ready", versioned}
+    for path in sorted(unpublished):
+        forwarded = _forwarded_methods(route, path)
+        assert forwarded & READING_METHODS == set(), (path, forwarded)
+        for method in sorted(forwarded):
+            assert service_client.request(method, path).status_code in {404, 405}, (method, path)
+
+
+def test_httproute_forwards_every_call_clients_make_to_the_service(
+    production_with_components: list[Manifest], service_client: Any
+) -> None:
+    route = manifests.only(production_with_components, "HTTPRoute")
+    (version,) = service_client.get("/v2/models/iris_classifier").json()["versions"]
+    calls = [
+        ("POST", "/iris/classify_iris", SEED_FLOWER),
+        ("POST", "/iris/classify_batch", {"flowers": [SEED_FLOWER]}),
+        ("POST", "/v2/models/iris_classifier/infer", SEED_TENSOR_REQUEST),
+        ("POST", f"/v2/models/iris_classifier/versions/{version}/infer", SEED_TENSOR_REQUEST),
+        ("GET", "/v2/models/iris_classifier", None),
+    ]
+    for method, path, body in calls:
+        assert method in _forwarded_methods(route, path), (method, path)
+        assert service_client.request(method, path, json=body).status_code == 200, (method, path)
+    (rule,) = route["spec"]["rules"]
+    service = manifests.only(production_with_components, "Service")
     assert route["metadata"]["namespace"] == service["metadata"]["namespace"]
     (parent,) = route["spec"]["parentRefs"]
     assert (parent["group"], parent["kind"]) == ("gateway.networking.k8s.io", "Gateway")
-    (rule,) = route["spec"]["rules"]
-    paths = {(match["path"]["type"], match["path"]["value"]) for match in rule["matches"]}
-    assert paths == {
-        ("PathPrefix", "/iris"),
-        ("Exact", "/v2"),
-        ("PathPrefix", "/v2/models"),
-        ("Exact", "/healthcheck"),
-    }
-    app = manifests.container(manifests.only(production_with_components, "Deployment"), NAME)
-    published = [
-        "/iris/classify_iris",
-        "/v2",
-        "/v2/models/iris_classifier/infer",
-        "/healthcheck",
-    ]
-    internal = [*sorted(_probe_paths(app)), "/v2/health/live", "/v2/health/ready", "/metrics"]
-    internal += ["/docs", "/v2/healthz", "/iris2"]
-    for path in published:
-        assert any(_route_matches(match["path"], path) for match in rule["matches"]), path
-    for path in internal:
-        assert not any(_route_matches(match["path"], path) for match in rule["matches"]), path
+    port_numbers = {port["port"] for port in service["spec"]["ports"]}
     for backend in rule["backendRefs"]:
         assert backend.get("kind", "Service") == "Service"
         assert backend["name"] == service["metadata"]["name"]
         assert backend["port"] in port_numbers
+
+
+def test_the_route_check_counts_a_match_without_method_or_path_as_everything() -> None:
+    rule = {"matches": [{"path": {"type": "PathPrefix", "value": "/iris"}}, {"method": "POST"}]}
+    route = {"spec": {"rules": [rule, {}]}}
+    assert _published(route) == {
+        ("*", "PathPrefix", "/iris"),
+        ("POST", "PathPrefix", "/"),
+        ("*", "PathPrefix", "/"),
+    }
+    assert _forwarded_methods(route, "/iris/model") == {"*", "POST"}
+    assert _forwarded_methods({"spec": {"rules": [{"matches": [rule["matches"][1]]}]}}, "/x") == {
+        "POST"
+    }
 
 
 def test_httproute_waits_for_the_services_own_timeout_answer(

@@ -43,6 +43,7 @@ __all__ = [
     "container",
     "describe",
     "is_custom_resource",
+    "kserve_predictor_service",
     "kustomize_command",
     "load_yaml",
     "only",
@@ -65,6 +66,7 @@ OVERLAYS = ("kind", "production")
 # Every component, by its path under kustomize/components.
 COMPONENTS = (
     "namespace",
+    "production-resources",
     "gateway-api",
     "gateway-access/istio",
     "gateway-access/envoy-gateway",
@@ -194,6 +196,47 @@ def port_exists(target: int | str, container_spec: Manifest) -> bool:
     if isinstance(target, int):
         return any(port["containerPort"] == target for port in ports)
     return any(port.get("name") == target for port in ports)
+
+
+# KServe's raw deployment mode names the Deployment and Service it makes for a predictor after
+# the InferenceService, with this suffix, and serves the Service on port 80.
+KSERVE_PREDICTOR_SUFFIX = "-predictor"
+KSERVE_SERVICE_PORT = 80
+
+
+def kserve_predictor_service(objects: Iterable[Manifest]) -> Manifest:
+    """The Service KServe makes in raw mode for the InferenceService among `objects`: named
+    `<name>-predictor`, labelled with the InferenceService's labels and the predictor's (which
+    win), plus KServe's own, one port named after the runtime container's first port."""
+    objects = list(objects)
+    service = only(objects, "InferenceService")
+    predictor = service["spec"]["predictor"]
+    runtime = only(objects, "ServingRuntime")
+    first_port = runtime["spec"]["containers"][0]["ports"][0]
+    name = service["metadata"]["name"] + KSERVE_PREDICTOR_SUFFIX
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": service["metadata"]["namespace"],
+            "labels": {
+                **service["metadata"].get("labels", {}),
+                **predictor.get("labels", {}),
+                "serving.kserve.io/inferenceservice": service["metadata"]["name"],
+                "component": "predictor",
+            },
+        },
+        "spec": {
+            "ports": [
+                {
+                    "name": first_port["name"],
+                    "port": KSERVE_SERVICE_PORT,
+                    "targetPort": first_port["containerPort"],
+                }
+            ]
+        },
+    }
 
 
 def load_yaml(path: Path) -> Any:
