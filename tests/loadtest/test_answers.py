@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iris_classifier.flowers import CLASS_NAMES
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.serving.prediction import Predictor
+from iris_classifier.serving.ranges import TrainingRanges
 from iris_classifier.training.data import load_bundled
 from iris_classifier.training.estimators import build_pipeline
 from loadtest import answers
@@ -35,27 +37,54 @@ GOOD_ANSWER = {
 }
 
 
+class GivenProbabilities:
+    """A model that answers each row with the probabilities it was given, in the float32 the
+    stored model computes in, so the service's own Predictor rounds them."""
+
+    class_names = CLASS_NAMES
+    dtype = np.float32
+
+    def __init__(self, rows: list[dict[str, float]]) -> None:
+        self.rows = np.array([[row[name] for name in CLASS_NAMES] for row in rows], self.dtype)
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        return self.rows[: len(features)]
+
+    def predict_proba_one(self, features: object) -> list[float]:
+        return self.rows[0].tolist()
+
+
+class Unrecorded:
+    """Model metrics that count nothing: these answers are not traffic."""
+
+    def record_one(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def record_batch(self, *args: object) -> None:
+        pass
+
+
+# Wide enough that no flower is out of range; the answers checked here do not look at it.
+EVERY_FLOWER = TrainingRanges(FEATURE_NAMES, [0.0] * 4, [MAX_FEATURE_CM] * 4)
+
+
+def predictor(rows: list[dict[str, float]]) -> Predictor:
+    return Predictor(
+        GivenProbabilities(rows),  # type: ignore[arg-type]
+        EVERY_FLOWER,
+        Unrecorded(),  # type: ignore[arg-type]
+        "iris_classifier:abc",
+    )
+
+
 def served_answer(probabilities: dict[str, float]) -> dict:
     """What the service answers for a flower with these unrounded probabilities."""
-    species = max(probabilities, key=probabilities.__getitem__)
-    return {
-        "class": species,
-        "probability": round(probabilities[species] * 100) / 100,
-        "probabilities": {name: round(value, 4) for name, value in probabilities.items()},
-        "model_version": "iris_classifier:abc",
-        "out_of_range": [],
-    }
+    return predictor([probabilities]).classify([1.0] * len(FEATURE_NAMES))
 
 
 def served_batch(rows: list[dict[str, float]]) -> dict:
-    predictions = [served_answer(row) for row in rows]
-    return {
-        "predictions": [
-            {"class": p["class"], "probability": p["probability"], "out_of_range": []}
-            for p in predictions
-        ],
-        "model_version": "iris_classifier:abc",
-    }
+    """What the service answers for a batch whose flowers have these probabilities."""
+    return predictor(rows).classify_many(np.ones((len(rows), len(FEATURE_NAMES))))
 
 
 # --- every answer -----------------------------------------------------------------------------
