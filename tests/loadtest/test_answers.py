@@ -253,6 +253,13 @@ def test_the_answers_tool_allows_the_model_tolerance_and_no_more() -> None:
     assert [line.split(":")[0] for line in answers.differing_answers(FIXED, beyond)] == ["flower 3"]
 
 
+def test_the_model_tolerance_is_the_parity_gates() -> None:
+    """The load test does not import the training code; the two figures are one bound."""
+    from iris_classifier.training import parity
+
+    assert MODEL_TOLERANCE == parity.TOLERANCE
+
+
 def retrained_answers(data: TrainingData, estimator: str | None = None, **params: object) -> list:
     """The reference flowers' probabilities, as the answers tool writes them, from a model
     trained and exported the way train.py does by default, from `data`."""
