@@ -27,7 +27,9 @@ def main(directory: Path) -> None:
     features, _, labels, _ = train_test_split(
         data.data, data.target, test_size=0.2, stratify=data.target, random_state=SEED
     )
-    model = LogisticRegression(C=1.0, max_iter=1000, random_state=SEED).fit(features, labels)
+    model = LogisticRegression(
+        C=1.0, solver="newton-cholesky", tol=1e-8, max_iter=1000, random_state=SEED
+    ).fit(features, labels)
     model_dir = directory / MODEL_NAME
     model_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, model_dir / "model.joblib")

@@ -21,18 +21,18 @@ from iris_classifier.training.parity import (
     ParityError,
     check_flowers,
     export_checked,
+    measure,
 )
 
 SPECIES = np.array(CLASS_NAMES)
 TRAINING_README = Path(__file__).resolve().parents[2] / "iris_classifier/training/README.md"
-# The estimators the training README says pass the parity gate in float32.
-FLOAT32_ESTIMATORS = dict.fromkeys(ESTIMATORS, "float32")
 
 
-def test_the_readme_says_which_estimators_pass_in_float32() -> None:
+def test_the_readme_says_the_float32_choice_depends_on_the_cpu() -> None:
     text = " ".join(TRAINING_README.read_text().split())
     assert len(ESTIMATORS) == 4
-    assert "All four estimators pass in float32" in text
+    assert "All four estimators pass in float32 here" in text
+    assert "the gate exports that model in float64" in text
 
 
 @pytest.fixture(scope="module")
@@ -49,20 +49,33 @@ def session(model_bytes: bytes) -> onnxruntime.InferenceSession:
 
 @pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
 def test_onnx_runtime_matches_scikit_learn(iris, estimator: str) -> None:
+    """What holds on any CPU: probabilities within the parity tolerance, on rows the gate never
+    saw; labels wherever that tolerance cannot swap the top two classes; and float32 unless
+    float32 misses the tolerance on this CPU, whose kernels decide that margin."""
     features, species = iris
     pipeline = build_pipeline(estimator, seed=42).fit(features[::2], species[::2])
+    sets = {"hold-out": features[1::2], "random-flower": check_flowers(seed=7)}
     model_bytes, parity = export_checked(
-        pipeline, features[1::2], feature_names=FEATURE_NAMES, seed=7
+        pipeline, sets["hold-out"], feature_names=FEATURE_NAMES, seed=7
     )
     assert parity.passed
-    # The training README: all four estimators pass in float32.
-    assert parity.precision == FLOAT32_ESTIMATORS.get(estimator, "float64")
+    if parity.precision != "float32":
+        in_float32 = to_onnx(pipeline, feature_names=FEATURE_NAMES, precision="float32")
+        assert not measure(pipeline, in_float32, sets).passed, "float32 passed, yet was not used"
     runtime = session(model_bytes)
     dtype = np.float32 if parity.precision == "float32" else np.float64
     for rows in (features, check_flowers(seed=11)):
-        onnx_probabilities = runtime.run(["probabilities"], {"features": rows.astype(dtype)})[0]
-        np.testing.assert_allclose(
-            onnx_probabilities, pipeline.predict_proba(rows), rtol=0, atol=TOLERANCE
+        labels, probabilities = runtime.run(
+            ["label", "probabilities"], {"features": rows.astype(dtype)}
+        )
+        expected = pipeline.predict_proba(rows)
+        np.testing.assert_allclose(probabilities, expected, rtol=0, atol=TOLERANCE)
+        # Each of the top two may move by the tolerance: a closer pair may come out either way.
+        second, top = np.sort(expected, axis=1)[:, -2:].T
+        clear = top - second > 2 * TOLERANCE
+        assert clear.sum() > len(rows) / 2, "too few rows with a clear class to check labels"
+        np.testing.assert_array_equal(
+            labels[clear], pipeline.classes_[expected.argmax(axis=1)][clear]
         )
 
 
