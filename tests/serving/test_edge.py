@@ -220,7 +220,8 @@ def test_an_unhandled_error_in_the_real_service_carries_both_headers_and_is_logg
     service_client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A model that raises, under every layer of the service: nothing inside answers, and the
-    edge layer's 500 still carries the replica, the request id and an access line."""
+    edge layer's 500 still carries the replica and the request id, and the error is logged
+    with that id beside the access line."""
     from iris_classifier.serving.logs import JsonLineFormatter
     from iris_classifier.serving.model import OnnxClassifier
     from tests.conftest import SEED_FLOWER
@@ -230,10 +231,16 @@ def test_an_unhandled_error_in_the_real_service_carries_both_headers_and_is_logg
 
     monkeypatch.setattr(OnnxClassifier, "predict_proba_one", broken)
     started = time.monotonic()
-    with caplog.at_level(logging.INFO):
-        response = service_client.post(
-            "/iris/classify_iris", json=SEED_FLOWER, headers={"X-Request-ID": "boom-1"}
-        )
+    # Formatted as they are emitted, as a replica writes them, where the request's context is.
+    as_written = FormattedLines()
+    logging.getLogger().addHandler(as_written)
+    try:
+        with caplog.at_level(logging.INFO):
+            response = service_client.post(
+                "/iris/classify_iris", json=SEED_FLOWER, headers={"X-Request-ID": "boom-1"}
+            )
+    finally:
+        logging.getLogger().removeHandler(as_written)
     waited = time.monotonic() - started
     assert response.status_code == 500
     # BentoML's timeout layer held such an error back until its timer ran out.
@@ -254,6 +261,16 @@ def test_an_unhandled_error_in_the_real_service_carries_both_headers_and_is_logg
     assert [(line["request_id"], line["path"]) for line in access] == [
         ("boom-1", "/iris/classify_iris")
     ]
+    # The error itself, its traceback's end included, on a line of the request it broke.
+    errors = [
+        line
+        for line in as_written.lines
+        if "RuntimeError: the model broke" in line.get("error", "")
+    ]
+    assert errors, f"the model's error is not logged: {as_written.lines}"
+    assert [(line.get("request_id"), line["level"]) for line in errors] == [
+        ("boom-1", "ERROR")
+    ] * len(errors), errors
 
 
 def test_every_request_gets_one_access_line_with_status_and_duration(
