@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from iris_classifier.flowers import CLASS_NAMES
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
 from tests.conftest import SEED_FLOWER
 
 CLASSIFY = "/iris/classify_iris"
@@ -476,21 +476,39 @@ def test_kserve_clients_model_name_naming_this_model_is_accepted(service_client)
 def test_tensor_answers_are_counted_in_the_model_metrics(service_client) -> None:
     from tests.serving.test_metrics import delta, snapshot
 
+    # Two flowers inside the training ranges and one past the largest sepal length and petal
+    # width of the whole iris data set, so the out-of-range counters must move by one row.
+    outlier = [8.4, 3.0, 5.8, 2.9]
+    flowers = [*VIRGINICA_TENSOR["inputs"][0]["data"], outlier]
+    request = {
+        "inputs": [{"name": "flowers", "datatype": "FP32", "shape": [3, 4], "data": flowers}],
+        "outputs": [{"name": "label"}, {"name": "out_of_range"}],
+    }
     before = snapshot()
-    request = {**VIRGINICA_TENSOR, "outputs": [{"name": "label"}, {"name": "out_of_range"}]}
     answer = service_client.post(V2_INFER, json=request).json()
     after = snapshot()
     labels, flagged = (output["data"] for output in answer["outputs"])
-    assert labels == ["virginica", "virginica"]
-    assert delta(before, after, "iris_predictions_total", **{"class": "virginica"}) == 2
-    assert delta(before, after, "iris_prediction_top_probability_count") == 2
+    assert labels[:2] == ["virginica", "virginica"]
+    assert flagged == ["", "", "sepal_length,petal_width"]
+    for name in CLASS_NAMES:
+        counted = delta(before, after, "iris_predictions_total", **{"class": name})
+        assert counted == labels.count(name), name
+    assert delta(before, after, "iris_prediction_top_probability_count") == 3
     assert delta(before, after, "iris_batch_rows_count") == 1
-    outside = sum(bool(names) for names in flagged)
-    assert delta(before, after, "iris_out_of_range_flowers_total") == outside
-    single = service_client.post(
-        CLASSIFY, json=dict(zip(SEED_FLOWER, [6.7, 3.0, 5.2, 2.3], strict=True))
-    )
-    assert ",".join(single.json()["out_of_range"]) == flagged[0]
+    assert delta(before, after, "iris_batch_rows_sum") == 3
+    assert delta(before, after, "iris_out_of_range_flowers_total") == 1
+    per_feature = {
+        name: delta(before, after, "iris_out_of_range_features_total", feature=name)
+        for name in FEATURE_NAMES
+    }
+    assert per_feature == {
+        "sepal_length": 1,
+        "sepal_width": 0,
+        "petal_length": 0,
+        "petal_width": 1,
+    }
+    single = service_client.post(CLASSIFY, json=dict(zip(FEATURE_NAMES, outlier, strict=True)))
+    assert ",".join(single.json()["out_of_range"]) == flagged[2]
 
 
 def test_typed_apis_and_every_route_share_one_predictor(service_class) -> None:

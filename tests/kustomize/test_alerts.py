@@ -32,10 +32,12 @@ NOT_FROM_THE_SERVICE = {
     "kube_deployment_status_replicas_unavailable",
     "kube_deployment_spec_replicas",
 }
-# An aggregation and the labels it keeps (`by`), or None when it keeps none or uses `without`.
+# An aggregation, its modifier written before the parenthesis (`by` or `without`, or none) and
+# the labels the modifier names. A modifier written after the aggregated expression is not
+# read, so such an aggregation counts as keeping no label: the rules write it first.
 AGGREGATION = re.compile(
     r"\b(sum|count|max|min|avg|group|stddev|stdvar|topk|bottomk|quantile|count_values)\s*"
-    r"(?:by\s*\(([^)]*)\))?\s*\("
+    r"(?:(by|without)\s*\(([^)]*)\))?\s*\("
 )
 # A name right before a label matcher: the metric a selector reads.
 SELECTED_METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
@@ -170,6 +172,35 @@ def test_runbook_urls_follow_the_one_base_url(tmp_path: Path) -> None:
     )
 
 
+def labels_added_together(expr: str, needed: set[str]) -> list[str]:
+    """Each aggregation in `expr` that does not keep every label of `needed`, and what it loses."""
+    lost = []
+    for operator, modifier, names in AGGREGATION.findall(expr):
+        labels = {label.strip() for label in names.split(",") if label.strip()}
+        dropped = needed & labels if modifier == "without" else needed - labels
+        if dropped:
+            written = f"{operator} {modifier} ({names})" if modifier else operator
+            lost.append(f"{written} adds up {', '.join(sorted(dropped))}")
+    return lost
+
+
+@pytest.mark.parametrize(
+    ("expr", "lost"),
+    [
+        ("sum by (namespace, job) (rate(x[5m]))", []),
+        ("sum without (instance, pod) (rate(x[5m]))", []),
+        ("sum by (namespace) (rate(x[5m]))", ["sum by (namespace) adds up job"]),
+        ("sum(rate(x[5m]))", ["sum adds up job, namespace"]),
+        ("max without (namespace) (x)", ["max without (namespace) adds up namespace"]),
+        ("count without(pod,job)(x)", ["count without (pod,job) adds up job"]),
+        ("sum(rate(x[5m])) by (namespace, job)", ["sum adds up job, namespace"]),
+        ("x / on (namespace) group_left y", []),
+    ],
+)
+def test_the_aggregation_check_reads_by_and_without(expr: str, lost: list[str]) -> None:
+    assert labels_added_together(expr, {"namespace", "job"}) == lost
+
+
 def test_every_aggregation_keeps_namespace_and_job_apart(rules: list[dict]) -> None:
     """Staging and production in one Prometheus: no rule may add their series together.
 
@@ -178,12 +209,8 @@ def test_every_aggregation_keeps_namespace_and_job_apart(rules: list[dict]) -> N
     """
     for rule in rules:
         name = rule.get("record") or rule["alert"]
-        aggregations = AGGREGATION.findall(rule["expr"])
-        for operator, kept in aggregations:
-            labels = {label.strip() for label in kept.split(",") if label.strip()}
-            assert "namespace" in labels, f"{name}: {operator} without `by (namespace, ...)`"
-            if "kube_" not in rule["expr"]:
-                assert "job" in labels, f"{name}: {operator} without `by (..., job)`"
+        needed = {"namespace"} if "kube_" in rule["expr"] else {"namespace", "job"}
+        assert not labels_added_together(rule["expr"], needed), name
     recorded = [rule["record"] for rule in rules if "record" in rule]
     assert recorded
     assert all(name.startswith("namespace_job:") for name in recorded)

@@ -73,17 +73,22 @@ def test_each_build_gets_a_tag_of_its_own_from_its_image_id(tree: Path, stubs: S
     assert (tree / "build" / "image-ref").read_text().strip() == second
 
 
-def test_a_new_build_rolls_the_pods(tree: Path, stubs: StubCluster) -> None:
+def test_a_new_build_rolls_the_pods_and_the_same_build_does_not(
+    tree: Path, stubs: StubCluster
+) -> None:
     first = build(tree, stubs, FIRST_ID)
     assert f"deploying {first} (running before: nothing)" in deploy(tree, stubs)
     second = build(tree, stubs, SECOND_ID)
     assert f"deploying {second} (running before: {first})" in deploy(tree, stubs)
+    assert build(tree, stubs, SECOND_ID) == second  # rebuilt, nothing changed: the same image
+    assert f"deploying {second} (running before: {second})" in deploy(tree, stubs)
 
     applied = stubs.load()["applied"]
     images = [template["spec"]["containers"][0]["image"] for template in applied]
-    assert images == [first, second]
+    assert images == [first, second, second]
     # Kubernetes rolls a Deployment out exactly when its pod template changes.
     assert applied[0] != applied[1], "a new image must change the pod template"
+    assert applied[1] == applied[2], "the same image must leave the pod template alone"
 
 
 def test_deploy_kind_loads_applies_and_waits_in_the_kind_context(

@@ -62,10 +62,8 @@ def body(document: dict) -> bytes:
 
 
 def refusal(raw: bytes, header_length: str | None = None) -> str:
-    with pytest.raises(Refusal) as caught:
-        parse_request(raw, header_length)
-    assert caught.value.status == 400
-    return caught.value.error
+    """The one-line error of a refusal the service words itself."""
+    return refused(raw, header_length).error
 
 
 def features(raw: bytes, header_length: str | None = None) -> np.ndarray:
@@ -99,62 +97,103 @@ def test_fp64_is_accepted() -> None:
     assert features(body(request(tensor={"datatype": "FP64"}))).tolist() == FLOWERS
 
 
+def refused(raw: bytes, header_length: str | None = None) -> Refusal:
+    with pytest.raises(Refusal) as caught:
+        parse_request(raw, header_length)
+    assert caught.value.status == 400
+    return caught.value
+
+
+def problems(refusal: Refusal) -> list[tuple[str, str]]:
+    """Each problem of a refusal as (field, type): what a client reads to tell them apart."""
+    return [(item["field"], item["type"]) for item in refusal.detail]
+
+
+ROW = "input 'flowers' row"
+
+
+# The field and the type of each problem, not the validation library's wording of it; the
+# service's own words (`says`) where the service writes them.
 @pytest.mark.parametrize(
-    ("document", "naming"),
+    ("document", "field", "kind", "says"),
     [
         (
             request(tensor={"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, True]]}),
-            "row 1: petal_width: Input should be a valid number",
+            f"{ROW} 1: petal_width",
+            "float_type",
+            None,
         ),
         (
             request(tensor={"data": [[5.1, "3.5", 1.4, 0.2], FLOWERS[1]]}),
-            "row 0: sepal_width: Input should be a valid number",
+            f"{ROW} 0: sepal_width",
+            "float_type",
+            None,
         ),
         (
             request(tensor={"data": [[5.1, None, 1.4, 0.2], FLOWERS[1]]}),
-            "row 0: sepal_width: Input should be a valid number",
+            f"{ROW} 0: sepal_width",
+            "float_type",
+            None,
         ),
         (
             request(tensor={"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 0, 2.3]]}),
-            "row 1: petal_length: Input should be greater than 0",
+            f"{ROW} 1: petal_length",
+            "greater_than",
+            None,
         ),
         (
             request(tensor={"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 100.5]]}),
-            "row 1: petal_width: Input should be less than or equal to 100",
+            f"{ROW} 1: petal_width",
+            "less_than_equal",
+            None,
         ),
         (
             request(tensor={"data": [[-1, 3.5, 1.4, 0.2], FLOWERS[1]]}),
-            "row 0: sepal_length: Input should be greater than 0",
+            f"{ROW} 0: sepal_length",
+            "greater_than",
+            None,
         ),
         (
             request(tensor={"data": FLAT[:7]}),
+            "inputs[0]",
+            "bad_request",
             "holds 7 values, but shape [2, 4] needs 8",
         ),
         (
             request(tensor={"data": [[5.1, 3.5, 1.4], [6.7, 3.0, 5.2]]}),
-            "input 'flowers': row 0 holds 3 values; a row is the 4 features",
+            "input 'flowers'",
+            "row_length",
+            "row 0 holds 3 values; a row is the 4 features",
         ),
         (
             request(tensor={"data": [FLOWERS[0], 6.7, 3.0, 5.2, 2.3]}),
-            "row 0: sepal_length: Input should be a valid number",
+            f"{ROW} 0: sepal_length",
+            "float_type",
+            None,
         ),
-        (request(tensor={"shape": [2, 3]}), "each row must hold the 4 features"),
-        (request(tensor={"shape": [8]}), "inputs[0].shape: List should have at least 2 items"),
         (
-            request(tensor={"shape": [2, 4.0]}),
-            "inputs[0].shape[1]: Input should be a valid integer",
+            request(tensor={"shape": [2, 3]}),
+            "inputs[0]",
+            "bad_request",
+            "each row must hold the 4 features",
         ),
-        (request(tensor={"shape": [0, 4], "data": []}), "a request holds 1 to 20,000 rows"),
+        (request(tensor={"shape": [8]}), "inputs[0].shape", "too_short", None),
+        (request(tensor={"shape": [2, 4.0]}), "inputs[0].shape[1]", "int_type", None),
+        (
+            request(tensor={"shape": [0, 4], "data": []}),
+            "inputs[0]",
+            "bad_request",
+            "a request holds 1 to 20,000 rows",
+        ),
         (
             request(tensor={"shape": [MAX_ROWS + 1, 4], "data": []}),
+            "inputs[0]",
+            "bad_request",
             f"{MAX_ROWS + 1} rows; a request holds 1 to 20,000 rows",
         ),
-        (
-            request(tensor={"datatype": "INT32"}),
-            "inputs[0].datatype: Input should be 'FP32' or 'FP64'",
-        ),
-        (request(tensor={"datatype": "BYTES"}), "inputs[0].datatype: Input should be"),
-        (request(tensor={"name": "petals"}), "inputs[0].name: Input should be 'flowers'"),
+        (request(tensor={"datatype": "INT32"}), "inputs[0].datatype", "literal_error", None),
+        (request(tensor={"datatype": "BYTES"}), "inputs[0].datatype", "literal_error", None),
+        (request(tensor={"name": "petals"}), "inputs[0].name", "literal_error", None),
         (
             {
                 "inputs": [
@@ -162,53 +201,55 @@ def test_fp64_is_accepted() -> None:
                     {"name": "petals", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
                 ]
             },
-            "inputs[1].name: Input should be 'flowers'",
+            "inputs[1].name",
+            "literal_error",
+            None,
         ),
-        ({"inputs": []}, "inputs: List should have at least 1 item"),
-        ({}, "inputs: Field required"),
-        (
-            request(outputs=[{"name": "species"}]),
-            "outputs[0].name: Input should be 'probabilities', 'label' or 'out_of_range'",
-        ),
+        ({"inputs": []}, "inputs", "too_short", None),
+        ({}, "inputs", "missing", None),
+        (request(outputs=[{"name": "species"}]), "outputs[0].name", "literal_error", None),
         (
             request(outputs=[{"name": "label", "parameters": {"binary_data": "yes"}}]),
-            "outputs[0].parameters.binary_data: Input should be a valid boolean",
+            "outputs[0].parameters.binary_data",
+            "bool_type",
+            None,
         ),
-        (request(id=7), "id: Input should be a valid string"),
-        (request(parameters=[1]), "parameters: Input should be an object"),
-        (request(tensor={"data": None}), "no 'data', and no binary_data_size parameter"),
-        (request(tensor={"extra": 1}), "inputs[0].extra: unknown field"),
-        (request(shape=1), "shape: unknown field"),
+        (request(id=7), "id", "string_type", None),
+        (request(parameters=[1]), "parameters", "model_type", None),
+        (
+            request(tensor={"data": None}),
+            "inputs[0]",
+            "bad_request",
+            "no 'data', and no binary_data_size parameter",
+        ),
+        (request(tensor={"extra": 1}), "inputs[0].extra", "extra_forbidden", "unknown field"),
+        (request(shape=1), "shape", "extra_forbidden", "unknown field"),
     ],
 )
 def test_bad_tensor_is_refused_naming_the_tensor_row_and_reason(
-    document: dict, naming: str
+    document: dict, field: str, kind: str, says: str | None
 ) -> None:
-    message = refusal(body(document))
-    assert naming in message
-    if "row" in naming and "rows" not in naming:
-        assert "input 'flowers'" in message
-
-
-NOT_JSON = "the request: not valid JSON"
+    refusal = refused(body(document))
+    assert problems(refusal) == [(field, kind)]
+    # The one-line error leads with the field, so a person reading it sees the same name.
+    assert refusal.error.startswith(f"{field}: ") or refusal.error == refusal.detail[0]["reason"]
+    if says is not None:
+        assert says in refusal.detail[0]["reason"]
 
 
 @pytest.mark.parametrize(
-    ("raw", "says"),
+    ("raw", "field", "kind"),
     [
-        (b"", NOT_JSON),
-        (b"{", NOT_JSON),
-        (b"[1, 2]", "the request: Input should be an object"),
-        (b'{"inputs": NaN}', "inputs: Input should be a valid array"),
-        (
-            b'{"inputs": [{"data": [Infinity]}]}',
-            "input 'flowers' row 0: sepal_length: Input should be a finite number",
-        ),
-        (b"\xff\xfe", NOT_JSON),
+        (b"", "the request", "json_invalid"),
+        (b"{", "the request", "json_invalid"),
+        (b"[1, 2]", "the request", "model_type"),
+        (b'{"inputs": NaN}', "inputs", "list_type"),
+        (b'{"inputs": [{"data": [Infinity]}]}', f"{ROW} 0: sepal_length", "finite_number"),
+        (b"\xff\xfe", "the request", "json_invalid"),
     ],
 )
-def test_malformed_json_is_refused_saying_so(raw: bytes, says: str) -> None:
-    assert says in refusal(raw)
+def test_malformed_json_is_refused_saying_so(raw: bytes, field: str, kind: str) -> None:
+    assert (field, kind) in problems(refused(raw))
 
 
 def binary_request(
