@@ -165,21 +165,19 @@ def test_openapi_document_describes_every_route(live_server: str) -> None:
 
 
 def serving_processes(url: str) -> tuple[int, list[int]]:
-    """The arbiter of the `bentoml serve` listening at `url`, and its worker processes."""
+    """The arbiter of the `bentoml serve` listening at `url`, and its worker processes (its
+    direct children, found through psutil: /proc/<pid>/task/<pid>/children needs a kernel
+    option that not every kernel is built with)."""
+    import psutil
+
     port = str(urlsplit(url).port)
     arbiter = None
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in argv and port.encode() in argv and b"service:IrisClassifier" in argv:
-            arbiter = int(proc.name)
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if "serve" in argv and port in argv and "service:IrisClassifier" in argv:
+            arbiter = proc
     assert arbiter is not None, f"no bentoml serve on port {port}"
-    children = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()
-    return arbiter, [int(child) for child in children]
+    return arbiter.pid, [child.pid for child in arbiter.children()]
 
 
 def maps(pid: int, library: str) -> bool:
