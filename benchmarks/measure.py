@@ -54,7 +54,7 @@ class RoundResult:
     single_cpu_s: float
     batch_cpu_s: float
     rss_mb: float
-    pss_mb: float
+    pss_mb: float | None  # None where PSS cannot be read (harness.processes.tree_memory_bytes)
 
     @property
     def flowers_per_second(self) -> float:
@@ -89,10 +89,11 @@ class RoundResult:
         }
 
 
-def tree_memory_mb(pid: int) -> tuple[float, float]:
-    """Resident and proportional set sizes summed over the whole process tree, in MB."""
+def tree_memory_mb(pid: int) -> tuple[float, float | None]:
+    """Resident and proportional set sizes summed over the whole process tree, in MB (PSS None
+    where it cannot be read)."""
     _, rss, pss = tree_memory_bytes(pid)
-    return rss / 1e6, pss / 1e6
+    return rss / 1e6, None if pss is None else pss / 1e6
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -43,10 +43,15 @@ logger = logging.getLogger(__name__)
 MIB = 2**20
 
 
-def tree_memory_mib(pid: int) -> dict[str, float]:
-    """RSS and PSS summed over `pid` and its descendants, in MiB."""
+def tree_memory_mib(pid: int) -> dict[str, float | None]:
+    """RSS and PSS summed over `pid` and its descendants, in MiB (PSS None where it cannot be
+    read)."""
     processes, rss, pss = tree_memory_bytes(pid)
-    return {"processes": processes, "rss_mib": rss / MIB, "pss_mib": pss / MIB}
+    return {
+        "processes": processes,
+        "rss_mib": rss / MIB,
+        "pss_mib": None if pss is None else pss / MIB,
+    }
 
 
 def post_json(url: str, payload: object) -> None:
@@ -178,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(singles=args.singles, batches=args.batches, concurrency=args.concurrency)
         for stage, figures in result.items():
             logger.info(
-                "%-12s %d processes  RSS %.0f MiB  PSS %.0f MiB",
+                "%-12s %d processes  RSS %.0f MiB  PSS %s MiB",
                 stage,
                 figures["processes"],
                 figures["rss_mib"],
-                figures["pss_mib"],
+                "n/a" if figures["pss_mib"] is None else f"{figures['pss_mib']:.0f}",
             )
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -188,7 +188,7 @@ class Memory:
     round_index: int
     processes: int
     rss_mb: float
-    pss_mb: float
+    pss_mb: float | None  # None where PSS cannot be read
 
 
 def measure(
@@ -250,14 +250,15 @@ def measure(
                 result.p99_ms,
             )
         processes, rss, pss = tree_memory_bytes(process.pid)
-        memory = Memory(server.name, round_index, processes, rss / 1e6, pss / 1e6)
+        pss_mb = None if pss is None else pss / 1e6
+        memory = Memory(server.name, round_index, processes, rss / 1e6, pss_mb)
         logger.info(
-            "round %d %-9s after the load: %d processes, RSS %.0f MB, PSS %.0f MB",
+            "round %d %-9s after the load: %d processes, RSS %.0f MB, PSS %s MB",
             round_index,
             server.name,
             processes,
             memory.rss_mb,
-            memory.pss_mb,
+            "n/a" if pss_mb is None else f"{pss_mb:.0f}",
         )
     finally:
         stop_tree(process.pid)
@@ -322,10 +323,11 @@ def memory_lines(memory: list[Memory]) -> list[str]:
         if server == "bentoml":
             verdict = "met" if rss <= REPLICA_RSS_TARGET_MB else "missed"
             target = f"<= {REPLICA_RSS_TARGET_MB:.0f} MB: {verdict}"
+        pss = [m.pss_mb for m in samples if m.pss_mb is not None]
         lines.append(
             f"| {server} | {max(m.processes for m in samples)} | {rss:.0f} "
             f"| {', '.join(f'{m.rss_mb:.0f}' for m in samples)} "
-            f"| {statistics.median(m.pss_mb for m in samples):.0f} | {target} |"
+            f"| {f'{statistics.median(pss):.0f}' if pss else 'n/a'} | {target} |"
         )
     return lines
 

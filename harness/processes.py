@@ -67,22 +67,33 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def tree_memory_bytes(pid: int) -> tuple[int, int, int]:
-    """(processes, RSS, PSS) summed over `pid` and its descendants.
+def tree_memory_bytes(pid: int) -> tuple[int, int, int | None]:
+    """(processes, RSS, PSS) summed over `pid` and its descendants; PSS is None where it
+    cannot be read for every process of the tree.
 
     RSS counts pages shared between forked workers once per process, so it overstates what a
     multi-process server costs; PSS splits shared pages fairly and is close to what a
-    container's memory cgroup is charged.
+    container's memory cgroup is charged. PSS comes from /proc/<pid>/smaps_rollup (or smaps),
+    which some kernels and sandboxes do not offer or do not let a process read, and which other
+    systems do not have at all: RSS alone is then all there is, never a stand-in for PSS.
     """
-    rss = pss = 0
+    rss = 0
+    pss: int | None = 0
     processes = process_tree(pid)
     for proc in processes:
         try:
-            info = proc.memory_full_info()
+            rss += proc.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        rss += info.rss
-        pss += getattr(info, "pss", info.rss)
+        try:
+            proc_pss = getattr(proc.memory_full_info(), "pss", None)
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            proc_pss = None
+        pss = None if pss is None or proc_pss is None else pss + proc_pss
+    if pss is None:
+        logger.info("PSS cannot be read for the process tree of %s: RSS only", pid)
     return len(processes), rss, pss
 
 
