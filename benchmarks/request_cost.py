@@ -46,6 +46,7 @@ import orjson
 from benchmarks.loadgen import run_wrk
 from benchmarks.measure import tree_cpu_seconds
 from benchmarks.servers import uvicorn_command
+from harness.cpus import add_pinning_arguments, resolve_pinning
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
@@ -379,12 +380,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--http-rounds", type=int, default=3, help="HTTP loads; the median counts")
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--server-cpus", default="0")
-    parser.add_argument("--load-cpus", default="1")
+    add_pinning_arguments(parser)
     parser.add_argument("--no-http", action="store_true", help="in-process layers only")
     parser.add_argument("--output", type=Path, help="also write the table and figures here")
     parser.add_argument("--smoke", action="store_true", help="a short run: checks the tool works")
     args = parser.parse_args(argv)
+    resolve_pinning(parser, args)
     if args.smoke:
         args.calls, args.repeats, args.seconds, args.http_rounds, args.warmup = 300, 2, 1, 1, 0.5
     return args

@@ -37,6 +37,7 @@ import numpy as np
 
 from benchmarks.loadgen import WrkResult, run_wrk
 from benchmarks.measure import SERVER_LOG_DIR
+from harness.cpus import add_pinning_arguments, resolve_pinning
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
@@ -407,14 +408,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16, help="for single flowers")
     parser.add_argument("--batch-connections", type=int, default=4)
     parser.add_argument("--batch-rows", type=int, default=1000)
-    parser.add_argument("--server-cpus", default="0")
-    parser.add_argument("--load-cpus", default="1")
+    add_pinning_arguments(parser)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR)
     parser.add_argument(
         "--servers", default="bentoml,mlserver", help="comma-separated: bentoml, mlserver"
     )
     parser.add_argument("--smoke", action="store_true", help="one short round: checks the harness")
     args = parser.parse_args(argv)
+    resolve_pinning(parser, args)
     if args.smoke:
         args.rounds, args.seconds, args.warmup = 1, 1, 0
     return args

@@ -25,6 +25,7 @@ from benchmarks import request_cost, v2
 from benchmarks.loadgen import WrkResult, parse_wrk_output
 from benchmarks.measure import RoundResult
 from benchmarks.report import cell, cpu_column_note, medians, paired_ratios, ratio, targets
+from harness.cpus import allowed_cpus
 from harness.processes import REPO_ROOT
 from iris_classifier.serving.config import MAX_BATCH_ROWS
 from iris_classifier.serving.contract import SAMPLE_FLOWER
@@ -137,6 +138,16 @@ def test_report_says_what_cpu_per_request_means_from_how_busy_the_cpu_was() -> N
     assert "other work shared the pinned CPU" in cpu_column_note(shared)
 
 
+def require_pinning() -> None:
+    """What a benchmark run needs: wrk, taskset, and two CPUs to give the server and wrk one each."""
+    require_tools("wrk", "taskset")
+    allowed = allowed_cpus()
+    require(
+        len(allowed) >= 2,
+        f"the benchmarks pin the server and wrk to a CPU each; only CPU {allowed[0]} is allowed here",
+    )
+
+
 def require_tools(*names: str) -> None:
     """Skip when a tool is missing, except in CI, where its absence is a failure."""
     missing = [name for name in names if shutil.which(name) is None]
@@ -188,7 +199,7 @@ def run_smoke(module: str, env: dict[str, str], output: Path, *options: str) -> 
 def test_smoke_run_measures_every_server(
     model_store: Path, random_forest_store: Path, tmp_path: Path
 ) -> None:
-    require_tools("wrk", "taskset")
+    require_pinning()
     env = {
         **os.environ,
         "BENTOML_HOME": str(model_store),
@@ -288,7 +299,7 @@ def test_v2_report_shows_pss_as_unmeasured_where_it_cannot_be_read() -> None:
 def test_v2_smoke_run_measures_every_workload_of_this_service(
     model_store: Path, tmp_path: Path
 ) -> None:
-    require_tools("wrk", "taskset")
+    require_pinning()
     env = {**os.environ, "BENTOML_HOME": str(model_store), "BENTOML_DO_NOT_TRACK": "true"}
     run_smoke("benchmarks.v2", env, tmp_path, "--servers", "bentoml")
     rows = json.loads((tmp_path / "v2.json").read_text())
@@ -334,7 +345,7 @@ def test_request_cost_layers_are_the_differences_of_nested_measurements() -> Non
 
 @pytest.mark.integration
 def test_request_cost_smoke_run_measures_every_layer(model_store: Path, tmp_path: Path) -> None:
-    require_tools("wrk", "taskset")
+    require_pinning()
     env = {**os.environ, "BENTOML_HOME": str(model_store), "BENTOML_DO_NOT_TRACK": "true"}
     run_smoke("benchmarks.request_cost", env, tmp_path)
     figures = json.loads((tmp_path / "request-cost.json").read_text())
