@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import deployment
+from harness.cgroups import cgroup_cpu_seconds
 from harness.deployment import Manifest
 from harness.processes import REPO_ROOT, free_port, start, wait_http_ok
 
@@ -253,21 +254,13 @@ class ColdStart:
 
 
 def container_cpu_seconds(name: str) -> float | None:
-    """CPU seconds a running container has used so far, from its cgroup (v1 or v2)."""
-    container_id = docker("inspect", "--format", "{{.Id}}", name)
-    cgroup = Path("/sys/fs/cgroup")
-    v1_usage = cgroup / "cpuacct" / "docker" / container_id / "cpuacct.usage"
-    if v1_usage.is_file():
-        return int(v1_usage.read_text()) / 1e9
-    for v2_dir in (
-        cgroup / "system.slice" / f"docker-{container_id}.scope",
-        cgroup / "docker" / container_id,
-    ):
-        stat = v2_dir / "cpu.stat"
-        if stat.is_file():
-            fields = dict(line.split() for line in stat.read_text().splitlines())
-            return int(fields["usage_usec"]) / 1e6
-    return None
+    """CPU seconds a running container has used so far, read from the cgroup its main process
+    is in (whatever the cgroup version and the engine's cgroup driver); None where the engine's
+    processes are not visible from here."""
+    container_id, pid = docker("inspect", "--format", "{{.Id}} {{.State.Pid}}", name).split()
+    if pid == "0":  # not running
+        return None
+    return cgroup_cpu_seconds(int(pid), must_contain=container_id)
 
 
 def cold_start(image: str, *, log_path: Path, env: Mapping[str, str] | None = None) -> ColdStart:
