@@ -28,7 +28,7 @@ from pathlib import Path
 from harness import deployment
 from harness.cgroups import cgroup_cpu_seconds
 from harness.deployment import Manifest
-from harness.processes import REPO_ROOT, free_port, start, wait_http_ok
+from harness.processes import REPO_ROOT, free_port, on_free_port, start, wait_http_ok
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +212,12 @@ def start_hardened(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     name_prefix: str = "iris-classifier",
+    port: int | None = None,
 ) -> Container:
-    """Start `image` hardened on a free loopback port; the caller must `remove()` it."""
-    port = free_port()
+    """Start `image` hardened on loopback `port` (a free one if None); the caller must
+    `remove()` it. `hardened_container` also waits until it is ready, and starts it again on
+    another port if the free one is taken before the server binds it."""
+    port = port or free_port()
     name = f"{name_prefix}-{uuid.uuid4().hex[:10]}"
     command = hardened_command(image, name=name, port=port, env=env)
     logger.debug("starting %s", " ".join(command))
@@ -232,15 +235,27 @@ def hardened_container(
     ready_timeout: float = 90,
 ) -> Iterator[Container]:
     """A ready hardened container (its /readyz answered 200), always removed afterwards."""
-    container = start_hardened(image, log_path=log_path, env=env)
+
+    def ready_on(port: int) -> contextlib.AbstractContextManager[tuple[Container, float]]:
+        return _ready_container(image, port, log_path=log_path, env=env, timeout=ready_timeout)
+
+    with on_free_port(ready_on) as ((container, _), _):
+        yield container
+
+
+@contextlib.contextmanager
+def _ready_container(
+    image: str, port: int, *, log_path: Path, env: Mapping[str, str] | None, timeout: float
+) -> Iterator[tuple[Container, float]]:
+    """(container, seconds from `docker run` to its first 200 from /readyz) on `port`."""
+    started = time.monotonic()
+    container = start_hardened(image, log_path=log_path, env=env, port=port)
     try:
         try:
-            wait_http_ok(
-                f"{container.url}/readyz", timeout=ready_timeout, process=container.process
-            )
+            wait_http_ok(f"{container.url}/readyz", timeout=timeout, process=container.process)
         except (RuntimeError, TimeoutError) as error:
             raise RuntimeError(f"{error}\n--- container log ---\n{container.logs()}") from error
-        yield container
+        yield container, time.monotonic() - started
     finally:
         container.remove()
 
@@ -265,14 +280,12 @@ def container_cpu_seconds(name: str) -> float | None:
 
 def cold_start(image: str, *, log_path: Path, env: Mapping[str, str] | None = None) -> ColdStart:
     """Time from `docker run` to the first 200 from /readyz, for one fresh container."""
-    started = time.monotonic()
-    container = start_hardened(image, log_path=log_path, env=env)
-    try:
-        wait_http_ok(f"{container.url}/readyz", timeout=120, process=container.process)
-        seconds = time.monotonic() - started
+
+    def ready_on(port: int) -> contextlib.AbstractContextManager[tuple[Container, float]]:
+        return _ready_container(image, port, log_path=log_path, env=env, timeout=120)
+
+    with on_free_port(ready_on) as ((container, seconds), _):
         return ColdStart(seconds=seconds, cpu_seconds=container_cpu_seconds(container.name))
-    finally:
-        container.remove()
 
 
 def image_size_bytes(image: str) -> int:

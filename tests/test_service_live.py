@@ -230,14 +230,13 @@ def json_serving(tmp_path_factory: pytest.TempPathFactory, name: str):
     """(url, arbiter process, log path) of a `bentoml serve` logging JSON and draining 3 s."""
     from harness.processes import (
         bentoml_serve_command,
-        free_port,
+        on_free_port,
         start,
         stop_tree,
         wait_http_ok,
     )
     from tests.conftest import REPO_ROOT, SESSION_HOME
 
-    port = free_port()
     log = tmp_path_factory.mktemp(name) / "serve.log"
     env = {
         "POD_NAME": "json-replica",
@@ -245,13 +244,19 @@ def json_serving(tmp_path_factory: pytest.TempPathFactory, name: str):
         "IRIS_LOG_FORMAT": "json",
         "IRIS_DRAIN_SECONDS": str(DRAIN_SECONDS),
     }
-    process = start(bentoml_serve_command(port), env=env, log_path=log, cwd=REPO_ROOT)
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=90, process=process)
+
+    @contextlib.contextmanager
+    def draining_on(port: int):
+        process = start(bentoml_serve_command(port), env=env, log_path=log, cwd=REPO_ROOT)
+        try:
+            wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=90, process=process)
+            yield process
+        finally:
+            stop_tree(process.pid, grace=DRAIN_SECONDS + 15)
+            process.wait(timeout=10)
+
+    with on_free_port(draining_on) as (process, port):
         yield f"http://127.0.0.1:{port}", process, log
-    finally:
-        stop_tree(process.pid, grace=DRAIN_SECONDS + 15)
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
