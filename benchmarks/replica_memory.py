@@ -31,8 +31,7 @@ from pathlib import Path
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
-    free_port,
-    running,
+    running_on_free_port,
     tree_memory_bytes,
 )
 from iris_classifier.serving.config import MAX_BATCH_ROWS
@@ -105,17 +104,11 @@ def peak_while(
 
 
 def measure(*, singles: int, batches: int, concurrency: int) -> dict[str, dict[str, float]]:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
     with (
         tempfile.TemporaryDirectory() as logs,
-        running(
-            bentoml_serve_command(port),
-            ready_url=f"{base_url}/readyz",
-            log_path=Path(logs) / "serve.log",
-            cwd=REPO_ROOT,
-            timeout=120,
-        ) as server,
+        running_on_free_port(
+            bentoml_serve_command, log_path=Path(logs) / "serve.log", cwd=REPO_ROOT, timeout=120
+        ) as (server, base_url),
     ):
         idle = tree_memory_mib(server.pid)
         peak = peak_while(

@@ -50,10 +50,7 @@ from harness.cpus import add_pinning_arguments, resolve_pinning
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
-    free_port,
-    start,
-    stop_tree,
-    wait_http_ok,
+    running_on_free_port,
 )
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME
 
@@ -310,32 +307,32 @@ def http_cost_us(
     log_path: Path,
 ) -> float:
     """CPU microseconds of the server's whole process tree per answered request under wrk."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    process = start(
-        ["taskset", "-c", args.server_cpus, *command(port)], log_path=log_path, cwd=REPO_ROOT
-    )
-    try:
-        wait_http_ok(f"{base_url}{ready_path}", timeout=120, process=process)
-        with tempfile.NamedTemporaryFile(suffix=".json") as body_file:
-            body_file.write(body)
-            body_file.flush()
-            load = {
-                "connections": args.connections,
-                "cpus": args.load_cpus,
-                "script_env": {"BENCH_BODY_FILE": body_file.name, "BENCH_PATH": path},
-            }
-            run_wrk(base_url, "post_file.lua", seconds=args.warmup, **load)
-            costs = []
-            for _ in range(args.http_rounds):
-                cpu_before = tree_cpu_seconds(process.pid)
-                result = run_wrk(base_url, "post_file.lua", seconds=args.seconds, **load)
-                cpu = tree_cpu_seconds(process.pid) - cpu_before
-                if result.failed:
-                    raise RuntimeError(f"{path}: {result.failed} failed requests")
-                costs.append(cpu / result.requests * 1e6)
-    finally:
-        stop_tree(process.pid)
+    with (
+        running_on_free_port(
+            lambda port: ["taskset", "-c", args.server_cpus, *command(port)],
+            ready_path=ready_path,
+            log_path=log_path,
+            cwd=REPO_ROOT,
+            timeout=120,
+        ) as (process, base_url),
+        tempfile.NamedTemporaryFile(suffix=".json") as body_file,
+    ):
+        body_file.write(body)
+        body_file.flush()
+        load = {
+            "connections": args.connections,
+            "cpus": args.load_cpus,
+            "script_env": {"BENCH_BODY_FILE": body_file.name, "BENCH_PATH": path},
+        }
+        run_wrk(base_url, "post_file.lua", seconds=args.warmup, **load)
+        costs = []
+        for _ in range(args.http_rounds):
+            cpu_before = tree_cpu_seconds(process.pid)
+            result = run_wrk(base_url, "post_file.lua", seconds=args.seconds, **load)
+            cpu = tree_cpu_seconds(process.pid) - cpu_before
+            if result.failed:
+                raise RuntimeError(f"{path}: {result.failed} failed requests")
+            costs.append(cpu / result.requests * 1e6)
     return statistics.median(costs)
 
 

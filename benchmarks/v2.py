@@ -42,10 +42,8 @@ from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
     free_port,
-    start,
-    stop_tree,
+    running_on_free_port,
     tree_memory_bytes,
-    wait_http_ok,
 )
 from iris_classifier.flowers import FEATURE_NAMES
 
@@ -213,17 +211,14 @@ def measure(
         workloads.append(
             ("batch-binary", args.batch_rows, Body(path, "application/octet-stream", header_length))
         )
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    command = ["taskset", "-c", args.server_cpus, *server.command(port)]
-    process = start(
-        command,
+    results = []
+    with running_on_free_port(
+        lambda port: ["taskset", "-c", args.server_cpus, *server.command(port)],
+        ready_path="/v2/health/ready",
         log_path=log_dir / f"v2-{server.name}-round{round_index}.log",
         cwd=REPO_ROOT,
-    )
-    results = []
-    try:
-        wait_http_ok(f"{base_url}/v2/health/ready", timeout=120, process=process)
+        timeout=120,
+    ) as (process, base_url):
         for name, rows, body in workloads:
             script_env = {
                 "BENCH_BODY_FILE": str(body.path),
@@ -261,8 +256,6 @@ def measure(
             memory.rss_mb,
             "n/a" if pss_mb is None else f"{pss_mb:.0f}",
         )
-    finally:
-        stop_tree(process.pid)
     return results, memory
 
 
