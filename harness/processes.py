@@ -27,7 +27,7 @@ import psutil
 
 logger = logging.getLogger(__name__)
 
-Server = TypeVar("Server")
+Opened = TypeVar("Opened")
 
 
 def free_port() -> int:
@@ -62,10 +62,10 @@ PORT_ATTEMPTS = 3
 
 @contextlib.contextmanager
 def on_free_port(
-    open_on: Callable[[int], contextlib.AbstractContextManager[Server]],
+    open_on: Callable[[int], contextlib.AbstractContextManager[Opened]],
     *,
     attempts: int = PORT_ATTEMPTS,
-) -> Iterator[tuple[Server, int]]:
+) -> Iterator[tuple[Opened, int]]:
     """(server, port) of the context `open_on(port)` opens on a free port: a server that is
     ready on entry and stopped on exit.
 
@@ -214,7 +214,10 @@ def running(
         wait_http_ok(ready_url, timeout=timeout, process=process)
         yield process
     finally:
-        _stop_and_collect(process)
+        stop_tree(process.pid)
+        # Collect the exit status so Popen does not warn that the server is still running.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
 
 
 @contextlib.contextmanager
@@ -238,13 +241,6 @@ def running_on_free_port(
 
     with on_free_port(running_on) as (process, port):
         yield process, f"http://127.0.0.1:{port}"
-
-
-def _stop_and_collect(process: subprocess.Popen[bytes]) -> None:
-    stop_tree(process.pid)
-    # Collect the exit status so Popen does not warn that the server is still running.
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
