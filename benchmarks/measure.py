@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +18,10 @@ from benchmarks.loadgen import WrkResult, run_wrk
 from benchmarks.servers import Server
 from harness.processes import (
     REPO_ROOT,
-    free_port,
+    on_free_port,
     process_tree,
-    start,
-    stop_tree,
+    running,
     tree_memory_bytes,
-    wait_http_ok,
 )
 from iris_classifier.serving.contract import SAMPLE_FLOWER
 
@@ -54,7 +55,7 @@ class RoundResult:
     single_cpu_s: float
     batch_cpu_s: float
     rss_mb: float
-    pss_mb: float
+    pss_mb: float | None  # None where PSS cannot be read (harness.processes.tree_memory_bytes)
 
     @property
     def flowers_per_second(self) -> float:
@@ -89,10 +90,11 @@ class RoundResult:
         }
 
 
-def tree_memory_mb(pid: int) -> tuple[float, float]:
-    """Resident and proportional set sizes summed over the whole process tree, in MB."""
+def tree_memory_mb(pid: int) -> tuple[float, float | None]:
+    """Resident and proportional set sizes summed over the whole process tree, in MB (PSS None
+    where it cannot be read)."""
     _, rss, pss = tree_memory_bytes(pid)
-    return rss / 1e6, pss / 1e6
+    return rss / 1e6, None if pss is None else pss / 1e6
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -127,15 +129,24 @@ def check_answers(base_url: str) -> None:
 def measure_round(
     server: Server, round_index: int, settings: LoadSettings, log_dir: Path
 ) -> RoundResult:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    command = ["taskset", "-c", settings.server_cpus, *server.command(port)]
     log_path = log_dir / f"{server.name}-round{round_index}.log"
-    started = time.monotonic()
-    process = start(command, env=server.env, log_path=log_path, cwd=REPO_ROOT)
-    try:
-        wait_http_ok(f"{base_url}{server.ready_path}", timeout=120, process=process)
-        cold_start_s = time.monotonic() - started
+
+    @contextlib.contextmanager
+    def timed_start(port: int) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+        """The server ready on `port`, and the seconds it took from launch."""
+        started = time.monotonic()
+        with running(
+            ["taskset", "-c", settings.server_cpus, *server.command(port)],
+            ready_url=f"http://127.0.0.1:{port}{server.ready_path}",
+            env=server.env,
+            log_path=log_path,
+            cwd=REPO_ROOT,
+            timeout=120,
+        ) as process:
+            yield process, time.monotonic() - started
+
+    with on_free_port(timed_start) as ((process, cold_start_s), port):
+        base_url = f"http://127.0.0.1:{port}"
         cold_start_cpu_s = tree_cpu_seconds(process.pid)
         check_answers(base_url)
         if settings.warmup_seconds > 0:
@@ -165,8 +176,6 @@ def measure_round(
         )
         cpu_after_batch = tree_cpu_seconds(process.pid)
         rss_mb, pss_mb = tree_memory_mb(process.pid)
-    finally:
-        stop_tree(process.pid)
     result = RoundResult(
         server=server.name,
         round_index=round_index,

@@ -31,8 +31,7 @@ from pathlib import Path
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
-    free_port,
-    running,
+    running_on_free_port,
     tree_memory_bytes,
 )
 from iris_classifier.serving.config import MAX_BATCH_ROWS
@@ -43,10 +42,15 @@ logger = logging.getLogger(__name__)
 MIB = 2**20
 
 
-def tree_memory_mib(pid: int) -> dict[str, float]:
-    """RSS and PSS summed over `pid` and its descendants, in MiB."""
+def tree_memory_mib(pid: int) -> dict[str, float | None]:
+    """RSS and PSS summed over `pid` and its descendants, in MiB (PSS None where it cannot be
+    read)."""
     processes, rss, pss = tree_memory_bytes(pid)
-    return {"processes": processes, "rss_mib": rss / MIB, "pss_mib": pss / MIB}
+    return {
+        "processes": processes,
+        "rss_mib": rss / MIB,
+        "pss_mib": None if pss is None else pss / MIB,
+    }
 
 
 def post_json(url: str, payload: object) -> None:
@@ -100,17 +104,11 @@ def peak_while(
 
 
 def measure(*, singles: int, batches: int, concurrency: int) -> dict[str, dict[str, float]]:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
     with (
         tempfile.TemporaryDirectory() as logs,
-        running(
-            bentoml_serve_command(port),
-            ready_url=f"{base_url}/readyz",
-            log_path=Path(logs) / "serve.log",
-            cwd=REPO_ROOT,
-            timeout=120,
-        ) as server,
+        running_on_free_port(
+            bentoml_serve_command, log_path=Path(logs) / "serve.log", cwd=REPO_ROOT, timeout=120
+        ) as (server, base_url),
     ):
         idle = tree_memory_mib(server.pid)
         peak = peak_while(
@@ -178,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(singles=args.singles, batches=args.batches, concurrency=args.concurrency)
         for stage, figures in result.items():
             logger.info(
-                "%-12s %d processes  RSS %.0f MiB  PSS %.0f MiB",
+                "%-12s %d processes  RSS %.0f MiB  PSS %s MiB",
                 stage,
                 figures["processes"],
                 figures["rss_mib"],
-                figures["pss_mib"],
+                "n/a" if figures["pss_mib"] is None else f"{figures['pss_mib']:.0f}",
             )
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")

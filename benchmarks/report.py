@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -54,9 +56,19 @@ def medians(results: list[RoundResult]) -> dict[str, dict[str, float]]:
     for result in results:
         by_server.setdefault(result.server, []).append(result.as_dict())
     return {
-        server: {key: statistics.median(float(row[key]) for row in rows) for key, *_ in METRICS}
+        server: {key: median_of(row[key] for row in rows) for key, *_ in METRICS}
         for server, rows in by_server.items()
     }
+
+
+def median_of(values: Iterable[object]) -> float:
+    """Median of the figures that were measured; NaN when none was (PSS on some machines)."""
+    measured = [float(value) for value in values if value is not None]
+    return statistics.median(measured) if measured else float("nan")
+
+
+def cell(fmt: str, value: float) -> str:
+    return "n/a" if math.isnan(value) else fmt.format(value)
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -189,7 +201,7 @@ def render_markdown(
         "| --- | " + " | ".join("---:" for _ in METRICS) + " |",
     ]
     for server in servers:
-        cells = [fmt.format(summary[server][key]) for key, _, fmt, _ in METRICS]
+        cells = [cell(fmt, summary[server][key]) for key, _, fmt, _ in METRICS]
         lines.append(f"| {server} | " + " | ".join(cells) + " |")
     if reference in summary:
         lines += [

@@ -46,13 +46,11 @@ import orjson
 from benchmarks.loadgen import run_wrk
 from benchmarks.measure import tree_cpu_seconds
 from benchmarks.servers import uvicorn_command
+from harness.cpus import add_pinning_arguments, resolve_pinning
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
-    free_port,
-    start,
-    stop_tree,
-    wait_http_ok,
+    running_on_free_port,
 )
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME
 
@@ -309,32 +307,32 @@ def http_cost_us(
     log_path: Path,
 ) -> float:
     """CPU microseconds of the server's whole process tree per answered request under wrk."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    process = start(
-        ["taskset", "-c", args.server_cpus, *command(port)], log_path=log_path, cwd=REPO_ROOT
-    )
-    try:
-        wait_http_ok(f"{base_url}{ready_path}", timeout=120, process=process)
-        with tempfile.NamedTemporaryFile(suffix=".json") as body_file:
-            body_file.write(body)
-            body_file.flush()
-            load = {
-                "connections": args.connections,
-                "cpus": args.load_cpus,
-                "script_env": {"BENCH_BODY_FILE": body_file.name, "BENCH_PATH": path},
-            }
-            run_wrk(base_url, "post_file.lua", seconds=args.warmup, **load)
-            costs = []
-            for _ in range(args.http_rounds):
-                cpu_before = tree_cpu_seconds(process.pid)
-                result = run_wrk(base_url, "post_file.lua", seconds=args.seconds, **load)
-                cpu = tree_cpu_seconds(process.pid) - cpu_before
-                if result.failed:
-                    raise RuntimeError(f"{path}: {result.failed} failed requests")
-                costs.append(cpu / result.requests * 1e6)
-    finally:
-        stop_tree(process.pid)
+    with (
+        running_on_free_port(
+            lambda port: ["taskset", "-c", args.server_cpus, *command(port)],
+            ready_path=ready_path,
+            log_path=log_path,
+            cwd=REPO_ROOT,
+            timeout=120,
+        ) as (process, base_url),
+        tempfile.NamedTemporaryFile(suffix=".json") as body_file,
+    ):
+        body_file.write(body)
+        body_file.flush()
+        load = {
+            "connections": args.connections,
+            "cpus": args.load_cpus,
+            "script_env": {"BENCH_BODY_FILE": body_file.name, "BENCH_PATH": path},
+        }
+        run_wrk(base_url, "post_file.lua", seconds=args.warmup, **load)
+        costs = []
+        for _ in range(args.http_rounds):
+            cpu_before = tree_cpu_seconds(process.pid)
+            result = run_wrk(base_url, "post_file.lua", seconds=args.seconds, **load)
+            cpu = tree_cpu_seconds(process.pid) - cpu_before
+            if result.failed:
+                raise RuntimeError(f"{path}: {result.failed} failed requests")
+            costs.append(cpu / result.requests * 1e6)
     return statistics.median(costs)
 
 
@@ -379,12 +377,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--http-rounds", type=int, default=3, help="HTTP loads; the median counts")
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--server-cpus", default="0")
-    parser.add_argument("--load-cpus", default="1")
+    add_pinning_arguments(parser)
     parser.add_argument("--no-http", action="store_true", help="in-process layers only")
     parser.add_argument("--output", type=Path, help="also write the table and figures here")
     parser.add_argument("--smoke", action="store_true", help="a short run: checks the tool works")
     args = parser.parse_args(argv)
+    resolve_pinning(parser, args)
     if args.smoke:
         args.calls, args.repeats, args.seconds, args.http_rounds, args.warmup = 300, 2, 1, 1, 0.5
     return args

@@ -28,6 +28,7 @@ from benchmarks.servers import (
     RANDOM_FOREST_HOME_VARIABLE,
     REFERENCE,
 )
+from harness.cpus import add_pinning_arguments, resolve_pinning
 
 logger = logging.getLogger("benchmarks")
 
@@ -42,8 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16, help="for single-flower load")
     parser.add_argument("--batch-connections", type=int, default=4)
     parser.add_argument("--batch-rows", type=int, default=1000)
-    parser.add_argument("--server-cpus", default="0", help="taskset CPU list for the server")
-    parser.add_argument("--load-cpus", default="1", help="taskset CPU list for wrk")
+    add_pinning_arguments(parser)
     parser.add_argument(
         "--servers",
         default=",".join(ALL_SERVERS),
@@ -54,6 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--smoke", action="store_true", help="one 1-second round: checks the harness, not speed"
     )
     args = parser.parse_args(argv)
+    resolve_pinning(parser, args)
     if args.smoke:
         args.rounds, args.seconds, args.warmup = 1, 1, 0
     unknown = set(args.servers.split(",")) - set(ALL_SERVERS)

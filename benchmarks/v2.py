@@ -37,14 +37,13 @@ import numpy as np
 
 from benchmarks.loadgen import WrkResult, run_wrk
 from benchmarks.measure import SERVER_LOG_DIR
+from harness.cpus import add_pinning_arguments, resolve_pinning
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
     free_port,
-    start,
-    stop_tree,
+    running_on_free_port,
     tree_memory_bytes,
-    wait_http_ok,
 )
 from iris_classifier.flowers import FEATURE_NAMES
 
@@ -188,7 +187,7 @@ class Memory:
     round_index: int
     processes: int
     rss_mb: float
-    pss_mb: float
+    pss_mb: float | None  # None where PSS cannot be read
 
 
 def measure(
@@ -212,17 +211,14 @@ def measure(
         workloads.append(
             ("batch-binary", args.batch_rows, Body(path, "application/octet-stream", header_length))
         )
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    command = ["taskset", "-c", args.server_cpus, *server.command(port)]
-    process = start(
-        command,
+    results = []
+    with running_on_free_port(
+        lambda port: ["taskset", "-c", args.server_cpus, *server.command(port)],
+        ready_path="/v2/health/ready",
         log_path=log_dir / f"v2-{server.name}-round{round_index}.log",
         cwd=REPO_ROOT,
-    )
-    results = []
-    try:
-        wait_http_ok(f"{base_url}/v2/health/ready", timeout=120, process=process)
+        timeout=120,
+    ) as (process, base_url):
         for name, rows, body in workloads:
             script_env = {
                 "BENCH_BODY_FILE": str(body.path),
@@ -250,17 +246,16 @@ def measure(
                 result.p99_ms,
             )
         processes, rss, pss = tree_memory_bytes(process.pid)
-        memory = Memory(server.name, round_index, processes, rss / 1e6, pss / 1e6)
+        pss_mb = None if pss is None else pss / 1e6
+        memory = Memory(server.name, round_index, processes, rss / 1e6, pss_mb)
         logger.info(
-            "round %d %-9s after the load: %d processes, RSS %.0f MB, PSS %.0f MB",
+            "round %d %-9s after the load: %d processes, RSS %.0f MB, PSS %s MB",
             round_index,
             server.name,
             processes,
             memory.rss_mb,
-            memory.pss_mb,
+            "n/a" if pss_mb is None else f"{pss_mb:.0f}",
         )
-    finally:
-        stop_tree(process.pid)
     return results, memory
 
 
@@ -322,10 +317,11 @@ def memory_lines(memory: list[Memory]) -> list[str]:
         if server == "bentoml":
             verdict = "met" if rss <= REPLICA_RSS_TARGET_MB else "missed"
             target = f"<= {REPLICA_RSS_TARGET_MB:.0f} MB: {verdict}"
+        pss = [m.pss_mb for m in samples if m.pss_mb is not None]
         lines.append(
             f"| {server} | {max(m.processes for m in samples)} | {rss:.0f} "
             f"| {', '.join(f'{m.rss_mb:.0f}' for m in samples)} "
-            f"| {statistics.median(m.pss_mb for m in samples):.0f} | {target} |"
+            f"| {f'{statistics.median(pss):.0f}' if pss else 'n/a'} | {target} |"
         )
     return lines
 
@@ -405,14 +401,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16, help="for single flowers")
     parser.add_argument("--batch-connections", type=int, default=4)
     parser.add_argument("--batch-rows", type=int, default=1000)
-    parser.add_argument("--server-cpus", default="0")
-    parser.add_argument("--load-cpus", default="1")
+    add_pinning_arguments(parser)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR)
     parser.add_argument(
         "--servers", default="bentoml,mlserver", help="comma-separated: bentoml, mlserver"
     )
     parser.add_argument("--smoke", action="store_true", help="one short round: checks the harness")
     args = parser.parse_args(argv)
+    resolve_pinning(parser, args)
     if args.smoke:
         args.rounds, args.seconds, args.warmup = 1, 1, 0
     return args

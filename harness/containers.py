@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import deployment
+from harness.cgroups import cgroup_cpu_seconds
 from harness.deployment import Manifest
-from harness.processes import REPO_ROOT, free_port, start, wait_http_ok
+from harness.processes import REPO_ROOT, free_port, on_free_port, start, wait_http_ok
 
 logger = logging.getLogger(__name__)
 
@@ -211,9 +212,12 @@ def start_hardened(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     name_prefix: str = "iris-classifier",
+    port: int | None = None,
 ) -> Container:
-    """Start `image` hardened on a free loopback port; the caller must `remove()` it."""
-    port = free_port()
+    """Start `image` hardened on loopback `port` (a free one if None); the caller must
+    `remove()` it. `hardened_container` also waits until it is ready, and starts it again on
+    another port if the free one is taken before the server binds it."""
+    port = port or free_port()
     name = f"{name_prefix}-{uuid.uuid4().hex[:10]}"
     command = hardened_command(image, name=name, port=port, env=env)
     logger.debug("starting %s", " ".join(command))
@@ -231,15 +235,27 @@ def hardened_container(
     ready_timeout: float = 90,
 ) -> Iterator[Container]:
     """A ready hardened container (its /readyz answered 200), always removed afterwards."""
-    container = start_hardened(image, log_path=log_path, env=env)
+
+    def ready_on(port: int) -> contextlib.AbstractContextManager[tuple[Container, float]]:
+        return _ready_container(image, port, log_path=log_path, env=env, timeout=ready_timeout)
+
+    with on_free_port(ready_on) as ((container, _), _):
+        yield container
+
+
+@contextlib.contextmanager
+def _ready_container(
+    image: str, port: int, *, log_path: Path, env: Mapping[str, str] | None, timeout: float
+) -> Iterator[tuple[Container, float]]:
+    """(container, seconds from `docker run` to its first 200 from /readyz) on `port`."""
+    started = time.monotonic()
+    container = start_hardened(image, log_path=log_path, env=env, port=port)
     try:
         try:
-            wait_http_ok(
-                f"{container.url}/readyz", timeout=ready_timeout, process=container.process
-            )
+            wait_http_ok(f"{container.url}/readyz", timeout=timeout, process=container.process)
         except (RuntimeError, TimeoutError) as error:
             raise RuntimeError(f"{error}\n--- container log ---\n{container.logs()}") from error
-        yield container
+        yield container, time.monotonic() - started
     finally:
         container.remove()
 
@@ -253,33 +269,23 @@ class ColdStart:
 
 
 def container_cpu_seconds(name: str) -> float | None:
-    """CPU seconds a running container has used so far, from its cgroup (v1 or v2)."""
-    container_id = docker("inspect", "--format", "{{.Id}}", name)
-    cgroup = Path("/sys/fs/cgroup")
-    v1_usage = cgroup / "cpuacct" / "docker" / container_id / "cpuacct.usage"
-    if v1_usage.is_file():
-        return int(v1_usage.read_text()) / 1e9
-    for v2_dir in (
-        cgroup / "system.slice" / f"docker-{container_id}.scope",
-        cgroup / "docker" / container_id,
-    ):
-        stat = v2_dir / "cpu.stat"
-        if stat.is_file():
-            fields = dict(line.split() for line in stat.read_text().splitlines())
-            return int(fields["usage_usec"]) / 1e6
-    return None
+    """CPU seconds a running container has used so far, read from the cgroup its main process
+    is in (whatever the cgroup version and the engine's cgroup driver); None where the engine's
+    processes are not visible from here."""
+    container_id, pid = docker("inspect", "--format", "{{.Id}} {{.State.Pid}}", name).split()
+    if pid == "0":  # not running
+        return None
+    return cgroup_cpu_seconds(int(pid), must_contain=container_id)
 
 
 def cold_start(image: str, *, log_path: Path, env: Mapping[str, str] | None = None) -> ColdStart:
     """Time from `docker run` to the first 200 from /readyz, for one fresh container."""
-    started = time.monotonic()
-    container = start_hardened(image, log_path=log_path, env=env)
-    try:
-        wait_http_ok(f"{container.url}/readyz", timeout=120, process=container.process)
-        seconds = time.monotonic() - started
+
+    def ready_on(port: int) -> contextlib.AbstractContextManager[tuple[Container, float]]:
+        return _ready_container(image, port, log_path=log_path, env=env, timeout=120)
+
+    with on_free_port(ready_on) as ((container, seconds), _):
         return ColdStart(seconds=seconds, cpu_seconds=container_cpu_seconds(container.name))
-    finally:
-        container.remove()
 
 
 def image_size_bytes(image: str) -> int:

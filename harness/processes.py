@@ -8,6 +8,7 @@ helper here therefore walks the process tree with psutil.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -18,19 +19,72 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
 logger = logging.getLogger(__name__)
 
+Opened = TypeVar("Opened")
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Another process can take it before the caller's server binds it: servers started on it go
+    through `on_free_port` (or `running_on_free_port`), which tries another port then.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    """True when a socket listens on 127.0.0.1:`port` (or on every interface at `port`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Connections of an earlier server left in TIME_WAIT must not count, as servers
+        # themselves set this option before they bind.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+# Starts on ports taken in between by someone else before a start is given up.
+PORT_ATTEMPTS = 3
+
+
+@contextlib.contextmanager
+def on_free_port(
+    open_on: Callable[[int], contextlib.AbstractContextManager[Opened]],
+    *,
+    attempts: int = PORT_ATTEMPTS,
+) -> Iterator[tuple[Opened, int]]:
+    """(server, port) of the context `open_on(port)` opens on a free port: a server that is
+    ready on entry and stopped on exit.
+
+    When entering fails and something else now listens on that port, the port was taken
+    between `free_port()` and the server's bind: the server is started again on another
+    port. Any other failure is raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        with contextlib.ExitStack() as stack:
+            try:
+                server = stack.enter_context(open_on(port))
+            except Exception:
+                if attempt == attempts or not port_in_use(port):
+                    raise
+                logger.warning("port %d was taken before the server bound it; trying another", port)
+                continue
+            yield server, port
+            return
 
 
 def start(
@@ -67,22 +121,33 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def tree_memory_bytes(pid: int) -> tuple[int, int, int]:
-    """(processes, RSS, PSS) summed over `pid` and its descendants.
+def tree_memory_bytes(pid: int) -> tuple[int, int, int | None]:
+    """(processes, RSS, PSS) summed over `pid` and its descendants; PSS is None where it
+    cannot be read for every process of the tree.
 
     RSS counts pages shared between forked workers once per process, so it overstates what a
     multi-process server costs; PSS splits shared pages fairly and is close to what a
-    container's memory cgroup is charged.
+    container's memory cgroup is charged. PSS comes from /proc/<pid>/smaps_rollup (or smaps),
+    which some kernels and sandboxes do not offer or do not let a process read, and which other
+    systems do not have at all: RSS alone is then all there is, never a stand-in for PSS.
     """
-    rss = pss = 0
+    rss = 0
+    pss: int | None = 0
     processes = process_tree(pid)
     for proc in processes:
         try:
-            info = proc.memory_full_info()
+            rss += proc.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        rss += info.rss
-        pss += getattr(info, "pss", info.rss)
+        try:
+            proc_pss = getattr(proc.memory_full_info(), "pss", None)
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            proc_pss = None
+        pss = None if pss is None or proc_pss is None else pss + proc_pss
+    if pss is None:
+        logger.info("PSS cannot be read for the process tree of %s: RSS only", pid)
     return len(processes), rss, pss
 
 
@@ -153,6 +218,29 @@ def running(
         # Collect the exit status so Popen does not warn that the server is still running.
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def running_on_free_port(
+    command_for: Callable[[int], Sequence[str]],
+    *,
+    ready_path: str = "/readyz",
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`running` on a free port of 127.0.0.1: (process, base URL) of the server
+    `command_for(port)` starts, started again elsewhere if the port is taken before it binds."""
+
+    def running_on(port: int) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+        url = f"http://127.0.0.1:{port}{ready_path}"
+        return running(
+            command_for(port), ready_url=url, env=env, log_path=log_path, cwd=cwd, timeout=timeout
+        )
+
+    with on_free_port(running_on) as (process, port):
+        yield process, f"http://127.0.0.1:{port}"
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

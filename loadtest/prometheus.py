@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from harness.processes import free_port, start, stop_tree, wait_http_ok
+from harness.processes import on_free_port, start, stop_tree, wait_http_ok
 from loadtest.gates import GateResult
 from loadtest.request_log import RequestRecord
 
@@ -156,7 +156,24 @@ def running_prometheus(
     binary = prometheus_binary()
     config = work_dir / "prometheus.yml"
     config.write_text(render_config(targets))
-    port = free_port()
+
+    def prometheus_on(port: int) -> contextlib.AbstractContextManager[Prometheus]:
+        return _prometheus(binary, config, port, targets, work_dir=work_dir, log_path=log_path)
+
+    with on_free_port(prometheus_on) as (prometheus, _):
+        yield prometheus
+
+
+@contextlib.contextmanager
+def _prometheus(
+    binary: str,
+    config: Path,
+    port: int,
+    targets: dict[str, int],
+    *,
+    work_dir: Path,
+    log_path: Path,
+) -> Iterator[Prometheus]:
     process = start(
         [
             binary,

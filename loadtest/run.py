@@ -28,7 +28,15 @@ from pathlib import Path
 
 from harness.containers import image_present, project_image
 from harness.deployment import BASE_DEPLOYMENT
-from harness.processes import REPO_ROOT, free_port, start, stop_tree
+from harness.processes import (
+    PORT_ATTEMPTS,
+    REPO_ROOT,
+    free_port,
+    on_free_port,
+    port_in_use,
+    start,
+    stop_tree,
+)
 from loadtest import settings
 from loadtest.chart import write_chart
 from loadtest.gates import GateResult, cpu_per_request_gate
@@ -73,7 +81,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--lb-port",
         type=int,
         default=int(os.environ.get("LOADTEST_LB_PORT", "8080")),
-        help="port HAProxy listens on at 127.0.0.1 (8080, or $LOADTEST_LB_PORT)",
+        help="port HAProxy listens on at 127.0.0.1 (8080, or $LOADTEST_LB_PORT; 0 for a free one)",
     )
     parser.add_argument(
         "--mode",
@@ -223,6 +231,23 @@ def choose_replicas(args: argparse.Namespace, log_dir: Path, first: int = 1) -> 
         ProcessReplica(name, free_port(), log_dir, env, stop_timeout_s=args.grace_seconds)
         for name in names
     ]
+
+
+def ready_on_a_free_port(replica: Replica) -> tuple[str, int, float]:
+    """(name, port, seconds to ready) of a launched replica. Its port was free when chosen; if
+    another process took it before the replica bound it, the replica is started again on
+    another (before the balancer learns its port)."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            return replica.name, replica.port, replica.wait_ready()
+        except (RuntimeError, TimeoutError):
+            replica.remove()
+            if attempt == PORT_ATTEMPTS or not port_in_use(replica.port):
+                raise
+            logger.warning("%s: port %d was taken; trying another", replica.name, replica.port)
+            replica.port = free_port()
+            replica.launch()
+    raise AssertionError("unreachable")
 
 
 def locust_command(
@@ -388,21 +413,24 @@ def run_stage(args: argparse.Namespace) -> list[GateResult]:
         for replica in replicas:
             replica.launch()
         for replica in replicas:
-            logger.info(
-                "%s ready on port %s after %.1f s", replica.name, replica.port, replica.wait_ready()
-            )
+            logger.info("%s ready on port %s after %.1f s", *ready_on_a_free_port(replica))
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="haproxy-")))
         servers = [Server(replica.name, replica.port) for replica in replicas]
         servers += [Server(spare.name, spare.port, spare=True) for spare in spares]
-        proxy = stack.enter_context(
-            running_haproxy(
+
+        def balancing_on(port: int) -> contextlib.AbstractContextManager[HAProxy]:
+            return running_haproxy(
                 servers,
-                listen_port=args.lb_port,
+                listen_port=port,
                 work_dir=work_dir,
                 log_path=log_dir / "haproxy.log",
                 probe=readiness_probe(args),
             )
-        )
+
+        if args.lb_port == 0:
+            proxy, lb_port = stack.enter_context(on_free_port(balancing_on))
+        else:
+            proxy, lb_port = stack.enter_context(balancing_on(args.lb_port)), args.lb_port
         prometheus = None
         if args.prometheus and args.steady:
             prometheus = stack.enter_context(
@@ -414,7 +442,7 @@ def run_stage(args: argparse.Namespace) -> list[GateResult]:
                     log_path=log_dir / "prometheus.log",
                 )
             )
-        host = f"http://127.0.0.1:{args.lb_port}"
+        host = f"http://127.0.0.1:{lb_port}"
         if args.steady:
             results.extend(steady_run(host, args, replicas, prometheus))
         if args.faults:

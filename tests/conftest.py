@@ -127,20 +127,17 @@ def serving(
 ) -> Iterator[str]:
     """A real `bentoml serve` of the session's model store on a free port, logging to
     `<name>/serve.log`, with a BentoML home of its own (so /metrics counts only its requests)."""
-    from harness.processes import bentoml_serve_command, free_port, private_bentoml_home, running
+    from harness.processes import bentoml_serve_command, private_bentoml_home, running_on_free_port
 
-    port = free_port()
     log = tmp_path_factory.mktemp(name) / "serve.log"
-    url = f"http://127.0.0.1:{port}"
     home = private_bentoml_home(log.with_name("bentoml-home"))
-    with running(
-        bentoml_serve_command(port),
-        ready_url=f"{url}/readyz",
+    with running_on_free_port(
+        bentoml_serve_command,
         env={**env, "BENTOML_HOME": str(home)},
         log_path=log,
         cwd=REPO_ROOT,
         timeout=90,
-    ):
+    ) as (_, url):
         yield url
 
 

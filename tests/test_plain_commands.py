@@ -9,8 +9,10 @@ tests/kustomize/test_kind_targets.py's. Ports come from the tools' own environme
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -21,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness.processes import (
-    free_port,
+    on_free_port,
     private_bentoml_home,
     running,
     start,
@@ -50,18 +52,25 @@ def plain_bentoml_serve(
     trained_model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`bentoml serve`, typed in the checkout with no argument, on a free port of 127.0.0.1."""
-    port = free_port()
     directory = tmp_path_factory.mktemp("plain-serve")
     home = private_bentoml_home(directory / "bentoml-home")
     bentoml = str(Path(sys.executable).with_name("bentoml"))
-    with running(
-        [bentoml, "serve"],
-        ready_url=f"http://127.0.0.1:{port}/readyz",
-        env={"BENTOML_PORT": str(port), "BENTOML_HOST": "127.0.0.1", "BENTOML_HOME": str(home)},
-        log_path=directory / "serve.log",
-        cwd=REPO_ROOT,
-        timeout=120,
-    ):
+
+    def serving_on(port: int) -> contextlib.AbstractContextManager[object]:
+        return running(
+            [bentoml, "serve"],
+            ready_url=f"http://127.0.0.1:{port}/readyz",
+            env={
+                "BENTOML_PORT": str(port),
+                "BENTOML_HOST": "127.0.0.1",
+                "BENTOML_HOME": str(home),
+            },
+            log_path=directory / "serve.log",
+            cwd=REPO_ROOT,
+            timeout=120,
+        )
+
+    with on_free_port(serving_on) as (_, port):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -79,12 +88,11 @@ def locust_requests(web_url: str) -> int:
     return sum(entry["num_requests"] for entry in stats["stats"] if entry["name"] == "Aggregated")
 
 
-def locust_as_typed(host: str, log: Path, *options: str) -> tuple[int, str]:
-    """`locust -f loadtest/locustfile.py --host URL` with `options`, run as a user runs it:
-    started from its web UI (what the Start button posts), stopped with Ctrl-C once it has made
-    100 requests or after 30 s. Returns its exit code and output."""
-    web_port = free_port()
-    web_url = f"http://127.0.0.1:{web_port}"
+@contextlib.contextmanager
+def locust_web_ui(
+    host: str, log: Path, options: tuple[str, ...], web_port: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """locust with its web UI on `web_port`, ready on entry, stopped on exit if still running."""
     # An ignored SIGINT stays ignored across exec, and a shell starts background jobs (a CI
     # runner's, say) with SIGINT ignored: locust would never see the Ctrl-C. A handler of our
     # own for the moment of the start gives the child the default, as a terminal would.
@@ -103,7 +111,20 @@ def locust_as_typed(host: str, log: Path, *options: str) -> tuple[int, str]:
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
-        wait_http_ok(web_url, timeout=60, process=locust)
+        wait_http_ok(f"http://127.0.0.1:{web_port}", timeout=60, process=locust)
+        yield locust
+    finally:
+        if locust.poll() is None:
+            stop_tree(locust.pid)
+            locust.wait(timeout=10)
+
+
+def locust_as_typed(host: str, log: Path, *options: str) -> tuple[int, str]:
+    """`locust -f loadtest/locustfile.py --host URL` with `options`, run as a user runs it:
+    started from its web UI (what the Start button posts), stopped with Ctrl-C once it has made
+    100 requests or after 30 s. Returns its exit code and output."""
+    with on_free_port(lambda port: locust_web_ui(host, log, options, port)) as (locust, port):
+        web_url = f"http://127.0.0.1:{port}"
         # 6 users, 4 of them keeping their connection (locust.conf's kept-alive-users), so 2
         # open a fresh connection per request: those are the ones the balance gate judges.
         form = urllib.parse.urlencode({"user_count": 6, "spawn_rate": 6}).encode()
@@ -114,10 +135,6 @@ def locust_as_typed(host: str, log: Path, *options: str) -> tuple[int, str]:
             time.sleep(0.5)
         locust.send_signal(signal.SIGINT)
         exit_code = locust.wait(timeout=60)
-    finally:
-        if locust.poll() is None:
-            stop_tree(locust.pid)
-            locust.wait(timeout=10)
     return exit_code, log.read_text()
 
 

@@ -165,21 +165,19 @@ def test_openapi_document_describes_every_route(live_server: str) -> None:
 
 
 def serving_processes(url: str) -> tuple[int, list[int]]:
-    """The arbiter of the `bentoml serve` listening at `url`, and its worker processes."""
+    """The arbiter of the `bentoml serve` listening at `url`, and its worker processes (its
+    direct children, found through psutil: /proc/<pid>/task/<pid>/children needs a kernel
+    option that not every kernel is built with)."""
+    import psutil
+
     port = str(urlsplit(url).port)
     arbiter = None
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in argv and port.encode() in argv and b"service:IrisClassifier" in argv:
-            arbiter = int(proc.name)
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if "serve" in argv and port in argv and "service:IrisClassifier" in argv:
+            arbiter = proc
     assert arbiter is not None, f"no bentoml serve on port {port}"
-    children = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()
-    return arbiter, [int(child) for child in children]
+    return arbiter.pid, [child.pid for child in arbiter.children()]
 
 
 def maps(pid: int, library: str) -> bool:
@@ -232,14 +230,13 @@ def json_serving(tmp_path_factory: pytest.TempPathFactory, name: str):
     """(url, arbiter process, log path) of a `bentoml serve` logging JSON and draining 3 s."""
     from harness.processes import (
         bentoml_serve_command,
-        free_port,
+        on_free_port,
         start,
         stop_tree,
         wait_http_ok,
     )
     from tests.conftest import REPO_ROOT, SESSION_HOME
 
-    port = free_port()
     log = tmp_path_factory.mktemp(name) / "serve.log"
     env = {
         "POD_NAME": "json-replica",
@@ -247,13 +244,19 @@ def json_serving(tmp_path_factory: pytest.TempPathFactory, name: str):
         "IRIS_LOG_FORMAT": "json",
         "IRIS_DRAIN_SECONDS": str(DRAIN_SECONDS),
     }
-    process = start(bentoml_serve_command(port), env=env, log_path=log, cwd=REPO_ROOT)
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=90, process=process)
+
+    @contextlib.contextmanager
+    def draining_on(port: int):
+        process = start(bentoml_serve_command(port), env=env, log_path=log, cwd=REPO_ROOT)
+        try:
+            wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=90, process=process)
+            yield process
+        finally:
+            stop_tree(process.pid, grace=DRAIN_SECONDS + 15)
+            process.wait(timeout=10)
+
+    with on_free_port(draining_on) as (process, port):
         yield f"http://127.0.0.1:{port}", process, log
-    finally:
-        stop_tree(process.pid, grace=DRAIN_SECONDS + 15)
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

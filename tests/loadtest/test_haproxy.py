@@ -7,6 +7,7 @@ client sees right after a server dies, and how long the health check takes to no
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.processes import free_port
+from harness.processes import on_free_port
 from loadtest.gates import balance_gate
 from loadtest.haproxy import (
     HAProxy,
@@ -54,7 +55,7 @@ class Replica:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), _NamedHandler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _NamedHandler)
         self.server.replica_name = name  # type: ignore[attr-defined]
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -86,13 +87,14 @@ def replicas() -> Iterator[list[Replica]]:
 @pytest.fixture
 def balancer(replicas: list[Replica], tmp_path: Path) -> Iterator[tuple[HAProxy, int]]:
     require_haproxy()
-    port = free_port()
-    with running_haproxy(
-        [Server(replica.name, replica.port) for replica in replicas],
-        listen_port=port,
-        work_dir=tmp_path,
-        log_path=tmp_path / "haproxy.log",
-    ) as proxy:
+    servers = [Server(replica.name, replica.port) for replica in replicas]
+
+    def balancing_on(port: int) -> contextlib.AbstractContextManager[HAProxy]:
+        return running_haproxy(
+            servers, listen_port=port, work_dir=tmp_path, log_path=tmp_path / "haproxy.log"
+        )
+
+    with on_free_port(balancing_on) as (proxy, port):
         yield proxy, port
 
 

@@ -460,9 +460,7 @@ class RuleOfThumbModel(http.server.BaseHTTPRequestHandler):
 @pytest.mark.integration
 def test_locust_fails_a_run_where_every_answer_comes_from_a_wrong_model(tmp_path: Path) -> None:
     """The negative control of the reference gate: consistent, well-formed, wrong."""
-    from harness.processes import free_port
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), RuleOfThumbModel)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RuleOfThumbModel)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -548,15 +546,13 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     built from it (never whatever image the shared version tag holds)."""
     require_haproxy()
     require(shutil.which("prometheus") is not None, "prometheus is not installed")
-    from harness.processes import free_port
-
     image = ["--image", request.getfixturevalue("service_image")] if mode == "container" else []
     run_id = uuid.uuid4().hex[:8]
     env = {**os.environ, "BENTOML_HOME": str(SESSION_HOME), "LOADTEST_TEST_RUN": run_id}
     run = subprocess.run(
         [
             sys.executable,
-            *("-m", "loadtest.run", "--replicas", "3", "--lb-port", str(free_port())),
+            *("-m", "loadtest.run", "--replicas", "3", "--lb-port", "0"),
             *("--mode", mode, *image),
             *("--run-id", run_id, "--report-dir", str(tmp_path)),
             # Readiness checked every second, so a drain of 4 s outlasts two failed checks.
@@ -629,8 +625,6 @@ def test_a_slowed_service_fails_the_cpu_per_request_gate(
     """The negative control of the cost gate: the same steady run with replicas whose Python
     runs traced, line by line, once the load begins, must fail it."""
     require_haproxy()
-    from harness.processes import free_port
-
     (tmp_path / "slow").mkdir()
     (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW_DOWN_ON_SIGUSR2)
     run_id = uuid.uuid4().hex[:8]
@@ -643,7 +637,7 @@ def test_a_slowed_service_fails_the_cpu_per_request_gate(
     command = [
         sys.executable,
         *("-m", "loadtest.run", "--mode", "process", "--replicas", "3", "--no-faults"),
-        *("--no-prometheus", "--lb-port", str(free_port()), "--run-time", "15s"),
+        *("--no-prometheus", "--lb-port", "0", "--run-time", "15s"),
         *("--run-id", run_id, "--report-dir", str(tmp_path / "report")),
         *("--replica-cpu-ms-per-request", str(cpu_limit_ms)),
     ]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.processes import bentoml_serve_command, free_port, running
+from harness.processes import bentoml_serve_command, running_on_free_port
 from iris_classifier.flowers import CLASS_NAMES
 from iris_classifier.training.estimators import ESTIMATORS
 from tests.conftest import REPO_ROOT, SEED_FLOWER
@@ -130,16 +130,13 @@ def test_estimator_is_served_from_onnx_without_training_libraries(
     modules_dir.mkdir()
     home = train(tmp_path, "--model", estimator)
     assert served_entry_files(home) == ["model.onnx", "model.yaml"]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running(
-        bentoml_serve_command(port),
-        ready_url=f"{url}/readyz",
+    with running_on_free_port(
+        bentoml_serve_command,
         env=serving_env(home, modules_dir),
         log_path=tmp_path / "serve.log",
         cwd=REPO_ROOT,
         timeout=90,
-    ):
+    ) as (_, url):
         check_serving(url, estimator)
         records = recorded_modules(modules_dir)
     assert_no_training_modules(records)
@@ -153,16 +150,13 @@ def test_random_forest_is_served_by_make_serve(tmp_path: Path) -> None:
         p.name for p in (home / "models" / "iris_classifier").iterdir() if p.is_dir()
     ]
     assert served_entry_files(home) == ["model.onnx", "model.yaml"]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running(
-        ["make", "serve", f"PORT={port}"],
-        ready_url=f"{url}/readyz",
+    with running_on_free_port(
+        lambda port: ["make", "serve", f"PORT={port}"],
         env=serving_env(home, modules_dir),
         log_path=tmp_path / "serve.log",
         cwd=REPO_ROOT,
         timeout=120,
-    ):
+    ) as (_, url):
         check_serving(url, "random-forest")
         _status, _, body = request(f"{url}/iris/model")
         assert json.loads(body)["model_version"] == f"iris_classifier:{stored_version}"
