@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from iris_classifier.flowers import CLASS_NAMES
 from tests.conftest import REPO_ROOT
+from tests.support.cli_help import undocumented
 from tests.support.model_store import break_model, stored_metadata
 from tests.training.test_data import GOOD_ROWS, HEADER
 
@@ -204,3 +208,24 @@ def test_parity_gate_refuses_and_names_the_worst_row(
     assert "float32: largest difference" in message
     assert "float64: largest difference" in message
     assert " row [" in message
+
+
+def test_help_states_each_default_one_way(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import train
+
+    parsers: list[argparse.ArgumentParser] = []
+    parse = argparse.ArgumentParser.parse_args
+
+    def recording_parse(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        parsers.append(self)
+        return parse(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", recording_parse)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    assert not undocumented(parsers[0], help_text)
+    # "(default 0.90)" or a bare "(42)" beside the "(default: 42)" of the others.
+    assert not re.findall(r"\(default [^:]*?\)|\(\d[\d.]*\)", " ".join(help_text.split()))
