@@ -146,8 +146,13 @@ KIND_CONFIG := kustomize/overlays/kind/kind-config.yaml
 # Every kubectl call names the kind cluster's context: never the production cluster by accident.
 KIND_CONTEXT_KUBECTL = kubectl --context kind-$(KIND_CLUSTER)
 KIND_KUBECTL = $(KIND_CONTEXT_KUBECTL) --namespace iris-classifier
-# The host port is set once, in kind-config.yaml (its only hostPort); everything here reads it.
-KIND_HOST_PORT := $(shell sed -n 's/^ *hostPort: *\([0-9][0-9]*\).*/\1/p' $(KIND_CONFIG))
+# kind's config file takes no variables: kind-up creates the cluster from this copy of
+# kind-config.yaml with KIND_HOST_PORT as its hostPort, and kind-down removes it.
+KIND_CLUSTER_CONFIG := build/kind-config.yaml
+host_port_of = $(shell sed -n 's/^ *hostPort: *\([0-9][0-9]*\).*/\1/p' $(1))
+# The host port kind maps to the Service's node port: the one the cluster was created with, else
+# kind-config.yaml's. `make kind-up KIND_HOST_PORT=18080` chooses another.
+KIND_HOST_PORT ?= $(call host_port_of,$(firstword $(wildcard $(KIND_CLUSTER_CONFIG)) $(KIND_CONFIG)))
 # 127.0.0.1, as kind-config.yaml binds it: "localhost" may resolve to ::1 first.
 KIND_URL = http://127.0.0.1:$(KIND_HOST_PORT)
 # What deploy-kind applies: the kind overlay with the image tag of the last `make image`.
@@ -172,10 +177,18 @@ measure-memory: model
 .PHONY: kind-up  ## Create the local kind cluster (1 control plane, 2 workers) and wait for every node
 kind-up:
 	$(call require_tools,kind kubectl docker)
-	@test -n "$(KIND_HOST_PORT)" || { echo "no hostPort in $(KIND_CONFIG)" >&2; exit 1; }
+	@[[ "$(KIND_HOST_PORT)" =~ ^[0-9]+$$ ]] || \
+		{ echo "KIND_HOST_PORT is \"$(KIND_HOST_PORT)\": give a port number (kind-config.yaml's hostPort is the default)" >&2; exit 1; }
 	@if kind get clusters | grep -qx '$(KIND_CLUSTER)'; then echo "kind cluster $(KIND_CLUSTER) exists"; \
-	else kind create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) \
-		$(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE)) --wait 180s; fi
+	else \
+		if (exec 3<>/dev/tcp/127.0.0.1/$(KIND_HOST_PORT)) 2>/dev/null; then \
+			echo "127.0.0.1:$(KIND_HOST_PORT) is taken: stop what listens there or choose another port, e.g. make kind-up KIND_HOST_PORT=$$(( $(KIND_HOST_PORT) > 55535 ? $(KIND_HOST_PORT) - 10000 : $(KIND_HOST_PORT) + 10000 ))" >&2; \
+			exit 1; fi; \
+		mkdir -p $(dir $(KIND_CLUSTER_CONFIG)); \
+		sed 's/^\( *hostPort:\) *[0-9][0-9]*/\1 $(KIND_HOST_PORT)/' $(KIND_CONFIG) > $(KIND_CLUSTER_CONFIG); \
+		kind create cluster --name $(KIND_CLUSTER) --config $(KIND_CLUSTER_CONFIG) \
+			$(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE)) --wait 180s; \
+	fi
 	@# kind's --wait covers the control plane only; pods applied before the workers are Ready
 	@# all land on the first Ready one, and stay there.
 	$(KIND_CONTEXT_KUBECTL) wait --for=condition=Ready nodes --all --timeout=180s
@@ -238,6 +251,7 @@ loadtest-kind:
 kind-down:
 	$(call require_tools,kind)
 	kind delete cluster --name $(KIND_CLUSTER)
+	rm -f $(KIND_CLUSTER_CONFIG)
 
 # --- Load test (loadtest/) ----------------------------------------------------------------------
 
