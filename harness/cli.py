@@ -4,6 +4,7 @@ option's help ends with its default."""
 from __future__ import annotations
 
 import argparse
+from typing import TypeVar
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -18,8 +19,13 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or text
 
 
-def parser(module: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser for `python -m <module>`."""
-    return argparse.ArgumentParser(
+Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
+
+
+def parser(
+    module: str, description: str, parser_class: type[Parser] = argparse.ArgumentParser
+) -> Parser:
+    """An argument parser for `python -m <module>`, of argparse's class or a subclass of it."""
+    return parser_class(
         prog=f"python -m {module}", description=description, formatter_class=DefaultsHelpFormatter
     )

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import re
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,8 @@ from tests.support.cli_help import option_help, undocumented
 # Run by path in another environment (MLServer's, the image build's), with no options of theirs.
 NOT_PYTHON_M_TOOLS = {"benchmarks/peers/mlserver_repository.py", "image/build-env/install-uv.py"}
 TOOL_PACKAGES = ("benchmarks", "loadtest", "harness", "image")
+# Importing locust patches the importer's sockets with gevent: these are asked in a subprocess.
+IMPORTS_LOCUST = {"loadtest.locustfile"}
 
 
 def python_m_tools() -> list[str]:
@@ -42,14 +46,14 @@ def entry_point(module: str) -> Callable[[list[str]], object]:
     return getattr(loaded, "parse_args", None) or loaded.main
 
 
-@pytest.mark.parametrize("module", python_m_tools())
+@pytest.mark.parametrize("module", sorted(set(python_m_tools()) - IMPORTS_LOCUST))
 def test_every_tool_names_its_command_and_documents_each_option(
     module: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     made: list[argparse.ArgumentParser] = []
 
-    def recording_parser(name: str, description: str) -> argparse.ArgumentParser:
-        made.append(original(name, description))
+    def recording_parser(name: str, description: str, *args: Any) -> argparse.ArgumentParser:
+        made.append(original(name, description, *args))
         return made[-1]
 
     original = cli.parser
@@ -74,6 +78,52 @@ def test_loadtest_run_help_shows_the_command_as_typed() -> None:
     )
     assert result.stdout.startswith("usage: python -m loadtest.run [-h]")
     assert option_help(result.stdout)["--observe"].endswith("(default: 6.0)")
+
+
+# What `python -m loadtest.locustfile --help` should list: every option the locustfile adds to
+# locust's command line, as locust itself builds that command line.
+LOCUSTFILE_OPTIONS = """
+import json
+from locust import argument_parser
+from loadtest import locustfile
+from tests.support.cli_help import undocumented
+
+parser = argument_parser.get_parser()
+group = next(group for group in parser._action_groups if group.title == "iris load test")
+print(json.dumps({
+    "options": {action.option_strings[-1]: action.env_var for action in group._group_actions},
+    "undocumented": undocumented(locustfile.help_parser(), locustfile.help_parser().format_help()),
+}))
+"""
+
+
+def test_the_locustfile_options_are_listed_with_their_variables_and_defaults() -> None:
+    """`locust --help` prints before it reads a locustfile, so the load test's own options are
+    listed by `python -m loadtest.locustfile --help`: all of them, each with its LOCUST_*
+    variable and default."""
+    typed = subprocess.run(
+        [sys.executable, "-m", "loadtest.locustfile", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert typed.stdout.startswith("usage: python -m loadtest.locustfile [-h]")
+    asked = subprocess.run(
+        [sys.executable, "-c", LOCUSTFILE_OPTIONS],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    found = json.loads(asked.stdout.splitlines()[-1])
+    assert found["undocumented"] == []
+    assert len(found["options"]) > 10
+    listed = option_help(typed.stdout)
+    for option, variable in found["options"].items():
+        assert f"[env var: {variable}]" in listed[option], listed[option]
 
 
 def test_the_help_states_defaults_that_say_something_once() -> None:
