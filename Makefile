@@ -105,9 +105,20 @@ $(GATEWAY_API_CHECK): tests/gateway_api/package-lock.json
 kserve-sdk: install
 	$(BIN)/python -m tests.support.kserve_sdk
 
+# More pytest options for test and test-fast, e.g. PYTEST_ARGS="-x -k answers".
+PYTEST_ARGS ?=
+
+# The slowest tests are listed at the end of the run, so CI's log shows where the time goes.
 .PHONY: test  ## Run the whole test suite; the JUnit report and screenshots go to build/test-report/
 test: install $(GATEWAY_API_CHECK) kserve-sdk
-	$(BIN)/pytest --junitxml=build/test-report/junit.xml
+	$(BIN)/pytest --durations=25 --junitxml=build/test-report/junit.xml $(PYTEST_ARGS)
+
+# Every test package, without the tests that start servers or containers or train in a subprocess.
+TEST_FAST_MARKERS := not integration and not slow
+
+.PHONY: test-fast  ## Run the tests that start no server and train no model in a subprocess: a few minutes
+test-fast: install $(GATEWAY_API_CHECK) kserve-sdk
+	$(BIN)/pytest -m "$(TEST_FAST_MARKERS)" --durations=10 $(PYTEST_ARGS)
 
 # --- Container image (bentofile.yaml) -----------------------------------------------------------
 

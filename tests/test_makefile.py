@@ -1,5 +1,5 @@
 """The Makefile as a user meets it: its help, the make it needs, where `make serve` listens, how
-the local load test is started.
+the local load test is started, and what the fast test tier runs.
 
 Targets that would start tools run with `-n` (what make would run), or with stand-ins first on
 PATH in a copy of what the Makefile reads, so nothing here changes the checkout.
@@ -34,7 +34,7 @@ MAKE = shutil.which("make") or "make"
 # environment too: each test gives the ones it means.
 NOT_INHERITED = (
     *("MAKELEVEL", "MAKEFLAGS", "MFLAGS"),
-    *("PORT", "SERVE_HOST", "LB_PORT", "LOADTEST_LB_PORT", "LOADTEST_ARGS", "VENV"),
+    *("PORT", "SERVE_HOST", "LB_PORT", "LOADTEST_LB_PORT", "LOADTEST_ARGS", "VENV", "PYTEST_ARGS"),
 )
 
 
@@ -84,7 +84,7 @@ def test_help_lists_every_target_once_under_a_heading_with_plumbing_last() -> No
     assert set(groups[last]) == PLUMBING
     assert {"Serve", "Test", "Image", "Load test", "Benchmarks"} <= set(headings)
     assert "serve" in groups["Serve"]
-    assert "test" in groups["Test"]
+    assert {"test", "test-fast"} <= set(groups["Test"])
 
 
 def test_help_is_plain_text_when_piped_and_coloured_on_a_terminal() -> None:
@@ -254,3 +254,50 @@ def test_loadtest_local_honours_loadtest_lb_port_unless_lb_port_is_given(
     (call,) = calls
     assert shlex.split(call).count("--lb-port") == 1
     assert f" --lb-port {port} " in call
+
+
+# --- the test tiers -----------------------------------------------------------------------------
+
+
+def planned_pytest(target: str) -> list[str]:
+    result = make("-n", "-o", "install", "-o", "kserve-sdk", "-o", GATEWAY_API_CHECK, target)
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stdout.splitlines() if "/pytest " in line]
+    return shlex.split(command)[1:]
+
+
+def test_the_full_suite_reports_its_slowest_tests() -> None:
+    assert any(re.fullmatch(r"--durations=[1-9]\d*", arg) for arg in planned_pytest("test"))
+
+
+def test_the_fast_tier_runs_tests_from_every_test_package() -> None:
+    arguments = planned_pytest("test-fast")
+    assert "-m" in arguments
+    collected = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *arguments,
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+    selected = [line.split("::")[0] for line in collected.stdout.splitlines() if "::" in line]
+    by_package = Counter(str(Path(path).parent) for path in selected)
+    packages = {
+        str(directory.relative_to(REPO_ROOT))
+        for directory in [REPO_ROOT / "tests", *(REPO_ROOT / "tests").iterdir()]
+        if directory.is_dir() and list(directory.glob("test_*.py"))
+    }
+    assert len(packages) > 5
+    assert {package for package in packages if not by_package[package]} == set()
+    assert len(selected) > 100

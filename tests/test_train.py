@@ -41,6 +41,7 @@ def stored_models(home: Path) -> list[Path]:
     return sorted(p for p in models.iterdir() if p.is_dir()) if models.exists() else []
 
 
+@pytest.mark.slow
 def test_trains_stores_and_reports(tmp_path: Path) -> None:
     result, home = run_train(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -99,6 +100,7 @@ def test_stored_metadata_describes_the_model(trained_model: str) -> None:
     assert model.info.labels["framework"] == "onnx"
 
 
+@pytest.mark.slow
 def test_quality_gate_refuses_and_stores_nothing(tmp_path: Path) -> None:
     result, home = run_train(tmp_path, "--min-accuracy", "0.999")
     assert result.returncode == 1
@@ -107,6 +109,7 @@ def test_quality_gate_refuses_and_stores_nothing(tmp_path: Path) -> None:
     assert stored_models(home) == []
 
 
+@pytest.mark.slow
 def test_training_on_a_csv_stores_one_model(tmp_path: Path) -> None:
     data = tmp_path / "flowers.csv"
     data.write_text("\n".join([HEADER, *GOOD_ROWS * 2]) + "\n")
@@ -115,6 +118,7 @@ def test_training_on_a_csv_stores_one_model(tmp_path: Path) -> None:
     assert len(stored_models(home)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -133,6 +137,7 @@ def test_bad_data_exits_2_and_stores_nothing(tmp_path: Path, text: str, message:
     assert stored_models(home) == []
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     result, home = run_train(tmp_path, "--min-accuracy", "1.5")
     assert result.returncode == 2
@@ -140,6 +145,7 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert stored_models(home) == []
 
 
+@pytest.mark.slow
 def test_if_missing_trains_once_then_keeps_the_stored_model(tmp_path: Path) -> None:
     first, home = run_train(tmp_path, "--if-missing")
     assert first.returncode == 0, first.stderr
@@ -150,6 +156,7 @@ def test_if_missing_trains_once_then_keeps_the_stored_model(tmp_path: Path) -> N
     assert stored_models(home) == [model_dir]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["old-json-weights", "corrupt-onnx"])
 def test_if_missing_replaces_a_model_the_service_cannot_serve(tmp_path: Path, case: str) -> None:
     first, home = run_train(tmp_path)
@@ -162,6 +169,7 @@ def test_if_missing_replaces_a_model_the_service_cannot_serve(tmp_path: Path, ca
     assert len(stored_models(home)) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["random-forest", "svm"])
 def test_model_option_stores_that_estimator(tmp_path: Path, estimator: str) -> None:
     result, home = run_train(tmp_path, "--model", estimator)
@@ -171,6 +179,7 @@ def test_model_option_stores_that_estimator(tmp_path: Path, estimator: str) -> N
     assert f"({estimator})" in result.stderr
 
 
+@pytest.mark.slow
 def test_compare_reports_every_estimator_and_stores_nothing(tmp_path: Path) -> None:
     result, home = run_train(tmp_path, "--compare")
     assert result.returncode == 0, result.stderr
