@@ -270,6 +270,7 @@ def test_the_full_suite_reports_its_slowest_tests() -> None:
     assert any(re.fullmatch(r"--durations=[1-9]\d*", arg) for arg in planned_pytest("test"))
 
 
+@pytest.mark.slow  # collects the whole suite
 def test_the_fast_tier_runs_tests_from_every_test_package() -> None:
     arguments = planned_pytest("test-fast")
     assert "-m" in arguments
