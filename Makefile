@@ -1,3 +1,7 @@
+# .SHELLFLAGS below came in GNU make 3.82; older ones (macOS's /usr/bin/make is 3.81) ignore it
+# and would run every recipe without its fail-fast flags.
+$(if $(filter 3.82,$(firstword $(sort $(MAKE_VERSION) 3.82))),,$(error GNU make $(MAKE_VERSION) is too old: this Makefile needs 3.82 or newer (on macOS: brew install make, then run gmake)))
+
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -10,16 +14,33 @@ PYTHON_BELOW := $(shell sed -n 's/^requires-python = ">=[0-9.]*,<\([0-9.]*\)"/\1
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
+# make serve's address: this machine only, unless SERVE_HOST=0.0.0.0 publishes it.
+SERVE_HOST ?= 127.0.0.1
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 # The service must never phone home, wherever it runs.
 export BENTOML_DO_NOT_TRACK := true
 
+# make help lists each `.PHONY: name  ## text` under the `##@ Heading` above it; these steps,
+# which the other targets run for themselves, come last.
+HELP_PLUMBING := image-tag kind-cluster kserve-sdk mlserver cluster-commands
+
+##@ Set up
 .PHONY: help  ## Show this help
 help:
-	@grep -E '^\.PHONY: [a-zA-Z_-]+ +## ' $(MAKEFILE_LIST) | \
-		sed -E 's/^\.PHONY: ([a-zA-Z_-]+) +## (.*)/\1\t\2/' | \
-		awk -F'\t' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@if test -t 1; then heading=$$'\033[1m'; name=$$'\033[36m'; plain=$$'\033[0m'; \
+	else heading=; name=; plain=; fi; \
+	awk -v plumbing=" $(HELP_PLUMBING) " -v heading="$$heading" -v name="$$name" -v plain="$$plain" ' \
+		/^##@ / { group = substr($$0, 5); next } \
+		/^\.PHONY: [a-zA-Z_-]+ +## / { \
+			target = $$2; text = $$0; sub(/^[^#]*## /, "", text); \
+			listed = index(plumbing, " " target " ") ? "Plumbing (run by the targets above)" : group; \
+			if (!(listed in lines)) order[++groups] = listed; \
+			lines[listed] = lines[listed] sprintf("  %s%-16s%s %s\n", name, target, plain, text) } \
+		END { for (i = 1; i <= groups; i++) if (order[i] !~ /^Plumbing/) \
+				printf "%s%s%s\n%s\n", heading, order[i], plain, lines[order[i]]; \
+			for (i = 1; i <= groups; i++) if (order[i] ~ /^Plumbing/) \
+				printf "%s%s%s\n%s", heading, order[i], plain, lines[order[i]] }' $(MAKEFILE_LIST)
 
 # --- Python environment and the service --------------------------------------------------------
 
@@ -51,6 +72,7 @@ install: $(VENV)/.installed-dev
 .PHONY: install-serve  ## Create .venv with the service and its training only (what make serve installs)
 install-serve: $(VENV)/.installed
 
+##@ Serve
 .PHONY: train  ## Train on the bundled iris data and store the model (ARGS=... for train.py flags)
 train: install-serve
 	$(BIN)/python train.py $(ARGS)
@@ -59,10 +81,11 @@ train: install-serve
 model: install-serve
 	@$(BIN)/python train.py --if-missing
 
-.PHONY: serve  ## Serve the classifier on PORT (default 3000), training first if needed
+.PHONY: serve  ## Serve the classifier on SERVE_HOST:PORT (default 127.0.0.1:3000), training first if needed
 serve: model
-	$(BIN)/bentoml serve service:IrisClassifier --port $(PORT)
+	$(BIN)/bentoml serve service:IrisClassifier --host $(SERVE_HOST) --port $(PORT)
 
+##@ Test
 .PHONY: lint  ## Check style and common bugs with ruff
 lint: install
 	$(BIN)/ruff check .
@@ -89,9 +112,20 @@ cluster-commands:
 	@if command -v go >/dev/null; then cluster/build.sh; \
 	else echo "go is not installed: the control-plane tests will skip (cluster/README.md)" >&2; fi
 
+# More pytest options for test and test-fast, e.g. PYTEST_ARGS="-x -k answers".
+PYTEST_ARGS ?=
+
+# The slowest tests are listed at the end of the run, so CI's log shows where the time goes.
 .PHONY: test  ## Run the whole test suite; the JUnit report and screenshots go to build/test-report/
 test: install $(GATEWAY_API_CHECK) kserve-sdk cluster-commands
-	$(BIN)/pytest --junitxml=build/test-report/junit.xml
+	$(BIN)/pytest --durations=25 --junitxml=build/test-report/junit.xml $(PYTEST_ARGS)
+
+# Every test package, without the tests that start servers or containers or train in a subprocess.
+TEST_FAST_MARKERS := not integration and not slow
+
+.PHONY: test-fast  ## Run the tests that start no server and train no model in a subprocess: a few minutes
+test-fast: install $(GATEWAY_API_CHECK) kserve-sdk
+	$(BIN)/pytest -m "$(TEST_FAST_MARKERS)" --durations=10 $(PYTEST_ARGS)
 
 # --- Container image (bentofile.yaml) -----------------------------------------------------------
 
@@ -108,6 +142,7 @@ REVISION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 IMAGE_ENV = BENTOML=$(BIN)/bentoml BASE_IMAGE=$(BASE_IMAGE) \
 	LOCAL_BASE_IMAGE=$(LOCAL_BASE_IMAGE) VERSION=$(VERSION) REVISION=$(REVISION)
 
+##@ Image
 .PHONY: base-image  ## Build the Python base image from Debian packages (skipped if it exists)
 base-image:
 	@$(IMAGE_ENV) image/build-base-image.sh $(LOCAL_BASE_IMAGE)
@@ -153,8 +188,13 @@ KIND_CONFIG := kustomize/overlays/kind/kind-config.yaml
 # Every kubectl call names the kind cluster's context: never the production cluster by accident.
 KIND_CONTEXT_KUBECTL = kubectl --context kind-$(KIND_CLUSTER)
 KIND_KUBECTL = $(KIND_CONTEXT_KUBECTL) --namespace iris-classifier
-# The host port is set once, in kind-config.yaml (its only hostPort); everything here reads it.
-KIND_HOST_PORT := $(shell sed -n 's/^ *hostPort: *\([0-9][0-9]*\).*/\1/p' $(KIND_CONFIG))
+# kind's config file takes no variables: kind-up creates the cluster from this copy of
+# kind-config.yaml with KIND_HOST_PORT as its hostPort, and kind-down removes it.
+KIND_CLUSTER_CONFIG := build/kind-config.yaml
+host_port_of = $(shell sed -n 's/^ *hostPort: *\([0-9][0-9]*\).*/\1/p' $(1))
+# The host port kind maps to the Service's node port: the one the cluster was created with, else
+# kind-config.yaml's. `make kind-up KIND_HOST_PORT=18080` chooses another.
+KIND_HOST_PORT ?= $(call host_port_of,$(firstword $(wildcard $(KIND_CLUSTER_CONFIG)) $(KIND_CONFIG)))
 # 127.0.0.1, as kind-config.yaml binds it: "localhost" may resolve to ::1 first.
 KIND_URL = http://127.0.0.1:$(KIND_HOST_PORT)
 # What deploy-kind applies: the kind overlay with the image tag of the last `make image`.
@@ -164,6 +204,7 @@ define require_tools
 	@for tool in $(1); do command -v $$tool >/dev/null || { echo "$$tool is not installed: see kustomize/README.md" >&2; exit 1; }; done
 endef
 
+##@ Kubernetes (kind)
 .PHONY: render  ## Render every kustomize overlay to build/manifests/<overlay>.yaml
 render:
 	@mkdir -p build/manifests
@@ -172,17 +213,21 @@ render:
 		echo "build/manifests/$$overlay.yaml"; \
 	done
 
-.PHONY: measure-memory  ## Measure one serving replica's memory (sizes the pods); ARGS=--pod for the image
-measure-memory: model
-	$(BIN)/python -m benchmarks.replica_memory $(ARGS)
-
 .PHONY: kind-up  ## Create the local kind cluster (1 control plane, 2 workers) and wait for every node
 kind-up:
 	$(call require_tools,kind kubectl docker)
-	@test -n "$(KIND_HOST_PORT)" || { echo "no hostPort in $(KIND_CONFIG)" >&2; exit 1; }
+	@[[ "$(KIND_HOST_PORT)" =~ ^[0-9]+$$ ]] || \
+		{ echo "KIND_HOST_PORT is \"$(KIND_HOST_PORT)\": give a port number (kind-config.yaml's hostPort is the default)" >&2; exit 1; }
 	@if kind get clusters | grep -qx '$(KIND_CLUSTER)'; then echo "kind cluster $(KIND_CLUSTER) exists"; \
-	else kind create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) \
-		$(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE)) --wait 180s; fi
+	else \
+		if (exec 3<>/dev/tcp/127.0.0.1/$(KIND_HOST_PORT)) 2>/dev/null; then \
+			echo "127.0.0.1:$(KIND_HOST_PORT) is taken: stop what listens there or choose another port, e.g. make kind-up KIND_HOST_PORT=$$(( $(KIND_HOST_PORT) > 55535 ? $(KIND_HOST_PORT) - 10000 : $(KIND_HOST_PORT) + 10000 ))" >&2; \
+			exit 1; fi; \
+		mkdir -p $(dir $(KIND_CLUSTER_CONFIG)); \
+		sed 's/^\( *hostPort:\) *[0-9][0-9]*/\1 $(KIND_HOST_PORT)/' $(KIND_CONFIG) > $(KIND_CLUSTER_CONFIG); \
+		kind create cluster --name $(KIND_CLUSTER) --config $(KIND_CLUSTER_CONFIG) \
+			$(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE)) --wait 180s; \
+	fi
 	@# kind's --wait covers the control plane only; pods applied before the workers are Ready
 	@# all land on the first Ready one, and stay there.
 	$(KIND_CONTEXT_KUBECTL) wait --for=condition=Ready nodes --all --timeout=180s
@@ -245,17 +290,20 @@ loadtest-kind:
 kind-down:
 	$(call require_tools,kind)
 	kind delete cluster --name $(KIND_CLUSTER)
+	rm -f $(KIND_CLUSTER_CONFIG)
 
 # --- Load test (loadtest/) ----------------------------------------------------------------------
 
-# HAProxy's port in loadtest-local; with a kind cluster up, pick one other than KIND_HOST_PORT.
-LB_PORT ?= 8080
+# HAProxy's port in loadtest-local (python -m loadtest.run's $LOADTEST_LB_PORT, else 8080);
+# with a kind cluster up, pick one other than KIND_HOST_PORT.
+LB_PORT ?= $(or $(LOADTEST_LB_PORT),8080)
 HOST ?= http://127.0.0.1:$(LB_PORT)
 # Replicas the load is spread over; empty: locust.conf's expected-replicas.
 REPLICAS ?=
 # More loadtest-local flags, e.g. LOADTEST_ARGS="--run-time 5m --no-faults" (see --help).
 LOADTEST_ARGS ?=
 
+##@ Load test
 .PHONY: loadtest  ## Run locust headless against HOST; the gates expect REPLICAS replicas to share the load
 loadtest: install
 	$(BIN)/locust --config loadtest/locust.conf --host $(HOST) \
@@ -265,8 +313,8 @@ loadtest: install
 loadtest-local: model install
 	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
 		{ echo "haproxy is not installed: apt-get install haproxy" >&2; exit 1; }
-	@command -v prometheus >/dev/null || \
-		{ echo "prometheus is not installed: apt-get install prometheus (or LOADTEST_ARGS=--no-prometheus)" >&2; exit 1; }
+	$(if $(filter --no-prometheus,$(LOADTEST_ARGS)),,@command -v prometheus >/dev/null || \
+		{ echo "prometheus is not installed: apt-get install prometheus (or LOADTEST_ARGS=--no-prometheus)" >&2; exit 1; })
 	$(BIN)/python -m loadtest.run $(if $(REPLICAS),--replicas $(REPLICAS)) --lb-port $(LB_PORT) \
 		--image $(IMAGE) $(LOADTEST_ARGS)
 
@@ -293,6 +341,7 @@ mlserver: $(MLSERVER_VENV)/.installed
 	rm -rf $(MLSERVER_REPOSITORY)
 	$(MLSERVER_VENV)/bin/python benchmarks/peers/mlserver_repository.py $(MLSERVER_REPOSITORY)
 
+##@ Benchmarks
 .PHONY: bench  ## Benchmark the service against the baselines and MLServer (BENCH_ARGS=... for run.py)
 bench: install mlserver
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
@@ -308,6 +357,10 @@ bench: install mlserver
 request-cost: model
 	$(BIN)/python -m benchmarks.request_cost $(BENCH_ARGS)
 
+.PHONY: measure-memory  ## Measure one serving replica's memory (sizes the pods); ARGS=--pod for the image
+measure-memory: model
+	$(BIN)/python -m benchmarks.replica_memory $(ARGS)
+
 .PHONY: bench-smoke  ## Run every server of the benchmarks, MLServer included, for a few seconds (no figures)
 bench-smoke: install mlserver
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
@@ -319,6 +372,7 @@ bench-smoke: install mlserver
 		$(BIN)/python -m benchmarks.run --smoke --output build/benchmarks/smoke
 	$(BENCH_V2_ENV) $(BIN)/python -m benchmarks.v2 --smoke --output build/benchmarks/smoke
 
+##@ Set up
 .PHONY: clean  ## Remove the virtual environment and build outputs
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

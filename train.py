@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--model",
         choices=sorted(ESTIMATORS),
         default=DEFAULT_ESTIMATOR,
-        help=f"the estimator to train (default {DEFAULT_ESTIMATOR})",
+        help="the estimator to train (default: %(default)s)",
     )
     parser.add_argument(
         "--compare",
@@ -76,16 +76,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--min-accuracy",
         type=float,
         default=0.90,
-        help="refuse to store a model whose hold-out accuracy is below this (default 0.90)",
+        help="refuse to store a model whose hold-out accuracy is below this (default: %(default)s)",
     )
-    parser.add_argument("--test-size", type=float, default=0.2, help="hold-out fraction (0.2)")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (5)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (42)")
+    parser.add_argument(
+        "--test-size", type=float, default=0.2, help="hold-out fraction (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--report-dir",
         type=Path,
         default=Path("reports"),
-        help="where the evaluation report of each run is written (reports/<run>/)",
+        help="where the evaluation report of each run is written, in <run>/ (default: %(default)s)",
     )
     parser.add_argument(
         "--if-missing",

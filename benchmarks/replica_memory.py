@@ -16,7 +16,6 @@ reclaimable page cache, which is what the kubelet compares with the limit).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from harness import cli
 from harness.processes import (
     REPO_ROOT,
     bentoml_serve_command,
@@ -157,7 +157,7 @@ def measure_pod(*, singles: int, batches: int, concurrency: int) -> dict[str, di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser("benchmarks.replica_memory", __doc__.splitlines()[0])
     parser.add_argument("--singles", type=int, default=500, help="one-flower requests")
     parser.add_argument("--batches", type=int, default=40, help=f"{MAX_BATCH_ROWS}-row batches")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")

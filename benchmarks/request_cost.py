@@ -46,6 +46,7 @@ import orjson
 from benchmarks.loadgen import run_wrk
 from benchmarks.measure import tree_cpu_seconds
 from benchmarks.servers import uvicorn_command
+from harness import cli
 from harness.cpus import add_pinning_arguments, resolve_pinning
 from harness.processes import (
     REPO_ROOT,
@@ -370,16 +371,24 @@ def render(costs: dict[str, RouteCost], harness_us: float, ceiling_us: float | N
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser("benchmarks.request_cost", __doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000, help="in-process calls per run")
     parser.add_argument("--repeats", type=int, default=7, help="in-process runs; the best counts")
-    parser.add_argument("--seconds", type=float, default=8, help="length of each HTTP load")
+    parser.add_argument(
+        "--seconds", type=float, default=8, help="length of each HTTP load, in seconds"
+    )
     parser.add_argument("--http-rounds", type=int, default=3, help="HTTP loads; the median counts")
-    parser.add_argument("--warmup", type=float, default=2)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--warmup", type=float, default=2, help="warm-up before each HTTP load, in seconds"
+    )
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     add_pinning_arguments(parser)
     parser.add_argument("--no-http", action="store_true", help="in-process layers only")
-    parser.add_argument("--output", type=Path, help="also write the table and figures here")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="also write the table and figures to this directory (default: printed only)",
+    )
     parser.add_argument("--smoke", action="store_true", help="a short run: checks the tool works")
     args = parser.parse_args(argv)
     resolve_pinning(parser, args)

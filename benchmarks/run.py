@@ -28,6 +28,7 @@ from benchmarks.servers import (
     RANDOM_FOREST_HOME_VARIABLE,
     REFERENCE,
 )
+from harness import cli
 from harness.cpus import add_pinning_arguments, resolve_pinning
 
 logger = logging.getLogger("benchmarks")
@@ -36,20 +37,35 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=10, help="length of each measured load")
-    parser.add_argument("--warmup", type=float, default=2, help="single-flower warm-up seconds")
-    parser.add_argument("--connections", type=int, default=16, help="for single-flower load")
-    parser.add_argument("--batch-connections", type=int, default=4)
-    parser.add_argument("--batch-rows", type=int, default=1000)
+    parser = cli.parser("benchmarks.run", __doc__.splitlines()[0])
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds; each runs every server once, in turn"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10, help="length of each measured load, in seconds"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2, help="single-flower warm-up before each load, seconds"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=16, help="wrk connections for single-flower load"
+    )
+    parser.add_argument(
+        "--batch-connections", type=int, default=4, help="wrk connections for batch load"
+    )
+    parser.add_argument("--batch-rows", type=int, default=1000, help="flowers in each batch")
     add_pinning_arguments(parser)
     parser.add_argument(
         "--servers",
         default=",".join(ALL_SERVERS),
         help=f"comma-separated: {', '.join(ALL_SERVERS)}",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS_DIR,
+        help="directory the results, tables and charts are written to (default: benchmarks/results)",
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="one 1-second round: checks the harness, not speed"
     )

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import matplotlib
 
+from harness import cli
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
@@ -394,15 +396,30 @@ def render_chart(measurements: list[Measurement], path: Path) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=8, help="length of each measured load")
-    parser.add_argument("--warmup", type=float, default=2)
-    parser.add_argument("--connections", type=int, default=16, help="for single flowers")
-    parser.add_argument("--batch-connections", type=int, default=4)
-    parser.add_argument("--batch-rows", type=int, default=1000)
+    parser = cli.parser("benchmarks.v2", __doc__.splitlines()[0])
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="rounds; each runs every server once, in turn"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=8, help="length of each measured load, in seconds"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2, help="warm-up before each load, in seconds"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=16, help="wrk connections for single flowers"
+    )
+    parser.add_argument(
+        "--batch-connections", type=int, default=4, help="wrk connections for batches"
+    )
+    parser.add_argument("--batch-rows", type=int, default=1000, help="flowers in each batch")
     add_pinning_arguments(parser)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS_DIR,
+        help="directory the results, tables and charts are written to (default: benchmarks/results)",
+    )
     parser.add_argument(
         "--servers", default="bentoml,mlserver", help="comma-separated: bentoml, mlserver"
     )

@@ -12,7 +12,6 @@ machine can reach it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -25,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import deployment
+from harness import cli, deployment
 from harness.cgroups import cgroup_cpu_seconds
 from harness.deployment import Manifest
 from harness.processes import REPO_ROOT, free_port, on_free_port, start, wait_http_ok
@@ -294,9 +293,9 @@ def image_size_bytes(image: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser("harness.containers", __doc__.splitlines()[0])
     parser.add_argument("image", help="image reference, e.g. iris-classifier:0.1.0")
-    parser.add_argument("--port", type=int, default=3000, help="port on 127.0.0.1 (3000)")
+    parser.add_argument("--port", type=int, default=3000, help="port on 127.0.0.1")
     args = parser.parse_args(argv)
     name = f"iris-classifier-{uuid.uuid4().hex[:10]}"
     command = hardened_command(

@@ -10,22 +10,22 @@ container used until ready is printed too, a figure that load elsewhere does not
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import statistics
 import tempfile
 from pathlib import Path
 
+from harness import cli
 from harness.containers import cold_start, docker_unavailable_reason, image_size_bytes
 
 logger = logging.getLogger("image-stats")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.parser("image.stats", __doc__.split("\n")[0])
     parser.add_argument("image", help="image reference, e.g. iris-classifier:0.1.0")
-    parser.add_argument("--runs", type=int, default=5, help="cold starts to time (5)")
+    parser.add_argument("--runs", type=int, default=5, help="cold starts to time")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

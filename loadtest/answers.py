@@ -12,7 +12,6 @@ by default: a replica serving another model, or a wrong result under load, fails
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import cli
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 from loadtest.gates import GateResult
 
@@ -268,7 +268,7 @@ def differing_answers(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Check or rewrite " + REFERENCE_ANSWERS_FILE.name)
+    parser = cli.parser("loadtest.answers", "Check or rewrite " + REFERENCE_ANSWERS_FILE.name)
     parser.add_argument(
         "--write", action="store_true", help="rewrite the file from the store's latest model"
     )

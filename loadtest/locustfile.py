@@ -11,7 +11,8 @@ HTML report.
     LOCUST_RUN_TIME=5m LOCUST_USERS=20 make loadtest HOST=http://127.0.0.1:30080
 
 Every setting below (and locust's own) can be set in locust.conf, on the command line, or with
-its LOCUST_* environment variable.
+its LOCUST_* environment variable; `python -m loadtest.locustfile --help` lists them (locust's
+--help prints before it reads a locustfile, so it lists only locust's own).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from locust import FastHttpUser, constant_throughput, events, task
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 
+from harness import cli
 from iris_classifier.serving.config import MAX_BATCH_ROWS
 from loadtest.answers import (
     ReferenceAnswers,
@@ -411,3 +413,21 @@ def report_and_gate(environment: Environment, **_: Any) -> None:
     passed = all(result.passed for result in results)
     logger.info("Load test gates %s", "passed" if passed else "FAILED")
     environment.process_exit_code = 0 if passed else 1
+
+
+def help_parser() -> LocustArgumentParser:
+    """The load test's own options, as `python -m loadtest.locustfile --help` lists them."""
+    parser = cli.parser(
+        "loadtest.locustfile",
+        "The load test's own locust options; locust --help lists locust's.",
+        LocustArgumentParser,
+    )
+    add_settings(parser)
+    return parser
+
+
+if __name__ == "__main__":
+    # locust prints its --help before it reads a locustfile, so it never lists these options.
+    options = help_parser()
+    options.parse_args()
+    options.print_help()

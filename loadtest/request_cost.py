@@ -11,7 +11,6 @@ loopback round trip.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import statistics
@@ -20,6 +19,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness import cli
 from loadtest.background import hostile_body, large_batch_body
 from loadtest.flowers import FlowerSampler
 
@@ -94,9 +94,9 @@ def measure(url: str, requests: int) -> list[Cost]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.parser("loadtest.request_cost", __doc__.split("\n")[0])
     parser.add_argument("url", help="base URL of one replica, e.g. http://127.0.0.1:3000")
-    parser.add_argument("--requests", type=int, default=40, help="timed requests per kind (40)")
+    parser.add_argument("--requests", type=int, default=40, help="timed requests per kind")
     args = parser.parse_args(argv)
     for cost in measure(args.url, args.requests):
         print(cost)

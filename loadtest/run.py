@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from harness import cli
 from harness.containers import image_present, project_image
 from harness.deployment import BASE_DEPLOYMENT
 from harness.processes import (
@@ -70,18 +71,18 @@ FAULT_RUN_CAP = "15m"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.parser("loadtest.run", __doc__.split("\n")[0])
     parser.add_argument(
         "--replicas",
         type=int,
         default=conf_int("expected-replicas"),
-        help="replicas to start (default: locust.conf's expected-replicas)",
+        help="replicas to start; locust.conf's expected-replicas sets the default",
     )
     parser.add_argument(
         "--lb-port",
         type=int,
         default=int(os.environ.get("LOADTEST_LB_PORT", "8080")),
-        help="port HAProxy listens on at 127.0.0.1 (8080, or $LOADTEST_LB_PORT; 0 for a free one)",
+        help="port HAProxy listens on at 127.0.0.1 ($LOADTEST_LB_PORT sets the default; 0 for a free one)",
     )
     parser.add_argument(
         "--mode",
@@ -91,12 +92,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "containers when a Docker engine holds the image)",
     )
     parser.add_argument(
-        "--image", default=project_image(), help="image for containers (this version's)"
+        "--image", default=project_image(), help="image for containers: this version's"
     )
     parser.add_argument(
         "--run-id",
         default=uuid.uuid4().hex[:8],
-        help="label put on the containers of this run (random)",
+        help="label put on the containers of this run (default: a random one)",
     )
     parser.add_argument(
         "--run-time", help="length of the gated steady run (default: locust.conf's run-time)"
@@ -105,7 +106,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--observe",
         type=float,
         default=6.0,
-        help="seconds each fault phase is watched under load (6)",
+        help="seconds each fault phase is watched under load",
     )
     parser.add_argument(
         "--max-recovery",
@@ -139,7 +140,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="sigterm,kill,rolling",
         help="fault scenarios in this order, comma-separated: sigterm (SIGTERM one replica, "
         "restart it), kill (SIGKILL one, restart it), rolling (replace every replica one by "
-        "one); default all three",
+        "one)",
     )
     parser.add_argument(
         "--probe-period",
@@ -153,7 +154,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         default=BASE_DEPLOYMENT,
         help="the Deployment whose drain, readiness probe and grace period the replicas and "
-        "HAProxy follow (kustomize/base/deployment.yaml)",
+        "HAProxy follow (default: kustomize/base/deployment.yaml)",
     )
     parser.add_argument(
         "--drain-seconds",
@@ -179,7 +180,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--report-dir",
         type=Path,
         default=REPO_ROOT / "reports" / "loadtest",
-        help="where reports, charts and logs go (reports/loadtest)",
+        help="where reports, charts and logs go (default: reports/loadtest)",
     )
     args = parser.parse_args(argv)
     if args.drain_seconds is None:

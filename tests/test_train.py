@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from iris_classifier.flowers import CLASS_NAMES
 from tests.conftest import REPO_ROOT
+from tests.support.cli_help import undocumented
 from tests.support.model_store import break_model, stored_metadata
 from tests.training.test_data import GOOD_ROWS, HEADER
 
@@ -37,6 +41,7 @@ def stored_models(home: Path) -> list[Path]:
     return sorted(p for p in models.iterdir() if p.is_dir()) if models.exists() else []
 
 
+@pytest.mark.slow
 def test_trains_stores_and_reports(tmp_path: Path) -> None:
     result, home = run_train(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -95,6 +100,7 @@ def test_stored_metadata_describes_the_model(trained_model: str) -> None:
     assert model.info.labels["framework"] == "onnx"
 
 
+@pytest.mark.slow
 def test_quality_gate_refuses_and_stores_nothing(tmp_path: Path) -> None:
     result, home = run_train(tmp_path, "--min-accuracy", "0.999")
     assert result.returncode == 1
@@ -103,6 +109,7 @@ def test_quality_gate_refuses_and_stores_nothing(tmp_path: Path) -> None:
     assert stored_models(home) == []
 
 
+@pytest.mark.slow
 def test_training_on_a_csv_stores_one_model(tmp_path: Path) -> None:
     data = tmp_path / "flowers.csv"
     data.write_text("\n".join([HEADER, *GOOD_ROWS * 2]) + "\n")
@@ -111,6 +118,7 @@ def test_training_on_a_csv_stores_one_model(tmp_path: Path) -> None:
     assert len(stored_models(home)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -129,6 +137,7 @@ def test_bad_data_exits_2_and_stores_nothing(tmp_path: Path, text: str, message:
     assert stored_models(home) == []
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     result, home = run_train(tmp_path, "--min-accuracy", "1.5")
     assert result.returncode == 2
@@ -136,6 +145,7 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert stored_models(home) == []
 
 
+@pytest.mark.slow
 def test_if_missing_trains_once_then_keeps_the_stored_model(tmp_path: Path) -> None:
     first, home = run_train(tmp_path, "--if-missing")
     assert first.returncode == 0, first.stderr
@@ -146,6 +156,7 @@ def test_if_missing_trains_once_then_keeps_the_stored_model(tmp_path: Path) -> N
     assert stored_models(home) == [model_dir]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["old-json-weights", "corrupt-onnx"])
 def test_if_missing_replaces_a_model_the_service_cannot_serve(tmp_path: Path, case: str) -> None:
     first, home = run_train(tmp_path)
@@ -158,6 +169,7 @@ def test_if_missing_replaces_a_model_the_service_cannot_serve(tmp_path: Path, ca
     assert len(stored_models(home)) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["random-forest", "svm"])
 def test_model_option_stores_that_estimator(tmp_path: Path, estimator: str) -> None:
     result, home = run_train(tmp_path, "--model", estimator)
@@ -167,6 +179,7 @@ def test_model_option_stores_that_estimator(tmp_path: Path, estimator: str) -> N
     assert f"({estimator})" in result.stderr
 
 
+@pytest.mark.slow
 def test_compare_reports_every_estimator_and_stores_nothing(tmp_path: Path) -> None:
     result, home = run_train(tmp_path, "--compare")
     assert result.returncode == 0, result.stderr
@@ -204,3 +217,24 @@ def test_parity_gate_refuses_and_names_the_worst_row(
     assert "float32: largest difference" in message
     assert "float64: largest difference" in message
     assert " row [" in message
+
+
+def test_help_states_each_default_one_way(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import train
+
+    parsers: list[argparse.ArgumentParser] = []
+    parse = argparse.ArgumentParser.parse_args
+
+    def recording_parse(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        parsers.append(self)
+        return parse(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", recording_parse)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    assert not undocumented(parsers[0], help_text)
+    # "(default 0.90)" or a bare "(42)" beside the "(default: 42)" of the others.
+    assert not re.findall(r"\(default [^:]*?\)|\(\d[\d.]*\)", " ".join(help_text.split()))

@@ -124,13 +124,20 @@ def copy_makefile_tree(destination: Path) -> Path:
     return destination
 
 
+# A sub-make's level and flags (under `make test`, messages would read `make[1]:`), and the
+# Makefile's own variable a user may have exported.
+_NOT_INHERITED = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "KIND_HOST_PORT")
+
+
 def run_make(
     tree: Path, stubs: StubCluster, *targets: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
+    """make as a person types it in `tree`, with the stubs first on PATH."""
+    env = {key: value for key, value in stubs.env().items() if key not in _NOT_INHERITED}
     return subprocess.run(
         ["make", "--no-print-directory", *targets],
         cwd=tree,
-        env=stubs.env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -10,12 +10,15 @@ tests/image/test_image.py; these run `image-tag`, the step it ends with, and ski
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
+from harness.processes import free_port
 from tests.conftest import REPO_ROOT, require
 from tests.kustomize.cluster_stubs import StubCluster, copy_makefile_tree, run_make
 from tests.support import manifests
@@ -224,14 +227,21 @@ def test_a_failing_kind_is_not_reported_as_a_missing_cluster(
 # --- the cluster --------------------------------------------------------------------------------
 
 
+def kind_up(tree: Path, stubs: StubCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`make kind-up` on a free host port, unless `args` name one: 8080 may be taken here."""
+    if not any(arg.startswith("KIND_HOST_PORT=") for arg in args):
+        args = (*args, f"KIND_HOST_PORT={free_port()}")
+    return run_make(tree, stubs, "kind-up", *args)
+
+
 def test_kind_up_waits_for_every_node_after_creating_the_cluster(
     tree: Path, stubs: StubCluster
 ) -> None:
-    result = run_make(tree, stubs, "kind-up")
+    result = kind_up(tree, stubs)
     assert result.returncode == 0, result.stderr
     calls = [str(call) for call in stubs.calls()]
     create = next(i for i, call in enumerate(calls) if call.startswith("kind create cluster"))
-    assert "--config kustomize/overlays/kind/kind-config.yaml" in calls[create]
+    assert "--config build/kind-config.yaml" in calls[create]
     wait = calls.index(
         f"kubectl --context {CONTEXT} wait --for=condition=Ready nodes --all --timeout=180s"
     )
@@ -240,14 +250,14 @@ def test_kind_up_waits_for_every_node_after_creating_the_cluster(
 
 def test_kind_up_fails_while_a_node_is_not_ready(tree: Path, stubs: StubCluster) -> None:
     stubs.set(nodes_ready=False)
-    result = run_make(tree, stubs, "kind-up")
+    result = kind_up(tree, stubs)
     assert result.returncode != 0
     assert "every node Ready" not in result.stdout
 
 
 def test_kind_up_reuses_an_existing_cluster_and_still_waits(tree: Path, stubs: StubCluster) -> None:
     stubs.set(clusters=[CLUSTER])
-    result = run_make(tree, stubs, "kind-up")
+    result = kind_up(tree, stubs)
     assert result.returncode == 0, result.stderr
     assert not [call for call in stubs.calls("kind") if call.args[0] == "create"]
     assert [call for call in stubs.calls("kubectl") if "wait" in call.args]
@@ -258,7 +268,7 @@ def test_kind_up_warns_when_kubectl_is_too_far_from_the_cluster(
     tree: Path, stubs: StubCluster, client: str, warned: bool
 ) -> None:
     stubs.set(client_minor=client, server_minor="37")
-    result = run_make(tree, stubs, "kind-up")
+    result = kind_up(tree, stubs)
     assert result.returncode == 0, result.stderr
     assert ("more than one minor version away" in result.stderr) is warned
 
@@ -276,3 +286,63 @@ def test_the_kind_configs_host_port_drives_the_makefile(tree: Path, stubs: StubC
     planned = run_make(tree, stubs, "-n", "loadtest-kind")
     assert "--host http://127.0.0.1:18123 " in planned.stdout, planned.stdout
     assert "localhost" not in planned.stdout
+
+
+def host_ports(config: Path) -> list[int]:
+    nodes = yaml.safe_load(config.read_text())["nodes"]
+    return [mapping["hostPort"] for node in nodes for mapping in node.get("extraPortMappings", [])]
+
+
+def test_kind_host_port_chooses_the_port_the_cluster_maps_and_later_targets_use_it(
+    tree: Path, stubs: StubCluster
+) -> None:
+    overlay_config = tree / "kustomize" / "overlays" / "kind" / "kind-config.yaml"
+    port = free_port()
+    result = kind_up(tree, stubs, f"KIND_HOST_PORT={port}")
+    assert result.returncode == 0, result.stderr
+    (create,) = [call.args for call in stubs.calls("kind") if call.args[0] == "create"]
+    created_from = tree / create[create.index("--config") + 1]
+    assert created_from == tree / "build" / "kind-config.yaml"
+    assert host_ports(created_from) == [port]
+    # Only the port differs from the overlay's config, which stays as committed.
+    assert yaml.safe_load(created_from.read_text().replace(str(port), "8080")) == yaml.safe_load(
+        overlay_config.read_text()
+    )
+    assert host_ports(overlay_config) == [8080]
+    assert f"http://127.0.0.1:{port} reaches the Service's node port" in result.stdout
+
+    # Later targets reach the cluster on the port it was created with, without being told.
+    build(tree, stubs, FIRST_ID)
+    deploy(tree, stubs)
+    (health,) = stubs.calls("curl")
+    assert health.args[-1] == f"http://127.0.0.1:{port}/healthcheck"
+
+    assert run_make(tree, stubs, "kind-down").returncode == 0
+    assert not created_from.exists()
+    planned = run_make(tree, stubs, "-n", "loadtest-kind")
+    assert "--host http://127.0.0.1:8080 " in planned.stdout, planned.stdout
+
+
+def test_kind_up_says_in_one_line_when_the_host_port_is_taken(
+    tree: Path, stubs: StubCluster
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = kind_up(tree, stubs, f"KIND_HOST_PORT={port}")
+    assert result.returncode != 0
+    (message,) = [line for line in result.stderr.splitlines() if not line.startswith("make:")]
+    other = port - 10000 if port > 55535 else port + 10000
+    assert message == (
+        f"127.0.0.1:{port} is taken: stop what listens there or choose another port, "
+        f"e.g. make kind-up KIND_HOST_PORT={other}"
+    )
+    assert not [call for call in stubs.calls("kind") if call.args[0] == "create"]
+
+
+def test_kind_up_refuses_a_host_port_that_is_not_a_number(tree: Path, stubs: StubCluster) -> None:
+    result = kind_up(tree, stubs, "KIND_HOST_PORT=80a")
+    assert result.returncode != 0
+    assert 'KIND_HOST_PORT is "80a": give a port number' in result.stderr
+    assert not stubs.calls("kind")
