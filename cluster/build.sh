@@ -5,9 +5,10 @@
 # Inputs, each pinned by the go.mod and go.sum beside it (the Go module proxy and its checksum
 # database verify every download):
 #   modules/kubernetes k8s.io/kubernetes, its staging modules replaced by the same release:
-#                      kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+#                      the commands below
 #   modules/etcd       go.etcd.io/etcd/server/v3: etcd
 #   modules/kwok       sigs.k8s.io/kwok: kwok, and its node and pod lifecycle stages
+#   modules/kind       sigs.k8s.io/kind: kind, and the files its node images are made of
 # and the CustomResourceDefinitions the overlays' objects need, from the modules that publish
 # them (`go mod download` checks each against the checksum database):
 crd_modules=(
@@ -28,9 +29,13 @@ module_version() {  # module_version DIR MODULE: the version DIR's go.mod requir
 kubernetes=$(module_version kubernetes k8s.io/kubernetes)
 etcd=$(module_version etcd go.etcd.io/etcd/server/v3)
 kwok=$(module_version kwok sigs.k8s.io/kwok)
+kind=$(module_version kind sigs.k8s.io/kind)
 cache=${CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iris-classifier/cluster}
-crd_key=$(printf '%s\n' "${crd_modules[@]}" | sha256sum | cut -c1-12)
-out="$cache/kubernetes-$kubernetes-etcd-$etcd-kwok-$kwok-crds-$crd_key"
+kubernetes_commands=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kubeadm
+    kube-proxy)
+# The directory names every release; the hash covers what else it holds.
+contents=$(printf '%s\n' "${crd_modules[@]}" "${kubernetes_commands[@]}" | sha256sum | cut -c1-12)
+out="$cache/kubernetes-$kubernetes-etcd-$etcd-kwok-$kwok-kind-$kind-$contents"
 
 if [ "${1:-}" = "--print-dir" ]; then
     echo "$out"
@@ -54,10 +59,9 @@ for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $package.gitTreeState=clean"
 done
 
-echo "building Kubernetes $kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)"
+echo "building Kubernetes $kubernetes: ${kubernetes_commands[*]}"
 (cd "$here/modules/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/bin/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    "${kubernetes_commands[@]/#/k8s.io/kubernetes/cmd/}")
 
 echo "building etcd $etcd"
 (cd "$here/modules/etcd" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/bin/etcd" \
@@ -66,6 +70,10 @@ echo "building etcd $etcd"
 echo "building kwok $kwok"
 (cd "$here/modules/kwok" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/bin/kwok" \
     sigs.k8s.io/kwok/cmd/kwok)
+
+echo "building kind $kind"
+(cd "$here/modules/kind" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/bin/kind" \
+    sigs.k8s.io/kind)
 
 # kwok does nothing to a node or pod without stages: the release's own "fast" ones (nodes Ready
 # at once, pods Running and Ready once scheduled) and the lease heartbeat that keeps nodes Ready.
