@@ -182,8 +182,14 @@ KUSTOMIZE ?= $(if $(shell command -v kustomize),kustomize build,kubectl kustomiz
 OVERLAYS := kind production kserve
 KIND_CLUSTER ?= iris-classifier
 # Empty: the kind release's default node image. Pin one from its release notes to choose the
-# Kubernetes version, e.g. KIND_NODE_IMAGE=kindest/node:v1.36.4@sha256:...
+# Kubernetes version, e.g. KIND_NODE_IMAGE=kindest/node:v1.36.4@sha256:... "local": the node
+# image cluster/kind/ assembles here, for machines that reach no registry (built on first use).
 KIND_NODE_IMAGE ?=
+KIND_LOCAL_NODE_IMAGE := iris-kind-node:$(shell sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$$/\1/p' cluster/modules/kubernetes/go.mod)
+KIND_IMAGE = $(if $(filter local,$(KIND_NODE_IMAGE)),$(KIND_LOCAL_NODE_IMAGE),$(KIND_NODE_IMAGE))
+# kind on PATH, else built from its Go module; its nodes start near-privileged where this
+# Docker engine cannot start privileged containers (cluster/kind/README.md).
+KIND ?= cluster/kind/kind
 KIND_CONFIG := kustomize/overlays/kind/kind-config.yaml
 # Every kubectl call names the kind cluster's context: never the production cluster by accident.
 KIND_CONTEXT_KUBECTL = kubectl --context kind-$(KIND_CLUSTER)
@@ -200,6 +206,10 @@ KIND_URL = http://127.0.0.1:$(KIND_HOST_PORT)
 # What deploy-kind applies: the kind overlay with the image tag of the last `make image`.
 KIND_DEPLOY_DIR := build/kind-deploy
 
+# Non-empty when the node image is one cluster/kind/ built: it has no CNI daemon, so its cluster
+# is created without kind's and gets routes between the nodes' pod ranges instead.
+node_image_routes = $(if $(KIND_IMAGE),docker image inspect --format '{{index .Config.Labels "io.iris-classifier.kind-node"}}' $(KIND_IMAGE) 2>/dev/null | grep -x routes)
+
 define require_tools
 	@for tool in $(1); do command -v $$tool >/dev/null || { echo "$$tool is not installed: see kustomize/README.md" >&2; exit 1; }; done
 endef
@@ -215,22 +225,26 @@ render:
 
 .PHONY: kind-up  ## Create the local kind cluster (1 control plane, 2 workers) and wait for every node
 kind-up:
-	$(call require_tools,kind kubectl docker)
+	$(call require_tools,kubectl docker)
 	@[[ "$(KIND_HOST_PORT)" =~ ^[0-9]+$$ ]] || \
 		{ echo "KIND_HOST_PORT is \"$(KIND_HOST_PORT)\": give a port number (kind-config.yaml's hostPort is the default)" >&2; exit 1; }
-	@if kind get clusters | grep -qx '$(KIND_CLUSTER)'; then echo "kind cluster $(KIND_CLUSTER) exists"; \
+	@$(if $(filter local,$(KIND_NODE_IMAGE)),cluster/kind/build-node-image.sh $(KIND_LOCAL_NODE_IMAGE))
+	@if $(KIND) get clusters | grep -qx '$(KIND_CLUSTER)'; then echo "kind cluster $(KIND_CLUSTER) exists"; \
 	else \
 		if (exec 3<>/dev/tcp/127.0.0.1/$(KIND_HOST_PORT)) 2>/dev/null; then \
 			echo "127.0.0.1:$(KIND_HOST_PORT) is taken: stop what listens there or choose another port, e.g. make kind-up KIND_HOST_PORT=$$(( $(KIND_HOST_PORT) > 55535 ? $(KIND_HOST_PORT) - 10000 : $(KIND_HOST_PORT) + 10000 ))" >&2; \
 			exit 1; fi; \
 		mkdir -p $(dir $(KIND_CLUSTER_CONFIG)); \
 		sed 's/^\( *hostPort:\) *[0-9][0-9]*/\1 $(KIND_HOST_PORT)/' $(KIND_CONFIG) > $(KIND_CLUSTER_CONFIG); \
-		kind create cluster --name $(KIND_CLUSTER) --config $(KIND_CLUSTER_CONFIG) \
-			$(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE)) --wait 180s; \
+		if [ -n "$$($(node_image_routes))" ]; then \
+			printf 'networking:\n  disableDefaultCNI: true\n' >> $(KIND_CLUSTER_CONFIG); fi; \
+		$(KIND) create cluster --name $(KIND_CLUSTER) --config $(KIND_CLUSTER_CONFIG) \
+			$(if $(KIND_IMAGE),--image $(KIND_IMAGE)) --wait 180s; \
 	fi
 	@# kind's --wait covers the control plane only; pods applied before the workers are Ready
 	@# all land on the first Ready one, and stay there.
 	$(KIND_CONTEXT_KUBECTL) wait --for=condition=Ready nodes --all --timeout=180s
+	@if [ -n "$$($(node_image_routes))" ]; then cluster/kind/routes.sh kind-$(KIND_CLUSTER); fi
 	@client=$$(kubectl version --client -o json | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n 1); \
 	server=$$($(KIND_CONTEXT_KUBECTL) version -o json | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | tail -n 1); \
 	if [ -n "$$client" ] && [ -n "$$server" ] && [ $$(( client > server ? client - server : server - client )) -gt 1 ]; then \
@@ -239,8 +253,8 @@ kind-up:
 
 .PHONY: kind-cluster  ## Check that the kind cluster exists (make kind-up creates it)
 kind-cluster:
-	$(call require_tools,kind kubectl docker)
-	@clusters=$$(kind get clusters 2>&1) || { echo "kind get clusters failed: $$clusters" >&2; exit 1; }; \
+	$(call require_tools,kubectl docker)
+	@clusters=$$($(KIND) get clusters 2>&1) || { echo "kind get clusters failed: $$clusters" >&2; exit 1; }; \
 	grep -qx '$(KIND_CLUSTER)' <<<"$$clusters" || \
 		{ echo "there is no kind cluster $(KIND_CLUSTER): run make kind-up" >&2; exit 1; }
 
@@ -250,7 +264,7 @@ kind-cluster:
 kind-load: kind-cluster image
 	@ref=$$(cat $(IMAGE_REF_FILE)); images="$(IMAGE) $$ref"; \
 	errors=$$(mktemp); trap 'rm -f "$$errors"' EXIT; \
-	if ! kind load docker-image $$images --name $(KIND_CLUSTER) 2>"$$errors"; then \
+	if ! $(KIND) load docker-image $$images --name $(KIND_CLUSTER) 2>"$$errors"; then \
 		cat "$$errors" >&2; \
 		cause=$$(grep -v '^[[:space:]]*$$' "$$errors" | tail -n 1); \
 		platform=""; if docker save --help 2>/dev/null | grep -q -- '--platform'; then \
@@ -258,7 +272,7 @@ kind-load: kind-cluster image
 		echo "kind load docker-image failed ($${cause:-no error message}): loading $$images from a docker save$${platform:+ --platform $$platform} archive instead" >&2; \
 		archive_dir=$$(mktemp -d); trap 'rm -rf "$$archive_dir" "$$errors"' EXIT; \
 		docker save $${platform:+--platform "$$platform"} --output "$$archive_dir/image.tar" $$images; \
-		kind load image-archive "$$archive_dir/image.tar" --name $(KIND_CLUSTER); \
+		$(KIND) load image-archive "$$archive_dir/image.tar" --name $(KIND_CLUSTER); \
 	fi
 
 # Every make image builds a new Bento (a new version, so a new image ID and tag): applying it
@@ -288,8 +302,7 @@ loadtest-kind:
 
 .PHONY: kind-down  ## Delete the local kind cluster
 kind-down:
-	$(call require_tools,kind)
-	kind delete cluster --name $(KIND_CLUSTER)
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
 	rm -f $(KIND_CLUSTER_CONFIG)
 
 # --- Load test (loadtest/) ----------------------------------------------------------------------

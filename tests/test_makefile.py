@@ -26,7 +26,7 @@ from tests.conftest import REPO_ROOT
 from tests.kustomize.cluster_stubs import copy_makefile_tree
 
 # The targets other targets run for themselves: listed last, under a heading of their own.
-PLUMBING = {"image-tag", "kind-cluster", "kserve-sdk", "mlserver"}
+PLUMBING = {"image-tag", "kind-cluster", "kserve-sdk", "mlserver", "cluster-commands"}
 GATEWAY_API_CHECK = "tests/gateway_api/node_modules/.package-lock.json"
 # Found on this PATH: some tests give make one of their own.
 MAKE = shutil.which("make") or "make"

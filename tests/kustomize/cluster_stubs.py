@@ -24,7 +24,7 @@ from typing import Any
 # The stubs import this module too: nothing heavier than the standard library and PyYAML here.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What the Makefile's kind targets read from the repository.
-MAKEFILE_INPUTS = ("Makefile", "pyproject.toml", "kustomize")
+MAKEFILE_INPUTS = ("Makefile", "pyproject.toml", "kustomize", "cluster")
 
 _STUB = """\
 #!{python}
