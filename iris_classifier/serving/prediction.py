@@ -17,10 +17,10 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from iris_classifier.flowers import FEATURE_NAMES
+from iris_classifier.onnx_model import OnnxClassifier
+from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.contract import BatchRequest, Centimetres, IrisFeatures
 from iris_classifier.serving.metrics import ModelMetrics
-from iris_classifier.serving.model import OnnxClassifier
-from iris_classifier.serving.ranges import TrainingRanges
 
 # A batch's rows read as typed dicts that keep unknown fields: a third of the time pydantic
 # takes for 1,000 model instances. A batch read this way with no unknown field in any row is
