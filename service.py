@@ -24,7 +24,7 @@ from typing import Any
 import bentoml
 
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME
-from iris_classifier.model_format import ModelError
+from iris_classifier.model_format import ModelError, version_of
 from iris_classifier.serving import card
 from iris_classifier.serving.config import Settings
 from iris_classifier.serving.contract import (
@@ -96,22 +96,22 @@ def load_served(model_ref: Any) -> ServedModel:
         servable = servable_model(Path(model.path), metadata)
     except ModelError as exc:
         raise refuse_to_serve(model, exc) from None
-    model_card = card.model_card(str(model.tag), metadata)
-    model_version = model_card["model_version"]
+    model_tag = str(model.tag)
+    model_card = card.model_card(model_tag, metadata)
     predictor = Predictor(
         servable.classifier,
         servable.ranges,
         ModelMetrics(
             servable.classifier.class_names,
             FEATURE_NAMES,
-            model_version=model_version,
+            model_tag=model_tag,
             estimator=str(model_card.get("estimator", "unknown")),
         ),
-        model_version,
+        model_tag,
     )
     protocol = InferenceProtocol(
         predictor,
-        model_version=model_version.split(":", 1)[-1],
+        model_version=version_of(model_tag),
         server_version=settings.version,
         parameters={key: model_card[key] for key in V2_PARAMETERS if key in model_card},
     )

@@ -4,6 +4,10 @@ exports is the graph the other feeds.
 
 Plain values only: BentoML's main process imports this module and must not load NumPy or ONNX
 Runtime for it.
+
+In code, a `model_tag` is the store's full tag (`iris_classifier:<version>`) and a
+`model_version` is the version alone, as the Open Inference Protocol names it. The seed answers'
+and the model card's `model_version` fields carry the full tag: that is their contract.
 """
 
 from __future__ import annotations
@@ -20,3 +24,9 @@ FEATURE_NAMES_PROPERTY = "feature_names"
 
 class ModelError(RuntimeError):
     """The stored model cannot be served; the message says why in one line."""
+
+
+def version_of(model_tag: str) -> str:
+    """The version in a model tag; a tag without a name (or "" before a model is loaded) is
+    returned whole."""
+    return model_tag.rpartition(":")[2]

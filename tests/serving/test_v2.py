@@ -42,7 +42,7 @@ PROTOCOL = InferenceProtocol(
     Predictor(
         FixedClassifier(),
         RANGES,
-        ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_version="iris:v1", estimator="x"),
+        ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_tag="iris:v1", estimator="x"),
         "iris:v1",
     ),
     model_version="v1",
