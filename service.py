@@ -24,6 +24,7 @@ from typing import Any
 import bentoml
 
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME
+from iris_classifier.model_format import ModelError, version_of
 from iris_classifier.serving import card
 from iris_classifier.serving.config import Settings
 from iris_classifier.serving.contract import (
@@ -63,12 +64,13 @@ def check_stored(model_ref: Any) -> None:
 
     `bentoml serve` imports this module in its main process (the arbiter) before it starts any
     worker, so a bad model stops the server with a clear line, not a worker restart loop. The
-    arbiter never predicts: the worker's checks run in a short-lived child process, so the
-    arbiter holds neither ONNX Runtime and a session nor NumPy for its whole life.
+    arbiter never predicts: the servable-model check a worker runs as it loads the model runs
+    here in a short-lived child process, so the arbiter holds neither ONNX Runtime and a session
+    nor NumPy for its whole life.
     """
     model = resolved(model_ref)
     checked = subprocess.run(
-        [sys.executable, "-c", "from iris_classifier.serving.model import check; check()"],
+        [sys.executable, "-c", "from iris_classifier.servable import check; check()"],
         input=json.dumps({"directory": model.path, "metadata": model.info.metadata}, default=str),
         capture_output=True,
         text=True,
@@ -83,35 +85,33 @@ def check_stored(model_ref: Any) -> None:
 
 def load_served(model_ref: Any) -> ServedModel:
     """The loaded model: its one Predictor, the tensor protocol over it, and its card."""
+    from iris_classifier.servable import servable_model
     from iris_classifier.serving.metrics import ModelMetrics
-    from iris_classifier.serving.model import ModelError, load
     from iris_classifier.serving.prediction import Predictor
-    from iris_classifier.serving.ranges import TrainingRanges
     from iris_classifier.serving.v2 import InferenceProtocol
 
     model = resolved(model_ref)
     metadata = model.info.metadata
     try:
-        classifier = load(Path(model.path), metadata, FEATURE_NAMES)
-        ranges = TrainingRanges.from_metadata(metadata.get("feature_stats"), FEATURE_NAMES)
+        servable = servable_model(Path(model.path), metadata)
     except ModelError as exc:
         raise refuse_to_serve(model, exc) from None
-    model_card = card.model_card(str(model.tag), metadata)
-    model_version = model_card["model_version"]
+    model_tag = str(model.tag)
+    model_card = card.model_card(model_tag, metadata)
     predictor = Predictor(
-        classifier,
-        ranges,
+        servable.classifier,
+        servable.ranges,
         ModelMetrics(
-            classifier.class_names,
+            servable.classifier.class_names,
             FEATURE_NAMES,
-            model_version=model_version,
+            model_tag=model_tag,
             estimator=str(model_card.get("estimator", "unknown")),
         ),
-        model_version,
+        model_tag,
     )
     protocol = InferenceProtocol(
         predictor,
-        model_version=model_version.split(":", 1)[-1],
+        model_version=version_of(model_tag),
         server_version=settings.version,
         parameters={key: model_card[key] for key in V2_PARAMETERS if key in model_card},
     )

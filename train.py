@@ -25,9 +25,9 @@ import bentoml
 import joblib
 import sklearn
 
+from iris_classifier import model_format
 from iris_classifier.flowers import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
-from iris_classifier.serving import model as served
-from iris_classifier.serving.ranges import TrainingRanges
+from iris_classifier.servable import servable_model
 from iris_classifier.training.data import DataError, TrainingData, load_bundled, load_csv
 from iris_classifier.training.estimators import (
     DEFAULT_ESTIMATOR,
@@ -142,16 +142,15 @@ def load_data(args: argparse.Namespace) -> TrainingData:
     )
 
 
-def servable_model() -> str | None:
+def servable_stored_tag() -> str | None:
     """Tag of the latest stored model if the service would serve it (it passes its checks)."""
     try:
         model = bentoml.models.get(f"{MODEL_NAME}:latest")
     except bentoml.exceptions.NotFound:
         return None
     try:
-        served.load(Path(model.path), model.info.metadata, FEATURE_NAMES)
-        TrainingRanges.from_metadata(model.info.metadata.get("feature_stats"), FEATURE_NAMES)
-    except served.ModelError as exc:
+        servable_model(Path(model.path), model.info.metadata)
+    except model_format.ModelError as exc:
         logger.info("the stored %s cannot be served (%s); training a new one", model.tag, exc)
         return None
     return str(model.tag)
@@ -160,7 +159,7 @@ def servable_model() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
-    if args.if_missing and (servable := servable_model()):
+    if args.if_missing and (servable := servable_stored_tag()):
         logger.info("the store already holds %s; not training", servable)
         return 0
     try:
@@ -220,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
 
     metadata = {
         **summary,
-        "format": served.MODEL_FORMAT,
-        "model_file": served.MODEL_FILE,
+        "format": model_format.MODEL_FORMAT,
+        "model_file": model_format.MODEL_FILE,
         "hyperparameters": hyperparameters(pipeline),
         "metrics": {
             "holdout_accuracy": evaluation.holdout_accuracy,
@@ -235,13 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         "feature_unit": FEATURE_UNIT,
         "precision": parity.precision,
         "input": {
-            "name": served.INPUT_NAME,
+            "name": model_format.INPUT_NAME,
             "shape": ["rows", len(FEATURE_NAMES)],
             "dtype": parity.precision,
         },
         "outputs": {
-            served.LABEL_OUTPUT: {"shape": ["rows"], "dtype": "string"},
-            served.PROBABILITIES_OUTPUT: {
+            model_format.LABEL_OUTPUT: {"shape": ["rows"], "dtype": "string"},
+            model_format.PROBABILITIES_OUTPUT: {
                 "shape": ["rows", len(evaluation.class_names)],
                 "dtype": parity.precision,
             },
@@ -276,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         with bentoml.models.create(
             f"{MODEL_NAME}:{pipeline_ref.tag.version}", metadata=metadata, labels=labels
         ) as model_ref:
-            Path(model_ref.path_of(served.MODEL_FILE)).write_bytes(onnx_model)
+            Path(model_ref.path_of(model_format.MODEL_FILE)).write_bytes(onnx_model)
     except BaseException:
         bentoml.models.delete(pipeline_ref.tag)
         raise

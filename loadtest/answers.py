@@ -231,11 +231,11 @@ def stored_model_answers(
     import bentoml
     import numpy as np
 
-    from iris_classifier.serving import model as served
+    from iris_classifier.onnx_model import load
 
     stored = bentoml.models.get(f"{MODEL_NAME}:latest")
     metadata = stored.info.metadata
-    classifier = served.load(Path(stored.path), metadata, FEATURE_NAMES)
+    classifier = load(Path(stored.path), metadata, FEATURE_NAMES)
     features = np.array([[float(flower[name]) for name in FEATURE_NAMES] for flower in flowers])
     provenance = {key: metadata[key] for key in PROVENANCE_KEYS}
     return provenance, as_written(classifier.predict_proba(features))

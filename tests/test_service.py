@@ -452,6 +452,20 @@ def test_health_answers_carry_the_kserve_json_bodies(service_client) -> None:
         assert (response.status_code, response.json()) == (200, {"ready": True}), path
 
 
+def test_seed_answers_name_the_model_tag_and_v2_its_version(
+    service_client, trained_model: str
+) -> None:
+    """The seed routes and the model card answer the store's full tag, as the seed contract
+    always has; the Open Inference Protocol names the version alone, and serves under it."""
+    tag = service_client.post(CLASSIFY, json=SEED_FLOWER).json()["model_version"]
+    assert tag == trained_model
+    assert service_client.get("/iris/model").json()["model_version"] == tag
+    version = tag.split(":")[1]
+    assert service_client.get(V2_MODEL).json()["versions"] == [version]
+    response = service_client.get(f"{V2_MODEL}/versions/{version}")
+    assert (response.status_code, response.json()["name"]) == (200, "iris_classifier")
+
+
 def test_readiness_is_false_while_draining(service_client) -> None:
     from service import drain
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from iris_classifier.flowers import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
+from iris_classifier.model_format import version_of
 from iris_classifier.serving.config import MAX_BODY_BYTES
 from iris_classifier.serving.contract import IrisFeatures
 from iris_classifier.serving.refusals import REFUSAL_SCHEMA
@@ -166,7 +167,7 @@ def _operation(
     method: str, path: str, operation: Mapping[str, Any], served: Mapping[str, Any]
 ) -> str:
     # Templated routes are tried on the served model, so every example is a working request.
-    version = str(served.get("model_version", "")).split(":")[-1]
+    version = version_of(str(served.get("model_version", "")))
     target = path.replace("{model}", MODEL_NAME).replace("{version}", version)
     body = _request_example(operation)
     return f"""<section class="endpoint" data-endpoint="{escape(method)} {escape(path)}">

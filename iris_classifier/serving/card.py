@@ -21,8 +21,8 @@ CARD_KEYS = (
 SUMMARY_METRICS = ("holdout_accuracy", "holdout_macro_f1", "cv_accuracy_mean", "cv_accuracy_std")
 
 
-def model_card(tag: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    card: dict[str, Any] = {"model_version": tag, "format": metadata.get("format")}
+def model_card(model_tag: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    card: dict[str, Any] = {"model_version": model_tag, "format": metadata.get("format")}
     card.update({key: metadata[key] for key in CARD_KEYS if key in metadata})
     metrics = card.get("metrics", {})
     card["metrics"] = {

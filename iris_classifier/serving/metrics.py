@@ -72,7 +72,7 @@ class ModelMetrics:
         class_names: Sequence[str],
         feature_names: Sequence[str],
         *,
-        model_version: str,
+        model_tag: str,
         estimator: str,
     ) -> None:
         metrics = collectors()
@@ -81,7 +81,7 @@ class ModelMetrics:
             # served. prometheus_client cannot clear in multiprocess mode, where each worker
             # loads its model once anyway.
             metrics.model_info.clear()
-        metrics.model_info.labels(model_version=model_version, estimator=estimator).set(1)
+        metrics.model_info.labels(model_version=model_tag, estimator=estimator).set(1)
         # Children resolved once: a label lookup per request would cost more than the count.
         self._by_class = [metrics.predictions.labels(name) for name in class_names]
         self._by_feature = {

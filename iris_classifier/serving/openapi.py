@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from iris_classifier.flowers import CLASS_NAMES
+from iris_classifier.model_format import version_of
 from iris_classifier.serving.card import summary
 from iris_classifier.serving.config import MAX_BATCH_ROWS, PROJECT_NAME
 from iris_classifier.serving.refusals import REFUSAL_SCHEMA
@@ -70,7 +71,7 @@ def describe_service(
     paths = document.setdefault("paths", {})
     paths.setdefault("/healthcheck", HEALTHCHECK_OPERATION)
     paths.setdefault("/iris/model", MODEL_OPERATION)
-    model_version = str(served.get("model_version", "")).split(":")[-1]
+    model_version = version_of(str(served.get("model_version", "")))
     for path, operations in v2_paths(model_version).items():
         paths.setdefault(path, operations)
     for path, description in INFRA_DESCRIPTIONS.items():

@@ -17,10 +17,10 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from iris_classifier.flowers import FEATURE_NAMES
+from iris_classifier.onnx_model import OnnxClassifier
+from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.contract import BatchRequest, Centimetres, IrisFeatures
 from iris_classifier.serving.metrics import ModelMetrics
-from iris_classifier.serving.model import OnnxClassifier
-from iris_classifier.serving.ranges import TrainingRanges
 
 # A batch's rows read as typed dicts that keep unknown fields: a third of the time pydantic
 # takes for 1,000 model instances. A batch read this way with no unknown field in any row is
@@ -90,12 +90,12 @@ class Predictor:
     read_many = staticmethod(parse_batch)
 
     def __init__(
-        self, model: OnnxClassifier, ranges: TrainingRanges, metrics: ModelMetrics, version: str
+        self, model: OnnxClassifier, ranges: TrainingRanges, metrics: ModelMetrics, model_tag: str
     ) -> None:
         self.model = model
         self.ranges = ranges
         self.metrics = metrics
-        self.model_version = version
+        self.model_tag = model_tag
 
     def classify(self, values: Sequence[float]) -> dict[str, Any]:
         probabilities = self.model.predict_proba_one(values)
@@ -111,7 +111,7 @@ class Predictor:
                 name: round(p, 4)
                 for name, p in zip(self.model.class_names, probabilities, strict=True)
             },
-            "model_version": self.model_version,
+            "model_version": self.model_tag,
             "out_of_range": outside,
         }
 
@@ -147,5 +147,5 @@ class Predictor:
                     predictions.best, rounded.tolist(), predictions.out_of_range, strict=True
                 )
             ],
-            "model_version": self.model_version,
+            "model_version": self.model_tag,
         }

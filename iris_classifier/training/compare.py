@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime
 
 from iris_classifier.flowers import FEATURE_NAMES, MAX_FEATURE_CM
-from iris_classifier.serving.model import OnnxClassifier, session_options
+from iris_classifier.onnx_model import OnnxClassifier, session_options
 from iris_classifier.training.data import TrainingData
 from iris_classifier.training.estimators import ESTIMATORS, build_pipeline
 from iris_classifier.training.evaluation import fit_and_evaluate

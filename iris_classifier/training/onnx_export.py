@@ -17,7 +17,7 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 from sklearn.pipeline import Pipeline
 
-from iris_classifier.serving.model import (
+from iris_classifier.model_format import (
     CLASS_NAMES_PROPERTY,
     FEATURE_NAMES_PROPERTY,
     INPUT_NAME,

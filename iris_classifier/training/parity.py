@@ -17,12 +17,8 @@ import onnxruntime
 from sklearn.pipeline import Pipeline
 
 from iris_classifier.flowers import MAX_FEATURE_CM
-from iris_classifier.serving.model import (
-    INPUT_NAME,
-    PROBABILITIES_OUTPUT,
-    TENSOR_DTYPES,
-    session_options,
-)
+from iris_classifier.model_format import INPUT_NAME, PROBABILITIES_OUTPUT
+from iris_classifier.onnx_model import TENSOR_DTYPES, session_options
 from iris_classifier.training.onnx_export import PRECISIONS, to_onnx
 
 TOLERANCE = 1e-5

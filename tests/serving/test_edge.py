@@ -222,8 +222,8 @@ def test_an_unhandled_error_in_the_real_service_carries_both_headers_and_is_logg
     """A model that raises, under every layer of the service: nothing inside answers, and the
     edge layer's 500 still carries the replica and the request id, and the error is logged
     with that id beside the access line."""
+    from iris_classifier.onnx_model import OnnxClassifier
     from iris_classifier.serving.logs import JsonLineFormatter
-    from iris_classifier.serving.model import OnnxClassifier
     from tests.conftest import SEED_FLOWER
 
     def broken(self, features):

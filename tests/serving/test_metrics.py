@@ -39,7 +39,7 @@ def delta(before: dict, after: dict, name: str, **labels: str) -> float:
 
 
 def test_a_batch_counts_as_its_rows_counted_one_by_one() -> None:
-    metrics = ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_version="m:1", estimator="test")
+    metrics = ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_tag="m:1", estimator="test")
     rng = np.random.default_rng(7)
     best = rng.integers(0, 3, size=200)
     # Values on bucket bounds included: a value equal to a bound belongs to that bucket.
@@ -68,8 +68,8 @@ def test_a_batch_counts_as_its_rows_counted_one_by_one() -> None:
 
 
 def test_model_info_names_only_the_current_model() -> None:
-    ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_version="m:old", estimator="a")
-    ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_version="m:new", estimator="b")
+    ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_tag="m:old", estimator="a")
+    ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_tag="m:new", estimator="b")
     info = {key: value for key, value in snapshot().items() if key[0] == "iris_model_info"}
     assert info == {
         ("iris_model_info", frozenset({("model_version", "m:new"), ("estimator", "b")})): 1.0

@@ -15,7 +15,8 @@ import pytest
 
 from harness.processes import bentoml_serve_command, free_port, start, stop_tree
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
-from iris_classifier.serving.model import ModelError, load
+from iris_classifier.model_format import ModelError
+from iris_classifier.onnx_model import load
 from tests.conftest import REPO_ROOT, SESSION_HOME
 from tests.support.model_store import BAD_MODEL_CASES, break_model, copy_store, stored_metadata
 
@@ -92,8 +93,8 @@ def test_onnx_runtime_starts_without_its_telemetry(trained_model: str) -> None:
 
     model_file = Path(bentoml.models.get(trained_model).path) / "model.onnx"
     probe = (
-        "import iris_classifier.serving.model as served, onnxruntime; "
-        f"onnxruntime.InferenceSession({str(model_file)!r}, served.session_options())"
+        "import iris_classifier.onnx_model as onnx_model, onnxruntime; "
+        f"onnxruntime.InferenceSession({str(model_file)!r}, onnx_model.session_options())"
     )
     env = {key: value for key, value in os.environ.items() if key != "ORT_DISABLE_TELEMETRY"}
     # Nothing can be written under /proc, even by root: as on the image's read-only root.

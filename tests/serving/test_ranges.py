@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iris_classifier.flowers import FEATURE_NAMES
-from iris_classifier.serving.ranges import MissingRangesError, TrainingRanges
+from iris_classifier.ranges import MissingRangesError, TrainingRanges
 
 LOW = (4.3, 2.0, 1.0, 0.1)
 HIGH = (7.9, 4.4, 6.9, 2.5)

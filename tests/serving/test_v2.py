@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.config import MAX_TENSOR_ROWS as MAX_ROWS
 from iris_classifier.serving.metrics import ModelMetrics
 from iris_classifier.serving.prediction import Predictor
-from iris_classifier.serving.ranges import TrainingRanges
 from iris_classifier.serving.refusals import Refusal
 from iris_classifier.serving.v2 import HEADER_LENGTH, InferenceProtocol, parse_request
 
@@ -42,7 +42,7 @@ PROTOCOL = InferenceProtocol(
     Predictor(
         FixedClassifier(),
         RANGES,
-        ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_version="iris:v1", estimator="x"),
+        ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_tag="iris:v1", estimator="x"),
         "iris:v1",
     ),
     model_version="v1",

@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 import yaml
 
-from iris_classifier.serving.model import MODEL_FILE
+from iris_classifier.model_format import MODEL_FILE
 
 MODEL_NAME = "iris_classifier"
 

@@ -11,7 +11,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
-from iris_classifier.serving.model import session_options
+from iris_classifier.onnx_model import session_options
 from iris_classifier.training.estimators import ESTIMATORS, build_pipeline
 from iris_classifier.training.onnx_export import to_onnx
 from iris_classifier.training.parity import (

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from iris_classifier.serving.model import ModelError
+from iris_classifier.model_format import ModelError
 
 
 class MissingRangesError(ModelError):

@@ -1,4 +1,6 @@
-"""The stored ONNX model: checked once at start-up, then run by ONNX Runtime for every request.
+"""The stored ONNX model, checked and run by ONNX Runtime: the servable-model check
+(iris_classifier/servable.py) loads it, the service runs it for every request, and training's
+parity gate and comparison run it the same way.
 
 One code path serves every model kind train.py exports (linear, trees, SVM): a single input
 `features` of shape (rows, 4) and a probability output of shape (rows, classes). Nothing here
@@ -9,31 +11,27 @@ ONNX graph and JSON metadata only.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from iris_classifier.flowers import FEATURE_NAMES
+from iris_classifier.model_format import (
+    CLASS_NAMES_PROPERTY,
+    FEATURE_NAMES_PROPERTY,
+    INPUT_NAME,
+    LABEL_OUTPUT,
+    MODEL_FILE,
+    MODEL_FORMAT,
+    PROBABILITIES_OUTPUT,
+    ModelError,
+)
 
 if TYPE_CHECKING:  # imported where a session is made: a process that only checks never loads it
     import onnxruntime
 
-MODEL_FILE = "model.onnx"
-MODEL_FORMAT = "onnx"
-INPUT_NAME = "features"
-LABEL_OUTPUT = "label"
-PROBABILITIES_OUTPUT = "probabilities"
-# Written into the ONNX file itself at export, so a graph swapped under the metadata is caught.
-CLASS_NAMES_PROPERTY = "class_names"
-FEATURE_NAMES_PROPERTY = "feature_names"
 TENSOR_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
-
-
-class ModelError(RuntimeError):
-    """The stored model cannot be served; the message says why in one line."""
 
 
 def session_options() -> onnxruntime.SessionOptions:
@@ -181,18 +179,3 @@ def _check_signature(session: onnxruntime.InferenceSession, classes: int) -> Non
             f"unexpected ONNX outputs {outputs}: expected {LABEL_OUTPUT!r} and "
             f"{PROBABILITIES_OUTPUT!r}, a {inputs[0][1]} of shape [rows, {classes}]"
         )
-
-
-def check() -> None:
-    """`load`'s checks and the training ranges' on the model a JSON request on stdin names; run
-    by service.py in a short-lived child process, so that BentoML's arbiter, which never
-    predicts, holds neither ONNX Runtime nor NumPy. Exit status 1 with one line if it cannot
-    serve."""
-    from iris_classifier.serving.ranges import TrainingRanges
-
-    request = json.load(sys.stdin)
-    try:
-        load(Path(request["directory"]), request["metadata"], FEATURE_NAMES)
-        TrainingRanges.from_metadata(request["metadata"].get("feature_stats"), FEATURE_NAMES)
-    except ModelError as exc:
-        raise SystemExit(str(exc)) from None  # the one line, on stderr, and exit status 1
