@@ -238,8 +238,9 @@ def test_prometheus_scrapes_the_canary_and_primary_services_once_each(
 
 def test_the_pre_rollout_webhook_checks_the_canarys_answers(rendered: list[Manifest]) -> None:
     canary = manifests.only(rendered, "Canary")
-    (webhook,) = canary["spec"]["analysis"]["webhooks"]
-    assert webhook["type"] == "pre-rollout"
+    (webhook,) = [
+        hook for hook in canary["spec"]["analysis"]["webhooks"] if hook["type"] == "pre-rollout"
+    ]
     assert webhook["metadata"]["type"] == "cmd"
     command = webhook["metadata"]["cmd"].split()
     assert command[:3] == ["python", "-m", "loadtest.answers"]
