@@ -80,11 +80,22 @@ def packed_model_tag() -> str | None:
     manifest = _bento_manifest()
     if manifest is None:
         return None
-    tags = [
-        str(model["tag"])
-        for model in manifest.get("models") or []
-        if str(model.get("tag", "")).split(":")[0] == MODEL_NAME
+    # BentoML lists a service's models under its entry in `services`, older Bentos at the top.
+    listed = [
+        *(manifest.get("models") or []),
+        *(
+            model
+            for service in manifest.get("services") or []
+            for model in service.get("models") or []
+        ),
     ]
+    tags = sorted(
+        {
+            str(model["tag"])
+            for model in listed
+            if str(model.get("tag", "")).split(":")[0] == MODEL_NAME
+        }
+    )
     if len(tags) != 1:
         raise ValueError(f"the Bento's bento.yaml packs {len(tags)} {MODEL_NAME} models: {tags}")
     return tags[0]

@@ -19,9 +19,12 @@ def outside_a_bento(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def pack(bento: Path, *tags: str) -> None:
+    """A bento.yaml as `bentoml build` writes it for a `@bentoml.service` class: the models
+    under the service's entry, none at the top."""
     bento.mkdir(exist_ok=True)
     models = [{"tag": tag, "module": "", "creation_time": "2026-01-01"} for tag in tags]
-    (bento / "bento.yaml").write_text(yaml.safe_dump({"models": models}))
+    manifest = {"models": [], "services": [{"name": "IrisClassifier", "models": models}]}
+    (bento / "bento.yaml").write_text(yaml.safe_dump(manifest))
 
 
 def test_the_store_latest_is_served_unless_a_version_is_named(
