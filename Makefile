@@ -17,6 +17,9 @@ PORT ?= 3000
 # make serve's address: this machine only, unless SERVE_HOST=0.0.0.0 publishes it.
 SERVE_HOST ?= 127.0.0.1
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# The stored model version that make serve serves and make build packs (a version or
+# iris_classifier:<version>); empty: the store's latest.
+MODEL ?=
 
 # The service must never phone home, wherever it runs.
 export BENTOML_DO_NOT_TRACK := true
@@ -81,9 +84,9 @@ train: install-serve
 model: install-serve
 	@$(BIN)/python train.py --if-missing
 
-.PHONY: serve  ## Serve the classifier on SERVE_HOST:PORT (default 127.0.0.1:3000), training first if needed
+.PHONY: serve  ## Serve the classifier on SERVE_HOST:PORT (default 127.0.0.1:3000), MODEL=<version> or the latest, training first if needed
 serve: model
-	$(BIN)/bentoml serve service:IrisClassifier --host $(SERVE_HOST) --port $(PORT)
+	IRIS_MODEL=$(MODEL) $(BIN)/bentoml serve service:IrisClassifier --host $(SERVE_HOST) --port $(PORT)
 
 ##@ Test
 .PHONY: lint  ## Check style and common bugs with ruff
@@ -150,7 +153,7 @@ base-image:
 .PHONY: build  ## Build the Bento (bentoml build), training the model first if none is stored
 build: model $(VENV)/.installed-image
 	@mkdir -p build
-	@$(BIN)/bentoml build -o tag --label version=$(VERSION) --label revision=$(REVISION) | \
+	@IRIS_MODEL=$(MODEL) $(BIN)/bentoml build -o tag --label version=$(VERSION) --label revision=$(REVISION) | \
 		sed -n 's/^__tag__://p' > build/bento-tag
 	@test -s build/bento-tag
 	@cat build/bento-tag

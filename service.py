@@ -23,7 +23,7 @@ from typing import Any
 
 import bentoml
 
-from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME
+from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.model_format import ModelError, version_of
 from iris_classifier.serving import card
 from iris_classifier.serving.config import Settings
@@ -43,7 +43,9 @@ from iris_classifier.serving.shutdown import Drain
 
 settings = Settings.from_env()
 configure_logging(settings.log_format, settings.served_by)
-STORED_MODEL = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
+# At class scope below, so `bentoml build` packs this version (IRIS_MODEL, else the latest)
+# and the image serves it: settings.model_tag is the packed version there.
+STORED_MODEL = bentoml.models.BentoModel(settings.model_tag)
 # Shown with the model card in the tensor protocol's model metadata.
 V2_PARAMETERS = ("class_names", "feature_names", "feature_unit", "estimator")
 

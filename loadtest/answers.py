@@ -8,6 +8,10 @@ by default: a replica serving another model, or a wrong result under load, fails
 
     python -m loadtest.answers           # compare the file with the store's latest model
     python -m loadtest.answers --write   # rewrite the file from it (after `make train`)
+    python -m loadtest.answers --url http://127.0.0.1:3000   # ask a running replica instead
+
+With `--url` the replica answers every reference flower, one request each and once more as a
+batch; the exit status is 1 if any answer is not the file's (a canary's acceptance check).
 """
 
 from __future__ import annotations
@@ -267,14 +271,45 @@ def differing_answers(
     ]
 
 
+def served_answers_problems(url: str, fixed: Sequence[FixedAnswer]) -> list[str]:
+    """Why a running service's answers to the reference flowers are not the fixed ones."""
+    import urllib.request
+
+    def answer(route: str, body: object) -> tuple[Any, str]:
+        request = urllib.request.Request(
+            url.rstrip("/") + route, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=ANSWER_TIMEOUT_SECONDS) as response:
+            return json.load(response), response.headers.get("X-Served-By", "")
+
+    reference = ReferenceAnswers(fixed)
+    for index, flower in enumerate(reference.flowers):
+        reference.single_problem(index, *answer("/iris/classify_iris", flower))
+    reference.batch_problem(*answer("/iris/classify_batch", {"flowers": reference.flowers}))
+    return reference.wrong
+
+
+# Above the service's own 10 s request timeout.
+ANSWER_TIMEOUT_SECONDS = 15
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.parser("loadtest.answers", "Check or rewrite " + REFERENCE_ANSWERS_FILE.name)
     parser.add_argument(
         "--write", action="store_true", help="rewrite the file from the store's latest model"
     )
+    parser.add_argument(
+        "--url", help="check the answers of the service at this base URL instead of the store's"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     fixed = load_fixed_answers()
+    if args.url:
+        wrong = served_answers_problems(args.url, fixed)
+        for line in wrong:
+            logger.error("%s", line)
+        logger.info("%d of %d answers from %s differ", len(wrong), len(fixed) + 1, args.url)
+        return 1 if wrong else 0
     provenance, computed = stored_model_answers([answer.flower for answer in fixed])
     if args.write:
         document = json.loads(REFERENCE_ANSWERS_FILE.read_text(encoding="utf-8"))

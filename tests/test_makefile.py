@@ -146,6 +146,11 @@ def test_make_serve_binds_loopback_unless_serve_host_says_otherwise() -> None:
     assert published.endswith(" --host 0.0.0.0 --port 3100")
 
 
+def test_make_serve_serves_the_model_version_named() -> None:
+    assert planned_serve().startswith("IRIS_MODEL= ")
+    assert planned_serve("MODEL=abc123").startswith("IRIS_MODEL=abc123 ")
+
+
 @pytest.mark.integration
 def test_make_serve_listens_on_loopback_only(trained_model: str, tmp_path: Path) -> None:
     port = free_port()

@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import select
+import shutil
 import signal
 import socket
 import time
@@ -423,3 +424,68 @@ def test_only_requests_that_are_not_http_are_answered_without_our_headers(live_s
     assert status == 404
     assert headers["X-Served-By"] == "live-replica-1"
     assert headers["X-Request-ID"]
+
+
+@pytest.fixture(scope="module")
+def two_stored_versions(trained_model: str, tmp_path_factory: pytest.TempPathFactory):
+    """A model store holding the session's model and a second version of it, the latest."""
+    from tests.conftest import SESSION_HOME
+    from tests.support.model_store import copy_store
+
+    home = tmp_path_factory.mktemp("two-versions")
+    stable_dir = copy_store(SESSION_HOME, home)
+    canary_version = "canary" + stable_dir.name[len("canary") :]
+    canary_dir = stable_dir.with_name(canary_version)
+    shutil.copytree(stable_dir, canary_dir)
+    manifest = canary_dir / "model.yaml"
+    manifest.write_text(
+        manifest.read_text().replace(f"version: {stable_dir.name}", f"version: {canary_version}")
+    )
+    (stable_dir.parent / "latest").write_text(canary_version)
+    return home / "models", stable_dir.name, canary_version
+
+
+@contextlib.contextmanager
+def replica_of(models: Path, version: str, home: Path) -> Iterator[str]:
+    """A `bentoml serve` of the store `models` with IRIS_MODEL=`version`."""
+    from harness.processes import REPO_ROOT, bentoml_serve_command, running_on_free_port
+
+    home.mkdir(parents=True)
+    (home / "models").symlink_to(models, target_is_directory=True)
+    with running_on_free_port(
+        bentoml_serve_command,
+        env={"BENTOML_HOME": str(home), "IRIS_MODEL": version, "POD_NAME": version},
+        log_path=home / "serve.log",
+        cwd=REPO_ROOT,
+        timeout=90,
+    ) as (_, url):
+        yield url
+
+
+def test_a_canary_and_a_stable_replica_answer_with_their_own_model_versions(
+    two_stored_versions: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """Two replicas of one store, each pinned to its version (the stable one is not the store's
+    latest): every answer and each replica's /metrics name its own version, side by side."""
+    from tests.support.live import metric_samples
+
+    models, stable, canary = two_stored_versions
+    with (
+        replica_of(models, stable, tmp_path / "stable") as stable_url,
+        replica_of(models, canary, tmp_path / "canary") as canary_url,
+    ):
+        for url, version in ((stable_url, stable), (canary_url, canary)):
+            tag = f"iris_classifier:{version}"
+            for _ in range(3):
+                status, headers, body = request(
+                    f"{url}/iris/classify_iris", json.dumps(SEED_FLOWER).encode()
+                )
+                assert status == 200
+                assert headers["X-Served-By"] == version
+                assert json.loads(body)["model_version"] == tag
+            served = {
+                labels["model_version"]
+                for name, labels, value in metric_samples(url)
+                if name == "iris_model_info" and value == 1
+            }
+            assert served == {tag}

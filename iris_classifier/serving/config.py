@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from iris_classifier.flowers import MODEL_NAME
+
 PROJECT_NAME = "iris-classifier"
 
 # One body limit for every route. Two row limits, for one reason: the largest request of each
@@ -33,6 +35,8 @@ class Settings:
     # Seconds between SIGTERM and closing the listener, while balancers take the replica out;
     # 0 stops at once (a developer's Ctrl+C). See iris_classifier/serving/shutdown.py.
     drain_seconds: float
+    # The stored model to serve, name:version: see served_model_tag.
+    model_tag: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,6 +48,7 @@ class Settings:
             version=installed_version(),
             log_format=_choice("IRIS_LOG_FORMAT", LOG_FORMATS),
             drain_seconds=float(os.environ.get("IRIS_DRAIN_SECONDS", "0")),
+            model_tag=served_model_tag(),
         )
 
 
@@ -55,6 +60,53 @@ def _choice(variable: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def served_model_tag() -> str:
+    """The model a replica serves: in a Bento (the image), the version `bentoml build` packed
+    into it, whatever `latest` means in the store it starts with; elsewhere IRIS_MODEL, a
+    stored version (`make serve MODEL=...`), or the store's latest."""
+    chosen = os.environ.get("IRIS_MODEL", "").strip()
+    if chosen and ":" not in chosen:
+        chosen = f"{MODEL_NAME}:{chosen}"
+    packed = packed_model_tag()
+    if packed is None:
+        return chosen or f"{MODEL_NAME}:latest"
+    if chosen and chosen != packed:
+        raise ValueError(f"IRIS_MODEL={chosen}: this Bento holds {packed} only")
+    return packed
+
+
+def packed_model_tag() -> str | None:
+    """The model version the Bento being served was built with, or None outside a Bento."""
+    manifest = _bento_manifest()
+    if manifest is None:
+        return None
+    # BentoML lists a service's models under its entry in `services`, older Bentos at the top.
+    listed = [
+        *(manifest.get("models") or []),
+        *(
+            model
+            for service in manifest.get("services") or []
+            for model in service.get("models") or []
+        ),
+    ]
+    tags = sorted(
+        {
+            str(model["tag"])
+            for model in listed
+            if str(model.get("tag", "")).split(":")[0] == MODEL_NAME
+        }
+    )
+    if len(tags) != 1:
+        raise ValueError(f"the Bento's bento.yaml packs {len(tags)} {MODEL_NAME} models: {tags}")
+    return tags[0]
+
+
+def _bento_manifest() -> dict | None:
+    """bento.yaml of the Bento being served (BentoML's image sets BENTO_PATH), if any."""
+    path = Path(os.environ.get("BENTO_PATH", "/nonexistent")) / "bento.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
 def installed_version() -> str:
     """pyproject.toml's version: from the installed project (make install), else from the
     `version` label `make build` gives the Bento that the image serves."""
@@ -62,8 +114,8 @@ def installed_version() -> str:
         return importlib.metadata.version(PROJECT_NAME)
     except importlib.metadata.PackageNotFoundError:
         pass
-    bento_manifest = Path(os.environ.get("BENTO_PATH", "/nonexistent")) / "bento.yaml"
-    if bento_manifest.is_file():
-        labels = yaml.safe_load(bento_manifest.read_text()).get("labels") or {}
+    manifest = _bento_manifest()
+    if manifest is not None:
+        labels = manifest.get("labels") or {}
         return str(labels.get("version", "unknown"))
     return "unknown"

@@ -356,3 +356,21 @@ def test_the_answers_tool_finds_the_file_current_and_rewrites_a_stale_one(
     ]
     rewritten_answers = [answer.probabilities for answer in load_fixed_answers(stale)]
     assert answers.differing_answers(load_fixed_answers(committed_path), rewritten_answers) == []
+
+
+@pytest.mark.integration
+def test_the_answers_tool_checks_a_running_replica_against_the_file(
+    live_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a canary's pre-rollout check runs: the replica's answers, one by one and as a
+    batch, are the file's; one changed answer in the file fails it."""
+    assert answers.main(["--url", live_server]) == 0
+    other = tmp_path / "reference_answers.json"
+    document = json.loads(answers.REFERENCE_ANSWERS_FILE.read_text())
+    document["flowers"][2]["probabilities"] = {"setosa": 0.1, "versicolor": 0.2, "virginica": 0.7}
+    other.write_text(json.dumps(document))
+    monkeypatch.setattr(answers, "REFERENCE_ANSWERS_FILE", other)
+    wrong = answers.served_answers_problems(live_server, load_fixed_answers())
+    assert len(wrong) == 2, wrong
+    assert wrong[0].startswith("reference flower 2 on live-replica-1")
+    assert answers.main(["--url", live_server]) == 1

@@ -1,0 +1,62 @@
+"""Which stored model a replica serves: the Bento's packed version, else IRIS_MODEL, else the
+store's latest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from iris_classifier.serving import config
+
+
+@pytest.fixture
+def outside_a_bento(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.delenv("IRIS_MODEL", raising=False)
+    monkeypatch.setenv("BENTO_PATH", str(tmp_path / "no-bento"))
+    return tmp_path
+
+
+def pack(bento: Path, *tags: str) -> None:
+    """A bento.yaml as `bentoml build` writes it for a `@bentoml.service` class: the models
+    under the service's entry, none at the top."""
+    bento.mkdir(exist_ok=True)
+    models = [{"tag": tag, "module": "", "creation_time": "2026-01-01"} for tag in tags]
+    manifest = {"models": [], "services": [{"name": "IrisClassifier", "models": models}]}
+    (bento / "bento.yaml").write_text(yaml.safe_dump(manifest))
+
+
+def test_the_store_latest_is_served_unless_a_version_is_named(
+    outside_a_bento: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert config.served_model_tag() == "iris_classifier:latest"
+    monkeypatch.setenv("IRIS_MODEL", "abc123")
+    assert config.served_model_tag() == "iris_classifier:abc123"
+    monkeypatch.setenv("IRIS_MODEL", "iris_classifier:def456")
+    assert config.Settings.from_env().model_tag == "iris_classifier:def456"
+
+
+def test_a_bento_serves_the_version_it_was_built_with(
+    outside_a_bento: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bento = outside_a_bento / "bento"
+    pack(bento, "iris_classifier:packed1")
+    monkeypatch.setenv("BENTO_PATH", str(bento))
+    assert config.served_model_tag() == "iris_classifier:packed1"
+    monkeypatch.setenv("IRIS_MODEL", "packed1")
+    assert config.served_model_tag() == "iris_classifier:packed1"
+    monkeypatch.setenv("IRIS_MODEL", "other2")
+    with pytest.raises(ValueError, match="holds iris_classifier:packed1 only"):
+        config.served_model_tag()
+
+
+@pytest.mark.parametrize("tags", [(), ("iris_classifier:a", "iris_classifier:b")])
+def test_a_bento_without_exactly_one_model_is_refused(
+    outside_a_bento: Path, monkeypatch: pytest.MonkeyPatch, tags: tuple[str, ...]
+) -> None:
+    bento = outside_a_bento / "bento"
+    pack(bento, *tags)
+    monkeypatch.setenv("BENTO_PATH", str(bento))
+    with pytest.raises(ValueError, match="packs"):
+        config.served_model_tag()
