@@ -188,7 +188,7 @@ KIND_CLUSTER ?= iris-classifier
 # Kubernetes version, e.g. KIND_NODE_IMAGE=kindest/node:v1.36.4@sha256:... "local": the node
 # image cluster/kind/ assembles here, for machines that reach no registry (built on first use).
 KIND_NODE_IMAGE ?=
-KIND_LOCAL_NODE_IMAGE := iris-kind-node:$(shell sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$$/\1/p' cluster/modules/kubernetes/go.mod)
+KIND_LOCAL_NODE_IMAGE = iris-kind-node:$(shell sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$$/\1/p' cluster/modules/kubernetes/go.mod 2>/dev/null)
 KIND_IMAGE = $(if $(filter local,$(KIND_NODE_IMAGE)),$(KIND_LOCAL_NODE_IMAGE),$(KIND_NODE_IMAGE))
 # kind on PATH, else built from its Go module; its nodes start near-privileged where this
 # Docker engine cannot start privileged containers (cluster/kind/README.md).
@@ -199,7 +199,8 @@ KIND_CONTEXT_KUBECTL = kubectl --context kind-$(KIND_CLUSTER)
 KIND_KUBECTL = $(KIND_CONTEXT_KUBECTL) --namespace iris-classifier
 # kind's config file takes no variables: kind-up creates the cluster from this copy of
 # kind-config.yaml with KIND_HOST_PORT as its hostPort, and kind-down removes it.
-KIND_CLUSTER_CONFIG := build/kind-config.yaml
+KIND_CLUSTER_DIR = build/kind/$(KIND_CLUSTER)
+KIND_CLUSTER_CONFIG = $(KIND_CLUSTER_DIR)/config.yaml
 host_port_of = $(shell sed -n 's/^ *hostPort: *\([0-9][0-9]*\).*/\1/p' $(1))
 # The host port kind maps to the Service's node port: the one the cluster was created with, else
 # kind-config.yaml's. `make kind-up KIND_HOST_PORT=18080` chooses another.
@@ -207,7 +208,7 @@ KIND_HOST_PORT ?= $(call host_port_of,$(firstword $(wildcard $(KIND_CLUSTER_CONF
 # 127.0.0.1, as kind-config.yaml binds it: "localhost" may resolve to ::1 first.
 KIND_URL = http://127.0.0.1:$(KIND_HOST_PORT)
 # What deploy-kind applies: the kind overlay with the image tag of the last `make image`.
-KIND_DEPLOY_DIR := build/kind-deploy
+KIND_DEPLOY_DIR = $(KIND_CLUSTER_DIR)/deploy
 
 # Non-empty when the node image is one cluster/kind/ built: it has no CNI daemon, so its cluster
 # is created without kind's and gets routes between the nodes' pod ranges instead.
@@ -286,7 +287,7 @@ deploy-kind: kind-load
 	@ref=$$(cat $(IMAGE_REF_FILE)); mkdir -p $(KIND_DEPLOY_DIR); \
 	printf '%s\n' "# Written by make deploy-kind: the kind overlay running $$ref." \
 		"apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" \
-		"resources:" "  - ../../kustomize/overlays/kind" \
+		"resources:" "  - ../../../../kustomize/overlays/kind" \
 		"images:" "  - name: iris-classifier" "    newTag: \"$${ref#*:}\"" \
 		> $(KIND_DEPLOY_DIR)/kustomization.yaml; \
 	running=$$($(KIND_KUBECTL) get deployment/iris-classifier --ignore-not-found \
@@ -306,7 +307,7 @@ loadtest-kind:
 .PHONY: kind-down  ## Delete the local kind cluster
 kind-down:
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
-	rm -f $(KIND_CLUSTER_CONFIG)
+	rm -rf $(KIND_CLUSTER_DIR)
 
 # --- Load test (loadtest/) ----------------------------------------------------------------------
 

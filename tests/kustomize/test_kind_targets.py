@@ -103,7 +103,7 @@ def test_deploy_kind_loads_applies_and_waits_in_the_kind_context(
     order = [
         "kind get clusters",
         f"kind load docker-image {IMAGE} {ref} --name {CLUSTER}",
-        f"kubectl --context {CONTEXT} apply -k build/kind-deploy",
+        f"kubectl --context {CONTEXT} apply -k build/kind/{CLUSTER}/deploy",
         f"kubectl --context {CONTEXT} --namespace iris-classifier rollout status "
         "deployment/iris-classifier --timeout=300s",
     ]
@@ -241,7 +241,7 @@ def test_kind_up_waits_for_every_node_after_creating_the_cluster(
     assert result.returncode == 0, result.stderr
     calls = [str(call) for call in stubs.calls()]
     create = next(i for i, call in enumerate(calls) if call.startswith("kind create cluster"))
-    assert "--config build/kind-config.yaml" in calls[create]
+    assert f"--config build/kind/{CLUSTER}/config.yaml" in calls[create]
     wait = calls.index(
         f"kubectl --context {CONTEXT} wait --for=condition=Ready nodes --all --timeout=180s"
     )
@@ -302,7 +302,7 @@ def test_kind_host_port_chooses_the_port_the_cluster_maps_and_later_targets_use_
     assert result.returncode == 0, result.stderr
     (create,) = [call.args for call in stubs.calls("kind") if call.args[0] == "create"]
     created_from = tree / create[create.index("--config") + 1]
-    assert created_from == tree / "build" / "kind-config.yaml"
+    assert created_from == tree / "build" / "kind" / CLUSTER / "config.yaml"
     assert host_ports(created_from) == [port]
     # Only the port differs from the overlay's config, which stays as committed.
     assert yaml.safe_load(created_from.read_text().replace(str(port), "8080")) == yaml.safe_load(
