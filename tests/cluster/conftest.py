@@ -3,7 +3,9 @@ builds; without them the tests skip, except under CI=true, where they fail."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,11 +17,18 @@ from tests.conftest import require
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.ControlPlane]:
     """etcd, the API server, the controller manager and the scheduler, with kwok's three nodes
     and every CRD the overlays need installed."""
+    directory = tmp_path_factory.mktemp("control-plane")
+    with running_with_crds(directory, nodes=True) as plane:
+        yield plane
+
+
+@contextlib.contextmanager
+def running_with_crds(directory: Path, *, nodes: bool) -> Iterator[controlplane.ControlPlane]:
+    """A control plane in `directory` with every CRD the overlays need installed."""
     commands = controlplane.commands_dir()
     reason = controlplane.missing_commands(commands)
     require(reason is None, reason or "")
-    directory = tmp_path_factory.mktemp("control-plane")
-    with controlplane.running(directory, commands, nodes=True) as plane:
+    with controlplane.running(directory, commands, nodes=nodes) as plane:
         plane.kubectl("apply", "--server-side", "-f", str(commands / "crds"), timeout=300)
         plane.kubectl(
             "wait", "--for=condition=Established", "crd", "--all", "--timeout=120s", timeout=130

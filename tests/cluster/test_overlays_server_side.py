@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cluster.controlplane import ControlPlane
+from tests.cluster.conftest import running_with_crds
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -88,3 +90,29 @@ def test_a_route_the_gateway_api_rules_refuse_fails_the_dry_run(
     )
     assert result.returncode != 0
     assert "HTTPRoute" in result.stderr
+
+
+@pytest.fixture
+def fresh_control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    """A control plane of its own, with the CRDs: a cluster nothing was applied to yet."""
+    with running_with_crds(tmp_path / "control-plane", nodes=False) as plane:
+        yield plane
+
+
+def test_the_kserve_overlay_applies_to_a_fresh_cluster_as_its_readme_says(
+    fresh_control_plane: ControlPlane,
+) -> None:
+    """kustomize/overlays/kserve/README.md: create the namespace once, then apply (here without
+    KServe's controller, so nothing runs: the objects are stored as the API server takes them)."""
+    readme = (KUSTOMIZE_ROOT / "overlays" / "kserve" / "README.md").read_text()
+    create = "kubectl create namespace iris-classifier"
+    apply = "kubectl apply -k kustomize/overlays/kserve"
+    assert readme.index(create) < readme.index(apply)
+    fresh_control_plane.kubectl("create", "namespace", "iris-classifier")
+    fresh_control_plane.kubectl("apply", "-k", str(KUSTOMIZE_ROOT / "overlays" / "kserve"))
+    service = fresh_control_plane.get(
+        "inferenceservice", "-n", "iris-classifier", "iris-classifier"
+    )
+    runtime_image = fresh_control_plane.get("servingruntime", "-n", "iris-classifier", "-o", "json")
+    assert service["spec"]["predictor"]
+    assert runtime_image["items"], "the ServingRuntime the InferenceService names"
