@@ -68,6 +68,9 @@ logger = logging.getLogger("loadtest")
 
 # The fault run is stopped by the driver; this only caps it if the driver is stuck.
 FAULT_RUN_CAP = "15m"
+# The service's connection recycling, when a run sets it (`IRIS_CONNECTION_MAX_SECONDS=0
+# IRIS_CONNECTION_MAX_REQUESTS=0` turns it off); otherwise the replicas' defaults apply.
+PASSED_TO_REPLICAS = ("IRIS_CONNECTION_MAX_REQUESTS", "IRIS_CONNECTION_MAX_SECONDS")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -212,6 +215,8 @@ def choose_replicas(args: argparse.Namespace, log_dir: Path, first: int = 1) -> 
     use_containers = args.mode == "container" or (args.mode == "auto" and image_present(args.image))
     names = [f"replica-{index}" for index in range(first, first + args.replicas)]
     env = {"IRIS_DRAIN_SECONDS": f"{args.drain_seconds:g}"}
+    # Containers get only what they are given: recycling set for this run reaches them too.
+    env |= {name: os.environ[name] for name in PASSED_TO_REPLICAS if name in os.environ}
     if use_containers:
         logger.info("Replicas: containers of %s (label iris-loadtest=%s)", args.image, args.run_id)
         return [
