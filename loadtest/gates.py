@@ -133,6 +133,25 @@ def pooled_balance_gate(
     )
 
 
+def scale_out_gate(
+    tally: Mapping[str, int], added: str, replicas: int, settle_s: float
+) -> GateResult:
+    """The replica added under pooled load serves at least half its even share of the pooled
+    users' requests once `settle_s` has passed."""
+    name = f"scale-out: {added} serves pooled clients within {settle_s:g} s"
+    total = sum(tally.values())
+    if total == 0:
+        return GateResult(name, False, "no kept-alive request succeeded after the scale-out")
+    share = tally.get(added, 0) / total
+    floor = 0.5 / replicas
+    return GateResult(
+        name,
+        share >= floor,
+        f"{share:.1%} of the kept-alive requests (at least {floor:.1%}, half of an even "
+        f"share over {replicas}): {format_tally(tally)}",
+    )
+
+
 def crash_failures_gate(
     victim: str,
     *,

@@ -202,6 +202,40 @@ def test_judge_leaves_kept_alive_requests_out_of_the_balance() -> None:
     assert [result.name for result in skewed if not result.passed] == ["baseline: balance"]
 
 
+def kept_alive_records(start: float, end: float, replicas: int) -> list[RequestRecord]:
+    return [
+        RequestRecord(
+            start + step * 0.01,
+            5.0,
+            f"/iris/classify_iris{KEPT_ALIVE_MARK}",
+            f"replica-{step % replicas + 1}",
+            True,
+            "",
+        )
+        for step in range(int((end - start) * 100))
+    ]
+
+
+def test_judge_passes_a_scale_out_whose_new_replica_gets_pooled_clients() -> None:
+    timeline = FaultTimeline(
+        phases=[Phase("after the scale-out", 0.0, 10.0, "scaled-out", subject="replica-4")]
+    )
+    results = judge_faults(kept_alive_records(0, 10, replicas=4), timeline)
+    assert all(result.passed for result in results), [str(result) for result in results]
+
+
+def test_judge_fails_a_scale_out_whose_pooled_clients_stay_where_they_were() -> None:
+    timeline = FaultTimeline(
+        phases=[Phase("after the scale-out", 0.0, 10.0, "scaled-out", subject="replica-4")]
+    )
+    pinned = kept_alive_records(0, 10, replicas=3)  # nothing reaches replica-4
+    fresh = [record(0.5, served_by="replica-4")]  # a fresh connection does not count
+    results = judge_faults([*pinned, *fresh], timeline)
+    assert [result.name for result in results if not result.passed] == [
+        "scale-out: replica-4 serves pooled clients within 3 s"
+    ]
+
+
 def test_judge_fails_a_rolling_update_that_lost_one_kept_alive_request() -> None:
     timeline = FaultTimeline(phases=[Phase("rolling update of 3 replicas", 0.0, 10.0, "graceful")])
     lost = RequestRecord(5.0, 1.0, f"/iris/classify_iris{KEPT_ALIVE_MARK}", "", False, "reset")
