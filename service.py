@@ -35,6 +35,7 @@ from iris_classifier.serving.contract import (
 )
 from iris_classifier.serving.edge import EdgeMiddleware
 from iris_classifier.serving.logs import configure_logging
+from iris_classifier.serving.recycling import ConnectionRecycler
 from iris_classifier.serving.routes import RouteMiddleware, RouteTable, ServedModel
 from iris_classifier.serving.shutdown import Drain
 
@@ -176,5 +177,10 @@ routes = RouteTable(
     max_body_bytes=settings.max_body_bytes,
     openapi=lambda: IrisClassifier.openapi_spec.asdict(),
 )
-IrisClassifier.add_asgi_middleware(EdgeMiddleware, served_by=settings.served_by, drain=drain)
+IrisClassifier.add_asgi_middleware(
+    EdgeMiddleware,
+    served_by=settings.served_by,
+    drain=drain,
+    recycler=ConnectionRecycler(settings.connection_max_requests, settings.connection_max_seconds),
+)
 IrisClassifier.add_asgi_middleware(RouteMiddleware, table=routes)

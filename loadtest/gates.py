@@ -4,7 +4,9 @@ The balancer in front of the replicas (kube-proxy on a cluster, HAProxy set up l
 sends each new connection to a replica chosen at random, so the rules are statistical. Balance
 is Pearson's chi-square goodness-of-fit test against an even split: it accepts the random
 spread of a fair per-connection choice, yet flags a replica that gets visibly less or more than
-its share once a few hundred connections are in. A crash costs what the dead replica had in
+its share once a few hundred connections are in. Pooled clients' requests are not independent
+draws (each connection's share follows one choice), so they join a looser rule on the load
+itself: no replica more than a bound off the mean. A crash costs what the dead replica had in
 flight plus the connections sent to it until it left the rotation: a binomial number, bounded
 by its upper quantile.
 """
@@ -107,6 +109,46 @@ def balance_gate(tally: Mapping[str, int], expected_replicas: int, alpha: float)
         f"{format_tally(tally)}; max deviation from the mean "
         f"{max_relative_deviation(tally):.1%}; chi-square p = {p_value:.3g} "
         f"(even split rejected below {alpha:g})",
+    )
+
+
+def pooled_balance_gate(
+    tally: Mapping[str, int], expected_replicas: int, max_deviation: float
+) -> GateResult:
+    """Every user's requests, kept-alive ones included: no replica further than `max_deviation`
+    (a fraction of the mean) from an even share."""
+    name = "balance, kept-alive users included"
+    if len(tally) != expected_replicas or sum(tally.values()) == 0:
+        return GateResult(
+            name,
+            False,
+            f"{len(tally)} replicas served, expected {expected_replicas}: {format_tally(tally)}",
+        )
+    deviation = max_relative_deviation(tally)
+    return GateResult(
+        name,
+        deviation <= max_deviation,
+        f"{format_tally(tally)}; max deviation from the mean {deviation:.1%} "
+        f"(limit {max_deviation:.0%})",
+    )
+
+
+def scale_out_gate(
+    tally: Mapping[str, int], added: str, replicas: int, settle_s: float
+) -> GateResult:
+    """The replica added under pooled load serves at least half its even share of the pooled
+    users' requests once `settle_s` has passed."""
+    name = f"scale-out: {added} serves pooled clients within {settle_s:g} s"
+    total = sum(tally.values())
+    if total == 0:
+        return GateResult(name, False, "no kept-alive request succeeded after the scale-out")
+    share = tally.get(added, 0) / total
+    floor = 0.5 / replicas
+    return GateResult(
+        name,
+        share >= floor,
+        f"{share:.1%} of the kept-alive requests (at least {floor:.1%}, half of an even "
+        f"share over {replicas}): {format_tally(tally)}",
     )
 
 

@@ -53,6 +53,7 @@ from loadtest.gates import (
     failure_ratio_gate,
     format_tally,
     latency_gate,
+    pooled_balance_gate,
 )
 from loadtest.request_log import (
     KEPT_ALIVE_MARK,
@@ -170,6 +171,14 @@ def add_settings(parser: LocustArgumentParser) -> None:
         default=conf_float("balance-alpha"),
         env_var="LOCUST_BALANCE_ALPHA",
         help="gate: chi-square significance level below which the spread is called uneven",
+    )
+    group.add_argument(
+        "--balance-max-deviation",
+        type=float,
+        default=conf_float("balance-max-deviation"),
+        env_var="LOCUST_BALANCE_MAX_DEVIATION",
+        help="gate: with kept-alive users, the largest share of the mean by which any replica's "
+        "requests (every user's) may differ from the mean; 0 skips this gate",
     )
     group.add_argument(
         "--skip-gates",
@@ -391,6 +400,14 @@ def evaluate_gates(environment: Environment) -> list[GateResult]:
                 options.balance_alpha,
             )
         )
+        if options.kept_alive_users > 0 and options.balance_max_deviation > 0:
+            results.append(
+                pooled_balance_gate(
+                    replica_tally(good_requests(REQUEST_LOG.records)),
+                    options.expected_replicas,
+                    options.balance_max_deviation,
+                )
+            )
     return results
 
 

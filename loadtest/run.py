@@ -61,13 +61,18 @@ from loadtest.prometheus import (
 )
 from loadtest.replicas import ContainerReplica, ProcessReplica, Replica
 from loadtest.request_log import read_csv
-from loadtest.scenarios import drive_faults, judge
+from loadtest.scenarios import drive_faults, drive_scale_out, judge
 from loadtest.settings import conf_float, conf_int
 
 logger = logging.getLogger("loadtest")
 
 # The fault run is stopped by the driver; this only caps it if the driver is stuck.
 FAULT_RUN_CAP = "15m"
+# Adds a replica under pooled load; runs alone (see loadtest/scenarios.py).
+SCALE_OUT = "scaleout"
+# The service's connection recycling, when a run sets it (`IRIS_CONNECTION_MAX_SECONDS=0
+# IRIS_CONNECTION_MAX_REQUESTS=0` turns it off); otherwise the replicas' defaults apply.
+PASSED_TO_REPLICAS = ("IRIS_CONNECTION_MAX_REQUESTS", "IRIS_CONNECTION_MAX_SECONDS")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -140,7 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="sigterm,kill,rolling",
         help="fault scenarios in this order, comma-separated: sigterm (SIGTERM one replica, "
         "restart it), kill (SIGKILL one, restart it), rolling (replace every replica one by "
-        "one)",
+        "one); or scaleout alone (add a replica while only kept-alive users load the service)",
     )
     parser.add_argument(
         "--probe-period",
@@ -190,9 +195,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.max_recovery is None:
         args.max_recovery = readiness_probe(args).worst_detection_s + 1.0
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
-    if unknown := set(args.scenarios) - {"sigterm", "kill", "rolling"}:
+    if unknown := set(args.scenarios) - {"sigterm", "kill", "rolling", SCALE_OUT}:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    if args.scenarios[:1] != ["sigterm"]:
+    if SCALE_OUT in args.scenarios and args.scenarios != [SCALE_OUT]:
+        parser.error(f"{SCALE_OUT} runs alone: its users are all kept-alive ones")
+    if args.scenarios[:1] not in (["sigterm"], [SCALE_OUT]):
         parser.error("the scenarios start with sigterm")
     if args.faults and args.replicas < 2:
         parser.error(
@@ -212,6 +219,8 @@ def choose_replicas(args: argparse.Namespace, log_dir: Path, first: int = 1) -> 
     use_containers = args.mode == "container" or (args.mode == "auto" and image_present(args.image))
     names = [f"replica-{index}" for index in range(first, first + args.replicas)]
     env = {"IRIS_DRAIN_SECONDS": f"{args.drain_seconds:g}"}
+    # Containers get only what they are given: recycling set for this run reaches them too.
+    env |= {name: os.environ[name] for name in PASSED_TO_REPLICAS if name in os.environ}
     if use_containers:
         logger.info("Replicas: containers of %s (label iris-loadtest=%s)", args.image, args.run_id)
         return [
@@ -323,25 +332,32 @@ def fault_run(
 ) -> list[GateResult]:
     report_dir = args.report_dir / "faults"
     logger.info("Fault scenarios under load through %s; report in %s", host, report_dir)
+    scale_out = args.scenarios == [SCALE_OUT]
     command = locust_command(
         host,
         report_dir,
         "--skip-gates",
         "--run-time",
         FAULT_RUN_CAP,
-        kept_alive_users=args.kept_alive_users,
+        # Scale-out: every user pooled (the reference user aside, which never is).
+        kept_alive_users=conf_int("users") if scale_out else args.kept_alive_users,
     )
     locust = start(command, log_path=args.report_dir / "logs" / "locust-faults.log", cwd=REPO_ROOT)
     try:
-        timeline = drive_faults(
-            replicas,
-            proxy,
-            observe_s=args.observe,
-            warmup_s=3.0,
-            drain_before_sigterm=args.drain,
-            kill="kill" in args.scenarios,
-            spares=spares if "rolling" in args.scenarios else (),
-        )
+        if scale_out:
+            timeline = drive_scale_out(
+                replicas, spares[0], proxy, observe_s=args.observe, warmup_s=3.0
+            )
+        else:
+            timeline = drive_faults(
+                replicas,
+                proxy,
+                observe_s=args.observe,
+                warmup_s=3.0,
+                drain_before_sigterm=args.drain,
+                kill="kill" in args.scenarios,
+                spares=spares if "rolling" in args.scenarios else (),
+            )
         # SIGINT, not SIGTERM: locust writes its HTML report only on a normal or ^C stop.
         locust.send_signal(signal.SIGINT)
         locust.wait(timeout=60)
@@ -409,6 +425,8 @@ def run_stage(args: argparse.Namespace) -> list[GateResult]:
         # The pods a rolling update creates: slots in the balancer, started when their turn comes.
         rolling = args.faults and "rolling" in args.scenarios
         spares = choose_replicas(args, log_dir, first=args.replicas + 1) if rolling else []
+        if args.faults and args.scenarios == [SCALE_OUT]:  # the one replica it adds
+            spares = choose_replicas(args, log_dir, first=args.replicas + 1)[:1]
         for replica in [*replicas, *spares]:
             stack.callback(replica.remove)
         for replica in replicas:

@@ -3,7 +3,9 @@
 While locust keeps the load on, one replica is terminated and restarted, then another is
 killed and restarted, then a rolling update replaces every replica one by one, as a
 Deployment with `maxSurge: 1, maxUnavailable: 0` does: a new replica is in rotation before an
-old one gets SIGTERM. The driver only records when things happened; every figure is then
+old one gets SIGTERM. A separate scenario adds a replica while only pooled (kept-alive) users
+load the service: the service's connection recycling must bring it its share. The driver only
+records when things happened; every figure is then
 computed from the requests themselves, so what is reported is what clients saw. A graceful
 stop (SIGTERM, the rolling update) must lose no request at all, kept-alive clients included.
 """
@@ -22,10 +24,12 @@ from loadtest.gates import (
     crash_failures_gate,
     failure_ratio_gate,
     format_tally,
+    scale_out_gate,
 )
 from loadtest.haproxy import HAProxy
 from loadtest.replicas import Replica
 from loadtest.request_log import (
+    KEPT_ALIVE_MARK,
     RequestRecord,
     WindowSummary,
     finished_between,
@@ -42,7 +46,8 @@ class Phase:
     name: str
     start: float  # seconds since the epoch
     end: float
-    kind: str  # "steady", "graceful", "killed" or "rejoined": which gates apply
+    kind: str  # "steady", "graceful", "killed", "rejoined" or "scaled-out": which gates apply
+    subject: str = ""  # the replica a "scaled-out" phase is about
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,52 @@ def drive_faults(
         steady_since = _sigkill_and_restart(replicas[1], proxy, timeline, steady_since, observe_s)
     if spares:
         steady_since = _rolling_update(replicas, spares, proxy, timeline, steady_since, observe_s)
+    return timeline
+
+
+# How soon a replica added under pooled load must serve its share: every pooled connection ends
+# within the service's age limit (1 s + 20 %), and a user at 10 requests/s sends its next
+# request on a new one at once; the rest is margin for a loaded machine.
+SCALE_OUT_SETTLE_S = 3.0
+
+
+def drive_scale_out(
+    replicas: Sequence[Replica],
+    added: Replica,
+    proxy: HAProxy,
+    *,
+    observe_s: float,
+    warmup_s: float,
+    settle_s: float = SCALE_OUT_SETTLE_S,
+) -> FaultTimeline:
+    """With the load on `replicas`, start `added`, put it in rotation, and watch the spread."""
+    timeline = FaultTimeline()
+    _wait_for_traffic(proxy)
+    time.sleep(warmup_s)
+    start = timeline.mark("baseline")
+    time.sleep(observe_s)
+    timeline.mark(f"start {added.name}")
+    added.launch()
+    ready_s = added.wait_ready()
+    before_at = time.time()
+    timeline.phases.append(Phase(f"baseline, {len(replicas)} replicas", start, before_at, "steady"))
+    proxy.set_state(added.name, "ready")
+    up_s = proxy.wait_for(added.name, "UP")
+    up_at = timeline.mark(f"{added.name} UP")
+    timeline.notes.append(
+        f"scale-out: {added.name} ready after {ready_s:.1f} s, in rotation {up_s:.1f} s later"
+    )
+    time.sleep(settle_s + observe_s)
+    end = timeline.mark("end")
+    timeline.phases.append(
+        Phase(
+            f"{settle_s:g} s after {added.name} joined",
+            up_at + settle_s,
+            end,
+            "scaled-out",
+            subject=added.name,
+        )
+    )
     return timeline
 
 
@@ -277,6 +328,15 @@ def judge(
                     f"{summary.failures} of {summary.requests} requests failed"
                     + (f" ({dict(summary.errors)})" if summary.failures else ""),
                 )
+            )
+        elif phase.kind == "scaled-out":
+            ratio = failure_ratio_gate(summary.failures, summary.requests, max_failure_ratio)
+            results.append(GateResult(f"{phase.name}: failures", ratio.passed, ratio.detail))
+            pooled = replica_tally(
+                record for record in window if record.name.endswith(KEPT_ALIVE_MARK)
+            )
+            results.append(
+                scale_out_gate(pooled, phase.subject, replica_count + 1, SCALE_OUT_SETTLE_S)
             )
         elif phase.kind == "killed" and timeline.kill is not None:
             results.extend(

@@ -23,6 +23,9 @@ MAX_TENSOR_ROWS = 20_000
 
 LOG_FORMATS = ("text", "json")
 
+CONNECTION_MAX_REQUESTS = 100
+CONNECTION_MAX_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -37,6 +40,11 @@ class Settings:
     drain_seconds: float
     # The stored model to serve, name:version: see served_model_tag.
     model_tag: str
+    # A kept-alive connection ends after about this many answers or seconds (each +-20 % per
+    # connection), so pooled clients are placed again by the balancer; 0 turns a limit off.
+    # See iris_classifier/serving/recycling.py; the defaults' cost: benchmarks/README.md.
+    connection_max_requests: int
+    connection_max_seconds: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,6 +57,12 @@ class Settings:
             log_format=_choice("IRIS_LOG_FORMAT", LOG_FORMATS),
             drain_seconds=float(os.environ.get("IRIS_DRAIN_SECONDS", "0")),
             model_tag=served_model_tag(),
+            connection_max_requests=int(
+                os.environ.get("IRIS_CONNECTION_MAX_REQUESTS", CONNECTION_MAX_REQUESTS)
+            ),
+            connection_max_seconds=float(
+                os.environ.get("IRIS_CONNECTION_MAX_SECONDS", CONNECTION_MAX_SECONDS)
+            ),
         )
 
 

@@ -6,7 +6,8 @@ the handler of unhandled errors (500), metrics and tracing. Answers made there w
 without our headers, so at startup this layer moves itself in front of all of them: every
 response, a timeout or a crash included, carries `X-Served-By` and `X-Request-ID`, and every
 request gets one access line. While the replica drains (see shutdown.py) it answers `/readyz`
-with 503 and marks every response `Connection: close`. An error answer made by those layers (a
+with 503 and marks every response `Connection: close`; so does the answer that uses up its
+connection's budget (recycling.py). An error answer made by those layers (a
 plain-text 500 or 503, BentoML's 429) leaves in the one refusal shape (refusals.py).
 
 BentoML's timeout layer leaves each request's timer in the event loop for the whole timeout
@@ -26,6 +27,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from iris_classifier.serving.recycling import ConnectionRecycler
 from iris_classifier.serving.refusals import Refusal, send_refusal
 from iris_classifier.serving.request_context import CURRENT_REQUEST, context_for
 from iris_classifier.serving.shutdown import Drain
@@ -111,10 +113,17 @@ def replace_timeout(stack: ASGIApp) -> bool:
 class EdgeMiddleware:
     """Registered like any service middleware; in front of BentoML's layers once started."""
 
-    def __init__(self, app: ASGIApp, served_by: str, drain: Drain) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        served_by: str,
+        drain: Drain,
+        recycler: ConnectionRecycler | None = None,
+    ) -> None:
         self.app = app
         self.served_by = served_by.encode("latin-1", "replace")
         self.drain = drain
+        self.recycler = recycler if recycler is not None and recycler.enabled else None
         self.in_front = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,6 +152,18 @@ class EdgeMiddleware:
 
         application.middleware_stack = in_front
         self.in_front = True
+
+    def closes_connection(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether this answer must add `Connection: close`: the drain, or a used-up budget."""
+        if any(name == b"connection" for name, _ in headers):  # the answer closes it already
+            if self.recycler is not None:
+                self.recycler.forget(scope.get("client"))
+            return False
+        if self.drain.active:
+            return True
+        return self.recycler is not None and self.recycler.answer_ends_connection(
+            scope.get("client")
+        )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         context = context_for(scope)
@@ -178,7 +199,7 @@ class EdgeMiddleware:
                     if name not in (SERVED_BY_HEADER, REQUEST_ID_HEADER)
                 ]
                 headers += [(SERVED_BY_HEADER, self.served_by), (REQUEST_ID_HEADER, request_id)]
-                if self.drain.active and not any(name == b"connection" for name, _ in headers):
+                if self.closes_connection(scope, headers):
                     headers.append((b"connection", b"close"))
                 message = {**message, "headers": headers}
             await send(message)

@@ -660,6 +660,21 @@ def test_pods_log_json_lines(overlay: tuple[str, list[Manifest]]) -> None:
     assert env["IRIS_LOG_FORMAT"]["value"] == "json"
 
 
+def test_pods_recycle_connections_and_outlast_balancers_idle_timeouts(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    """Pooled clients reach every pod only if connections end; an idle one must be closed by
+    the balancer in front (GCP's 600 s is the longest common one), never by the pod."""
+    _, objects = overlay
+    app = manifests.container(manifests.only(objects, "Deployment"), NAME)
+    env = {var["name"]: var.get("value") for var in app["env"]}
+    assert int(env["IRIS_CONNECTION_MAX_REQUESTS"]) > 0
+    assert float(env["IRIS_CONNECTION_MAX_SECONDS"]) > 0
+    args = app.get("args", [])
+    assert "--timeout-keep-alive" in args, "BentoML's default idle timeout is 5 s"
+    assert int(args[args.index("--timeout-keep-alive") + 1]) > 600
+
+
 def test_resources_request_cpu_and_memory_and_limit_memory(
     overlay: tuple[str, list[Manifest]],
 ) -> None:

@@ -36,6 +36,7 @@ from loadtest.gates import (
     crash_failures_gate,
     failure_ratio_gate,
     latency_gate,
+    pooled_balance_gate,
 )
 from loadtest.haproxy import Server, ServerState, haproxy_binary, render_config
 from loadtest.request_log import KEPT_ALIVE_MARK, RequestRecord, read_csv, write_csv
@@ -201,6 +202,40 @@ def test_judge_leaves_kept_alive_requests_out_of_the_balance() -> None:
     assert [result.name for result in skewed if not result.passed] == ["baseline: balance"]
 
 
+def kept_alive_records(start: float, end: float, replicas: int) -> list[RequestRecord]:
+    return [
+        RequestRecord(
+            start + step * 0.01,
+            5.0,
+            f"/iris/classify_iris{KEPT_ALIVE_MARK}",
+            f"replica-{step % replicas + 1}",
+            True,
+            "",
+        )
+        for step in range(int((end - start) * 100))
+    ]
+
+
+def test_judge_passes_a_scale_out_whose_new_replica_gets_pooled_clients() -> None:
+    timeline = FaultTimeline(
+        phases=[Phase("after the scale-out", 0.0, 10.0, "scaled-out", subject="replica-4")]
+    )
+    results = judge_faults(kept_alive_records(0, 10, replicas=4), timeline)
+    assert all(result.passed for result in results), [str(result) for result in results]
+
+
+def test_judge_fails_a_scale_out_whose_pooled_clients_stay_where_they_were() -> None:
+    timeline = FaultTimeline(
+        phases=[Phase("after the scale-out", 0.0, 10.0, "scaled-out", subject="replica-4")]
+    )
+    pinned = kept_alive_records(0, 10, replicas=3)  # nothing reaches replica-4
+    fresh = [record(0.5, served_by="replica-4")]  # a fresh connection does not count
+    results = judge_faults([*pinned, *fresh], timeline)
+    assert [result.name for result in results if not result.passed] == [
+        "scale-out: replica-4 serves pooled clients within 3 s"
+    ]
+
+
 def test_judge_fails_a_rolling_update_that_lost_one_kept_alive_request() -> None:
     timeline = FaultTimeline(phases=[Phase("rolling update of 3 replicas", 0.0, 10.0, "graceful")])
     lost = RequestRecord(5.0, 1.0, f"/iris/classify_iris{KEPT_ALIVE_MARK}", "", False, "reset")
@@ -328,6 +363,31 @@ def test_balance_gate_accepts_random_splits_and_rejects_a_skewed_balancer() -> N
 
     assert sum(passes([1 / 3] * 3)) >= 990, "an even random split must almost always pass"
     assert sum(passes([0.4, 0.3, 0.3])) <= 10, "a replica 20 % over its share must fail"
+
+
+def test_pooled_balance_gate_passes_recycled_pools_and_fails_pinned_ones() -> None:
+    """locust.conf's run: 6 fresh users and 4 pooled ones at 10 requests/s for 60 s, over 3
+    replicas each connection picks at random; 1000 runs each way."""
+    rng = np.random.default_rng(13)
+    names = ("replica-1", "replica-2", "replica-3")
+    limit = conf_float("balance-max-deviation")
+    per_user = 600
+
+    def passes(requests_per_connection: int) -> list[bool]:
+        verdicts = []
+        for _ in range(1000):
+            counts = rng.multinomial(6 * per_user, [1 / 3] * 3)
+            connections = 4 * -(-per_user // requests_per_connection)
+            for replica in rng.integers(0, 3, size=connections):
+                counts[replica] += requests_per_connection
+            tally = dict(zip(names, map(int, counts), strict=True))
+            verdicts.append(pooled_balance_gate(tally, 3, limit).passed)
+        return verdicts
+
+    # The defaults (IRIS_CONNECTION_MAX_SECONDS, about 1 s) end a pooled connection after
+    # about 10 of these requests.
+    assert sum(passes(12)) >= 995, "recycled pools must almost always pass"
+    assert sum(passes(per_user)) == 0, "one connection per pooled user must fail"
 
 
 def require_haproxy() -> None:
@@ -548,7 +608,14 @@ def test_loadtest_local_passes_every_gate_and_leaves_nothing_behind(
     require(shutil.which("prometheus") is not None, "prometheus is not installed")
     image = ["--image", request.getfixturevalue("service_image")] if mode == "container" else []
     run_id = uuid.uuid4().hex[:8]
-    env = {**os.environ, "BENTOML_HOME": str(SESSION_HOME), "LOADTEST_TEST_RUN": run_id}
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(SESSION_HOME),
+        "LOADTEST_TEST_RUN": run_id,
+        # A third of locust.conf's run holds a third of its connections: shorter-lived ones
+        # keep the kept-alive users' spread within the balance gate's bound.
+        "IRIS_CONNECTION_MAX_SECONDS": "0.3",
+    }
     run = subprocess.run(
         [
             sys.executable,
