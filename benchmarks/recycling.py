@@ -3,8 +3,9 @@ budgets against recycling off, paired.
 
     .venv/bin/python -m benchmarks.recycling --budgets 100,1000 --rounds 5 --seconds 8
 
-One `bentoml serve` per setting, each pinned to CPU 0 and started before any load, then in
-every round each is loaded in turn (the order rotating) by wrk on CPU 1 with 8 kept-alive
+One `bentoml serve` per setting, each pinned to the server CPU (`--server-cpus`) and started
+before any load, then in every round each is loaded in turn (the order rotating) by wrk on the
+load CPU (`--load-cpus`) with 8 kept-alive
 connections; wrk opens a new connection whenever an answer closes one. The time limit is off
 unless `--max-seconds` sets one for the recycling servers. A setting's figure is the median
 over rounds of its rate divided by the rate of recycling off in the same round. On a shared machine
@@ -18,49 +19,49 @@ import argparse
 import contextlib
 import statistics
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
-import psutil
-
 from benchmarks.loadgen import run_wrk
+from benchmarks.measure import tree_cpu_seconds
+from harness import cli
+from harness.cpus import add_pinning_arguments, resolve_pinning
 from harness.processes import bentoml_serve_command, private_bentoml_home, running_on_free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OFF = 0
 
 
-def pinned_serve_command(port: int) -> list[str]:
-    return ["taskset", "-c", "0", *bentoml_serve_command(port)]
-
-
-def tree_cpu_seconds(process: psutil.Process) -> float:
-    total = 0.0
-    for member in [process, *process.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            times = member.cpu_times()
-            total += times.user + times.system
-    return total
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budgets", default="100,1000", help="request budgets, comma-separated")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=8.0, help="wrk's length per load")
-    parser.add_argument("--connections", type=int, default=8)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = cli.parser("benchmarks.recycling", __doc__.splitlines()[0])
+    parser.add_argument(
+        "--budgets", default="100,1000", help="requests per connection to compare, comma-separated"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; each loads every server")
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="length of each wrk load, in seconds"
+    )
+    parser.add_argument("--connections", type=int, default=8, help="wrk's kept-alive connections")
     parser.add_argument(
         "--max-seconds",
         type=float,
         default=0.0,
         help="IRIS_CONNECTION_MAX_SECONDS of the recycling servers (off: 0)",
     )
-    args = parser.parse_args()
+    add_pinning_arguments(parser)
+    args = parser.parse_args(argv)
+    resolve_pinning(parser, args)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     budgets = [int(budget) for budget in args.budgets.split(",")] + [OFF]
 
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recycling-")))
         urls: dict[int, str] = {}
-        processes: dict[int, psutil.Process] = {}
+        processes: dict[int, int] = {}
         for budget in budgets:
             home = private_bentoml_home(work / f"home-{budget}")
             env = {
@@ -70,28 +71,28 @@ def main() -> None:
             }
             process, urls[budget] = stack.enter_context(
                 running_on_free_port(
-                    pinned_serve_command,
+                    lambda port: ["taskset", "-c", args.server_cpus, *bentoml_serve_command(port)],
                     env=env,
                     log_path=work / f"serve-{budget}.log",
                     cwd=REPO_ROOT,
                     timeout=120,
                 )
             )
-            processes[budget] = psutil.Process(process.pid)
+            processes[budget] = process.pid
         rates: dict[int, list[float]] = {budget: [] for budget in budgets}
         cpu_us: dict[int, list[float]] = {budget: [] for budget in budgets}
         for round_number in range(args.rounds):
             shift = round_number % len(budgets)
             for budget in budgets[shift:] + budgets[:shift]:
                 # A short warm-up: the first requests pay for imports and JIT-free warm caches.
-                run_wrk(urls[budget], "single.lua", seconds=1, connections=2, cpus="1")
+                run_wrk(urls[budget], "single.lua", seconds=1, connections=2, cpus=args.load_cpus)
                 cpu_before = tree_cpu_seconds(processes[budget])
                 result = run_wrk(
                     urls[budget],
                     "single.lua",
                     seconds=args.seconds,
                     connections=args.connections,
-                    cpus="1",
+                    cpus=args.load_cpus,
                 )
                 if result.failed:
                     raise SystemExit(f"budget {budget}: {result.failed} failed requests")
