@@ -33,7 +33,7 @@ from harness.deployment import (
     container,
     pod_spec,
 )
-from harness.processes import REPO_ROOT, start, stop_tree
+from harness.processes import REPO_ROOT, port_in_use, start, stop_tree
 
 logger = logging.getLogger(__name__)
 
@@ -226,17 +226,11 @@ class HAProxy:
 
 def _require_free(port: int) -> None:
     """Fail with a useful message when another server listens on `port`."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As HAProxy does: connections of a previous run in TIME_WAIT must not count as in use.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise RuntimeError(
-                f"127.0.0.1:{port} is taken ({exc.strerror}); a kind cluster maps "
-                f"127.0.0.1:{kind_host_port()} (kind-config.yaml): choose another port, e.g. "
-                f"make loadtest-local LB_PORT={port + 10000}"
-            ) from exc
+    if port_in_use(port):
+        raise RuntimeError(
+            f"127.0.0.1:{port} is taken; a kind cluster maps 127.0.0.1:{kind_host_port()} "
+            f"(kind-config.yaml): choose another port, e.g. make loadtest-local LB_PORT={port + 10000}"
+        )
 
 
 @contextlib.contextmanager
