@@ -15,6 +15,7 @@ crd_modules=(
     "sigs.k8s.io/gateway-api@v1.4.1 config/crd/standard"
     "github.com/prometheus-operator/prometheus-operator@v0.85.0 example/prometheus-operator-crd"
     "github.com/kserve/kserve@v0.20.0 config/crd/full/serving.kserve.io_inferenceservices.yaml config/crd/full/serving.kserve.io_servingruntimes.yaml"
+    "github.com/fluxcd/flagger@v1.36.1 artifacts/flagger/crd.yaml"
 )
 #
 # Usage: cluster/build.sh [--print-dir]   (CLUSTER_CACHE chooses the cache; --print-dir prints
@@ -90,8 +91,12 @@ for entry in "${crd_modules[@]}"; do
     read -r module paths <<<"$entry"
     dir=$(go mod download -json "$module" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
     test -n "$dir" || { echo "go mod download $module gave no directory" >&2; exit 1; }
+    # Named after the module too: two modules may both call theirs crd.yaml.
+    name=${module%@*}
+    name=${name##*/}
     for path in $paths; do
-        find "$dir/$path" -name '*.yaml' ! -name kustomization.yaml -exec cp {} "$out/crds/" \;
+        find "$dir/$path" -name '*.yaml' ! -name kustomization.yaml -print0 |
+            while IFS= read -r -d '' file; do cp "$file" "$out/crds/${name}_$(basename "$file")"; done
     done
 done
 

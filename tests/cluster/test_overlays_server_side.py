@@ -1,6 +1,6 @@
-"""Every overlay, with and without the monitoring components, as the real API server takes it:
-`kubectl apply --dry-run=server` with the Gateway API, prometheus-operator and KServe CRDs
-installed, so CRD schemas, their CEL rules, server defaults and admission are all checked."""
+"""Every overlay, with and without the monitoring and canary components, as the real API server
+takes it: `kubectl apply --dry-run=server` with the Gateway API, prometheus-operator, KServe and
+Flagger CRDs installed, so CRD schemas, their CEL rules, server defaults and admission are all checked."""
 
 from __future__ import annotations
 
@@ -23,9 +23,12 @@ KUSTOMIZE_ROOT = REPO_ROOT / "kustomize"
 # kustomize/README.md asks.
 NAMESPACE = "dry-run"
 MONITORING = ("../../components/servicemonitor", "../../components/grafana-dashboard")
+CANARY = ("../../components/flagger-canary",)
 CASES = {
     "production": ("production", ()),
     "production-with-monitoring": ("production", MONITORING),
+    "production-with-canary": ("production", CANARY),
+    "production-with-monitoring-and-canary": ("production", MONITORING + CANARY),
     "kserve": ("kserve", ()),
     "kserve-with-monitoring": ("kserve", MONITORING),
 }
@@ -73,7 +76,16 @@ def test_the_overlay_passes_a_server_side_dry_run(
     )
     assert result.returncode == 0, result.stderr
     applied = [line for line in result.stdout.splitlines() if "(server dry run)" in line]
-    assert applied, result.stdout
+    rendered = [
+        document
+        for document in yaml.safe_load_all(
+            dry_run_namespace.kubectl("kustomize", str(directory)).stdout
+        )
+        if document
+    ]
+    assert len(applied) == len(rendered), result.stdout
+    kinds = {line.split("/")[0].split(".")[0] for line in applied}
+    assert {manifest["kind"].lower() for manifest in rendered} == kinds
 
 
 def test_a_route_the_gateway_api_rules_refuse_fails_the_dry_run(

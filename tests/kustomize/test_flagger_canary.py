@@ -8,7 +8,6 @@ import copy
 import json
 import re
 import shutil
-import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
+from cluster import controlplane
 from tests.conftest import require
 from tests.kustomize.test_alerts import (
     MATCHER,
@@ -30,8 +30,6 @@ from tests.support import manifests
 from tests.support.manifests import Manifest
 
 # The one Flagger release the component is validated against; its CRDs come from its Go module.
-FLAGGER_MODULE = "github.com/fluxcd/flagger@v1.36.1"
-CRD_FILE = Path("artifacts/flagger/crd.yaml")
 COMPONENT = manifests.KUSTOMIZE_ROOT / "components" / "flagger-canary"
 HTTPROUTE = manifests.KUSTOMIZE_ROOT / "components" / "gateway-api" / "httproute.yaml"
 FLAGGER_KINDS = ("Canary", "MetricTemplate")
@@ -45,21 +43,12 @@ TEMPLATE_VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 METRIC_BEFORE_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 
 
-def flagger_crd_file(workdir: Path) -> Path:
-    """crd.yaml of the pinned Flagger module, from Go's module cache (downloaded if missing)."""
-    go = shutil.which("go")
-    require(go is not None, "go is not installed: it fetches Flagger's CRDs from its Go module")
-    assert go is not None
-    downloaded = subprocess.run(
-        [go, "mod", "download", "-json", FLAGGER_MODULE],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert downloaded.returncode == 0, downloaded.stdout + downloaded.stderr
-    return Path(json.loads(downloaded.stdout)["Dir"]) / CRD_FILE
+def flagger_crd_file() -> Path:
+    """Flagger's crd.yaml, pinned in cluster/build.sh, which copies it with the cluster's CRDs."""
+    commands = controlplane.commands_dir()
+    reason = controlplane.missing_commands(commands)
+    require(reason is None, reason or "")
+    return commands / "crds" / "flagger_crd.yaml"
 
 
 def strict(schema: Any) -> Any:
@@ -80,9 +69,9 @@ def strict(schema: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def crd_schemas(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict]:
+def crd_schemas() -> dict[tuple[str, str], dict]:
     """Each Flagger kind's strict openAPIV3Schema, by (apiVersion, kind)."""
-    crds = yaml.safe_load_all(flagger_crd_file(tmp_path_factory.mktemp("go")).read_text())
+    crds = yaml.safe_load_all(flagger_crd_file().read_text())
     return {
         (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"]): strict(
             version["schema"]["openAPIV3Schema"]
