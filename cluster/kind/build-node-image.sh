@@ -29,7 +29,7 @@ done
 commands=$("$here/../build.sh" --print-dir)
 "$here/../build.sh" >&2
 bin=$commands/bin
-kubernetes=$("$bin/kubectl" version --client -o json | jq -r .clientVersion.gitVersion)
+kubernetes=$(cd "$here/../modules/kubernetes" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
 kind_files=$(cd "$here/../modules/kind" && go list -m -f '{{.Dir}}' sigs.k8s.io/kind)/images/base/files
 kubernetes_source=$(cd "$here/../modules/kubernetes" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
 # The tags kubeadm asks for: its constants for this release.
