@@ -134,7 +134,12 @@ def locust_as_typed(host: str, log: Path, *options: str) -> tuple[int, str]:
         while locust_requests(web_url) < 100 and time.monotonic() < deadline:
             time.sleep(0.5)
         locust.send_signal(signal.SIGINT)
-        exit_code = locust.wait(timeout=60)
+        try:
+            exit_code = locust.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"locust still runs 120 s after Ctrl-C; its log ends:\n{log.read_text()[-3000:]}"
+            )
     return exit_code, log.read_text()
 
 
