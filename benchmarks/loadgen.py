@@ -6,6 +6,7 @@ would measure themselves. wrk runs pinned to CPUs the server does not use.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -88,3 +89,23 @@ def run_wrk(
         command, capture_output=True, text=True, env=env, timeout=seconds + 60, check=True
     )
     return parse_wrk_output(completed.stdout)
+
+
+def add_load_arguments(
+    parser: argparse.ArgumentParser, *, rounds: int, seconds: float, warmup_help: str
+) -> None:
+    """The options every wrk benchmark shares: rounds, the length and width of each load."""
+    parser.add_argument(
+        "--rounds", type=int, default=rounds, help="rounds; each runs every server once, in turn"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=seconds, help="length of each measured load, in seconds"
+    )
+    parser.add_argument("--warmup", type=float, default=2, help=warmup_help)
+    parser.add_argument(
+        "--connections", type=int, default=16, help="wrk connections for single flowers"
+    )
+    parser.add_argument(
+        "--batch-connections", type=int, default=4, help="wrk connections for batches"
+    )
+    parser.add_argument("--batch-rows", type=int, default=1000, help="flowers in each batch")

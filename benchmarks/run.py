@@ -19,6 +19,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks.loadgen import add_load_arguments
 from benchmarks.measure import SERVER_LOG_DIR, LoadSettings, RoundResult, measure_round
 from benchmarks.report import render_chart, render_markdown
 from benchmarks.servers import (
@@ -38,22 +39,12 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = cli.parser("benchmarks.run", __doc__.splitlines()[0])
-    parser.add_argument(
-        "--rounds", type=int, default=5, help="rounds; each runs every server once, in turn"
+    add_load_arguments(
+        parser,
+        rounds=5,
+        seconds=10,
+        warmup_help="single-flower warm-up of each server before its loads, in seconds",
     )
-    parser.add_argument(
-        "--seconds", type=float, default=10, help="length of each measured load, in seconds"
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=2, help="single-flower warm-up before each load, seconds"
-    )
-    parser.add_argument(
-        "--connections", type=int, default=16, help="wrk connections for single-flower load"
-    )
-    parser.add_argument(
-        "--batch-connections", type=int, default=4, help="wrk connections for batch load"
-    )
-    parser.add_argument("--batch-rows", type=int, default=1000, help="flowers in each batch")
     add_pinning_arguments(parser)
     parser.add_argument(
         "--servers",

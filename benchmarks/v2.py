@@ -37,7 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from benchmarks.loadgen import WrkResult, run_wrk
+from benchmarks.loadgen import WrkResult, add_load_arguments, run_wrk
 from benchmarks.measure import SERVER_LOG_DIR
 from harness.cpus import add_pinning_arguments, resolve_pinning
 from harness.processes import (
@@ -397,22 +397,9 @@ def render_chart(measurements: list[Measurement], path: Path) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = cli.parser("benchmarks.v2", __doc__.splitlines()[0])
-    parser.add_argument(
-        "--rounds", type=int, default=4, help="rounds; each runs every server once, in turn"
+    add_load_arguments(
+        parser, rounds=4, seconds=8, warmup_help="warm-up before each load, in seconds"
     )
-    parser.add_argument(
-        "--seconds", type=float, default=8, help="length of each measured load, in seconds"
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=2, help="warm-up before each load, in seconds"
-    )
-    parser.add_argument(
-        "--connections", type=int, default=16, help="wrk connections for single flowers"
-    )
-    parser.add_argument(
-        "--batch-connections", type=int, default=4, help="wrk connections for batches"
-    )
-    parser.add_argument("--batch-rows", type=int, default=1000, help="flowers in each batch")
     add_pinning_arguments(parser)
     parser.add_argument(
         "--output",
