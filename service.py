@@ -38,6 +38,7 @@ from iris_classifier.serving.logs import configure_logging
 from iris_classifier.serving.recycling import ConnectionRecycler
 from iris_classifier.serving.routes import RouteMiddleware, RouteTable, ServedModel
 from iris_classifier.serving.shutdown import Drain
+from iris_classifier.serving.tokens import BearerTokens, TokenFileError
 
 # What only a worker needs (the model, NumPy, ONNX Runtime) is imported where a worker loads
 # the model: the arbiter imports this module too, and would hold all of it for nothing.
@@ -170,8 +171,20 @@ class IrisClassifier:
         return BatchClassification.model_validate(self.predictor.classify_many(features))
 
 
+def bearer_tokens() -> BearerTokens | None:
+    if settings.token_file is None:
+        return None
+    try:
+        return BearerTokens(settings.token_file)
+    except TokenFileError as error:
+        # One line and exit status 1, before any worker starts: a server that was told to
+        # require tokens never serves without them.
+        raise SystemExit(f"IRIS_TOKEN_FILE: {error}") from None
+
+
 drain = Drain(settings.drain_seconds)
 routes = RouteTable(
+    tokens=bearer_tokens(),
     drain=drain,
     version=settings.version,
     max_body_bytes=settings.max_body_bytes,

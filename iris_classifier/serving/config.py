@@ -45,6 +45,9 @@ class Settings:
     # See iris_classifier/serving/recycling.py; the defaults' cost: benchmarks/README.md.
     connection_max_requests: int
     connection_max_seconds: float
+    # A file of bearer tokens the prediction routes require (IRIS_TOKEN_FILE, a mounted
+    # Secret); None leaves them open. See iris_classifier/serving/tokens.py.
+    token_file: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -63,6 +66,9 @@ class Settings:
             connection_max_seconds=float(
                 os.environ.get("IRIS_CONNECTION_MAX_SECONDS", CONNECTION_MAX_SECONDS)
             ),
+            token_file=Path(token_file)
+            if (token_file := os.environ.get("IRIS_TOKEN_FILE"))
+            else None,
         )
 
 

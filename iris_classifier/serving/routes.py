@@ -23,6 +23,7 @@ from iris_classifier.serving.api_page import CONTENT_SECURITY_POLICY, render_pag
 from iris_classifier.serving.limits import TENSOR_TYPES, BodyRefused, read_body, refuse_unread
 from iris_classifier.serving.refusals import Refusal, send_body, send_refusal, validation_refusal
 from iris_classifier.serving.shutdown import Drain
+from iris_classifier.serving.tokens import BearerTokens
 
 # The model's side (NumPy, the predictor, the tensor protocol) reaches the table with the loaded
 # model, in a worker: BentoML's arbiter builds the table too, and never predicts.
@@ -35,6 +36,10 @@ logger = logging.getLogger("iris_classifier.http")
 JSON = b"application/json"
 BENTOML_ROUTES = frozenset({"/livez", "/healthz", "/readyz", "/metrics", "/schema.json"})
 V2_MODELS = "/v2/models/"
+# The routes that predict or describe the model by the tensor protocol take a bearer token when
+# tokens are configured. Health, readiness, /metrics, the API page and its document stay open:
+# probes and Prometheus cannot easily carry a token (iris_classifier/serving/README.md).
+TOKEN_ROUTES = frozenset({"/iris/classify_iris", "/iris/classify_batch"})
 LIVE = orjson.dumps({"live": True})
 READY = orjson.dumps({"ready": True})
 NOT_READY = orjson.dumps({"ready": False})
@@ -56,9 +61,16 @@ class RouteTable:
     """Built by the service with the drain and settings; `serve` hands it the loaded model."""
 
     def __init__(
-        self, *, drain: Drain, version: str, max_body_bytes: int, openapi: Callable[[], dict]
+        self,
+        *,
+        drain: Drain,
+        version: str,
+        max_body_bytes: int,
+        openapi: Callable[[], dict],
+        tokens: BearerTokens | None = None,
     ) -> None:
         self.drain, self.version, self.max_body_bytes = drain, version, max_body_bytes
+        self.tokens = tokens
         self.openapi = openapi  # BentoML's generated document, corrected by openapi.py
         self.served: ServedModel | None = None
         self.routes: dict[str, dict[str, Handler]] = {
@@ -103,6 +115,8 @@ class RouteTable:
             return
         method = scope["method"]
         try:
+            if self.tokens is not None and (path in TOKEN_ROUTES or path.startswith(V2_MODELS)):
+                self.tokens.check(scope)
             if methods is None:
                 raise Refusal(404, f"no route {path[:256]!r}", field="path")
             handler = methods.get("GET" if method == "HEAD" else method)

@@ -915,6 +915,24 @@ def test_servicemonitor_component_scrapes_the_service(
         assert endpoint["path"] == "/metrics"
 
 
+def test_bearer_tokens_component_mounts_the_secret_read_only_and_names_the_file(
+    production_with_components: list[Manifest],
+) -> None:
+    deployment = manifests.only(production_with_components, "Deployment")
+    spec = manifests.pod_spec(deployment)
+    app = manifests.container(deployment, "iris-classifier")
+    token_file = {item["name"]: item.get("value") for item in app["env"]}["IRIS_TOKEN_FILE"]
+    volume = {item["name"]: item for item in spec["volumes"]}["tokens"]
+    assert volume["secret"]["secretName"] == "iris-classifier-tokens"
+    assert volume["secret"]["items"] == [{"key": "tokens", "path": "tokens"}]
+    mount = {item["name"]: item for item in app["volumeMounts"]}["tokens"]
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount  # a subPath mount never sees the Secret's updates
+    assert token_file == f"{mount['mountPath']}/tokens"
+    # The Secret is created by hand: no token value is rendered from the repository.
+    assert not [item for item in production_with_components if item["kind"] == "Secret"]
+
+
 def test_servicemonitor_component_admits_prometheus(
     production_with_components: list[Manifest],
 ) -> None:

@@ -24,18 +24,22 @@ FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 ROUNDING_TOLERANCE = 5.1e-5
 
 
-def observe(base_url: str) -> dict[str, Any]:
-    return kserve_sdk.run_script(PROBE, base_url, MODEL, json.dumps(FLOWERS))
+def observe(base_url: str, token: str | None = None) -> dict[str, Any]:
+    """What the client saw; with `token`, sent as a bearer token on every model call."""
+    return kserve_sdk.run_script(
+        PROBE, base_url, MODEL, json.dumps(FLOWERS), *filter(None, [token])
+    )
 
 
-def single_flower_answers(base_url: str) -> list[dict[str, Any]]:
+def single_flower_answers(base_url: str, token: str | None = None) -> list[dict[str, Any]]:
     """The `/iris/classify_iris` answer for each of FLOWERS."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     answers = []
     for flower in FLOWERS:
         body = json.dumps(dict(zip(FEATURE_NAMES, flower, strict=True))).encode()
-        request = urllib.request.Request(
-            f"{base_url}/iris/classify_iris", body, {"Content-Type": "application/json"}
-        )
+        request = urllib.request.Request(f"{base_url}/iris/classify_iris", body, headers)
         with urllib.request.urlopen(request, timeout=15) as response:
             answers.append(json.load(response))
     return answers

@@ -2,7 +2,10 @@
 
 Run with build/kserve-venv's Python (tests/support/kserve_sdk.py), never the project's:
 
-    build/kserve-venv/bin/python tests/support/kserve_client_probe.py URL MODEL FLOWERS_JSON
+    build/kserve-venv/bin/python tests/support/kserve_client_probe.py URL MODEL FLOWERS_JSON [TOKEN]
+
+With TOKEN, every call on the model sends it as `Authorization: Bearer`; the server's health
+calls never do (they stay open).
 
 Every call is recorded, failures included (an exception's type and text, the HTTP status and
 body), so the test that reads the report says which call broke and how. The probe itself judges
@@ -65,7 +68,10 @@ def answer(response: Any) -> dict[str, Any]:
     }
 
 
-async def probe(base_url: str, model: str, flowers: list[list[float]]) -> dict[str, Any]:
+async def probe(
+    base_url: str, model: str, flowers: list[list[float]], token: str | None = None
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
     # What the client puts in the request body: "model_name" always travels with it.
     sent, _ = infer_request(model, flowers).to_rest()
@@ -73,18 +79,20 @@ async def probe(base_url: str, model: str, flowers: list[list[float]]) -> dict[s
     async with client:
         report["server_live"] = await record(lambda: client.is_server_live(base_url))
         report["server_ready"] = await record(lambda: client.is_server_ready(base_url))
-        report["model_ready"] = await record(lambda: client.is_model_ready(base_url, model))
+        report["model_ready"] = await record(
+            lambda: client.is_model_ready(base_url, model, headers)
+        )
 
         async def infer(body_model: str) -> dict[str, Any]:
             response = await client.infer(
-                base_url, infer_request(body_model, flowers), model_name=model
+                base_url, infer_request(body_model, flowers), model_name=model, headers=headers
             )
             return answer(response)
 
         report["infer"] = await record(lambda: infer(model))
         report["infer_other_model_in_body"] = await record(lambda: infer(OTHER_MODEL))
     # InferenceRESTClient has no metadata calls: the same HTTP client library reads them.
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=headers) as http:
 
         async def metadata(path: str) -> Any:
             response = await http.get(path)
@@ -98,7 +106,8 @@ async def probe(base_url: str, model: str, flowers: list[list[float]]) -> dict[s
 
 def main(argv: list[str]) -> int:
     base_url, model, flowers = argv[0], argv[1], json.loads(argv[2])
-    print(json.dumps(asyncio.run(probe(base_url, model, flowers))))
+    token = argv[3] if len(argv) > 3 else None
+    print(json.dumps(asyncio.run(probe(base_url, model, flowers, token))))
     return 0
 
 

@@ -74,6 +74,7 @@ COMPONENTS = (
     "gateway-access/load-balancer-cidr",
     "servicemonitor",
     "grafana-dashboard",
+    "bearer-tokens",
 )
 # The gateway-access components add the same peer in different ways: one at a time.
 GATEWAY_ACCESS = tuple(name for name in COMPONENTS if name.startswith("gateway-access/"))
