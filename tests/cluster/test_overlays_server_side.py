@@ -5,7 +5,6 @@ Flagger CRDs installed, so CRD schemas, their CEL rules, server defaults and adm
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,16 +13,16 @@ import yaml
 
 from cluster.controlplane import ControlPlane
 from tests.cluster.conftest import running_with_crds
-from tests.conftest import REPO_ROOT
+from tests.support import manifests
 
 pytestmark = pytest.mark.integration
 
-KUSTOMIZE_ROOT = REPO_ROOT / "kustomize"
 # The namespace the platform creates for the overlays that create none, restricted as
 # kustomize/README.md asks.
 NAMESPACE = "dry-run"
-MONITORING = ("../../components/servicemonitor", "../../components/grafana-dashboard")
-CANARY = ("../../components/flagger-canary",)
+# Components by name under kustomize/components.
+MONITORING = ("servicemonitor", "grafana-dashboard")
+CANARY = ("flagger-canary",)
 CASES = {
     "production": ("production", ()),
     "production-with-monitoring": ("production", MONITORING),
@@ -50,19 +49,9 @@ def dry_run_namespace(control_plane: ControlPlane) -> ControlPlane:
 
 def overlay_in_namespace(workdir: Path, overlay: str, components: tuple[str, ...]) -> Path:
     """A throwaway overlay over `overlay` that moves everything into the dry-run namespace."""
-    tree = workdir / "kustomize"
-    shutil.copytree(KUSTOMIZE_ROOT, tree)
-    under_test = tree / "overlays" / "under-test"
-    under_test.mkdir()
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "namespace": NAMESPACE,
-        "resources": [f"../{overlay}"],
-        "components": list(components),
-    }
-    (under_test / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    return under_test
+    return manifests.overlay_of(
+        workdir, resources=[f"../{overlay}"], components=components, namespace=NAMESPACE
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -116,12 +105,14 @@ def test_the_kserve_overlay_applies_to_a_fresh_cluster_as_its_readme_says(
 ) -> None:
     """kustomize/overlays/kserve/README.md: create the namespace once, then apply (here without
     KServe's controller, so nothing runs: the objects are stored as the API server takes them)."""
-    readme = (KUSTOMIZE_ROOT / "overlays" / "kserve" / "README.md").read_text()
+    readme = (manifests.KUSTOMIZE_ROOT / "overlays" / "kserve" / "README.md").read_text()
     create = "kubectl create namespace iris-classifier"
     apply = "kubectl apply -k kustomize/overlays/kserve"
     assert readme.index(create) < readme.index(apply)
     fresh_control_plane.kubectl("create", "namespace", "iris-classifier")
-    fresh_control_plane.kubectl("apply", "-k", str(KUSTOMIZE_ROOT / "overlays" / "kserve"))
+    fresh_control_plane.kubectl(
+        "apply", "-k", str(manifests.KUSTOMIZE_ROOT / "overlays" / "kserve")
+    )
     service = fresh_control_plane.get(
         "inferenceservice", "-n", "iris-classifier", "iris-classifier"
     )

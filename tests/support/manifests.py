@@ -99,7 +99,29 @@ def render_overlay_of(
     files: Sequence[Path] = (),
     extra: Mapping[str, Any] | None = None,
 ) -> list[Manifest]:
-    """Render a throwaway overlay beside the real ones, in a copy of kustomize/ under `workdir`.
+    """Render the throwaway overlay `overlay_of` writes (the same arguments)."""
+    return render(
+        overlay_of(
+            workdir,
+            resources=resources,
+            components=components,
+            namespace=namespace,
+            files=files,
+            extra=extra,
+        )
+    )
+
+
+def overlay_of(
+    workdir: Path,
+    *,
+    resources: Sequence[str] = ("../../base",),
+    components: Sequence[str] = (),
+    namespace: str | None = None,
+    files: Sequence[Path] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """A throwaway overlay beside the real ones, in a copy of kustomize/ under `workdir`.
 
     `resources` and `components` are relative to the new overlay (`components` by name under
     kustomize/components); without `namespace` the overlay has no `namespace:` line, as the kind
@@ -124,7 +146,7 @@ def render_overlay_of(
     if namespace is not None:
         kustomization["namespace"] = namespace
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
-    return render(overlay)
+    return overlay
 
 
 def schema_versions(oldest: str = "1.29") -> list[str]:
