@@ -12,6 +12,14 @@ import pytest
 from cluster import controlplane
 from tests.conftest import require
 
+# What the kind overlay creates, as both its cluster tests (kwok's nodes and kind's) look it up.
+NAMESPACE = "iris-classifier"
+DEPLOYMENT = "deployment/iris-classifier"
+SELECTOR = "app.kubernetes.io/name=iris-classifier,app.kubernetes.io/instance=iris-classifier"
+# The scheduler's own scoring spreads pods over identical nodes anyway; a worker it would rather
+# avoid makes it pile them onto the other one, unless the overlay's spread constraint forbids.
+AVOIDED_TAINT = "iris-classifier.test/avoid=true:PreferNoSchedule"
+
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.ControlPlane]:

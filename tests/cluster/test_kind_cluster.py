@@ -28,16 +28,11 @@ import requests
 
 from cluster import controlplane
 from harness.processes import free_port
+from tests.cluster.conftest import AVOIDED_TAINT, DEPLOYMENT, NAMESPACE, SELECTOR
 from tests.conftest import REPO_ROOT, SEED_FLOWER, require
 
 pytestmark = pytest.mark.integration
 
-NAMESPACE = "iris-classifier"
-DEPLOYMENT = "deployment/iris-classifier"
-SELECTOR = "app.kubernetes.io/name=iris-classifier,app.kubernetes.io/instance=iris-classifier"
-# The scheduler's own scoring spreads pods over identical nodes anyway; a worker it would rather
-# avoid makes it pile them onto the other one, unless the overlay's spread constraint forbids.
-AVOIDED_TAINT = "iris-classifier.test/avoid=true:PreferNoSchedule"
 # Make's own level and flags would make messages read `make[1]:`; the tests type make afresh.
 NOT_INHERITED = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "KIND_HOST_PORT", "KIND_CLUSTER")
 

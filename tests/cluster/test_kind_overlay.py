@@ -14,19 +14,12 @@ from collections import Counter
 import pytest
 
 from cluster.controlplane import CONTROL_PLANE_NODE, WORKER_NODES, ControlPlane
+from tests.cluster.conftest import AVOIDED_TAINT, DEPLOYMENT, NAMESPACE, SELECTOR
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
 KIND_OVERLAY = REPO_ROOT / "kustomize" / "overlays" / "kind"
-NAMESPACE = "iris-classifier"
-DEPLOYMENT = "deployment/iris-classifier"
-SELECTOR = "app.kubernetes.io/name=iris-classifier,app.kubernetes.io/instance=iris-classifier"
-
-
-# The scheduler's own scoring spreads pods over identical nodes anyway; a node it would rather
-# avoid makes it pile them onto the other worker, unless the overlay's spread constraint forbids.
-AVOIDED_TAINT = "iris-classifier.test/avoid=true:PreferNoSchedule"
 
 
 @pytest.fixture(scope="module")
