@@ -295,8 +295,15 @@ deploy-kind: kind-load
 	echo "deploying $$ref (running before: $${running:-nothing})"
 	$(KIND_CONTEXT_KUBECTL) apply -k $(KIND_DEPLOY_DIR)
 	$(KIND_KUBECTL) rollout status deployment/iris-classifier --timeout=300s
-	curl -fsS --retry 10 --retry-connrefused --retry-delay 2 $(KIND_URL)/healthcheck
-	@echo
+	@# kube-proxy programs the node port a moment after the pods turn ready: until then the
+	@# connection is refused or reset, which curl's --retry does not retry, so wait here.
+	@deadline=$$(( $$(date +%s) + 60 )); \
+	until answer=$$(curl -fsS --max-time 5 $(KIND_URL)/healthcheck 2>&1); do \
+		if [ "$$(date +%s)" -ge "$$deadline" ]; then \
+			echo "$(KIND_URL)/healthcheck did not answer within 60 s of the rollout: $$answer" >&2; exit 1; fi; \
+		sleep 1; \
+	done; \
+	echo "$(KIND_URL)/healthcheck answers: $$answer"
 
 .PHONY: loadtest-kind  ## Load-test the kind deployment through the node port (3 replicas expected)
 loadtest-kind:
