@@ -6,9 +6,9 @@ counts every served value into the same bins, and Prometheus compares the two
 - With edges e_1 < ... < e_k a feature has k + 1 bins, numbered from 0: bin 0 holds the values
   below e_1, bin i the values v with e_i <= v < e_(i+1), bin k the values at or above e_k. A
   value equal to an edge falls in the bin above it.
-- Values and edges are compared in single precision (float32), the precision the model runs in
-  and the one FP32 tensors arrive in: 5.1 sent as a binary FP32 tensor is 5.0999999 in double
-  precision, and must fall in the bin that 5.1 sent as JSON falls in.
+- Values and edges are compared in single precision (float32), the precision FP32 tensors
+  arrive in: 5.1 sent as a binary FP32 tensor is 5.0999999 in double precision, and must fall
+  in the bin that 5.1 sent as JSON falls in.
 
 Measurements are discretised (the iris data's at 0.1 cm), so several quantiles are often one
 value and a bin holds far from its nominal share: the stored shares are counted, never assumed,

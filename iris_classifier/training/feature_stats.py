@@ -27,8 +27,8 @@ def feature_statistics(features: pd.DataFrame) -> dict[str, dict[str, float]]:
             "mean": float(column.mean()),
             "std": float(column.std(ddof=0)),
         }
-        for quantile in QUANTILES:
-            summary[f"q{round(quantile * 100):02d}"] = float(column.quantile(quantile))
+        for key, quantile in zip(quantile_keys(), QUANTILES, strict=True):
+            summary[key] = float(column.quantile(quantile))
         statistics[str(name)] = summary
     return statistics
 
