@@ -90,6 +90,7 @@ def check_stored(model_ref: Any) -> None:
 def load_served(model_ref: Any) -> ServedModel:
     """The loaded model: its one Predictor, the tensor protocol over it, and its card."""
     from iris_classifier.servable import servable_model
+    from iris_classifier.serving.drift import DriftCounts
     from iris_classifier.serving.metrics import ModelMetrics
     from iris_classifier.serving.prediction import Predictor
     from iris_classifier.serving.v2 import InferenceProtocol
@@ -112,6 +113,7 @@ def load_served(model_ref: Any) -> ServedModel:
             estimator=str(model_card.get("estimator", "unknown")),
         ),
         model_tag,
+        drift=DriftCounts(servable.drift_bins, model_tag=model_tag),
     )
     protocol = InferenceProtocol(
         predictor,

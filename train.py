@@ -26,6 +26,7 @@ import joblib
 import sklearn
 
 from iris_classifier import model_format
+from iris_classifier.drift_bins import DRIFT_BINS
 from iris_classifier.flowers import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
 from iris_classifier.servable import servable_model
 from iris_classifier.training.data import DataError, TrainingData, load_bundled, load_csv
@@ -36,7 +37,7 @@ from iris_classifier.training.estimators import (
     hyperparameters,
 )
 from iris_classifier.training.evaluation import fit_and_evaluate, min_rows_per_class, write_report
-from iris_classifier.training.feature_stats import feature_statistics
+from iris_classifier.training.feature_stats import drift_bins, feature_statistics
 from iris_classifier.training.layouts import parse_column_mapping
 from iris_classifier.training.onnx_export import opset_versions
 from iris_classifier.training.parity import TOLERANCE, ParityError, export_checked
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_GATE_REFUSED
     logger.info("ONNX parity within %g: %s", TOLERANCE, parity.describe())
 
+    statistics = feature_statistics(data.features)
     metadata = {
         **summary,
         "format": model_format.MODEL_FORMAT,
@@ -253,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             "worst_row": parity.worst_row,
         },
         # The service flags flowers outside these ranges (`out_of_range` in every answer).
-        "feature_stats": feature_statistics(data.features),
+        "feature_stats": statistics,
+        # The service counts served values in these bins; Prometheus compares their shares.
+        DRIFT_BINS: drift_bins(data.features, statistics),
         "library_versions": library_versions(),
     }
     labels = {

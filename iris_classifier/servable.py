@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iris_classifier.drift_bins import DRIFT_BINS, DriftBins
 from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.model_format import ModelError
 from iris_classifier.onnx_model import OnnxClassifier, load
@@ -22,14 +23,18 @@ from iris_classifier.ranges import TrainingRanges
 class ServableModel:
     classifier: OnnxClassifier
     ranges: TrainingRanges
+    # None for a model stored before train.py stored them: served, with drift not measured.
+    drift_bins: DriftBins | None
 
 
 def servable_model(directory: Path, metadata: Mapping[str, Any]) -> ServableModel:
     """The checked model of a stored model directory; `ModelError` if the service cannot serve
-    it: its ONNX graph fails `load`'s checks or its metadata lacks the training ranges."""
+    it: its ONNX graph fails `load`'s checks, its metadata lacks the training ranges or holds
+    drift bins that are unusable."""
     return ServableModel(
         load(directory, metadata, FEATURE_NAMES),
         TrainingRanges.from_metadata(metadata.get("feature_stats"), FEATURE_NAMES),
+        DriftBins.from_metadata(metadata.get(DRIFT_BINS), FEATURE_NAMES),
     )
 
 

@@ -13,6 +13,7 @@ CARD_KEYS = (
     "feature_names",
     "feature_unit",
     "feature_stats",
+    "drift_bins",
     "precision",
     "opset",
     "data_sha256",

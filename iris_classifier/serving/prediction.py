@@ -20,6 +20,7 @@ from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.onnx_model import OnnxClassifier
 from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.contract import BatchRequest, Centimetres, IrisFeatures
+from iris_classifier.serving.drift import DriftCounts
 from iris_classifier.serving.metrics import ModelMetrics
 
 # A batch's rows read as typed dicts that keep unknown fields: a third of the time pydantic
@@ -76,7 +77,8 @@ class Predictions:
 
 
 class Predictor:
-    """Answers for one flower or many from the stored classifier, with the model's metrics.
+    """Answers for one flower or many from the stored classifier, with the model's metrics and
+    every served value counted in its drift bin.
 
     `classify` and `classify_many` give the JSON objects the contract's Classification and
     BatchClassification describe, built from known-good values and so not validated again;
@@ -90,18 +92,26 @@ class Predictor:
     read_many = staticmethod(parse_batch)
 
     def __init__(
-        self, model: OnnxClassifier, ranges: TrainingRanges, metrics: ModelMetrics, model_tag: str
+        self,
+        model: OnnxClassifier,
+        ranges: TrainingRanges,
+        metrics: ModelMetrics,
+        model_tag: str,
+        *,
+        drift: DriftCounts,
     ) -> None:
         self.model = model
         self.ranges = ranges
         self.metrics = metrics
         self.model_tag = model_tag
+        self.drift = drift
 
     def classify(self, values: Sequence[float]) -> dict[str, Any]:
         probabilities = self.model.predict_proba_one(values)
         best = max(range(len(probabilities)), key=probabilities.__getitem__)
         outside = self.ranges.outside_one(values)
         self.metrics.record_one(best, probabilities[best], outside)
+        self.drift.record_one(values)
         return {
             "class": self.model.class_names[best],
             # np.round(p, 2) as the batch path rounds it (same arithmetic, a tenth of the cost),
@@ -125,6 +135,7 @@ class Predictor:
             best = max(range(len(row)), key=row.__getitem__)
             outside = self.ranges.outside_one(values)
             self.metrics.record_one(best, row[best], outside, rows_observed=True)
+            self.drift.record_one(values)
             return Predictions(np.asarray([row], self.model.dtype), [best], [outside])
         probabilities = self.model.predict_proba(features)
         best_array = probabilities.argmax(axis=1)
@@ -132,6 +143,7 @@ class Predictor:
         self.metrics.record_batch(
             best_array, probabilities[np.arange(len(features)), best_array], mask
         )
+        self.drift.record_batch(features)
         return Predictions(probabilities, best_array.tolist(), self.ranges.names_per_row(mask))
 
     def classify_many(self, features: np.ndarray) -> dict[str, Any]:

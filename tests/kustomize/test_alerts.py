@@ -247,6 +247,7 @@ def test_dashboard_has_each_panel_the_operators_need() -> None:
         "Class mix",
         "Out-of-range flowers",
         "Model per pod",
+        "Drift (population stability index per feature)",
     }
 
 

@@ -59,7 +59,7 @@ class GivenProbabilities:
 
 
 class Unrecorded:
-    """Model metrics that count nothing: these answers are not traffic."""
+    """Model metrics and drift counts that count nothing: these answers are not traffic."""
 
     def record_one(self, *args: object, **kwargs: object) -> None:
         pass
@@ -78,6 +78,7 @@ def predictor(rows: list[dict[str, float]]) -> Predictor:
         EVERY_FLOWER,
         Unrecorded(),  # type: ignore[arg-type]
         "iris_classifier:abc",
+        drift=Unrecorded(),  # type: ignore[arg-type]
     )
 
 

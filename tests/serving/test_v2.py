@@ -11,6 +11,7 @@ import pytest
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.config import MAX_TENSOR_ROWS as MAX_ROWS
+from iris_classifier.serving.drift import DriftCounts
 from iris_classifier.serving.metrics import ModelMetrics
 from iris_classifier.serving.prediction import Predictor
 from iris_classifier.serving.refusals import Refusal
@@ -44,6 +45,7 @@ PROTOCOL = InferenceProtocol(
         RANGES,
         ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_tag="iris:v1", estimator="x"),
         "iris:v1",
+        drift=DriftCounts(None, model_tag="iris:v1"),
     ),
     model_version="v1",
     server_version="0.1.0",
