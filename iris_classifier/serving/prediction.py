@@ -54,8 +54,8 @@ def parse_batch(body: bytes) -> np.ndarray:
 
 
 def features_of(flowers: Sequence[Any], read: Callable[[Any], Iterable[float]]) -> np.ndarray:
-    # One flat pass in C into a float array. In float64, as sent, so the range check flags
-    # exactly what the single-flower path flags; the model converts to its own precision.
+    # One flat pass in C into a float array, in float64 as sent; the model, the range check
+    # and the drift bins each read it in single precision, as the one-flower path does.
     shape = (len(flowers), len(FEATURE_NAMES))
     return np.fromiter(
         itertools.chain.from_iterable(map(read, flowers)), dtype=float, count=shape[0] * shape[1]

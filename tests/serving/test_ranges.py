@@ -23,10 +23,11 @@ flower = st.tuples(near_bounds, near_bounds, near_bounds, near_bounds)
 
 
 def expected_flags(values) -> list[str]:
+    """A plain comparison in single precision, the precision the model reads."""
     return [
         name
         for name, value, low, high in zip(FEATURE_NAMES, values, LOW, HIGH, strict=True)
-        if not low <= value <= high
+        if not np.float32(low) <= np.float32(value) <= np.float32(high)
     ]
 
 
@@ -37,6 +38,23 @@ def test_single_and_batch_checks_agree_with_a_plain_comparison(flowers) -> None:
     assert [RANGES.outside_one(values) for values in flowers] == expected
     mask = RANGES.outside_mask(np.asarray(flowers, dtype=float))
     assert RANGES.names_per_row(mask) == expected
+
+
+def test_a_flower_at_the_bounds_is_in_range_as_json_and_as_an_fp32_tensor() -> None:
+    """An FP32 tensor's 7.9 reads as 7.9000001 in float64: still the training maximum."""
+    as_json = np.asarray([LOW, HIGH], dtype=float)
+    as_fp32 = as_json.astype(np.float32).astype(float)
+    assert as_fp32[1, 0] > HIGH[0]
+    for rows in (as_json, as_fp32):
+        assert RANGES.names_per_row(RANGES.outside_mask(rows)) == [[], []]
+        assert [RANGES.outside_one(row) for row in rows.tolist()] == [[], []]
+    # One float32 step past a bound is outside, on both paths.
+    past = as_json.copy()
+    past[1, 0] = float(np.nextafter(np.float32(HIGH[0]), np.float32(np.inf)))
+    past[0, 3] = float(np.nextafter(np.float32(LOW[3]), np.float32(0)))
+    expected = [["petal_width"], ["sepal_length"]]
+    assert RANGES.names_per_row(RANGES.outside_mask(past)) == expected
+    assert [RANGES.outside_one(row) for row in past.tolist()] == expected
 
 
 def test_ranges_come_from_the_models_metadata() -> None:
