@@ -23,9 +23,9 @@ MAX_TENSOR_ROWS = 20_000
 
 LOG_FORMATS = ("text", "json")
 
-# The prediction log (iris_classifier/serving/prediction_log.py): the share of requests
-# logged, and the flowers one line shows at most: the default keeps a line of the iris classes
-# under 16 KiB, where container runtimes split a line in parts.
+# The flowers one line of the prediction log (iris_classifier/serving/prediction_log.py) shows
+# at most: this keeps a line of the iris classes under 16 KiB, where container runtimes split
+# a line in parts.
 PREDICTION_LOG_MAX_ROWS = 32
 # Seconds a log line may wait in the buffer before it is written (line_writer.py).
 LOG_FLUSH_SECONDS = 0.2

@@ -131,7 +131,8 @@ def configure_logging(
     handler = BatchedLineHandler(writer)
     handler.setFormatter(formatter(replica))
     root = logging.getLogger()
-    # Exactly StreamHandler: BentoML's; subclasses (a test runner's capture) are left alone.
+    # Exactly StreamHandler (BentoML's), and an earlier call's own; subclasses (a test runner's
+    # capture) are left alone.
     for old in [h for h in root.handlers if _replaced(h)]:
         root.removeHandler(old)
         old.close()
