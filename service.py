@@ -44,7 +44,7 @@ from iris_classifier.serving.tokens import BearerTokens, TokenFileError
 # the model: the arbiter imports this module too, and would hold all of it for nothing.
 
 settings = Settings.from_env()
-configure_logging(settings.log_format, settings.served_by)
+configure_logging(settings.log_format, settings.served_by, settings.log_flush_seconds)
 # At class scope below, so `bentoml build` packs this version (IRIS_MODEL, else the latest)
 # and the image serves it: settings.model_tag is the packed version there.
 STORED_MODEL = bentoml.models.BentoModel(settings.model_tag)
@@ -93,6 +93,7 @@ def load_served(model_ref: Any) -> ServedModel:
     from iris_classifier.serving.drift import DriftCounts
     from iris_classifier.serving.metrics import ModelMetrics
     from iris_classifier.serving.prediction import Predictor
+    from iris_classifier.serving.prediction_log import PredictionLog
     from iris_classifier.serving.v2 import InferenceProtocol
 
     model = resolved(model_ref)
@@ -114,6 +115,14 @@ def load_served(model_ref: Any) -> ServedModel:
         ),
         model_tag,
         drift=DriftCounts(servable.drift_bins, model_tag=model_tag),
+        prediction_log=PredictionLog(
+            settings.prediction_log_rate,
+            settings.prediction_log_max_rows,
+            servable.classifier.class_names,
+            model_tag,
+        )
+        if settings.prediction_log_rate > 0
+        else None,
     )
     protocol = InferenceProtocol(
         predictor,

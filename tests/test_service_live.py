@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import select
 import shutil
 import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import SEED_FLOWER
+from iris_classifier.serving.config import MAX_BATCH_ROWS
+from tests.conftest import SEED_FLOWER, SEED_TENSOR_REQUEST
 
 pytestmark = pytest.mark.integration
 
@@ -118,9 +122,15 @@ def test_bad_inputs_are_refused_and_logged_without_traceback(
         f"{live_server}/iris/classify_iris", json.dumps(SEED_FLOWER).encode()
     )
     assert (status, json.loads(answer)["class"]) == (200, "setosa")
-    log = live_server_log.read_text()
-    assert log.count("refused POST /iris/classify_iris") >= len(BAD_BODIES)
-    assert "Traceback" not in log
+    # Lines are written in batches: a fraction of a second after they are logged.
+    poll(
+        lambda: (
+            live_server_log.read_text().count("refused POST /iris/classify_iris") >= len(BAD_BODIES)
+        ),
+        timeout=5,
+        what="the refusals are logged",
+    )
+    assert "Traceback" not in live_server_log.read_text()
 
 
 def test_chunked_oversized_body_is_refused_before_it_is_all_sent(live_server: str) -> None:
@@ -224,11 +234,36 @@ def test_an_unknown_route_is_refused_in_the_one_shape(live_server: str) -> None:
 
 DRAIN_SECONDS = 3
 FORGED_NAME = "x\nFAKE LOG LINE [ERROR] admin"
+ACCEPTED_HOSTILE = [
+    ("/iris/classify_batch", {"flowers": [SEED_FLOWER] * MAX_BATCH_ROWS}),
+    (
+        "/v2/models/iris_classifier/infer",
+        {
+            "id": FORGED_NAME,
+            "parameters": {FORGED_NAME: FORGED_NAME},
+            "inputs": [
+                {**SEED_TENSOR_REQUEST["inputs"][0], "parameters": {FORGED_NAME: FORGED_NAME}}
+            ],
+        },
+    ),
+]
+PREDICTION_FIELDS = [
+    "log",
+    "time",
+    "replica",
+    "request_id",
+    "route",
+    "model_version",
+    "rows",
+    "rows_left_out",
+    "flowers",
+]
 
 
 @contextlib.contextmanager
-def json_serving(tmp_path_factory: pytest.TempPathFactory, name: str):
-    """(url, arbiter process, log path) of a `bentoml serve` logging JSON and draining 3 s."""
+def json_serving(tmp_path_factory: pytest.TempPathFactory, name: str, **settings: str):
+    """(url, arbiter process, log path) of a `bentoml serve` logging JSON and draining 3 s,
+    with other `settings` (environment variables) if given."""
     from harness.processes import (
         bentoml_serve_command,
         on_free_port,
@@ -244,6 +279,7 @@ def json_serving(tmp_path_factory: pytest.TempPathFactory, name: str):
         "BENTOML_HOME": str(SESSION_HOME),
         "IRIS_LOG_FORMAT": "json",
         "IRIS_DRAIN_SECONDS": str(DRAIN_SECONDS),
+        **settings,
     }
 
     @contextlib.contextmanager
@@ -262,7 +298,8 @@ def json_serving(tmp_path_factory: pytest.TempPathFactory, name: str):
 
 @pytest.fixture(scope="module")
 def json_replica(trained_model: str, tmp_path_factory: pytest.TempPathFactory):
-    with json_serving(tmp_path_factory, "json-replica") as replica:
+    # Every prediction logged: its lines face the hostile battery too.
+    with json_serving(tmp_path_factory, "json-replica", IRIS_PREDICTION_LOG_RATE="1") as replica:
         yield replica
 
 
@@ -308,23 +345,41 @@ def test_refusals_of_hostile_bodies_are_small_and_their_log_lines_cannot_be_forg
         ("/iris/classify_iris", forged),
         ("/iris/classify_batch", {"flowers": [forged] * 3}),
     ]
+    evil = {"X-Request-ID": "evil"}
     with connected(url) as connection:
         for path, body in hostile:
             raw = json.dumps(body).encode()
-            response, answer = post(connection, path, raw, **{"X-Request-ID": "evil"})
+            response, answer = post(connection, path, raw, **evil)
             assert response.status == 400, answer[:300]
             # A few KB whatever was sent: five problems at most, names cut short.
             assert len(answer) < 4096, len(answer)
             assert len(json.loads(answer)["detail"]) <= 5
+        # Accepted, so in the prediction log: the most flowers a batch may hold, and a tensor
+        # request whose id and parameters (never logged) try the same forgery.
+        for path, body in ACCEPTED_HOSTILE:
+            response, answer = post(connection, path, json.dumps(body).encode(), **evil)
+            assert response.status == 200, answer[:300]
+    poll(
+        lambda: log.read_text().count('"log":"prediction"') >= len(ACCEPTED_HOSTILE),
+        timeout=5,
+        what="the refusals and predictions are logged",
+    )
     lines = log.read_text().splitlines()
-    assert lines
     for line in lines:
         entry = json.loads(line)  # every line one JSON object: nothing forged a line of its own
         assert len(line) <= MAX_LINE_CHARS
-        assert {"timestamp", "level", "logger", "message", "replica"} <= set(entry)
+        if entry.get("log") == "prediction":
+            assert list(entry) == PREDICTION_FIELDS
+        else:
+            assert {"timestamp", "level", "logger", "message", "replica"} <= set(entry)
     refusals = [json.loads(line) for line in lines if "refused POST" in line]
     assert len(refusals) == len(hostile)
     assert {entry["request_id"] for entry in refusals} == {"evil"}
+    predictions = [json.loads(line) for line in lines if '"log":"prediction"' in line]
+    assert [(entry["request_id"], entry["rows"]) for entry in predictions] == [
+        ("evil", MAX_BATCH_ROWS),
+        ("evil", 1),
+    ]
     assert not any(line.startswith("FAKE") for line in lines)
 
 
@@ -489,3 +544,85 @@ def test_a_canary_and_a_stable_replica_answer_with_their_own_model_versions(
                 if name == "iris_model_info" and value == 1
             }
             assert served == {tag}
+
+
+# --- every answer logged, however the replica stops ------------------------------------------
+
+LOAD_CLIENTS = 4
+
+
+@dataclass
+class IdentifiedLoad:
+    """Clients that send flowers, each request with an id of its own, until told to stop; the
+    ids of the requests answered are kept."""
+
+    url: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    answered: list[tuple[str, float]] = field(default_factory=list)  # (id, when)
+
+    def client(self, name: str) -> None:
+        flower = json.dumps(SEED_FLOWER).encode()
+        with connected(self.url) as connection:
+            for number in itertools.count():
+                if self.stop.is_set():
+                    return
+                request_id = f"{name}-{number}"
+                try:
+                    response, _ = post(
+                        connection, "/iris/classify_iris", flower, **{"X-Request-ID": request_id}
+                    )
+                except (OSError, http.client.HTTPException):
+                    connection.close()  # refused or closed: the stop; the next try reconnects
+                    time.sleep(0.01)
+                    continue
+                self.answered.append((request_id, time.monotonic()))
+                assert response.status == 200
+
+
+@pytest.fixture
+def slow_flushing_replica(trained_model: str, tmp_path_factory: pytest.TempPathFactory):
+    """A replica whose log lines wait up to a minute to be written: only what its stop writes
+    out can put the last ones in the log."""
+    with json_serving(
+        tmp_path_factory,
+        "slow-flushing-replica",
+        IRIS_LOG_FLUSH_SECONDS="60",
+        IRIS_PREDICTION_LOG_RATE="1",
+    ) as replica:
+        yield replica
+
+
+def test_sigterm_under_load_leaves_an_access_and_a_prediction_line_for_every_answer(
+    slow_flushing_replica,
+) -> None:
+    """SIGTERM to the arbiter, as Kubernetes sends it: the arbiter passes it to its worker,
+    which drains, finishes what is in flight and ends by the signal; every request answered
+    before, during and after the drain has its lines in the log."""
+    url, process, log = slow_flushing_replica
+    load = IdentifiedLoad(url)
+    clients = [
+        threading.Thread(target=load.client, args=(f"client{n}",)) for n in range(LOAD_CLIENTS)
+    ]
+    for client in clients:
+        client.start()
+    try:
+        poll(lambda: len(load.answered) >= 200, timeout=30, what="200 answers before the stop")
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        exit_code = process.wait(timeout=DRAIN_SECONDS + 30)
+    finally:
+        load.stop.set()
+        for client in clients:
+            client.join(timeout=30)
+    assert exit_code == 0
+    answered = {request_id for request_id, _ in load.answered}
+    assert sum(at > signalled + 1 for _, at in load.answered) > 0, "no answer during the drain"
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    access = {
+        entry["request_id"]
+        for entry in entries
+        if entry.get("logger") == "iris_classifier.access" and entry.get("status") == 200
+    }
+    predictions = {entry["request_id"] for entry in entries if entry.get("log") == "prediction"}
+    assert not answered - access, f"{len(answered - access)} of {len(answered)} without a line"
+    assert not answered - predictions, f"{len(answered - predictions)} without a prediction"

@@ -23,6 +23,13 @@ MAX_TENSOR_ROWS = 20_000
 
 LOG_FORMATS = ("text", "json")
 
+# The flowers one line of the prediction log (iris_classifier/serving/prediction_log.py) shows
+# at most: this keeps a line of the iris classes under 16 KiB, where container runtimes split
+# a line in parts.
+PREDICTION_LOG_MAX_ROWS = 32
+# Seconds a log line may wait in the buffer before it is written (line_writer.py).
+LOG_FLUSH_SECONDS = 0.2
+
 CONNECTION_MAX_REQUESTS = 100
 CONNECTION_MAX_SECONDS = 1.0
 
@@ -48,6 +55,13 @@ class Settings:
     # A file of bearer tokens the prediction routes require (IRIS_TOKEN_FILE, a mounted
     # Secret); None leaves them open. See iris_classifier/serving/tokens.py.
     token_file: Path | None = None
+    # The share of prediction requests written to the prediction log (IRIS_PREDICTION_LOG_RATE,
+    # 0 to 1; 0 turns it off), and the flowers a line shows at most.
+    prediction_log_rate: float = 0.0
+    prediction_log_max_rows: int = PREDICTION_LOG_MAX_ROWS
+    # How long a log line may wait in the buffer (IRIS_LOG_FLUSH_SECONDS): the lines a SIGKILL
+    # loses, at most.
+    log_flush_seconds: float = LOG_FLUSH_SECONDS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -69,6 +83,11 @@ class Settings:
             token_file=Path(token_file)
             if (token_file := os.environ.get("IRIS_TOKEN_FILE"))
             else None,
+            prediction_log_rate=_number("IRIS_PREDICTION_LOG_RATE", 0.0, 0.0, 1.0),
+            prediction_log_max_rows=int(
+                _number("IRIS_PREDICTION_LOG_MAX_ROWS", PREDICTION_LOG_MAX_ROWS, 1, MAX_TENSOR_ROWS)
+            ),
+            log_flush_seconds=_number("IRIS_LOG_FLUSH_SECONDS", LOG_FLUSH_SECONDS, 0.001, 60.0),
         )
 
 
@@ -77,6 +96,22 @@ def _choice(variable: str, choices: tuple[str, ...]) -> str:
     value = os.environ.get(variable, choices[0]).strip().lower()
     if value not in choices:
         raise ValueError(f"{variable}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def _number(variable: str, default: float, low: float, high: float) -> float:
+    """The variable's value if it is a number from `low` to `high` (an integer when `default`
+    is one), else `default` when it is unset or empty."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    expected = f"{'a whole' if isinstance(default, int) else 'a'} number from {low:g} to {high:g}"
+    try:
+        value = int(text) if isinstance(default, int) else float(text)
+    except ValueError:
+        raise ValueError(f"{variable}={text!r}: expected {expected}") from None
+    if not low <= value <= high:  # NaN fails this too
+        raise ValueError(f"{variable}={text!r}: expected {expected}")
     return value
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from iris_classifier.serving.line_writer import write_through
 from iris_classifier.serving.recycling import ConnectionRecycler
 from iris_classifier.serving.refusals import Refusal, send_refusal
 from iris_classifier.serving.request_context import CURRENT_REQUEST, context_for
@@ -110,6 +111,23 @@ def replace_timeout(stack: ASGIApp) -> bool:
     return False
 
 
+def _writing_logs_through_at_shutdown(receive: Receive) -> Receive:
+    """`receive` of the lifespan, which writes out the buffered log lines at shutdown.
+
+    uvicorn sends the shutdown once every request is answered, and then ends the worker by
+    raising its stop signal again with the default action, which skips the exit handlers that
+    write out what the log holds: from the shutdown on, each line is written as it comes.
+    """
+
+    async def receive_noting_shutdown() -> Message:
+        message = await receive()
+        if message["type"] == "lifespan.shutdown":
+            write_through()
+        return message
+
+    return receive_noting_shutdown
+
+
 class EdgeMiddleware:
     """Registered like any service middleware; in front of BentoML's layers once started."""
 
@@ -127,9 +145,12 @@ class EdgeMiddleware:
         self.in_front = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" and not self.in_front:
-            self._move_in_front(scope.get("app"))
-            self.drain.install(asyncio.get_running_loop())
+        if scope["type"] == "lifespan":
+            if not self.in_front:
+                self._move_in_front(scope.get("app"))
+                self.drain.install(asyncio.get_running_loop())
+            await self.app(scope, _writing_logs_through_at_shutdown(receive), send)
+            return
         if scope["type"] == "http" and not self.in_front:
             await self.handle(scope, receive, send, self.app)
             return

@@ -7,6 +7,9 @@ a request adds status and duration_ms. `json` writes one JSON object per line; `
 newline, carriage return or escape sequence sent by a client is written escaped, so it can
 neither start a line nor add a field, and every text value is cut to a fixed budget, so one
 line stays under MAX_LINE_CHARS however large the input was.
+
+Lines are written in batches, not one system call each: see line_writer.py for when a line
+reaches stdout. The prediction log's lines (prediction_log.py) share the writer, always JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import sys
 import time
 from typing import Any
 
+from iris_classifier.serving.line_writer import FLUSH_SECONDS, BatchedLineHandler, LineWriter
+from iris_classifier.serving.prediction_log import LOGGER_NAME as PREDICTION_LOGGER
+from iris_classifier.serving.prediction_log import PredictionLineFormatter
 from iris_classifier.serving.request_context import CURRENT_REQUEST, RequestContext, clip
 
 # Budgets in characters after escaping; together with the fixed fields they bound a line.
@@ -59,9 +65,8 @@ class RecordFields(logging.Formatter):
         self.replica = escaped(replica, 128)
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
-        seconds = record.created
         entry: dict[str, Any] = {
-            "timestamp": f"{_utc_second(int(seconds))}.{int(seconds % 1 * 1000):03d}Z",
+            "timestamp": utc_timestamp(record.created),
             "level": record.levelname,
             "logger": escaped(record.name, 128),
             "message": escaped(record.getMessage(), MAX_MESSAGE_CHARS),
@@ -81,6 +86,11 @@ class RecordFields(logging.Formatter):
             error = self.formatException(record.exc_info)
             entry["error"] = escaped(error[-MAX_ERROR_CHARS:], MAX_ERROR_CHARS)
         return entry
+
+
+def utc_timestamp(seconds: float) -> str:
+    """`seconds` since the epoch as ISO 8601 in UTC, to the millisecond."""
+    return f"{_utc_second(int(seconds))}.{int(seconds % 1 * 1000):03d}Z"
 
 
 @functools.lru_cache(maxsize=4)
@@ -111,15 +121,21 @@ class TextLineFormatter(RecordFields):
         )
 
 
-def configure_logging(log_format: str, replica: str) -> None:
-    """Send every log record of the process to stdout, one line each, in `log_format`."""
+def configure_logging(
+    log_format: str, replica: str, flush_seconds: float = FLUSH_SECONDS
+) -> LineWriter:
+    """Send every log record of the process to stdout, one line each, in `log_format`, and the
+    prediction log's records there too, as JSON lines; written in batches (line_writer.py)."""
     formatter = JsonLineFormatter if log_format == "json" else TextLineFormatter
-    handler = logging.StreamHandler(sys.stdout)
+    writer = LineWriter(sys.stdout, flush_seconds)
+    handler = BatchedLineHandler(writer)
     handler.setFormatter(formatter(replica))
     root = logging.getLogger()
-    # Exactly StreamHandler: BentoML's; subclasses (a test runner's capture) are left alone.
-    for old in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+    # Exactly StreamHandler (BentoML's), and an earlier call's own; subclasses (a test runner's
+    # capture) are left alone.
+    for old in [h for h in root.handlers if _replaced(h)]:
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     for name in SERVER_LOGGERS:
         server_logger = logging.getLogger(name)
@@ -127,3 +143,17 @@ def configure_logging(log_format: str, replica: str) -> None:
             server_logger.removeHandler(old)
         server_logger.propagate = True
     logging.getLogger("iris_classifier").setLevel(logging.INFO)
+    predictions = logging.getLogger(PREDICTION_LOGGER)
+    prediction_handler = BatchedLineHandler(writer)
+    prediction_handler.setFormatter(PredictionLineFormatter(replica, utc_timestamp))
+    for old in [h for h in predictions.handlers if _replaced(h)]:
+        predictions.removeHandler(old)
+    predictions.addHandler(prediction_handler)
+    predictions.setLevel(logging.INFO)
+    # Its own lines: never in the root's format, whatever handlers a test runner adds there.
+    predictions.propagate = False
+    return writer
+
+
+def _replaced(handler: logging.Handler) -> bool:
+    return type(handler) is logging.StreamHandler or isinstance(handler, BatchedLineHandler)

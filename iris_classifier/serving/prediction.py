@@ -22,6 +22,7 @@ from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.contract import BatchRequest, Centimetres, IrisFeatures
 from iris_classifier.serving.drift import DriftCounts
 from iris_classifier.serving.metrics import ModelMetrics
+from iris_classifier.serving.prediction_log import PredictionLog
 
 # A batch's rows read as typed dicts that keep unknown fields: a third of the time pydantic
 # takes for 1,000 model instances. A batch read this way with no unknown field in any row is
@@ -83,7 +84,9 @@ class Predictor:
     `classify` and `classify_many` give the JSON objects the contract's Classification and
     BatchClassification describe, built from known-good values and so not validated again;
     `predict` gives the arrays the tensor protocol writes. A request of many flowers (a batch
-    or a tensor, however many rows) is one observation of `iris_batch_rows`.
+    or a tensor, however many rows) is one observation of `iris_batch_rows`. With a
+    `prediction_log`, a sampled request's flowers and answers are logged here, the same for
+    every front end.
     """
 
     # How the seed routes read a body, the contract's way; the route table gets them with the
@@ -99,12 +102,14 @@ class Predictor:
         model_tag: str,
         *,
         drift: DriftCounts,
+        prediction_log: PredictionLog | None = None,
     ) -> None:
         self.model = model
         self.ranges = ranges
         self.metrics = metrics
         self.model_tag = model_tag
         self.drift = drift
+        self.prediction_log = prediction_log
 
     def classify(self, values: Sequence[float]) -> dict[str, Any]:
         probabilities = self.model.predict_proba_one(values)
@@ -112,6 +117,8 @@ class Predictor:
         outside = self.ranges.outside_one(values)
         self.metrics.record_one(best, probabilities[best], outside)
         self.drift.record_one(values)
+        if self.prediction_log is not None and self.prediction_log.sampled():
+            self.prediction_log.log_one(values, probabilities, best, outside)
         return {
             "class": self.model.class_names[best],
             # np.round(p, 2) as the batch path rounds it (same arithmetic, a tenth of the cost),
@@ -136,15 +143,23 @@ class Predictor:
             outside = self.ranges.outside_one(values)
             self.metrics.record_one(best, row[best], outside, rows_observed=True)
             self.drift.record_one(values)
-            return Predictions(np.asarray([row], self.model.dtype), [best], [outside])
-        probabilities = self.model.predict_proba(features)
-        best_array = probabilities.argmax(axis=1)
-        mask = self.ranges.outside_mask(features)
-        self.metrics.record_batch(
-            best_array, probabilities[np.arange(len(features)), best_array], mask
-        )
-        self.drift.record_batch(features)
-        return Predictions(probabilities, best_array.tolist(), self.ranges.names_per_row(mask))
+            predictions = Predictions(np.asarray([row], self.model.dtype), [best], [outside])
+        else:
+            probabilities = self.model.predict_proba(features)
+            best_array = probabilities.argmax(axis=1)
+            mask = self.ranges.outside_mask(features)
+            self.metrics.record_batch(
+                best_array, probabilities[np.arange(len(features)), best_array], mask
+            )
+            self.drift.record_batch(features)
+            predictions = Predictions(
+                probabilities, best_array.tolist(), self.ranges.names_per_row(mask)
+            )
+        if self.prediction_log is not None and self.prediction_log.sampled():
+            self.prediction_log.log_many(
+                features, predictions.probabilities, predictions.best, predictions.out_of_range
+            )
+        return predictions
 
     def classify_many(self, features: np.ndarray) -> dict[str, Any]:
         predictions = self.predict(features)

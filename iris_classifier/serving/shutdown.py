@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from iris_classifier.serving.line_writer import write_through
+
 logger = logging.getLogger("iris_classifier.shutdown")
 
 
@@ -58,6 +60,7 @@ class Drain:
             if callable(server_handler):
                 server_handler(signal.SIGTERM, None)
             else:  # nobody else wanted SIGTERM: die of it as the default does
+                write_through()  # dying of a signal skips the exit handlers that write the log
                 signal.signal(signal.SIGTERM, server_handler or signal.SIG_DFL)
                 signal.raise_signal(signal.SIGTERM)
 

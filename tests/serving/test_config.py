@@ -3,6 +3,7 @@ store's latest."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,34 @@ def test_a_bento_without_exactly_one_model_is_refused(
     monkeypatch.setenv("BENTO_PATH", str(bento))
     with pytest.raises(ValueError, match="packs"):
         config.served_model_tag()
+
+
+def test_the_prediction_log_is_off_unless_a_rate_is_set(
+    outside_a_bento: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IRIS_PREDICTION_LOG_RATE", raising=False)
+    assert config.Settings.from_env().prediction_log_rate == 0
+    monkeypatch.setenv("IRIS_PREDICTION_LOG_RATE", "0.01")
+    monkeypatch.setenv("IRIS_PREDICTION_LOG_MAX_ROWS", "5")
+    settings = config.Settings.from_env()
+    assert (settings.prediction_log_rate, settings.prediction_log_max_rows) == (0.01, 5)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("IRIS_PREDICTION_LOG_RATE", "1.5"),
+        ("IRIS_PREDICTION_LOG_RATE", "-0.1"),
+        ("IRIS_PREDICTION_LOG_RATE", "nan"),
+        ("IRIS_PREDICTION_LOG_RATE", "1%"),
+        ("IRIS_PREDICTION_LOG_MAX_ROWS", "0"),
+        ("IRIS_PREDICTION_LOG_MAX_ROWS", "2.5"),
+        ("IRIS_LOG_FLUSH_SECONDS", "0"),
+    ],
+)
+def test_a_prediction_log_setting_out_of_range_is_refused_by_name(
+    outside_a_bento: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=rf"^{variable}='{re.escape(value)}': expected a"):
+        config.Settings.from_env()

@@ -135,8 +135,9 @@ def test_configure_logging_replaces_the_servers_handlers(capsys: pytest.CaptureF
     saved_root, saved_bentoml = root.handlers[:], logging.getLogger("bentoml").handlers[:]
     logging.getLogger("bentoml").addHandler(logging.StreamHandler(sys.stderr))
     try:
-        configure_logging("json", "replica-7")
+        writer = configure_logging("json", "replica-7")
         logging.getLogger("bentoml.serve").warning("one\ntwo")
+        writer.flush()
         out = capsys.readouterr()
         lines = out.out.splitlines()
         assert len(lines) == 1
@@ -145,6 +146,7 @@ def test_configure_logging_replaces_the_servers_handlers(capsys: pytest.CaptureF
     finally:
         root.handlers[:] = saved_root
         logging.getLogger("bentoml").handlers[:] = saved_bentoml
+        logging.getLogger("iris_classifier.predictions").handlers.clear()
 
 
 def test_request_context_cuts_a_long_path() -> None:
