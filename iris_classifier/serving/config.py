@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -26,6 +27,14 @@ LOG_FORMATS = ("text", "json")
 CONNECTION_MAX_REQUESTS = 100
 CONNECTION_MAX_SECONDS = 1.0
 
+# Slow clients (iris_classifier/serving/slow_clients.py). Open connections: far above what a
+# balancer's pool or the load test holds, and below the 1,024 file descriptors containerd 2
+# gives a process by default. A head comes in one packet; seconds allow for a few lost ones. A
+# body at 1 KiB a second already outlasts the request timeout before it reaches the body limit.
+MAX_CONNECTIONS = 500
+HEAD_TIMEOUT_SECONDS = 5.0
+BODY_MIN_BYTES_PER_SECOND = 1024
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -48,6 +57,11 @@ class Settings:
     # A file of bearer tokens the prediction routes require (IRIS_TOKEN_FILE, a mounted
     # Secret); None leaves them open. See iris_classifier/serving/tokens.py.
     token_file: Path | None = None
+    # Slow clients: open connections per worker, seconds for a whole request head, bytes a
+    # second a body must average; 0 turns one off. See iris_classifier/serving/slow_clients.py.
+    max_connections: int = MAX_CONNECTIONS
+    head_timeout_seconds: float = HEAD_TIMEOUT_SECONDS
+    body_min_bytes_per_second: float = BODY_MIN_BYTES_PER_SECOND
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -69,7 +83,29 @@ class Settings:
             token_file=Path(token_file)
             if (token_file := os.environ.get("IRIS_TOKEN_FILE"))
             else None,
+            max_connections=int(_at_least_zero("IRIS_MAX_CONNECTIONS", MAX_CONNECTIONS, int)),
+            head_timeout_seconds=_at_least_zero(
+                "IRIS_HEAD_TIMEOUT_SECONDS", HEAD_TIMEOUT_SECONDS, float
+            ),
+            body_min_bytes_per_second=_at_least_zero(
+                "IRIS_BODY_MIN_BYTES_PER_SECOND", BODY_MIN_BYTES_PER_SECOND, float
+            ),
         )
+
+
+def _at_least_zero(variable: str, default: float, kind: type[int] | type[float]) -> float:
+    """The variable's number, 0 or more (0 turns its bound off), or `default` if it is unset."""
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = -1
+    if not (0 <= value < math.inf):
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{variable}={raw!r}: expected {what}, 0 or more (0 turns it off)")
+    return value
 
 
 def _choice(variable: str, choices: tuple[str, ...]) -> str:
