@@ -43,6 +43,10 @@ BODY_GRACE_SECONDS = 5.0
 # client reads the answer rather than a reset; at most `max_connections` linger at once.
 REFUSAL_LINGER_SECONDS = 1.0
 RETRY_AFTER_SECONDS = 1
+# Requests whose bodies no route reads: no clock for them.
+BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# How often the bodies being waited for are checked against their deadlines.
+SWEEP_SECONDS = 0.25
 # One warning line per this many seconds says what was closed and refused, however many.
 REPORT_SECONDS = 10.0
 
@@ -262,32 +266,48 @@ class GuardedConnection(asyncio.Protocol):
 class _BodyClock:
     """A request's receive and send, with the deadline its body must keep."""
 
-    def __init__(self, receive: Receive, send: Send, min_rate: float) -> None:
+    def __init__(self, receive: Receive, send: Send, watch: BodyWatch) -> None:
         self._receive, self._send = receive, send
-        self.min_rate = min_rate
+        self.watch = watch
         self.loop = asyncio.get_running_loop()
         self.started = self.loop.time()
         self.received = 0
         self.body_done = False
         self.answered = False
         self.too_slow = False
+        self.waiting: asyncio.Task | None = None
+
+    def deadline(self) -> float:
+        return self.started + max(BODY_GRACE_SECONDS, self.received / self.watch.min_rate)
 
     async def receive(self) -> Message:
         if self.too_slow:
             return {"type": "http.disconnect"}
         if self.body_done:
             return await self._receive()
-        deadline = self.started + max(BODY_GRACE_SECONDS, self.received / self.min_rate)
+        self.waiting = task = asyncio.current_task()
+        self.watch.add(self)
         try:
-            async with asyncio.timeout_at(deadline):
-                message = await self._receive()
-        except TimeoutError:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            # Only the watch's own cancellation is answered; any other goes on.
+            if not self.too_slow or task is None or task.uncancel() > 0:
+                raise
             await self._refuse()
             return {"type": "http.disconnect"}
+        finally:
+            self.waiting = None
+            self.watch.waiting.discard(self)
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
             self.body_done = not message.get("more_body", False)
         return message
+
+    def cut(self) -> None:
+        """Past the deadline while waiting: end the wait, which answers the 408."""
+        if self.waiting is not None:
+            self.too_slow = True
+            self.waiting.cancel()
 
     async def send(self, message: Message) -> None:
         if self.too_slow:
@@ -297,18 +317,49 @@ class _BodyClock:
         await self._send(message)
 
     async def _refuse(self) -> None:
-        self.too_slow = True
         if self.answered:  # an answer already on its way ends as it would have
             return
         elapsed = self.loop.time() - self.started
         refusal = Refusal(
             408,
             f"request body too slow: {self.received} bytes in {elapsed:.1f} s, "
-            f"below {self.min_rate:g} bytes a second",
+            f"below {self.watch.min_rate:g} bytes a second",
             field="body",
         )
         await send_refusal(self._send, refusal, closing=True)
         await self._send({"type": "http.response.body", "body": b""})
+
+
+class BodyWatch:
+    """The bodies being waited for, looked at every SWEEP_SECONDS while there are any.
+
+    One sweep for all requests rather than a timer each: most bodies come whole in the first
+    message, and a timer set and cancelled per request would cost more than the rest of the
+    layer.
+    """
+
+    def __init__(self, min_rate: float) -> None:
+        self.min_rate = min_rate
+        self.waiting: set[_BodyClock] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the sweeping one, None if none
+
+    def add(self, clock: _BodyClock) -> None:
+        self.waiting.add(clock)
+        if self.loop is not clock.loop:
+            self.loop = clock.loop
+            self.loop.call_later(SWEEP_SECONDS, self._sweep, self.loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self.loop:
+            return  # a sweep of a loop that served before (tests run several)
+        now = loop.time()
+        for clock in [clock for clock in self.waiting if now >= clock.deadline()]:
+            self.waiting.discard(clock)
+            clock.cut()
+        if self.waiting:
+            loop.call_later(SWEEP_SECONDS, self._sweep, loop)
+        else:
+            self.loop = None
 
 
 class SlowClients:
@@ -318,13 +369,17 @@ class SlowClients:
     def __init__(self, app: ASGIApp, guard: ConnectionGuard) -> None:
         self.app = app
         self.guard = guard
-        self.min_rate = guard.limits.body_min_rate
+        self.bodies = BodyWatch(guard.limits.body_min_rate)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             self.guard.install(asyncio.get_running_loop())
-        elif scope["type"] == "http" and self.min_rate > 0:
-            clock = _BodyClock(receive, send, self.min_rate)
+        elif (
+            scope["type"] == "http"
+            and self.bodies.min_rate > 0
+            and scope["method"] not in BODILESS_METHODS
+        ):
+            clock = _BodyClock(receive, send, self.bodies)
             await self.app(scope, clock.receive, clock.send)
             return
         await self.app(scope, receive, send)

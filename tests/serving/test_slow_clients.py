@@ -201,3 +201,22 @@ def test_a_body_below_the_minimum_rate_is_answered_408_and_closed(
         assert (answer.status, json.loads(answer.body)) == (200, {"read": 500_000})
 
     served(http, test, guard_of(body_min_rate=1000))
+
+
+def test_closed_and_refused_connections_are_counted_in_one_line_not_one_each(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(slow_clients, "REPORT_SECONDS", HEAD_SECONDS * 2)
+
+    async def test(connect) -> None:
+        opened = [await connect() for _ in range(MAX_CONNECTIONS + 2)]
+        for _, writer in opened:
+            writer.write(b"GET / HTTP/1.1\r\n")
+        await asyncio.sleep(HEAD_SECONDS * 2 + SLACK_SECONDS)
+
+    with caplog.at_level("WARNING", logger="iris_classifier.http"):
+        served("h11", test, guard_of(head_seconds=HEAD_SECONDS, max_connections=MAX_CONNECTIONS))
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1, lines
+    assert f"{MAX_CONNECTIONS} connections closed without a whole request head" in lines[0]
+    assert f"2 refused past {MAX_CONNECTIONS} open" in lines[0]
