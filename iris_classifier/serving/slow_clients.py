@@ -10,7 +10,8 @@ NodePort or a laptop it is an open door. Three bounds (config.py reads them; 0 t
   shape if part of a head came (a connection that sent nothing is just closed). The idle time
   between requests stays `--timeout-keep-alive`'s;
 - a body must come at `body_min_rate` bytes a second on average, counted from the head, once
-  BODY_GRACE_SECONDS have passed; else the request is answered 408 and its connection closed;
+  BODY_GRACE_SECONDS have passed; else the request is answered 408 and its connection closed
+  (checked while the application waits for the body, every SWEEP_SECONDS);
 - at most `max_connections` connections are open at once; the next is answered 503 with
   Retry-After, in the refusal shape, and closed, while those open are served as before.
 
