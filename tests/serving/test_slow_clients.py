@@ -10,6 +10,7 @@ import json
 import time
 
 import pytest
+import uvloop
 
 from iris_classifier.serving import slow_clients
 from iris_classifier.serving.refusals import send_body
@@ -55,8 +56,9 @@ def guard_of(**limits) -> ConnectionGuard:
     return ConnectionGuard(ClientLimits(**settings), served_by="guarded-replica")
 
 
-def served(http: str, test, guard: ConnectionGuard) -> None:
-    """Run `test(connect)` against a server guarded by `guard`."""
+def served(http: str, test, guard: ConnectionGuard, loop: str = "asyncio") -> None:
+    """Run `test(connect)` against a server guarded by `guard`, on asyncio's loop or uvloop
+    (which `bentoml serve` runs)."""
 
     async def main() -> None:
         async with uvicorn_serving(SlowClients(read_and_answer, guard), http) as port:
@@ -66,7 +68,8 @@ def served(http: str, test, guard: ConnectionGuard) -> None:
             finally:
                 await connections.close()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop if loop == "uvloop" else None) as run:
+        run.run(main())
 
 
 def refusal_of(answer, status: int, *, before_a_request: bool = True) -> str:
@@ -157,8 +160,9 @@ def test_past_the_bound_a_connection_is_refused_503_and_those_open_keep_working(
     assert guard.open == 0
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("http", PROTOCOLS)
-def test_an_upgraded_connection_still_leaves_the_count(http: str) -> None:
+def test_an_upgraded_connection_still_leaves_the_count(http: str, loop: str) -> None:
     upgrade = (
         b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -173,7 +177,7 @@ def test_an_upgraded_connection_still_leaves_the_count(http: str) -> None:
         await asyncio.sleep(0.1)
         counted.append(guard.open)
 
-    served(http, test, guard)
+    served(http, test, guard, loop)
     assert counted == [0]
 
 
