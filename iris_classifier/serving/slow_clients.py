@@ -276,6 +276,7 @@ class _BodyClock:
         self.body_done = False
         self.answered = False
         self.too_slow = False
+        self.replaced = False
         self.waiting: asyncio.Task | None = None
 
     def deadline(self) -> float:
@@ -311,8 +312,8 @@ class _BodyClock:
             self.waiting.cancel()
 
     async def send(self, message: Message) -> None:
-        if self.too_slow:
-            return  # the 408 ended the answer
+        if self.replaced:
+            return  # the 408 took the answer's place
         if message["type"] == "http.response.start":
             self.answered = True
         await self._send(message)
@@ -327,6 +328,7 @@ class _BodyClock:
             f"below {self.watch.min_rate:g} bytes a second",
             field="body",
         )
+        self.replaced = True
         await send_refusal(self._send, refusal, closing=True)
         await self._send({"type": "http.response.body", "body": b""})
 

@@ -31,6 +31,9 @@ GRACE_SECONDS = 0.4
 SLACK_SECONDS = 1.0
 
 
+EARLY_HEADERS = [(b"content-length", b"2"), (b"connection", b"close")]
+
+
 async def read_and_answer(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
@@ -39,6 +42,13 @@ async def read_and_answer(scope, receive, send) -> None:
         return
     if scope["type"] == "websocket":
         await send({"type": "websocket.close"})
+        return
+    if scope["path"] == "/early":  # answered before the body is read, as a 413 is
+        await send({"type": "http.response.start", "status": 200, "headers": EARLY_HEADERS})
+        await send({"type": "http.response.body", "body": b"ok", "more_body": True})
+        while (await receive()).get("more_body", False):
+            pass
+        await send({"type": "http.response.body", "body": b""})
         return
     size = 0
     while True:
@@ -224,3 +234,26 @@ def test_closed_and_refused_connections_are_counted_in_one_line_not_one_each(
     assert len(lines) == 1, lines
     assert f"{MAX_CONNECTIONS} connections closed without a whole request head" in lines[0]
     assert f"2 refused past {MAX_CONNECTIONS} open" in lines[0]
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_a_slow_body_after_the_answer_began_lets_the_answer_end_as_it_would_have(
+    http: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(slow_clients, "BODY_GRACE_SECONDS", GRACE_SECONDS)
+
+    async def test(connect) -> None:
+        reader, writer = await connect()
+        writer.write(request("/early", "POST", b"x" * 1000)[:-990])
+        answer = await asyncio.wait_for(read_answer(reader), SLACK_SECONDS)
+        assert (answer.status, answer.body) == (200, b"ok")
+        started = time.monotonic()
+        closed = asyncio.create_task(closed_within(reader, GRACE_SECONDS + SLACK_SECONDS * 2))
+        while not closed.done() and time.monotonic() - started < GRACE_SECONDS + SLACK_SECONDS:
+            writer.write(b"x")
+            await asyncio.sleep(0.05)
+        assert await closed
+
+    with caplog.at_level("ERROR"):
+        served(http, test, guard_of(body_min_rate=1000))
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == []
