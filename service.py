@@ -38,6 +38,7 @@ from iris_classifier.serving.logs import configure_logging
 from iris_classifier.serving.recycling import ConnectionRecycler
 from iris_classifier.serving.routes import RouteMiddleware, RouteTable, ServedModel
 from iris_classifier.serving.shutdown import Drain
+from iris_classifier.serving.slow_clients import ClientLimits, ConnectionGuard, SlowClients
 from iris_classifier.serving.tokens import BearerTokens, TokenFileError
 
 # What only a worker needs (the model, NumPy, ONNX Runtime) is imported where a worker loads
@@ -206,5 +207,14 @@ IrisClassifier.add_asgi_middleware(
     served_by=settings.served_by,
     drain=drain,
     recycler=ConnectionRecycler(settings.connection_max_requests, settings.connection_max_seconds),
+)
+client_limits = ClientLimits(
+    max_connections=settings.max_connections,
+    head_seconds=settings.head_timeout_seconds,
+    body_min_rate=settings.body_min_bytes_per_second,
+)
+# Inside the edge layer, so a slow body's 408 carries its headers and access line.
+IrisClassifier.add_asgi_middleware(
+    SlowClients, guard=ConnectionGuard(client_limits, served_by=settings.served_by)
 )
 IrisClassifier.add_asgi_middleware(RouteMiddleware, table=routes)

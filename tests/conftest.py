@@ -123,16 +123,20 @@ def live_server(trained_model: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 @contextlib.contextmanager
 def serving(
-    tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    env: dict[str, str],
+    args: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """A real `bentoml serve` of the session's model store on a free port, logging to
-    `<name>/serve.log`, with a BentoML home of its own (so /metrics counts only its requests)."""
+    `<name>/serve.log`, with a BentoML home of its own (so /metrics counts only its requests);
+    `args` go to `bentoml serve`."""
     from harness.processes import bentoml_serve_command, private_bentoml_home, running_on_free_port
 
     log = tmp_path_factory.mktemp(name) / "serve.log"
     home = private_bentoml_home(log.with_name("bentoml-home"))
     with running_on_free_port(
-        bentoml_serve_command,
+        lambda port: [*bentoml_serve_command(port), *args],
         env={**env, "BENTOML_HOME": str(home)},
         log_path=log,
         cwd=REPO_ROOT,

@@ -84,8 +84,8 @@ def test_metrics_count_exactly_the_classify_requests_sent(live_server: str) -> N
 def test_a_timeout_of_the_real_service_carries_both_headers_and_is_counted(
     live_server: str,
 ) -> None:
-    """The request timeout's 504, on a body that never arrives, made inside BentoML's metrics:
-    the edge layer sits in front of it, so the answer is still marked and counted."""
+    """The request timeout's 504, on a body still arriving when it ends, made inside BentoML's
+    metrics: the edge layer sits in front of it, so the answer is still marked and counted."""
     from tests.support.live import timed_out_request
 
     before = request_counts(live_server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -33,6 +34,14 @@ LOG_FLUSH_SECONDS = 0.2
 CONNECTION_MAX_REQUESTS = 100
 CONNECTION_MAX_SECONDS = 1.0
 
+# Slow clients (iris_classifier/serving/slow_clients.py). Open connections: far above what a
+# balancer's pool or the load test holds, and below the 1,024 file descriptors containerd 2
+# gives a process by default. A head comes in one packet; seconds allow for a few lost ones. A
+# body at 1 KiB a second already outlasts the request timeout before it reaches the body limit.
+MAX_CONNECTIONS = 500
+HEAD_TIMEOUT_SECONDS = 5.0
+BODY_MIN_BYTES_PER_SECOND = 1024
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -62,6 +71,11 @@ class Settings:
     # How long a log line may wait in the buffer (IRIS_LOG_FLUSH_SECONDS): the lines a SIGKILL
     # loses, at most.
     log_flush_seconds: float = LOG_FLUSH_SECONDS
+    # Slow clients: open connections per worker, seconds for a whole request head, bytes a
+    # second a body must average; 0 turns one off. See iris_classifier/serving/slow_clients.py.
+    max_connections: int = MAX_CONNECTIONS
+    head_timeout_seconds: float = HEAD_TIMEOUT_SECONDS
+    body_min_bytes_per_second: float = BODY_MIN_BYTES_PER_SECOND
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -88,7 +102,29 @@ class Settings:
                 _number("IRIS_PREDICTION_LOG_MAX_ROWS", PREDICTION_LOG_MAX_ROWS, 1, MAX_TENSOR_ROWS)
             ),
             log_flush_seconds=_number("IRIS_LOG_FLUSH_SECONDS", LOG_FLUSH_SECONDS, 0.001, 60.0),
+            max_connections=int(_at_least_zero("IRIS_MAX_CONNECTIONS", MAX_CONNECTIONS, int)),
+            head_timeout_seconds=_at_least_zero(
+                "IRIS_HEAD_TIMEOUT_SECONDS", HEAD_TIMEOUT_SECONDS, float
+            ),
+            body_min_bytes_per_second=_at_least_zero(
+                "IRIS_BODY_MIN_BYTES_PER_SECOND", BODY_MIN_BYTES_PER_SECOND, float
+            ),
         )
+
+
+def _at_least_zero(variable: str, default: float, kind: type[int] | type[float]) -> float:
+    """The variable's number, 0 or more (0 turns its bound off), or `default` if it is unset."""
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = -1
+    if not (0 <= value < math.inf):
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{variable}={raw!r}: expected {what}, 0 or more (0 turns it off)")
+    return value
 
 
 def _choice(variable: str, choices: tuple[str, ...]) -> str:

@@ -675,6 +675,18 @@ def test_pods_recycle_connections_and_outlast_balancers_idle_timeouts(
     assert int(args[args.index("--timeout-keep-alive") + 1]) > 600
 
 
+def test_pods_close_slow_heads_and_bound_their_connections(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    """A NodePort leaves the pod alone with slow clients; the defaults are stated in the spec."""
+    _, objects = overlay
+    app = manifests.container(manifests.only(objects, "Deployment"), NAME)
+    env = {var["name"]: var.get("value") for var in app["env"]}
+    assert 0 < float(env["IRIS_HEAD_TIMEOUT_SECONDS"]) <= 10
+    # Below the soft limit of open files containerd 2 gives a container.
+    assert 0 < int(env["IRIS_MAX_CONNECTIONS"]) < 1024
+
+
 def test_resources_request_cpu_and_memory_and_limit_memory(
     overlay: tuple[str, list[Manifest]],
 ) -> None:

@@ -92,3 +92,41 @@ def test_a_prediction_log_setting_out_of_range_is_refused_by_name(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=rf"^{variable}='{re.escape(value)}': expected a"):
         config.Settings.from_env()
+
+
+def test_slow_client_bounds_have_their_stated_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in SLOW_CLIENT_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    settings = config.Settings.from_env()
+    assert (
+        settings.max_connections,
+        settings.head_timeout_seconds,
+        settings.body_min_bytes_per_second,
+    ) == (500, 5.0, 1024)
+    monkeypatch.setenv("IRIS_MAX_CONNECTIONS", "0")
+    monkeypatch.setenv("IRIS_HEAD_TIMEOUT_SECONDS", "2.5")
+    settings = config.Settings.from_env()
+    assert (settings.max_connections, settings.head_timeout_seconds) == (0, 2.5)
+
+
+SLOW_CLIENT_VARIABLES = (
+    "IRIS_MAX_CONNECTIONS",
+    "IRIS_HEAD_TIMEOUT_SECONDS",
+    "IRIS_BODY_MIN_BYTES_PER_SECOND",
+)
+
+
+@pytest.mark.parametrize("variable", SLOW_CLIENT_VARIABLES)
+@pytest.mark.parametrize("value", ["-1", "ten", "nan", "inf", "1e999"])
+def test_a_bad_slow_client_bound_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=rf"^{variable}='{value}': expected .*0 or more"):
+        config.Settings.from_env()
+
+
+def test_a_connection_bound_must_be_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRIS_MAX_CONNECTIONS", "2.5")
+    with pytest.raises(ValueError, match="expected a whole number"):
+        config.Settings.from_env()

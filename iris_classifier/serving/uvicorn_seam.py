@@ -1,0 +1,51 @@
+"""Where the service reaches under BentoML into uvicorn, for the connection guard
+(slow_clients.py), in this one place.
+
+BentoML builds uvicorn's `Config` and `Server` itself and lets a service choose neither its HTTP
+protocol class nor a hook around connections; an ASGI application sees a connection only once a
+request head is whole. What is relied on, and checked by tests/serving/test_uvicorn_seam.py
+against both protocol implementations uvicorn may pick (httptools when installed, else h11):
+
+- `Server.startup` runs the application's lifespan startup before it opens its listeners with
+  `loop.create_server(protocol_factory, ...)` on the same running loop, so a layer that sees the
+  lifespan can wrap the protocol of every connection the server accepts;
+- both protocols hold the request being read or answered in `cycle`: None before the first
+  head, a new object as soon as a head is parsed, with `response_complete` set once its answer
+  is sent;
+- a protocol that upgrades a connection (a WebSocket) hands it over with the transport's
+  `set_protocol`, asyncio's own API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+ProtocolWrapper = Callable[[asyncio.Protocol], asyncio.Protocol]
+
+
+def wrap_listeners(loop: asyncio.AbstractEventLoop, wrap: ProtocolWrapper) -> None:
+    """Every listener opened on `loop` from now on passes its connections' protocols to `wrap`."""
+    create_server = loop.create_server
+
+    async def create_wrapped_server(protocol_factory: Any, *args: Any, **kwargs: Any) -> Any:
+        return await create_server(lambda: wrap(protocol_factory()), *args, **kwargs)
+
+    loop.create_server = create_wrapped_server  # type: ignore[method-assign]
+
+
+def tracks_requests(protocol: asyncio.Protocol) -> bool:
+    """Whether `protocol` keeps its request where `current_request` looks."""
+    return hasattr(protocol, "cycle")
+
+
+def current_request(protocol: asyncio.Protocol) -> object | None:
+    """The request `protocol` reads or answers; a new object once a head is whole."""
+    return protocol.cycle  # type: ignore[attr-defined]
+
+
+def answering(protocol: asyncio.Protocol) -> bool:
+    """Whether a request is being read or answered, so the bytes that come are its body."""
+    cycle = protocol.cycle  # type: ignore[attr-defined]
+    return cycle is not None and not cycle.response_complete
