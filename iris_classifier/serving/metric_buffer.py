@@ -1,8 +1,8 @@
 """Prometheus series counted in process memory, written to prometheus_client in bulk.
 
 Under `bentoml serve` prometheus_client runs in multiprocess mode, where every `inc` and
-`observe` takes a lock and writes the process's memory-mapped file; BentoML's request metrics
-and the model metrics did that several times per request. A child bound to a `MetricBuffer`
+`observe` takes a lock and writes the process's memory-mapped file, several times per request
+for BentoML's request metrics and the model metrics. A child bound to a `MetricBuffer`
 keeps the series' running total in memory instead, added to exactly as prometheus_client adds
 (so a histogram's sum is the same float), and `flush()` writes every total that changed.
 
@@ -11,7 +11,10 @@ flushes before it answers a scrape (request_metrics.py) and when a worker stops.
 misses no count older than `seconds`, and none at all of the worker that answers it.
 
 A bound child writes totals, not increments: once bound, a series is written only through its
-one buffer. `shared_buffer()` is that buffer for every series of the process.
+one buffer. `shared_buffer()` is that buffer for every series of the process:
+
+    drifted = shared_buffer().counter(DRIFTED.labels(feature="petal_width"))  # once
+    drifted.inc()  # per request: an addition in memory
 """
 
 from __future__ import annotations

@@ -189,3 +189,29 @@ def test_a_stopped_server_has_written_every_count(
         and ("http_response_code", "200") in labels
     }
     assert list(requests.values()) == [25]
+
+
+@pytest.mark.integration
+def test_a_scrape_holds_every_request_its_worker_answered_before_it(live_server: str) -> None:
+    """No wait for the flush timer: the worker that answers `/metrics` writes its counts first."""
+    route = {"endpoint": "/iris/classify_iris", "http_response_code": "200"}
+    before = scrape(live_server)
+    for _ in range(5):
+        post(f"{live_server}/iris/classify_iris", SEED_FLOWER)
+    after = scrape(live_server)
+
+    assert delta(before, after, "iris_predictions_total", **{"class": "setosa"}) == 5
+    assert delta(before, after, "iris_prediction_top_probability_count") == 5
+    answered = [
+        after[key] - before.get(key, 0.0)
+        for key in after
+        if key[0] == "bentoml_service_request_total" and set(route.items()) <= key[1]
+    ]
+    assert answered == [5]
+    timed = [
+        after[key] - before.get(key, 0.0)
+        for key in after
+        if key[0] == "bentoml_service_request_duration_seconds_count"
+        and set(route.items()) <= key[1]
+    ]
+    assert timed == [5]
