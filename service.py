@@ -158,7 +158,7 @@ class IrisClassifier:
 
     @bentoml.on_shutdown
     def write_metrics(self) -> None:
-        """The worker's last counts, written before it exits: no request has answered since."""
+        """The worker's last counts, written before it exits, once its last request is answered."""
         shared_buffer().stop()
 
     # Over HTTP these two routes are answered by the route table with the same Predictor; the

@@ -1,7 +1,7 @@
 """BentoML's request metrics, the same series counted in memory (metric_buffer.py).
 
 BentoML's own layer looks up four label children and writes prometheus_client's
-memory-mapped file five times per request. `RequestMetrics` takes its place in the stack and
+memory-mapped file six times per request. `RequestMetrics` takes its place in the stack and
 records the same series, names, labels and values as that layer (request count and duration by
 route and status when the answer's last body part leaves, the requests in progress, the time
 of the last request off the probe paths) through bound children resolved once per route and
@@ -11,7 +11,6 @@ the worker that answers it. Websockets, lifespan and `/metrics` go to BentoML's 
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -24,8 +23,6 @@ from iris_classifier.serving.metric_buffer import (
     MetricBuffer,
 )
 from iris_classifier.serving.metrics_internals import BentoRequestMetrics, bentoml_request_metrics
-
-logger = logging.getLogger("iris_classifier.metrics")
 
 METRICS_PATH = "/metrics"
 
