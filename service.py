@@ -35,6 +35,7 @@ from iris_classifier.serving.contract import (
 )
 from iris_classifier.serving.edge import EdgeMiddleware
 from iris_classifier.serving.logs import configure_logging
+from iris_classifier.serving.metric_buffer import shared_buffer
 from iris_classifier.serving.recycling import ConnectionRecycler
 from iris_classifier.serving.routes import RouteMiddleware, RouteTable, ServedModel
 from iris_classifier.serving.shutdown import Drain
@@ -158,12 +159,19 @@ class IrisClassifier:
         self.predictor = served.predictor
         self.model_version = served.protocol.model_version
         routes.serve(served)
+        # The metrics count in memory from here on; a thread writes them for scrapes.
+        shared_buffer().start()
         # Everything loaded so far lives as long as the process: frozen, the garbage collector
         # stops re-walking it in every full collection, the tail of the latency distribution.
         gc.freeze()
         # A request's objects die by reference counting; frequent collections mostly re-walked
         # the objects of requests still in flight. Rarer ones still collect cycles.
         gc.set_threshold(50_000, 10, 10)
+
+    @bentoml.on_shutdown
+    def write_metrics(self) -> None:
+        """The worker's last counts, written before it exits, once its last request is answered."""
+        shared_buffer().stop()
 
     # Over HTTP these two routes are answered by the route table with the same Predictor; the
     # typed APIs declare them (OpenAPI document, BentoML clients) and serve Python callers.
@@ -207,6 +215,7 @@ IrisClassifier.add_asgi_middleware(
     served_by=settings.served_by,
     drain=drain,
     recycler=ConnectionRecycler(settings.connection_max_requests, settings.connection_max_seconds),
+    metric_buffer=shared_buffer(),
 )
 client_limits = ClientLimits(
     max_connections=settings.max_connections,

@@ -12,7 +12,9 @@ plain-text 500 or 503, BentoML's 429) leaves in the one refusal shape (refusals.
 
 BentoML's timeout layer leaves each request's timer in the event loop for the whole timeout
 (README.md says what that cost); `RequestTimeout` takes its place, at the same depth and with
-the same seconds, and cancels its timer as soon as the answer starts.
+the same seconds, and cancels its timer as soon as the answer starts. BentoML's request metrics
+layer makes way for `RequestMetrics` (request_metrics.py), which counts the same series in
+memory, when the edge is given the process's metric buffer.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iris_classifier.serving.line_writer import write_through
+from iris_classifier.serving.metric_buffer import MetricBuffer
 from iris_classifier.serving.recycling import ConnectionRecycler
 from iris_classifier.serving.refusals import Refusal, send_refusal
 from iris_classifier.serving.request_context import CURRENT_REQUEST, context_for
+from iris_classifier.serving.request_metrics import replace_request_metrics
 from iris_classifier.serving.shutdown import Drain
 
 logger = logging.getLogger("iris_classifier.access")
@@ -137,11 +141,13 @@ class EdgeMiddleware:
         served_by: str,
         drain: Drain,
         recycler: ConnectionRecycler | None = None,
+        metric_buffer: MetricBuffer | None = None,
     ) -> None:
         self.app = app
         self.served_by = served_by.encode("latin-1", "replace")
         self.drain = drain
         self.recycler = recycler if recycler is not None and recycler.enabled else None
+        self.metric_buffer = metric_buffer
         self.in_front = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -164,6 +170,10 @@ class EdgeMiddleware:
             return
         if not replace_timeout(stack):
             logger.warning("BentoML's timeout layer was not found: its timers outlive requests")
+        if self.metric_buffer is not None and not replace_request_metrics(
+            stack, self.metric_buffer
+        ):
+            logger.info("no BentoML request metrics layer: each request writes its own metrics")
 
         async def in_front(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http":

@@ -3,7 +3,8 @@
 Every label value is bounded: class names come from the model, feature names from the
 contract, and the model-info gauge carries the one model a process serves. The metrics are
 made when the service starts, inside the worker, because BentoML points prometheus_client at
-its multiprocess directory only then; `/metrics` sums the counts of every worker.
+its multiprocess directory only then; `/metrics` sums the counts of every worker. Each series
+is counted in memory and written in bulk by the process's metric buffer (metric_buffer.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import prometheus_client
+
+from iris_classifier.serving.metric_buffer import MetricBuffer, shared_buffer
 
 # The top probability of three classes is at least 1/3; the buckets resolve the confident end.
 TOP_PROBABILITY_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -74,8 +77,10 @@ class ModelMetrics:
         *,
         model_tag: str,
         estimator: str,
+        buffer: MetricBuffer | None = None,
     ) -> None:
         metrics = collectors()
+        buffer = buffer or shared_buffer()
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             # One process, several services in turn (tests): only the last one's model is
             # served. prometheus_client cannot clear in multiprocess mode, where each worker
@@ -83,15 +88,16 @@ class ModelMetrics:
             metrics.model_info.clear()
         metrics.model_info.labels(model_version=model_tag, estimator=estimator).set(1)
         # Children resolved once: a label lookup per request would cost more than the count.
-        self._by_class = [metrics.predictions.labels(name) for name in class_names]
+        self._by_class = [buffer.counter(metrics.predictions.labels(name)) for name in class_names]
         self._by_feature = {
-            name: metrics.out_of_range_features.labels(name) for name in feature_names
+            name: buffer.counter(metrics.out_of_range_features.labels(name))
+            for name in feature_names
         }
         self._feature_children = list(self._by_feature.values())
-        self._out_of_range_flowers = metrics.out_of_range_flowers
-        self._batch_rows = metrics.batch_rows
-        self._top_probability = metrics.top_probability
-        self._upper_bounds = np.asarray([*TOP_PROBABILITY_BUCKETS, np.inf])
+        self._out_of_range_flowers = buffer.counter(metrics.out_of_range_flowers)
+        self._batch_rows = buffer.histogram(metrics.batch_rows)
+        self._top_probability = buffer.histogram(metrics.top_probability)
+        self._upper_bounds = np.asarray(self._top_probability.upper_bounds)
 
     def record_one(
         self, best: int, probability: float, outside: Sequence[str], *, rows_observed: bool = False
@@ -125,15 +131,9 @@ class ModelMetrics:
         self._observe_all(top_probabilities)
 
     def _observe_all(self, values: np.ndarray) -> None:
-        """`Histogram.observe` for many values at once.
-
-        One observe per flower would double a 1,000-row batch's time and prometheus_client has
-        no bulk form, so the per-bucket counts go straight to its (long-stable) bucket values.
-        """
+        """`observe` for many values at once: one observe per flower would double a 1,000-row
+        batch's time. Bucketed as `observe` buckets; the sum is NumPy's."""
         # observe() counts a value in the first bucket whose upper bound is >= the value.
         positions = np.searchsorted(self._upper_bounds, values, side="left")
         counts = np.bincount(positions, minlength=len(self._upper_bounds)).tolist()
-        for bucket, count in zip(self._top_probability._buckets, counts, strict=True):
-            if count:
-                bucket.inc(count)
-        self._top_probability._sum.inc(float(values.sum()))
+        self._top_probability.observe_counted(counts, float(values.sum()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import prometheus_client
 import pytest
 
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.serving.metric_buffer import FLUSH_SECONDS, shared_buffer
 from iris_classifier.serving.metrics import ModelMetrics
 from tests.conftest import SEED_FLOWER, serving
 
@@ -30,6 +32,8 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 def snapshot() -> dict[tuple[str, frozenset], float]:
+    """What a scrape of this process reads: the buffered counts written, then exposed."""
+    shared_buffer().flush()
     return samples(prometheus_client.generate_latest().decode())
 
 
@@ -107,6 +111,9 @@ def test_live_metrics_count_every_answer_across_workers(
     for _ in range(30):
         post(f"{two_worker_server}/iris/classify_iris", SEED_FLOWER)
     post(f"{two_worker_server}/iris/classify_batch", {"flowers": [SEED_FLOWER, VIRGINICA] * 50})
+    # The worker that answers the scrape writes its own counts then; the other one's timer has
+    # written its counts by now (FLUSH_SECONDS, with room for a busy machine).
+    time.sleep(FLUSH_SECONDS * 4)
     after = scrape(two_worker_server)
 
     assert delta(before, after, "iris_predictions_total", **{"class": "setosa"}) == 80
@@ -121,3 +128,77 @@ def test_live_metrics_count_every_answer_across_workers(
     assert info == [
         frozenset({("model_version", trained_model), ("estimator", "logistic-regression")})
     ]
+
+
+@pytest.mark.integration
+def test_a_stopped_server_has_written_every_count(
+    trained_model: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Requests, then SIGTERM at once, before the flush timer: the files the next scrape of
+    the replica's directory would read hold every one of them."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from harness.processes import (
+        bentoml_serve_command,
+        private_bentoml_home,
+        running_on_free_port,
+        stop_tree,
+    )
+    from tests.conftest import REPO_ROOT
+
+    log = tmp_path_factory.mktemp("stopped") / "serve.log"
+    home = private_bentoml_home(log.with_name("bentoml-home"))
+    with running_on_free_port(
+        bentoml_serve_command,
+        env={"BENTOML_HOME": str(home)},
+        log_path=log,
+        cwd=REPO_ROOT,
+        timeout=90,
+    ) as (process, url):
+        for _ in range(25):
+            post(f"{url}/iris/classify_iris", SEED_FLOWER)
+        stop_tree(process.pid, grace=30)
+        process.wait(timeout=10)
+
+    registry = prometheus_client.CollectorRegistry()
+    MultiProcessCollector(registry, path=str(home / "prometheus_multiproc_dir"))
+    written = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+    }
+    assert written[("iris_predictions_total", frozenset({("class", "setosa")}))] == 25
+    requests = {
+        labels: value
+        for (name, labels), value in written.items()
+        if name == "bentoml_service_request_total"
+        and ("endpoint", "/iris/classify_iris") in labels
+        and ("http_response_code", "200") in labels
+    }
+    assert list(requests.values()) == [25]
+
+
+@pytest.mark.integration
+def test_a_scrape_holds_every_request_its_worker_answered_before_it(live_server: str) -> None:
+    """No wait for the flush timer: the worker that answers `/metrics` writes its counts first."""
+    route = {"endpoint": "/iris/classify_iris", "http_response_code": "200"}
+    before = scrape(live_server)
+    for _ in range(5):
+        post(f"{live_server}/iris/classify_iris", SEED_FLOWER)
+    after = scrape(live_server)
+
+    assert delta(before, after, "iris_predictions_total", **{"class": "setosa"}) == 5
+    assert delta(before, after, "iris_prediction_top_probability_count") == 5
+    answered = [
+        after[key] - before.get(key, 0.0)
+        for key in after
+        if key[0] == "bentoml_service_request_total" and set(route.items()) <= key[1]
+    ]
+    assert answered == [5]
+    timed = [
+        after[key] - before.get(key, 0.0)
+        for key in after
+        if key[0] == "bentoml_service_request_duration_seconds_count"
+        and set(route.items()) <= key[1]
+    ]
+    assert timed == [5]
