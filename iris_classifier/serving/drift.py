@@ -14,11 +14,13 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import prometheus_client
 
 from iris_classifier.drift_bins import DriftBins
+from iris_classifier.serving.metric_buffer import MetricBuffer, shared_buffer
 
 logger = logging.getLogger("iris_classifier.drift")
 
@@ -52,14 +54,17 @@ def collectors() -> DriftCollectors:
 class DriftCounts:
     """Counts served values per feature and drift bin; counts nothing without bins."""
 
-    def __init__(self, bins: DriftBins | None, *, model_tag: str) -> None:
+    def __init__(
+        self, bins: DriftBins | None, *, model_tag: str, buffer: MetricBuffer | None = None
+    ) -> None:
         metrics = collectors()
+        buffer = buffer or shared_buffer()
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             # One process, several services in turn (tests): only the last model's shares.
             metrics.expected_share.clear()
         self._bins = bins
         # Children resolved once, per feature in the bins' order: one list per feature.
-        self._children: list[list[prometheus_client.Counter]] = []
+        self._children: list[list[Any]] = []
         if bins is None:
             logger.warning(
                 "model %s was stored without drift bins: drift is not measured and /metrics "
@@ -72,7 +77,7 @@ class DriftCounts:
             for index, share in enumerate(feature.shares):
                 labels = {"model_version": model_tag, "feature": name, "bin": str(index)}
                 metrics.expected_share.labels(**labels).set(share)
-                children.append(metrics.values.labels(**labels))
+                children.append(buffer.counter(metrics.values.labels(**labels)))
             self._children.append(children)
 
     def record_one(self, values: Sequence[float]) -> None:
