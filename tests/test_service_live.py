@@ -23,6 +23,7 @@ import pytest
 
 from iris_classifier.serving.config import MAX_BATCH_ROWS
 from tests.conftest import SEED_FLOWER, SEED_TENSOR_REQUEST
+from tests.serving.test_prediction_log import PREDICTION_FIELDS
 
 pytestmark = pytest.mark.integration
 
@@ -246,17 +247,6 @@ ACCEPTED_HOSTILE = [
             ],
         },
     ),
-]
-PREDICTION_FIELDS = [
-    "log",
-    "time",
-    "replica",
-    "request_id",
-    "route",
-    "model_version",
-    "rows",
-    "rows_left_out",
-    "flowers",
 ]
 
 

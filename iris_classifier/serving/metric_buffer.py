@@ -39,8 +39,8 @@ logger = logging.getLogger("iris_classifier.metrics")
 FLUSH_SECONDS = 1.0
 
 
-class BufferedCounter:
-    """A Counter child's `inc`, counted in memory."""
+class BufferedTotal:
+    """One stored value's running total, kept in memory and written when it changed."""
 
     __slots__ = ("_lock", "_total", "_value", "_written")
 
@@ -48,12 +48,6 @@ class BufferedCounter:
         self._lock = lock
         self._value = value
         self._total = self._written = value.get()
-
-    def inc(self, amount: float = 1) -> None:
-        if amount < 0:
-            raise ValueError("Counters can only be incremented by non-negative amounts.")
-        with self._lock:
-            self._total += amount
 
     def _write(self) -> None:
         with self._lock:
@@ -63,15 +57,22 @@ class BufferedCounter:
             self._written = total
 
 
-class BufferedGauge:
+class BufferedCounter(BufferedTotal):
+    """A Counter child's `inc`, counted in memory."""
+
+    __slots__ = ()
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        with self._lock:
+            self._total += amount
+
+
+class BufferedGauge(BufferedTotal):
     """A Gauge child's `inc`, `dec` and `set`, kept in memory."""
 
-    __slots__ = ("_lock", "_total", "_value", "_written")
-
-    def __init__(self, lock: threading.Lock, value: StoredValue) -> None:
-        self._lock = lock
-        self._value = value
-        self._total = self._written = value.get()
+    __slots__ = ()
 
     def inc(self, amount: float = 1) -> None:
         with self._lock:
@@ -84,13 +85,6 @@ class BufferedGauge:
     def set(self, value: float) -> None:
         with self._lock:
             self._total = float(value)
-
-    def _write(self) -> None:
-        with self._lock:
-            total = self._total
-        if total != self._written:
-            self._value.set(total)
-            self._written = total
 
 
 class BufferedHistogram:

@@ -48,6 +48,20 @@ def captured(tmp_path: Path) -> Iterator[Path]:
         handler.close()
 
 
+# A prediction line's fields, in the order they are written.
+PREDICTION_FIELDS = [
+    "log",
+    "time",
+    "replica",
+    "request_id",
+    "route",
+    "model_version",
+    "rows",
+    "rows_left_out",
+    "flowers",
+]
+
+
 def lines_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -187,17 +201,7 @@ def test_hostile_class_names_can_neither_break_a_line_nor_add_a_field(captured: 
     assert len(line.splitlines()) == 1
     assert len(line) < 64 * 1024
     entry = json.loads(line)
-    assert list(entry) == [
-        "log",
-        "time",
-        "replica",
-        "request_id",
-        "route",
-        "model_version",
-        "rows",
-        "rows_left_out",
-        "flowers",
-    ]
+    assert list(entry) == PREDICTION_FIELDS
     assert entry["log"] == "prediction"
     assert entry["model_version"] == "iris_classifier:v1\nFAKE"
     for flower in entry["flowers"]:
