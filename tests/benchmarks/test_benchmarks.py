@@ -161,6 +161,8 @@ def test_the_ceiling_is_paired_with_the_service_round_by_round() -> None:
     assert (
         "| single-flower req/s, `bentoml` / `ceiling` | 0.40x | 0.30, 0.50 | 0.4x | met |" in lines
     )
+    # The same CPU seconds over the same time: CPU per request is the inverse of the rate.
+    assert "| CPU per request, `ceiling` / `bentoml` | 0.40x | 0.30, 0.50 | 0.4x | met |" in lines
     results[3] = round_result("ceiling", 2, 6000, 100_000, 10)
     lines = ceiling_lines(results, "bentoml", "ceiling")
     assert (
@@ -183,10 +185,13 @@ def test_each_setting_is_paired_with_the_service_as_it_ships() -> None:
     )
     # req/s: the median of 0.98 and 0.95; the same CPU seconds over fewer requests: of 1/0.98
     # and 1/0.95; the batch rates: of 1.0 and 0.95.
-    assert "| `bentoml-auth`: tokens | 0.965x | 1.000x | 1.037x | 0.975x | 0.980, 0.950 |" in lines
+    assert (
+        "| `bentoml-auth`: tokens | 0.965x | 1.000x | 1.037x | 0.975x | 0.980, 0.950 "
+        "| 1.020, 1.053 |"
+    ) in lines
     assert (
         "| `bentoml-prediction-log`: bentoml-prediction-log | 1.000x | 1.000x | 1.000x | 1.000x "
-        "| 1.000 |"
+        "| 1.000 | 1.000 |"
     ) in lines
     assert setting_lines(results, "bentoml", ["bentoml-random-forest"], {}) == []
 
