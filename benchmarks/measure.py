@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -113,12 +115,37 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def check_answers(base_url: str) -> None:
+@dataclass(frozen=True)
+class Access:
+    """What a server is started with beyond its own settings, and what every request carries."""
+
+    env: dict[str, str]
+    authorization: str = ""  # the Authorization header, when the server requires a token
+
+
+@contextlib.contextmanager
+def access_for(server: Server) -> Iterator[Access]:
+    """For a server with bearer tokens on, a fresh token in a file of its own while it runs."""
+    if not server.bearer_token:
+        yield Access(env=server.env)
+        return
+    token = secrets.token_urlsafe(32)
+    with tempfile.TemporaryDirectory(prefix="bench-tokens-") as directory:
+        token_file = Path(directory) / "tokens"
+        token_file.write_text(token + "\n")
+        yield Access(
+            env={**server.env, "IRIS_TOKEN_FILE": str(token_file)},
+            authorization=f"Bearer {token}",
+        )
+
+
+def check_answers(base_url: str, authorization: str = "") -> None:
     """Fail the round early if the server does not answer the contract at all."""
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
     request = urllib.request.Request(
-        f"{base_url}/iris/classify_iris",
-        data=json.dumps(SAMPLE_FLOWER).encode(),
-        headers={"Content-Type": "application/json"},
+        f"{base_url}/iris/classify_iris", data=json.dumps(SAMPLE_FLOWER).encode(), headers=headers
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         body = json.loads(response.read())
@@ -129,6 +156,13 @@ def check_answers(base_url: str) -> None:
 def measure_round(
     server: Server, round_index: int, settings: LoadSettings, log_dir: Path
 ) -> RoundResult:
+    with access_for(server) as access:
+        return measure_started(server, access, round_index, settings, log_dir)
+
+
+def measure_started(
+    server: Server, access: Access, round_index: int, settings: LoadSettings, log_dir: Path
+) -> RoundResult:
     log_path = log_dir / f"{server.name}-round{round_index}.log"
 
     @contextlib.contextmanager
@@ -138,7 +172,7 @@ def measure_round(
         with running(
             ["taskset", "-c", settings.server_cpus, *server.command(port)],
             ready_url=f"http://127.0.0.1:{port}{server.ready_path}",
-            env=server.env,
+            env=access.env,
             log_path=log_path,
             cwd=REPO_ROOT,
             timeout=120,
@@ -148,7 +182,8 @@ def measure_round(
     with on_free_port(timed_start) as ((process, cold_start_s), port):
         base_url = f"http://127.0.0.1:{port}"
         cold_start_cpu_s = tree_cpu_seconds(process.pid)
-        check_answers(base_url)
+        check_answers(base_url, access.authorization)
+        script_env = {"BENCH_AUTHORIZATION": access.authorization}
         if settings.warmup_seconds > 0:
             run_wrk(
                 base_url,
@@ -156,6 +191,7 @@ def measure_round(
                 seconds=settings.warmup_seconds,
                 connections=settings.single_connections,
                 cpus=settings.load_cpus,
+                script_env=script_env,
             )
         cpu_before_single = tree_cpu_seconds(process.pid)
         single = run_wrk(
@@ -164,6 +200,7 @@ def measure_round(
             seconds=settings.single_seconds,
             connections=settings.single_connections,
             cpus=settings.load_cpus,
+            script_env=script_env,
         )
         cpu_before_batch = tree_cpu_seconds(process.pid)
         batch = run_wrk(
@@ -173,6 +210,7 @@ def measure_round(
             connections=settings.batch_connections,
             cpus=settings.load_cpus,
             batch_rows=settings.batch_rows,
+            script_env=script_env,
         )
         cpu_after_batch = tree_cpu_seconds(process.pid)
         rss_mb, pss_mb = tree_memory_mb(process.pid)

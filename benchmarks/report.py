@@ -95,6 +95,87 @@ def paired_ratios(results: list[RoundResult], server: str, reference: str) -> di
     }
 
 
+def round_ratios(results: list[RoundResult], server: str, reference: str, key: str) -> list[float]:
+    """Each round's ratio of `server` to `reference` in `key`, in round order."""
+    by_round: dict[int, dict[str, dict[str, object]]] = {}
+    for result in results:
+        by_round.setdefault(result.round_index, {})[result.server] = result.as_dict()
+    return [
+        ratio(float(row[server][key]), float(row[reference][key]))
+        for _, row in sorted(by_round.items())
+        if server in row and reference in row
+    ]
+
+
+# The issue's aim for the service against the bare ASGI app on the same uvicorn.
+CEILING_TARGET = 0.4
+
+
+def ceiling_lines(results: list[RoundResult], service: str, ceiling: str) -> list[str]:
+    """The service's single-flower rate as a share of the ceiling's, paired per round."""
+    rates = round_ratios(results, service, ceiling, "single_rps")
+    if not rates:
+        return []
+    # The same share in CPU time: steadier than the rates where other work shares the CPU.
+    cpu = round_ratios(results, ceiling, service, "cpu_us_per_request")
+    rows = []
+    for label, values in (
+        (f"single-flower req/s, `{service}` / `{ceiling}`", rates),
+        (f"CPU per request, `{ceiling}` / `{service}`", cpu),
+    ):
+        median = statistics.median(values)
+        verdict = "met" if median >= CEILING_TARGET else "missed"
+        shown = ", ".join(f"{value:.2f}" for value in values)
+        rows.append(f"| {label} | {median:.2f}x | {shown} | {CEILING_TARGET:.1f}x | {verdict} |")
+    return [
+        "",
+        f"The ceiling: `{service}` against `{ceiling}`, the least an ASGI app on the same "
+        "uvicorn does for a flower, paired per round:",
+        "",
+        "| ratio | median | rounds | target | verdict |",
+        "| --- | ---: | --- | ---: | --- |",
+        *rows,
+    ]
+
+
+# What a setting's row shows, each a paired ratio to the service with the setting off.
+SETTING_RATIOS = (
+    ("single_rps", "single req/s"),
+    ("single_p99_ms", "p99"),
+    ("cpu_us_per_request", "CPU per req"),
+    ("flowers_per_second", "flowers/s"),
+)
+
+
+def setting_lines(
+    results: list[RoundResult], service: str, settings: Iterable[str], descriptions: dict[str, str]
+) -> list[str]:
+    """Each setting's server against the service with the setting off, paired per round."""
+    rows = []
+    for server in settings:
+        per_round = {key: round_ratios(results, server, service, key) for key, _ in SETTING_RATIOS}
+        if not per_round["single_rps"]:
+            continue
+        cells = [f"{statistics.median(per_round[key]):.3f}x" for key, _ in SETTING_RATIOS]
+        rates = ", ".join(f"{value:.3f}" for value in per_round["single_rps"])
+        cpu = ", ".join(f"{value:.3f}" for value in per_round["cpu_us_per_request"])
+        what = descriptions.get(server, server)
+        rows.append(f"| `{server}`: {what} | " + " | ".join(cells) + f" | {rates} | {cpu} |")
+    if not rows:
+        return []
+    return [
+        "",
+        f"Settings, each against `{service}` as it ships, paired per round (below 1x for req/s "
+        "and flowers/s, above 1x for p99 and CPU per request, is what the setting costs):",
+        "",
+        "| setting | "
+        + " | ".join(heading for _, heading in SETTING_RATIOS)
+        + " | req/s per round | CPU per req per round |",
+        "| --- | " + " | ".join("---:" for _ in SETTING_RATIOS) + " | --- | --- |",
+        *rows,
+    ]
+
+
 def cpu_busy_share(result: RoundResult) -> float:
     """Share of the time the server's process tree was on a CPU during the single-flower load:
     CPU time per request times requests per second."""
@@ -174,6 +255,8 @@ def render_markdown(
     reference: str,
     chart_name: str,
     descriptions: dict[str, str] | None = None,
+    ceiling: str | None = None,
+    paired_settings: Iterable[str] = (),
 ) -> str:
     summary = medians(results)
     servers = list(summary)
@@ -232,6 +315,9 @@ def render_markdown(
             if paired:
                 cells = [f"{paired[key]:.2f}x" for key, _ in RATIOS]
                 lines.append(f"| {server} | " + " | ".join(cells) + " |")
+    if ceiling is not None:
+        lines += ceiling_lines(results, service, ceiling)
+    lines += setting_lines(results, service, paired_settings, descriptions or {})
     checks = targets(summary, service, reference)
     if checks:
         lines += [

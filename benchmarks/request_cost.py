@@ -20,8 +20,8 @@ work on the machine counts as little as possible):
 Over HTTP, as the CPU time of the server's process tree during a wrk load divided by the
 requests it answered (server on --server-cpus, wrk on --load-cpus, as `make bench` runs them):
 `bentoml serve` of the service, whose figure less the whole ASGI app is uvicorn and HTTP; and
-the ceiling, `benchmarks/baselines/ceiling.py` on the same uvicorn, which parses the JSON and
-answers a fixed body.
+the ceiling, `benchmarks/baselines/ceiling.py` on the same uvicorn, which parses the flower
+and answers a fixed linear model's JSON (`make bench` runs the same app).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import orjson
 
 from benchmarks.loadgen import run_wrk
 from benchmarks.measure import tree_cpu_seconds
-from benchmarks.servers import uvicorn_command
+from benchmarks.servers import CEILING
 from harness import cli
 from harness.cpus import add_pinning_arguments, resolve_pinning
 from harness.processes import (
@@ -68,7 +68,6 @@ V2_BODY = json.dumps(
     }
 ).encode()
 ROUTES = (("seed", SEED_PATH, SEED_BODY), ("v2", V2_PATH, V2_BODY))
-CEILING_APP = "benchmarks.baselines.ceiling:app"
 
 
 def best_cpu_us(run: Callable[[int], None], calls: int, repeats: int) -> float:
@@ -337,10 +336,6 @@ def http_cost_us(
     return statistics.median(costs)
 
 
-def ceiling_command(port: int) -> list[str]:
-    return [*uvicorn_command(CEILING_APP)(port), "--no-access-log", "--log-level", "warning"]
-
-
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -358,7 +353,7 @@ def render(costs: dict[str, RouteCost], harness_us: float, ceiling_us: float | N
         ("service middlewares (BentoML, edge)", seed.middleware_us, v2.middleware_us),
         ("uvicorn, HTTP and the rest of `bentoml serve`", seed.server_us, v2.server_us),
         ("total: `bentoml serve`, CPU per request", seed.http_us, v2.http_us),
-        ("ceiling: parse JSON, fixed answer, same uvicorn", ceiling_us, ceiling_us),
+        ("ceiling: parse the flower, fixed model, same uvicorn", ceiling_us, ceiling_us),
     ]
     lines = [
         "| layer | `/iris/classify_iris` µs | V2 JSON infer µs |",
@@ -415,7 +410,12 @@ def main(argv: list[str] | None = None) -> int:
                 costs[name] = RouteCost(**{**costs[name].__dict__, "http_us": http})
             logger.info("over HTTP: the ceiling")
             ceiling = http_cost_us(
-                ceiling_command, "/", SEED_PATH, SEED_BODY, args, log_dir / "ceiling.log"
+                CEILING.command,
+                CEILING.ready_path,
+                SEED_PATH,
+                SEED_BODY,
+                args,
+                log_dir / "ceiling.log",
             )
     table = render(costs, harness, ceiling)
     print(table)

@@ -26,8 +26,10 @@ from benchmarks.servers import (
     ALL_SERVERS,
     BENTOML,
     BENTOML_RANDOM_FOREST,
+    CEILING,
     RANDOM_FOREST_HOME_VARIABLE,
     REFERENCE,
+    SETTINGS_PAIRED_WITH_SERVICE,
 )
 from harness import cli
 from harness.cpus import add_pinning_arguments, resolve_pinning
@@ -107,6 +109,8 @@ def run(args: argparse.Namespace, command: str) -> list[RoundResult]:
         reference=REFERENCE,
         chart_name="latest.png",
         descriptions={server.name: server.description for server in servers},
+        ceiling=CEILING.name,
+        paired_settings=SETTINGS_PAIRED_WITH_SERVICE,
     )
     (args.output / "latest.md").write_text(markdown)
     render_chart(results, args.output / "latest.png", service=BENTOML.name, reference=REFERENCE)

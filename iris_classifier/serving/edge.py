@@ -12,9 +12,10 @@ plain-text 500 or 503, BentoML's 429) leaves in the one refusal shape (refusals.
 
 BentoML's timeout layer leaves each request's timer in the event loop for the whole timeout
 (README.md says what that cost); `RequestTimeout` takes its place, at the same depth and with
-the same seconds, and cancels its timer as soon as the answer starts. BentoML's request metrics
-layer makes way for `RequestMetrics` (request_metrics.py), which counts the same series in
-memory, when the edge is given the process's metric buffer.
+the same seconds, and forgets a request as soon as its answer starts, all requests of an event
+loop sharing one timer. BentoML's request metrics layer makes way for `RequestMetrics`
+(request_metrics.py), which counts the same series in memory, when the edge is given the
+process's metric buffer.
 """
 
 from __future__ import annotations
@@ -71,6 +72,83 @@ def reshaped(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> Re
     return Refusal(status, said, headers=kept)
 
 
+class Deadlines:
+    """The unanswered requests of one event loop, oldest first, under one timer.
+
+    Every request gets the same seconds, so deadlines fall in the order requests arrive: one
+    timer, armed for the oldest request still unanswered, serves them all. It is armed once the
+    loop turns, not per request: most requests are answered within the turn they arrive in and
+    never need it. A request then costs a dictionary entry instead of a timer of its own and the
+    `asyncio.timeout` context around it. The timer is cancelled whenever no request is left, so
+    none outlives the answers.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self.loop = loop
+        self.seconds = seconds
+        self.pending: dict[TimedRequest, None] = {}  # insertion order is deadline order
+        self.timer: asyncio.TimerHandle | None = None
+        self.armed_for = 0.0
+        self.arming = False
+
+    def add(self, request: TimedRequest) -> None:
+        request.deadline = self.loop.time() + self.seconds
+        self.pending[request] = None
+        if self.timer is None and not self.arming:
+            self.arming = True
+            self.loop.call_soon(self._arm_for_oldest)
+
+    def discard(self, request: TimedRequest) -> None:
+        pending = self.pending
+        pending.pop(request, None)
+        if not pending and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _arm_for_oldest(self) -> None:
+        self.arming = False
+        if self.pending and self.timer is None:
+            self._arm(next(iter(self.pending)).deadline)
+
+    def _arm(self, deadline: float) -> None:
+        self.armed_for = deadline
+        self.timer = self.loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        # Due is what the timer was armed for: the loop may run it a clock tick early, and
+        # asyncio.timeout expires then too.
+        self.timer = None
+        pending = self.pending
+        while pending:
+            oldest = next(iter(pending))
+            if oldest.deadline > self.armed_for:
+                self._arm(oldest.deadline)
+                return
+            del pending[oldest]
+            oldest.expired = True
+            oldest.task.cancel()
+
+
+class TimedRequest:
+    """One request under a `RequestTimeout`; its `send` ends the time when the answer starts."""
+
+    __slots__ = ("answered", "deadline", "deadlines", "downstream", "expired", "task")
+
+    def __init__(self, deadlines: Deadlines, task: asyncio.Task[Any], downstream: Send) -> None:
+        self.deadlines = deadlines
+        self.task = task
+        self.downstream = downstream
+        self.deadline = 0.0
+        self.answered = False
+        self.expired = False
+
+    async def send(self, message: Message) -> None:
+        if not self.answered:
+            self.answered = True
+            self.deadlines.discard(self)
+        await self.downstream(message)
+
+
 class RequestTimeout:
     """A 504 in the refusal shape for a request not answered within `seconds`; the application
     is cancelled. The time runs until the answer starts, as BentoML's did."""
@@ -78,28 +156,40 @@ class RequestTimeout:
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
         self.seconds = seconds
+        # A worker runs one event loop; a new loop (a test's) starts its own deadlines.
+        self.deadlines: Deadlines | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        answered = False
-
-        async def send_started(message: Message) -> None:
-            nonlocal answered
-            if not answered:
-                answered = True
-                deadline.reschedule(None)  # the time ends when the answer starts; the timer goes
-            await send(message)
-
+        task = asyncio.current_task()
+        assert task is not None  # an ASGI server runs every request in a task
+        deadlines = self.deadlines
+        if deadlines is None or deadlines.loop is not task.get_loop():
+            deadlines = self.deadlines = Deadlines(task.get_loop(), self.seconds)
+        cancelling = task.cancelling()
+        request = TimedRequest(deadlines, task, send)
+        deadlines.add(request)
         try:
-            async with asyncio.timeout(self.seconds) as deadline:
-                await self.app(scope, receive, send_started)
-        except TimeoutError:
-            if not deadline.expired() or answered:
+            await self.app(scope, receive, request.send)
+        except asyncio.CancelledError:
+            # asyncio.timeout's rule: the cancellation is the timeout's only if nothing else
+            # asked to cancel the task meanwhile; otherwise it goes on.
+            if not request.expired or task.uncancel() > cancelling or request.answered:
                 raise
-            error = f"not answered within the request timeout of {self.seconds:g} s"
-            await send_refusal(send, Refusal(504, error))
+        except BaseException:
+            if request.expired:
+                task.uncancel()
+            raise
+        else:
+            if request.expired:  # the application swallowed the cancellation and answered
+                task.uncancel()
+            return
+        finally:
+            deadlines.discard(request)
+        error = f"not answered within the request timeout of {self.seconds:g} s"
+        await send_refusal(send, Refusal(504, error))
 
 
 def replace_timeout(stack: ASGIApp) -> bool:

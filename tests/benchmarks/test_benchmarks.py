@@ -22,9 +22,20 @@ from pathlib import Path
 import pytest
 
 from benchmarks import request_cost, v2
+from benchmarks.baselines import ceiling
 from benchmarks.loadgen import WrkResult, parse_wrk_output
-from benchmarks.measure import RoundResult
-from benchmarks.report import cell, cpu_column_note, medians, paired_ratios, ratio, targets
+from benchmarks.measure import RoundResult, access_for
+from benchmarks.report import (
+    ceiling_lines,
+    cell,
+    cpu_column_note,
+    medians,
+    paired_ratios,
+    ratio,
+    setting_lines,
+    targets,
+)
+from benchmarks.servers import ALL_SERVERS, BENTOML, BENTOML_AUTH
 from harness.cpus import allowed_cpus
 from harness.processes import REPO_ROOT
 from iris_classifier.serving.config import MAX_BATCH_ROWS
@@ -138,6 +149,106 @@ def test_report_says_what_cpu_per_request_means_from_how_busy_the_cpu_was() -> N
     assert "other work shared the pinned CPU" in cpu_column_note(shared)
 
 
+def test_the_ceiling_is_paired_with_the_service_round_by_round() -> None:
+    results = [
+        round_result("bentoml", 1, 3000, 100_000, 10),
+        round_result("ceiling", 1, 10_000, 100_000, 10),
+        round_result("bentoml", 2, 2000, 100_000, 10),
+        round_result("ceiling", 2, 4000, 100_000, 10),
+        round_result("ceiling", 3, 9000, 100_000, 10),  # no service in round 3: not paired
+    ]
+    lines = ceiling_lines(results, "bentoml", "ceiling")
+    assert (
+        "| single-flower req/s, `bentoml` / `ceiling` | 0.40x | 0.30, 0.50 | 0.4x | met |" in lines
+    )
+    # The same CPU seconds over the same time: CPU per request is the inverse of the rate.
+    assert "| CPU per request, `ceiling` / `bentoml` | 0.40x | 0.30, 0.50 | 0.4x | met |" in lines
+    results[3] = round_result("ceiling", 2, 6000, 100_000, 10)
+    lines = ceiling_lines(results, "bentoml", "ceiling")
+    assert (
+        "| single-flower req/s, `bentoml` / `ceiling` | 0.32x | 0.30, 0.33 | 0.4x | missed |"
+        in lines
+    )
+    assert ceiling_lines(results[:1], "bentoml", "ceiling") == []
+
+
+def test_each_setting_is_paired_with_the_service_as_it_ships() -> None:
+    results = [
+        round_result("bentoml", 1, 3000, 200_000, 10),
+        round_result("bentoml-auth", 1, 2940, 200_000, 10),
+        round_result("bentoml", 2, 2000, 100_000, 10),
+        round_result("bentoml-auth", 2, 1900, 95_000, 10),
+        round_result("bentoml-prediction-log", 2, 2000, 100_000, 10),
+    ]
+    lines = setting_lines(
+        results, "bentoml", ["bentoml-auth", "bentoml-prediction-log"], {"bentoml-auth": "tokens"}
+    )
+    # req/s: the median of 0.98 and 0.95; the same CPU seconds over fewer requests: of 1/0.98
+    # and 1/0.95; the batch rates: of 1.0 and 0.95.
+    assert (
+        "| `bentoml-auth`: tokens | 0.965x | 1.000x | 1.037x | 0.975x | 0.980, 0.950 "
+        "| 1.020, 1.053 |"
+    ) in lines
+    assert (
+        "| `bentoml-prediction-log`: bentoml-prediction-log | 1.000x | 1.000x | 1.000x | 1.000x "
+        "| 1.000 | 1.000 |"
+    ) in lines
+    assert setting_lines(results, "bentoml", ["bentoml-random-forest"], {}) == []
+
+
+def test_a_server_with_tokens_on_gets_a_fresh_token_file_and_its_header() -> None:
+    with access_for(BENTOML_AUTH) as first, access_for(BENTOML_AUTH) as second:
+        token_file = Path(first.env["IRIS_TOKEN_FILE"])
+        token = token_file.read_text().strip()
+        assert first.authorization == f"Bearer {token}"
+        assert len(token) >= 32
+        assert second.authorization != first.authorization
+    assert not token_file.exists()
+    with access_for(BENTOML) as plain:
+        assert (plain.env, plain.authorization) == (BENTOML.env, "")
+
+
+def test_the_prediction_log_setting_reaches_its_servers_environment() -> None:
+    """The service reads IRIS_PREDICTION_LOG_RATE from its environment; the harness must pass
+    it, and to that server only."""
+    with access_for(ALL_SERVERS["bentoml-prediction-log"]) as access:
+        assert access.env["IRIS_PREDICTION_LOG_RATE"] == "0.01"
+    with access_for(BENTOML) as access:
+        assert "IRIS_PREDICTION_LOG_RATE" not in access.env
+
+
+@pytest.fixture(scope="module")
+def ceiling_client() -> Iterator:
+    from starlette.testclient import TestClient
+
+    with TestClient(ceiling.app) as client:
+        yield client
+
+
+def test_the_ceiling_computes_its_answer_from_the_flower(ceiling_client) -> None:
+    setosa = ceiling_client.post("/iris/classify_iris", json=SAMPLE_FLOWER)
+    virginica = ceiling_client.post(
+        "/iris/classify_iris",
+        json={"sepal_length": 6.5, "sepal_width": 3.0, "petal_length": 5.5, "petal_width": 2.0},
+    )
+    assert (setosa.status_code, setosa.json()["class"]) == (200, "setosa")
+    assert (virginica.status_code, virginica.json()["class"]) == (200, "virginica")
+    assert sum(setosa.json()["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    assert set(setosa.json()) == {
+        "class",
+        "probability",
+        "probabilities",
+        "model_version",
+        "out_of_range",
+    }
+    batch = ceiling_client.post(
+        "/iris/classify_batch", json={"flowers": [SAMPLE_FLOWER, SAMPLE_FLOWER]}
+    )
+    assert [row["class"] for row in batch.json()["predictions"]] == ["setosa", "setosa"]
+    assert ceiling_client.post("/iris/classify_iris", json={"sepal_length": 5}).status_code == 400
+    assert ceiling_client.get("/readyz").status_code == 200
+
+
 def require_pinning() -> None:
     """What a benchmark run needs: wrk, taskset, and two CPUs to give the server and wrk one each."""
     require_tools("wrk", "taskset")
@@ -210,7 +321,7 @@ def test_smoke_run_measures_every_server(
 
     raw = json.loads((tmp_path / "latest.json").read_text())
     rounds = {row["server"]: row for row in raw["rounds"]}
-    assert set(rounds) == {"bentoml", "bentoml-random-forest", "fastapi", "fit-per-request"}
+    assert set(rounds) == set(ALL_SERVERS)
     for row in rounds.values():
         assert row["single_failed"] == 0
         assert row["batch_failed"] == 0
@@ -222,6 +333,9 @@ def test_smoke_run_measures_every_server(
     assert "| bentoml-random-forest |" in report
     assert "`fit-per-request`: baseline (b)" in report
     assert "Targets for `bentoml`" in report
+    assert "| single-flower req/s, `bentoml` / `ceiling` |" in report
+    assert "| `bentoml-auth`: this service with bearer tokens on" in report
+    assert "| `bentoml-prediction-log`: this service logging 1 %" in report
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -340,7 +454,7 @@ def test_request_cost_layers_are_the_differences_of_nested_measurements() -> Non
     assert cost.server_us == pytest.approx(250.0)
     table = request_cost.render({"seed": cost, "v2": cost}, 2.0, 70.0)
     assert "| route table (body read, dispatch, send) | 16.0 | 16.0 |" in table
-    assert "| ceiling: parse JSON, fixed answer, same uvicorn | 70.0 | 70.0 |" in table
+    assert "| ceiling: parse the flower, fixed model, same uvicorn | 70.0 | 70.0 |" in table
 
 
 @pytest.mark.integration

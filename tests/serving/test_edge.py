@@ -8,6 +8,7 @@ the request timeout (504) on a live server, in tests/test_service_live.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -199,6 +200,80 @@ def test_the_request_timeout_ends_when_the_answer_starts() -> None:
 
     statuses, timers = run_requests(RequestTimeout(slow_body, seconds=0.05), 1)
     assert (statuses, bodies, timers) == ([200], [b"late"], 0)
+
+
+def test_each_request_has_its_own_time_under_the_shared_timer() -> None:
+    """An older request timing out neither cuts a younger one short nor leaves it untimed."""
+    seconds = 0.3
+    outcomes: dict[str, tuple[int, float]] = {}
+
+    async def app(scope, receive, send) -> None:
+        await asyncio.sleep(scope["answer_after"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    layer = RequestTimeout(app, seconds=seconds)
+
+    async def request(name: str, start_after: float, answer_after: float) -> None:
+        await asyncio.sleep(start_after)
+        started = time.monotonic()
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                outcomes[name] = (message["status"], time.monotonic() - started)
+
+        scope = {"type": "http", "path": "/", "method": "GET", "answer_after": answer_after}
+        await layer(scope, receive, send)
+
+    async def main() -> int:
+        timers = TimerLog(asyncio.get_running_loop())
+        await asyncio.gather(
+            request("old, stuck", 0, 60),
+            request("young, answers after the old one's deadline", 0.15, 0.25),
+            request("young, stuck", 0.15, 60),
+        )
+        return timers.due()
+
+    due = asyncio.run(main())
+    assert {name: status for name, (status, _) in outcomes.items()} == {
+        "old, stuck": 504,
+        "young, answers after the old one's deadline": 200,
+        "young, stuck": 504,
+    }
+    assert outcomes["young, stuck"][1] >= seconds
+    assert due == 0
+
+
+def test_the_request_timeout_lets_another_cancellation_through() -> None:
+    """A request cancelled for another reason (the server stopping it) is not answered 504."""
+    statuses: list[int] = []
+
+    async def stuck(scope, receive, send) -> None:
+        await asyncio.sleep(60)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def main() -> bool:
+        layer = RequestTimeout(stuck, seconds=60)
+        task = asyncio.create_task(
+            layer({"type": "http", "path": "/", "method": "GET"}, receive, send)
+        )
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return task.cancelled()
+
+    assert asyncio.run(main())
+    assert statuses == []
 
 
 def test_the_request_timeout_lets_the_applications_own_timeout_error_through() -> None:
