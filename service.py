@@ -25,7 +25,7 @@ import bentoml
 
 from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.model_format import ModelError, version_of
-from iris_classifier.serving import card, joined_writes
+from iris_classifier.serving import card, uvicorn_seam
 from iris_classifier.serving.config import Settings
 from iris_classifier.serving.contract import (
     BatchClassification,
@@ -228,4 +228,4 @@ IrisClassifier.add_asgi_middleware(
 )
 IrisClassifier.add_asgi_middleware(RouteMiddleware, table=routes)
 # Each answer's head and body in one system call (serving/joined_writes.py says how).
-joined_writes.install()
+uvicorn_seam.join_response_writes()

@@ -7,10 +7,8 @@ one would do (benchmarks/README.md measures both). Here the protocol's transport
 response head until the next write, which sends both together, or until the event loop's turn
 ends, so a head whose body comes later (a stream) is never held longer than that turn.
 
-BentoML builds uvicorn's configuration itself and leaves the protocol to "auto"; `install()`
-is the one place that points "auto" at the protocol below, in whatever process imports the
-service, before its server loads the configuration.
-tests/serving/test_joined_writes.py fails by name when uvicorn moves what this relies on.
+The transport here is plain asyncio; putting it under uvicorn's protocol reaches into uvicorn,
+and so lives in uvicorn_seam.py (`join_response_writes`).
 """
 
 from __future__ import annotations
@@ -18,11 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn import config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 RESPONSE_HEAD_START = b"HTTP/1.1 "
-PROTOCOL = "iris_classifier.serving.joined_writes:JoinedWritesProtocol"
 
 
 class HeadHoldingTransport:
@@ -65,15 +59,3 @@ class HeadHoldingTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
-
-
-class JoinedWritesProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, writing through a `HeadHoldingTransport`."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
-
-
-def install() -> None:
-    """Make uvicorn's "auto" HTTP protocol this module's (pyproject.toml pins httptools)."""
-    config.HTTP_PROTOCOLS["auto"] = PROTOCOL

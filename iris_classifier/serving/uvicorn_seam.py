@@ -1,5 +1,5 @@
-"""Where the service reaches under BentoML into uvicorn, for the connection guard
-(slow_clients.py), in this one place.
+"""Where the service reaches under BentoML into uvicorn, in this one place: for the connection
+guard (slow_clients.py) and for a response's head and body in one write (joined_writes.py).
 
 BentoML builds uvicorn's `Config` and `Server` itself and lets a service choose neither its HTTP
 protocol class nor a hook around connections; an ASGI application sees a connection only once a
@@ -13,7 +13,11 @@ against both protocol implementations uvicorn may pick (httptools when installed
   head, a new object as soon as a head is parsed, with `response_complete` set once its answer
   is sent;
 - a protocol that upgrades a connection (a WebSocket) hands it over with the transport's
-  `set_protocol`, asyncio's own API.
+  `set_protocol`, asyncio's own API;
+- BentoML leaves uvicorn's HTTP protocol to "auto", which uvicorn looks up in
+  `config.HTTP_PROTOCOLS` when its server loads the configuration, after the worker has
+  imported the service; the httptools protocol writes through the transport it is given in
+  `connection_made` (tests/serving/test_joined_writes.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+
+from uvicorn import config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from iris_classifier.serving.joined_writes import HeadHoldingTransport
 
 ProtocolWrapper = Callable[[asyncio.Protocol], asyncio.Protocol]
 
@@ -49,3 +58,19 @@ def answering(protocol: asyncio.Protocol) -> bool:
     """Whether a request is being read or answered, so the bytes that come are its body."""
     cycle = protocol.cycle  # type: ignore[attr-defined]
     return cycle is not None and not cycle.response_complete
+
+
+JOINED_WRITES_PROTOCOL = "iris_classifier.serving.uvicorn_seam:JoinedWritesProtocol"
+
+
+class JoinedWritesProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, writing through a `HeadHoldingTransport`."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+
+def join_response_writes() -> None:
+    """Make uvicorn's "auto" HTTP protocol `JoinedWritesProtocol` (pyproject.toml pins
+    httptools), in whatever process imports the service, before its server loads it."""
+    config.HTTP_PROTOCOLS["auto"] = JOINED_WRITES_PROTOCOL
