@@ -191,15 +191,20 @@ def profile(args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = cli.parser("benchmarks.hot_path_profile", (__doc__ or "").splitlines()[0])
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "build" / "profile")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPO_ROOT / "build" / "profile",
+        help="directory for profile.md and the server's log",
+    )
     parser.add_argument(
         "--checkout", type=Path, default=REPO_ROOT, help="the code to serve (default: this one)"
     )
     parser.add_argument("--seconds", type=int, default=12, help="how long py-spy samples")
     parser.add_argument("--rate", type=int, default=250, help="samples a second")
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--server-cpus", default="0")
-    parser.add_argument("--load-cpus", default="1")
+    parser.add_argument("--connections", type=int, default=8, help="wrk's connections")
+    parser.add_argument("--server-cpus", default="0", help="CPUs the server is pinned to")
+    parser.add_argument("--load-cpus", default="1", help="CPUs wrk is pinned to")
     parser.add_argument("--py-spy", help="py-spy's path (default: the one on PATH)")
     return parser.parse_args(argv)
 

@@ -431,7 +431,7 @@ def test_v2_smoke_run_measures_every_workload_of_this_service(
     # One replica: BentoML's arbiter and its one worker.
     assert (memory["server"], memory["processes"]) == ("bentoml", 2)
     assert memory["rss_mb"] > 0
-    assert "<= 220 MB:" in report
+    assert "<= 200 MB:" in report
     require(
         memory["pss_mb"] is not None,
         "PSS cannot be read on this machine (no readable /proc/<pid>/smaps_rollup or smaps)",

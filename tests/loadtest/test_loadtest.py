@@ -556,10 +556,11 @@ def leftovers(run_id: str) -> list[str]:
 
 def ceiling_cpu_us_per_request(requests: int = 2000, rounds: int = 3) -> float:
     """CPU microseconds per answered request of the ceiling (benchmarks/baselines/ceiling.py,
-    uvicorn parsing the JSON and answering a fixed body), each request on a connection of its
+    uvicorn parsing the JSON and answering a small fixed model's JSON), each request on a connection of its
     own as the load test's users send them: the median of `rounds`."""
     from benchmarks.measure import tree_cpu_seconds
-    from benchmarks.request_cost import SEED_BODY, SEED_PATH, ceiling_command
+    from benchmarks.request_cost import SEED_BODY, SEED_PATH
+    from benchmarks.servers import ceiling_command
     from harness.processes import free_port, running
 
     port = free_port()
