@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -173,3 +175,12 @@ def test_past_the_bound_a_connection_is_refused_503_and_those_open_keep_working(
     assert refused.headers["retry-after"] == "1"
     assert again == [200] * MAX_CONNECTIONS
     assert freed == 200
+    # The refusal is on /metrics, for an alert; the scrape writes its worker's counts first.
+    with urllib.request.urlopen(f"http://127.0.0.1:{guarded_server}/metrics", timeout=10) as page:
+        exposition = page.read().decode()
+    refused_total = re.search(
+        r'^iris_connections_dropped_total\{reason="over_limit"\} ([0-9.e+]+)$', exposition, re.M
+    )
+    assert refused_total, exposition[-2000:]
+    assert float(refused_total.group(1)) >= 1
+    assert re.search(r"^iris_open_connections ", exposition, re.M), exposition[-2000:]

@@ -32,6 +32,8 @@ class Collectors:
     out_of_range_flowers: prometheus_client.Counter
     batch_rows: prometheus_client.Histogram
     model_info: prometheus_client.Gauge
+    connections_dropped: prometheus_client.Counter
+    open_connections: prometheus_client.Gauge
 
 
 @functools.cache
@@ -63,6 +65,17 @@ def collectors() -> Collectors:
             "1 for the model this replica serves.",
             ["model_version", "estimator"],
             multiprocess_mode="max",
+        ),
+        connections_dropped=prometheus_client.Counter(
+            "iris_connections_dropped",
+            "Connections closed before a request: head_timeout (no whole request head within "
+            "IRIS_HEAD_TIMEOUT_SECONDS) or over_limit (refused past IRIS_MAX_CONNECTIONS).",
+            ["reason"],
+        ),
+        open_connections=prometheus_client.Gauge(
+            "iris_open_connections",
+            "Client connections open, the ones counted against IRIS_MAX_CONNECTIONS.",
+            multiprocess_mode="livesum",
         ),
     )
 

@@ -33,6 +33,8 @@ from http import HTTPStatus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iris_classifier.serving import uvicorn_seam
+from iris_classifier.serving.metric_buffer import MetricBuffer, shared_buffer
+from iris_classifier.serving.metrics import collectors
 from iris_classifier.serving.refusals import Refusal, send_refusal
 
 logger = logging.getLogger("iris_classifier.http")
@@ -77,9 +79,19 @@ class ConnectionGuard:
     """Counts a replica's open connections and guards each one's protocol, once `install`ed on
     the loop the server runs in."""
 
-    def __init__(self, limits: ClientLimits, served_by: str) -> None:
+    def __init__(
+        self, limits: ClientLimits, served_by: str, buffer: MetricBuffer | None = None
+    ) -> None:
         self.limits = limits
         self.open = 0
+        buffer = buffer or shared_buffer()
+        metrics = collectors()
+        # The events `note` takes, as the reasons /metrics shows.
+        self._dropped = {
+            event: buffer.counter(metrics.connections_dropped.labels(reason))
+            for event, reason in (("head", "head_timeout"), ("refused", "over_limit"))
+        }
+        self.open_gauge = buffer.gauge(metrics.open_connections)
         self.lingering = 0
         self.installed = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -120,7 +132,8 @@ class ConnectionGuard:
         return GuardedConnection(protocol, self)
 
     def note(self, event: str) -> None:
-        """Count a closed or refused connection, for the next report line."""
+        """Count a closed or refused connection, on /metrics and for the next report line."""
+        self._dropped[event].inc()
         self._noted[event] += 1
         if self._report is None and self.loop is not None:
             self._report = self.loop.call_later(
@@ -161,6 +174,7 @@ class GuardedConnection(asyncio.Protocol):
             self._refuse()
             return
         self.guard.open += 1
+        self.guard.open_gauge.inc()
         self.inner.connection_made(transport)
         self._await_head(begun=False)
 
@@ -199,6 +213,7 @@ class GuardedConnection(asyncio.Protocol):
             self.guard.lingering -= 1
             return
         self.guard.open -= 1
+        self.guard.open_gauge.dec()
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:

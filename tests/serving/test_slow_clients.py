@@ -15,6 +15,7 @@ import uvloop
 from iris_classifier.serving import slow_clients
 from iris_classifier.serving.refusals import send_body
 from iris_classifier.serving.slow_clients import ClientLimits, ConnectionGuard, SlowClients
+from tests.serving.test_metrics import delta, snapshot
 from tests.support.raw_http import (
     Connections,
     closed_within,
@@ -110,7 +111,11 @@ def test_a_trickled_head_is_answered_408_and_closed_in_the_head_time(http: str) 
         assert await closed_within(reader, SLACK_SECONDS)
         assert time.monotonic() - opened < HEAD_SECONDS + SLACK_SECONDS
 
+    before = snapshot()
     served(http, test, guard_of(head_seconds=HEAD_SECONDS))
+    after = snapshot()
+    assert delta(before, after, "iris_connections_dropped_total", reason="head_timeout") == 1
+    assert delta(before, after, "iris_connections_dropped_total", reason="over_limit") == 0
 
 
 @pytest.mark.parametrize("http", PROTOCOLS)
@@ -150,10 +155,13 @@ def test_past_the_bound_a_connection_is_refused_503_and_those_open_keep_working(
         for reader, writer in held:
             writer.write(request())
             assert (await read_answer(reader)).status == 200
+        assert delta(before, snapshot(), "iris_open_connections") == MAX_CONNECTIONS
         reader, writer = await connect()
         writer.write(request())
         answer = await asyncio.wait_for(read_answer(reader), SLACK_SECONDS)
         assert "connections" in refusal_of(answer, 503)
+        # Refused connections are not open ones.
+        assert delta(before, snapshot(), "iris_open_connections") == MAX_CONNECTIONS
         assert answer.headers["retry-after"] == "1"
         assert await closed_within(reader, slow_clients.REFUSAL_LINGER_SECONDS + SLACK_SECONDS)
         for reader, writer in held:
@@ -166,8 +174,12 @@ def test_past_the_bound_a_connection_is_refused_503_and_those_open_keep_working(
         assert (await read_answer(reader)).status == 200
 
     guard = guard_of(max_connections=MAX_CONNECTIONS)
+    before = snapshot()
     served(http, test, guard)
     assert guard.open == 0
+    after = snapshot()
+    assert delta(before, after, "iris_connections_dropped_total", reason="over_limit") == 1
+    assert delta(before, after, "iris_open_connections") == 0
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
