@@ -33,8 +33,12 @@ from http import HTTPStatus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iris_classifier.serving import uvicorn_seam
-from iris_classifier.serving.metric_buffer import MetricBuffer, shared_buffer
-from iris_classifier.serving.metrics import collectors
+from iris_classifier.serving.metric_buffer import (
+    BufferedCounter,
+    BufferedGauge,
+    MetricBuffer,
+    shared_buffer,
+)
 from iris_classifier.serving.refusals import Refusal, send_refusal
 
 logger = logging.getLogger("iris_classifier.http")
@@ -84,14 +88,10 @@ class ConnectionGuard:
     ) -> None:
         self.limits = limits
         self.open = 0
-        buffer = buffer or shared_buffer()
-        metrics = collectors()
-        # The events `note` takes, as the reasons /metrics shows.
-        self._dropped = {
-            event: buffer.counter(metrics.connections_dropped.labels(reason))
-            for event, reason in (("head", "head_timeout"), ("refused", "over_limit"))
-        }
-        self.open_gauge = buffer.gauge(metrics.open_connections)
+        self._buffer = buffer
+        # Bound by `install`, which only the worker's start runs.
+        self._dropped: dict[str, BufferedCounter] = {}
+        self.open_gauge: BufferedGauge | None = None
         self.lingering = 0
         self.installed = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -121,6 +121,18 @@ class ConnectionGuard:
         if self.installed or not self.enabled:
             return
         self.installed, self.loop = True, loop
+        # Imported here, in the worker: the arbiter imports this module too, and metrics.py
+        # brings NumPy, which only predicting needs.
+        from iris_classifier.serving.metrics import collectors
+
+        buffer = self._buffer or shared_buffer()
+        metrics = collectors()
+        # The events `note` takes, as the reasons /metrics shows.
+        self._dropped = {
+            event: buffer.counter(metrics.connections_dropped.labels(reason))
+            for event, reason in (("head", "head_timeout"), ("refused", "over_limit"))
+        }
+        self.open_gauge = buffer.gauge(metrics.open_connections)
         uvicorn_seam.wrap_listeners(loop, self.guarded)
 
     def guarded(self, protocol: asyncio.Protocol) -> asyncio.Protocol:
@@ -174,7 +186,7 @@ class GuardedConnection(asyncio.Protocol):
             self._refuse()
             return
         self.guard.open += 1
-        self.guard.open_gauge.inc()
+        self.guard.open_gauge.inc()  # type: ignore[union-attr]
         self.inner.connection_made(transport)
         self._await_head(begun=False)
 
@@ -213,7 +225,7 @@ class GuardedConnection(asyncio.Protocol):
             self.guard.lingering -= 1
             return
         self.guard.open -= 1
-        self.guard.open_gauge.dec()
+        self.guard.open_gauge.dec()  # type: ignore[union-attr]
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
