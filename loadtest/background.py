@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 
 from iris_classifier.serving.config import MAX_BATCH_ROWS
-from loadtest.flowers import FlowerSampler
+from loadtest.flower_sampler import FlowerSampler
 from loadtest.request_log import RequestRecord
 
 HOSTILE_NAME = "hostile: 60,000 unknown fields"

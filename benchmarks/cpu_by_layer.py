@@ -1,7 +1,7 @@
 """What one single-flower request costs, layer by layer, beside the least an ASGI app costs.
 
-    python -m benchmarks.request_cost              # needs a stored model (make model); ~2 min
-    python -m benchmarks.request_cost --smoke      # a few seconds a step: checks the tool works
+    python -m benchmarks.cpu_by_layer              # needs a stored model (make model)
+    python -m benchmarks.cpu_by_layer --smoke      # a few seconds a step: checks the tool works
 
 Two routes are measured, the same flower each way: `/iris/classify_iris` and V2 JSON infer.
 
@@ -55,7 +55,7 @@ from harness.processes import (
 )
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME
 
-logger = logging.getLogger("benchmarks.request_cost")
+logger = logging.getLogger("benchmarks.cpu_by_layer")
 
 FLOWER = (5.1, 3.5, 1.4, 0.2)
 SEED_PATH = "/iris/classify_iris"
@@ -366,7 +366,7 @@ def render(costs: dict[str, RouteCost], harness_us: float, ceiling_us: float | N
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = cli.parser("benchmarks.request_cost", __doc__.splitlines()[0])
+    parser = cli.parser("benchmarks.cpu_by_layer", __doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000, help="in-process calls per run")
     parser.add_argument("--repeats", type=int, default=7, help="in-process runs; the best counts")
     parser.add_argument(
