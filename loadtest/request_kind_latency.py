@@ -2,8 +2,8 @@
 
     python -m loadtest.request_kind_latency http://127.0.0.1:3000 --requests 40
 
-Sends, in turn, a single flower, a batch of 20, the hostile body (60,000 unknown fields) and
-the large batch of about the same size (loadtest/background.py), each on a connection of its
+Sends, in turn, a single flower, a batch of 20, the hostile body and the large batch of about
+its size (both in loadtest/background.py), each on a connection of its
 own and after a few to warm up, and prints each kind's status, sizes and median time. Nothing
 else may load the replica meanwhile: the times are the replica's work per request plus the
 loopback round trip.
