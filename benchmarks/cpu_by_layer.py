@@ -13,9 +13,9 @@ work on the machine counts as little as possible):
 - answer encoding: the answer written to JSON bytes;
 - route table: the service's `RouteTable` called with ASGI messages (body read, dispatch, the
   three steps above, the answer sent), less the cost of the messages themselves;
-- service middlewares: the service's whole ASGI app (BentoML's metrics, tracing and timeout
-  layers, the edge middleware's access line and request id, then the route table), less the
-  route table.
+- service middlewares: the service's whole ASGI app (every layer around the route table, the
+  service's own and those BentoML keeps: request metrics, tracing, the request timeout, the
+  slow-client bounds, the access line and request id), less the route table.
 
 Over HTTP, as the CPU time of the server's process tree during a wrk load divided by the
 requests it answered (server on --server-cpus, wrk on --load-cpus, as `make bench` runs them):
