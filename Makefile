@@ -379,7 +379,7 @@ bench: install mlserver
 
 .PHONY: request-cost  ## What a single-flower request costs per layer, beside a minimal ASGI app (benchmarks/README.md)
 request-cost: model
-	$(BIN)/python -m benchmarks.request_cost $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.cpu_by_layer $(BENCH_ARGS)
 
 .PHONY: measure-memory  ## Measure one serving replica's memory (sizes the pods); ARGS=--pod for the image
 measure-memory: model

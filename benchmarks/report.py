@@ -182,8 +182,9 @@ def cpu_busy_share(result: RoundResult) -> float:
     return result.cpu_us_per_request * result.single.requests_per_second / 1e6
 
 
-# The service's aims: half again the hand-written server's single-flower rate, and batches no
-# slower than the fastest this benchmark saw before the model moved to ONNX Runtime.
+# The service's aims (benchmarks/README.md#the-last-run): a multiple of the hand-written
+# server's single-flower rate, and batches no slower than the fastest this benchmark saw before
+# the model moved to ONNX Runtime.
 SINGLE_SPEEDUP_TARGET = 2.5
 BATCH_FLOWERS_TARGET = 320_000
 

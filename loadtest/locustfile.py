@@ -46,7 +46,7 @@ from loadtest.background import (
     user_role,
 )
 from loadtest.chart import write_chart
-from loadtest.flowers import FlowerSampler
+from loadtest.flower_sampler import FlowerSampler
 from loadtest.gates import (
     GateResult,
     balance_gate,

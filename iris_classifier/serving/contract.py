@@ -37,7 +37,7 @@ OUT_OF_RANGE_DESCRIPTION = (
 SAMPLE_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
 BATCH_EXAMPLE = [(5.1, 3.5, 1.4, 0.2), (6.7, 3.0, 5.2, 2.3)]
 # Up to this many unknown fields are refused one error each; more are refused as one error,
-# so a request with 60,000 of them costs about what it cost to read, not 60,000 errors.
+# so a body of thousands of them costs about what it cost to read, not an error each.
 MAX_UNKNOWN_FIELDS_LISTED = 5
 FEATURES = frozenset(FEATURE_NAMES)
 
@@ -47,8 +47,8 @@ class IrisFeatures(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        # A flower has four keys: caching key strings saves nothing, and a body of 60,000
-        # unique unknown keys spent a third of its refusal filling the cache.
+        # A flower has four keys: caching key strings saves nothing, and a body of unknown keys
+        # that never repeat spent much of its refusal filling the cache (loadtest/README.md#history).
         cache_strings=False,
         json_schema_extra={"example": SAMPLE_FLOWER},
     )
@@ -63,8 +63,8 @@ class IrisFeatures(BaseModel):
     def _refuse_many_unknown_fields(cls, data: Any) -> Any:
         # Called for every flower of a batch: one length check when nothing is wrong.
         if isinstance(data, dict) and len(data) > len(FEATURES) + 1:
-            # Counted with four lookups and named from the first few: a refusal of 60,000
-            # unknown fields costs no pass over them beyond the one that read them.
+            # Counted with four lookups and named from the first few: however many unknown
+            # fields there are, the refusal makes no pass over them beyond the one that read them.
             unknown = len(data) - sum(name in data for name in FEATURES)
             if unknown > MAX_UNKNOWN_FIELDS_LISTED:
                 first = itertools.islice(
@@ -112,8 +112,8 @@ class BatchRequest(BaseModel):
     flowers: list[IrisFeatures] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
 
 
-# A typed dict rather than a model for the batch rows: the same JSON, several times cheaper
-# to validate and serialise per row (benchmarks/README.md).
+# A typed dict rather than a model for the batch rows: the same JSON, cheaper to validate and
+# serialise per row (benchmarks/README.md#history-what-made-it-fast).
 BatchPrediction = TypedDict(
     "BatchPrediction", {"class": str, "probability": Probability, "out_of_range": list[str]}
 )

@@ -144,8 +144,9 @@ class ModelMetrics:
         self._observe_all(top_probabilities)
 
     def _observe_all(self, values: np.ndarray) -> None:
-        """`observe` for many values at once: one observe per flower would double a 1,000-row
-        batch's time. Bucketed as `observe` buckets; the sum is NumPy's."""
+        """`observe` for many values at once, so that a batch pays one call and not one per
+        flower (benchmarks/README.md#history-what-made-it-fast). Bucketed as `observe` buckets;
+        the sum is NumPy's."""
         # observe() counts a value in the first bucket whose upper bound is >= the value.
         positions = np.searchsorted(self._upper_bounds, values, side="left")
         counts = np.bincount(positions, minlength=len(self._upper_bounds)).tolist()

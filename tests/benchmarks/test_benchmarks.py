@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import request_cost, v2
+from benchmarks import cpu_by_layer, v2
 from benchmarks.baselines import ceiling
 from benchmarks.loadgen import WrkResult, parse_wrk_output
 from benchmarks.measure import RoundResult, access_for
@@ -440,8 +440,8 @@ def test_v2_smoke_run_measures_every_workload_of_this_service(
     assert memory["rss_mb"] > memory["pss_mb"] > 0
 
 
-def test_request_cost_layers_are_the_differences_of_nested_measurements() -> None:
-    cost = request_cost.RouteCost(
+def test_cpu_by_layer_layers_are_the_differences_of_nested_measurements() -> None:
+    cost = cpu_by_layer.RouteCost(
         parse_us=3.0,
         predictor_us=20.0,
         encode_us=1.0,
@@ -452,16 +452,16 @@ def test_request_cost_layers_are_the_differences_of_nested_measurements() -> Non
     assert cost.table_overhead_us == pytest.approx(16.0)
     assert cost.middleware_us == pytest.approx(110.0)
     assert cost.server_us == pytest.approx(250.0)
-    table = request_cost.render({"seed": cost, "v2": cost}, 2.0, 70.0)
+    table = cpu_by_layer.render({"seed": cost, "v2": cost}, 2.0, 70.0)
     assert "| route table (body read, dispatch, send) | 16.0 | 16.0 |" in table
     assert "| ceiling: parse the flower, fixed model, same uvicorn | 70.0 | 70.0 |" in table
 
 
 @pytest.mark.integration
-def test_request_cost_smoke_run_measures_every_layer(model_store: Path, tmp_path: Path) -> None:
+def test_cpu_by_layer_smoke_run_measures_every_layer(model_store: Path, tmp_path: Path) -> None:
     require_pinning()
     env = {**os.environ, "BENTOML_HOME": str(model_store), "BENTOML_DO_NOT_TRACK": "true"}
-    run_smoke("benchmarks.request_cost", env, tmp_path)
+    run_smoke("benchmarks.cpu_by_layer", env, tmp_path)
     figures = json.loads((tmp_path / "request-cost.json").read_text())
     assert set(figures["routes"]) == {"seed", "v2"}
     for route in figures["routes"].values():

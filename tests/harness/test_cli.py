@@ -36,7 +36,7 @@ def python_m_tools() -> list[str]:
 
 
 def test_the_tools_are_found() -> None:
-    assert {"loadtest.run", "benchmarks.run", "benchmarks.v2", "benchmarks.request_cost"} <= set(
+    assert {"loadtest.run", "benchmarks.run", "benchmarks.v2", "benchmarks.cpu_by_layer"} <= set(
         python_m_tools()
     )
 

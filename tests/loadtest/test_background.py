@@ -7,6 +7,7 @@ import json
 from iris_classifier.serving.config import MAX_BATCH_ROWS, MAX_BODY_BYTES
 from iris_classifier.serving.contract import BatchClassification, BatchRequest
 from loadtest.background import (
+    HOSTILE_FIELDS,
     HOSTILE_NAME,
     LARGE_BATCH_NAME,
     good_requests,
@@ -40,6 +41,12 @@ def test_no_background_user_unless_asked_for() -> None:
         for number in range(5)
     }
     assert roles == {"fresh"}
+
+
+def test_the_hostile_body_is_within_the_body_limit_so_the_service_reads_it_whole() -> None:
+    body = hostile_body()
+    assert len(body) <= MAX_BODY_BYTES, len(body)
+    assert len(json.loads(body)) == HOSTILE_FIELDS + 1  # and the name that forges a log line
 
 
 def test_the_large_batch_is_valid_and_about_as_large_as_the_hostile_body() -> None:

@@ -29,7 +29,7 @@ from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
 from iris_classifier.serving.contract import IrisFeatures
 from iris_classifier.training.data import load_bundled
 from loadtest.chart import write_chart
-from loadtest.flowers import FlowerSampler
+from loadtest.flower_sampler import FlowerSampler
 from loadtest.gates import (
     balance_gate,
     cpu_per_request_gate,
@@ -558,8 +558,8 @@ def ceiling_cpu_us_per_request(requests: int = 2000, rounds: int = 3) -> float:
     """CPU microseconds per answered request of the ceiling (benchmarks/baselines/ceiling.py,
     uvicorn parsing the JSON and answering a small fixed model's JSON), each request on a connection of its
     own as the load test's users send them: the median of `rounds`."""
+    from benchmarks.cpu_by_layer import SEED_BODY, SEED_PATH
     from benchmarks.measure import tree_cpu_seconds
-    from benchmarks.request_cost import SEED_BODY, SEED_PATH
     from benchmarks.servers import ceiling_command
     from harness.processes import free_port, running
 

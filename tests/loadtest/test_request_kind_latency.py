@@ -1,10 +1,10 @@
-"""The per-request cost tool, against a real replica."""
+"""The request-kind latency tool, against a real replica."""
 
 from __future__ import annotations
 
 import pytest
 
-from loadtest.request_cost import measure
+from loadtest.request_kind_latency import measure
 
 
 @pytest.mark.integration

@@ -1,9 +1,9 @@
 """What one request of each kind costs an otherwise idle replica, one at a time.
 
-    python -m loadtest.request_cost http://127.0.0.1:3000 --requests 40
+    python -m loadtest.request_kind_latency http://127.0.0.1:3000 --requests 40
 
-Sends, in turn, a single flower, a batch of 20, the hostile body (60,000 unknown fields) and
-the large batch of about the same size (loadtest/background.py), each on a connection of its
+Sends, in turn, a single flower, a batch of 20, the hostile body and the large batch of about
+its size (both in loadtest/background.py), each on a connection of its
 own and after a few to warm up, and prints each kind's status, sizes and median time. Nothing
 else may load the replica meanwhile: the times are the replica's work per request plus the
 loopback round trip.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from harness import cli
 from loadtest.background import hostile_body, large_batch_body
-from loadtest.flowers import FlowerSampler
+from loadtest.flower_sampler import FlowerSampler
 
 WARMUP_REQUESTS = 5
 
@@ -94,7 +94,7 @@ def measure(url: str, requests: int) -> list[Cost]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = cli.parser("loadtest.request_cost", __doc__.split("\n")[0])
+    parser = cli.parser("loadtest.request_kind_latency", __doc__.split("\n")[0])
     parser.add_argument("url", help="base URL of one replica, e.g. http://127.0.0.1:3000")
     parser.add_argument("--requests", type=int, default=40, help="timed requests per kind")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """What one single-flower request costs, layer by layer, beside the least an ASGI app costs.
 
-    python -m benchmarks.request_cost              # needs a stored model (make model); ~2 min
-    python -m benchmarks.request_cost --smoke      # a few seconds a step: checks the tool works
+    python -m benchmarks.cpu_by_layer              # needs a stored model (make model)
+    python -m benchmarks.cpu_by_layer --smoke      # a few seconds a step: checks the tool works
 
 Two routes are measured, the same flower each way: `/iris/classify_iris` and V2 JSON infer.
 
@@ -13,9 +13,9 @@ work on the machine counts as little as possible):
 - answer encoding: the answer written to JSON bytes;
 - route table: the service's `RouteTable` called with ASGI messages (body read, dispatch, the
   three steps above, the answer sent), less the cost of the messages themselves;
-- service middlewares: the service's whole ASGI app (BentoML's metrics, tracing and timeout
-  layers, the edge middleware's access line and request id, then the route table), less the
-  route table.
+- service middlewares: the service's whole ASGI app (every layer around the route table, the
+  service's own and those BentoML keeps: request metrics, tracing, the request timeout, the
+  slow-client bounds, the access line and request id), less the route table.
 
 Over HTTP, as the CPU time of the server's process tree during a wrk load divided by the
 requests it answered (server on --server-cpus, wrk on --load-cpus, as `make bench` runs them):
@@ -55,7 +55,7 @@ from harness.processes import (
 )
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME
 
-logger = logging.getLogger("benchmarks.request_cost")
+logger = logging.getLogger("benchmarks.cpu_by_layer")
 
 FLOWER = (5.1, 3.5, 1.4, 0.2)
 SEED_PATH = "/iris/classify_iris"
@@ -366,7 +366,7 @@ def render(costs: dict[str, RouteCost], harness_us: float, ceiling_us: float | N
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = cli.parser("benchmarks.request_cost", __doc__.splitlines()[0])
+    parser = cli.parser("benchmarks.cpu_by_layer", __doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000, help="in-process calls per run")
     parser.add_argument("--repeats", type=int, default=7, help="in-process runs; the best counts")
     parser.add_argument(
