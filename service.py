@@ -178,14 +178,14 @@ class IrisClassifier:
     @bentoml.api(route="/iris/classify_iris")
     async def classify_iris(self, flower: IrisFeatures, /) -> Classification:
         """Classify one flower: the most likely species and its probability."""
-        from iris_classifier.serving.prediction import read_flower
+        from iris_classifier.serving.contract import read_flower
 
         return Classification.model_validate(self.predictor.classify(read_flower(flower)))
 
     @bentoml.api(route="/iris/classify_batch")
     async def classify_batch(self, batch: BatchRequest, /) -> BatchClassification:
         """Classify up to 5,000 flowers in one request; answers come in the order sent."""
-        from iris_classifier.serving.prediction import features_of, read_flower
+        from iris_classifier.serving.contract import features_of, read_flower
 
         features = features_of(batch.flowers, read_flower)
         return BatchClassification.model_validate(self.predictor.classify_many(features))

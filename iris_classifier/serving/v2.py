@@ -30,8 +30,9 @@ from pydantic_core import PydanticCustomError
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME, SIZE_RULE, breaks_size_rule
 from iris_classifier.serving.config import MAX_TENSOR_ROWS
 from iris_classifier.serving.contract import Centimetres
+from iris_classifier.serving.limits import HEADER_LENGTH
 from iris_classifier.serving.prediction import Predictions, Predictor
-from iris_classifier.serving.refusals import MAX_LISTED_PROBLEMS, Refusal, problem, summarize
+from iris_classifier.serving.refusals import Answer, Refusal, problem, validation_refusal
 
 INPUT = "flowers"
 PROBABILITIES = "probabilities"
@@ -40,7 +41,7 @@ OUT_OF_RANGE = "out_of_range"
 OUTPUTS = (PROBABILITIES, LABEL, OUT_OF_RANGE)
 DEFAULT_OUTPUTS = (PROBABILITIES, LABEL)
 WIDTH = len(FEATURE_NAMES)
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH_BYTES = HEADER_LENGTH.encode()
 EXTENSIONS = ("binary_tensor_data",)
 DATATYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 
@@ -150,14 +151,12 @@ class InferenceProtocol:
         serves = f"{MODEL_NAME!r} {self.model_version!r}"
         raise Refusal(404, f"unknown {unknown}: this server serves {serves}", field=field)
 
-    def infer(self, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
-        """The answer's body, and the length of its JSON header when binary outputs follow."""
+    def infer(self, body: bytes, header_length: str | None) -> Answer:
+        """The inference answer; binary outputs follow a JSON header whose length it names."""
         request, features = parse_request(body, header_length)
         return self._answer(request, self.predictor.predict(features))
 
-    def _answer(
-        self, request: InferenceRequest, predictions: Predictions
-    ) -> tuple[bytes, int | None]:
+    def _answer(self, request: InferenceRequest, predictions: Predictions) -> Answer:
         rows = len(predictions.best)
         all_binary = request.parameters is not None and request.parameters.binary_data_output
         outputs = []
@@ -197,8 +196,12 @@ class InferenceProtocol:
         document["outputs"] = outputs
         header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
         if not binary_parts:
-            return header, None
-        return header + b"".join(binary_parts), len(header)
+            return Answer(header)
+        return Answer(
+            header + b"".join(binary_parts),
+            b"application/octet-stream",
+            ((HEADER_LENGTH_BYTES, str(len(header)).encode()),),
+        )
 
 
 def requested_outputs(
@@ -227,7 +230,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
     try:
         request = InferenceRequest.model_validate_json(json_part)
     except ValidationError as error:
-        raise protocol_refusal(error) from None
+        raise validation_refusal(error, "", tensor_problem) from None
     if request.model_name is not None and request.model_name != MODEL_NAME:
         raise refuse(
             f"the request names model {request.model_name[:64]!r}; this route serves {MODEL_NAME!r}",
@@ -308,18 +311,8 @@ def _json_features(data: list[float], rows: int) -> np.ndarray:
     return np.array(data, dtype=np.float64).reshape(rows, WIDTH)
 
 
-def protocol_refusal(error: ValidationError) -> Refusal:
-    """The 400 for a request the models refused: each problem named by its tensor and row."""
-    listed = [
-        _problem(item)
-        for item in error.errors(include_url=False, include_context=False, include_input=False)[
-            :MAX_LISTED_PROBLEMS
-        ]
-    ]
-    return Refusal(400, summarize(listed, error.error_count()), listed)
-
-
-def _problem(item: dict[str, Any]) -> dict[str, str]:
+def tensor_problem(item: dict[str, Any]) -> dict[str, str]:
+    """A refused request's problem named by its tensor and row."""
     location = item["loc"]
     if location[:1] == ("inputs",) and location[2:3] == ("data",):
         field = f"input {INPUT!r}"

@@ -12,8 +12,13 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from iris_classifier.flowers import FEATURE_NAMES, MAX_FEATURE_CM
-from iris_classifier.serving.contract import BatchRequest, IrisFeatures
-from iris_classifier.serving.prediction import features_of, parse_batch, read_flower
+from iris_classifier.serving.contract import (
+    BatchRequest,
+    IrisFeatures,
+    features_of,
+    parse_batch,
+    read_flower,
+)
 
 HEADERS = {"Content-Type": "application/json"}
 
