@@ -49,7 +49,7 @@ OUT_OF_RANGE_DESCRIPTION = (
 # The flower the API documents as its example; the tests, the load test and the benchmarks
 # send it too.
 SAMPLE_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
-BATCH_EXAMPLE = [(5.1, 3.5, 1.4, 0.2), (6.7, 3.0, 5.2, 2.3)]
+BATCH_EXAMPLE = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 # Up to this many unknown fields are refused one error each; more are refused as one error,
 # so a request with 60,000 of them costs about what it cost to read, not 60,000 errors.
 MAX_UNKNOWN_FIELDS_LISTED = 5

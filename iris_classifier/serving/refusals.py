@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NotRequired
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.types import Send
+from typing_extensions import TypedDict
 
 from iris_classifier.serving.request_context import clip
 
@@ -25,26 +26,17 @@ MAX_FIELD_CHARS = 64
 MAX_REASON_CHARS = 200
 
 
-# The shape as JSON Schema, for the OpenAPI document.
-REFUSAL_SCHEMA = {
-    "type": "object",
-    "required": ["error", "detail"],
-    "properties": {
-        "error": {"type": "string"},
-        "detail": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["field", "reason"],
-                "properties": {
-                    "field": {"type": "string"},
-                    "reason": {"type": "string"},
-                    "type": {"type": "string"},
-                },
-            },
-        },
-    },
-}
+class Problem(TypedDict):
+    field: str
+    reason: str
+    type: NotRequired[str]
+
+
+class RefusalBody(BaseModel):
+    """The refusal's shape, for the OpenAPI document."""
+
+    error: str
+    detail: list[Problem]
 
 
 class Refusal(Exception):

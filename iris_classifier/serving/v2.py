@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME, SIZE_RULE, breaks_size_rule
 from iris_classifier.serving.config import MAX_TENSOR_ROWS
-from iris_classifier.serving.contract import Centimetres
+from iris_classifier.serving.contract import BATCH_EXAMPLE, Centimetres
 from iris_classifier.serving.limits import HEADER_LENGTH
 from iris_classifier.serving.prediction import Predictions, Predictor
 from iris_classifier.serving.refusals import Answer, Refusal, problem, validation_refusal
@@ -45,6 +45,12 @@ HEADER_LENGTH_BYTES = HEADER_LENGTH.encode()
 EXTENSIONS = ("binary_tensor_data",)
 DATATYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 
+# The request the OpenAPI document shows: two flowers, nested one row per flower.
+EXAMPLE = {
+    "id": "example-1",
+    "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [2, WIDTH], "data": BATCH_EXAMPLE}],
+    "outputs": [{"name": name} for name in OUTPUTS],
+}
 STRICT = ConfigDict(strict=True, extra="forbid", cache_strings=False)
 # Parameters are the protocol's open-ended map: the keys read here are typed, others are kept.
 OPEN = ConfigDict(strict=True, extra="allow", cache_strings=False)
@@ -75,7 +81,15 @@ class InputTensor(BaseModel):
     datatype: Literal["FP32", "FP64"]
     shape: Annotated[list[int], Field(min_length=2, max_length=2)]
     parameters: TensorParameters | None = None
-    data: Annotated[list[Centimetres], BeforeValidator(flattened)] | None = None
+    data: (
+        Annotated[
+            list[Centimetres],
+            BeforeValidator(
+                flattened, json_schema_input_type=list[Centimetres] | list[list[Centimetres]]
+            ),
+        ]
+        | None
+    ) = None
 
 
 class OutputParameters(BaseModel):
@@ -95,12 +109,55 @@ class RequestParameters(BaseModel):
 
 
 class InferenceRequest(BaseModel):
-    model_config = STRICT
+    model_config = STRICT | ConfigDict(json_schema_extra={"example": EXAMPLE})
     id: str | None = None
     model_name: str | None = None
     parameters: RequestParameters | None = None
     inputs: Annotated[list[InputTensor], Field(min_length=1)]
     outputs: Annotated[list[RequestedOutput], Field(min_length=1)] | None = None
+
+
+# The answers' shapes, for the OpenAPI document; the answers themselves are written as bytes.
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class OutputTensor(TensorMetadata):
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[OutputTensor]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: dict[str, Any]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Liveness(BaseModel):
+    live: bool
+
+
+class Readiness(BaseModel):
+    ready: bool
 
 
 def refuse(message: str, field: str = "inputs[0]") -> Refusal:
