@@ -17,15 +17,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
 from iris_classifier.flowers import CLASS_NAMES, MODEL_NAME
-from iris_classifier.serving import v2
+from iris_classifier.serving import contract, v2
 from iris_classifier.serving.card import summary
 from iris_classifier.serving.config import MAX_BATCH_ROWS, MAX_TENSOR_ROWS, PROJECT_NAME
-from iris_classifier.serving.contract import (
-    BatchClassification,
-    BatchRequest,
-    Classification,
-    IrisFeatures,
-)
 from iris_classifier.serving.refusals import RefusalBody
 
 SERVICE_TAG = "Service APIs"
@@ -129,8 +123,8 @@ def _routes(schemas: dict[str, Any]) -> dict[str, Any]:
         "/iris/classify_iris": {
             "post": operation(
                 "Classify one flower: the most likely species and its probability.",
-                schema(Classification),
-                request=IrisFeatures,
+                schema(contract.Classification),
+                request=contract.IrisFeatures,
                 **seed,
             )
         },
@@ -138,8 +132,8 @@ def _routes(schemas: dict[str, Any]) -> dict[str, Any]:
             "post": operation(
                 f"Classify up to {MAX_BATCH_ROWS:,} flowers in one request; answers come in "
                 "the order sent.",
-                schema(BatchClassification),
-                request=BatchRequest,
+                schema(contract.BatchClassification),
+                request=contract.BatchRequest,
                 **seed,
             )
         },

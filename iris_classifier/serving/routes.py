@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("iris_classifier.http")
 
-JSON = b"application/json"
 BENTOML_ROUTES = frozenset({"/livez", "/healthz", "/readyz", "/metrics", "/schema.json"})
 V2_MODELS = "/v2/models/"
 # The routes that predict or describe the model by the tensor protocol take a bearer token when
@@ -50,8 +49,8 @@ V2_MODELS = "/v2/models/"
 TOKEN_ROUTES = frozenset({"/iris/classify_iris", "/iris/classify_batch"})
 LIVE = orjson.dumps({"live": True})
 READY = orjson.dumps({"ready": True})
-TENSOR_HEADER_LENGTH = HEADER_LENGTH.encode()
 NOT_READY = orjson.dumps({"ready": False})
+TENSOR_HEADER_LENGTH = HEADER_LENGTH.encode()
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
