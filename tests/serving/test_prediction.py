@@ -1,4 +1,4 @@
-"""The prediction routes' own reading of requests, and their answers against the typed APIs."""
+"""The prediction routes' own reading of requests, and their answers against the contract's models."""
 
 from __future__ import annotations
 
