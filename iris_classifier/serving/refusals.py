@@ -99,7 +99,8 @@ def summarize(listed: list[dict[str, str]], total: int) -> str:
     return f"{summary}; and {hidden} more" if hidden > 0 else summary
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, on every V2 answer.
+@dataclass(slots=True)
 class Answer:
     """A 200 answer's body, its media type and any headers of its own."""
 

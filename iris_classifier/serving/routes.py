@@ -146,30 +146,17 @@ class RouteTable:
         return self.served
 
     async def classify_iris(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._seed(scope, receive, send, parse_flower, self._loaded().predictor.classify)
+        predictor = self._loaded().predictor
+        body = await read_body(scope, receive, self.max_body_bytes)
+        if body is not None:
+            await send_body(send, 200, orjson.dumps(predictor.classify(_read(parse_flower, body))))
 
     async def classify_batch(self, scope: Scope, receive: Receive, send: Send) -> None:
         predictor = self._loaded().predictor
-        await self._seed(scope, receive, send, parse_batch, predictor.classify_many)
-
-    async def _seed(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        parse: Callable[[bytes], Any],
-        answer: Callable[[Any], dict[str, Any]],
-    ) -> None:
-        """A seed route: the body read by the contract's `parse`, answered by the predictor."""
         body = await read_body(scope, receive, self.max_body_bytes)
-        if body is None:
-            return
-        try:
-            # An empty body is read as {}, as BentoML read it.
-            request = parse(body or b"{}")
-        except ValidationError as error:
-            raise validation_refusal(error) from None
-        await send_body(send, 200, orjson.dumps(answer(request)))
+        if body is not None:
+            answer = predictor.classify_many(_read(parse_batch, body))
+            await send_body(send, 200, orjson.dumps(answer))
 
     def describe(self) -> dict[str, Any]:
         from iris_classifier.serving.openapi import describe_service  # it names the tensors
@@ -211,6 +198,15 @@ class RouteTable:
             raise Refusal(404, f"no route {clip(path, MAX_PATH_CHARS)!r}", field="path")
 
         return {"POST" if rest == ["infer"] else "GET": unknown}
+
+
+def _read(parse: Callable[[bytes], Any], body: bytes) -> Any:
+    """A seed body read by the contract's `parse`, or its 400."""
+    try:
+        # An empty body is read as {}, as BentoML read it.
+        return parse(body or b"{}")
+    except ValidationError as error:
+        raise validation_refusal(error) from None
 
 
 def _answer(body: Callable[[], bytes]) -> Handler:
