@@ -8,7 +8,7 @@ Inference Protocol (KServe V2) routes answer the same model as tensors.
 
 Everything is built here and handed to what needs it: the settings, the drain, the route table
 (iris_classifier/serving/routes.py) and, once a worker has loaded the model, the one Predictor
-that every route and the typed APIs below call.
+that every route calls.
 """
 
 from __future__ import annotations
@@ -27,12 +27,6 @@ from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.model_format import ModelError, version_of
 from iris_classifier.serving import card, uvicorn_seam
 from iris_classifier.serving.config import Settings
-from iris_classifier.serving.contract import (
-    BatchClassification,
-    BatchRequest,
-    Classification,
-    IrisFeatures,
-)
 from iris_classifier.serving.edge import EdgeMiddleware
 from iris_classifier.serving.logs import configure_logging
 from iris_classifier.serving.metric_buffer import shared_buffer
@@ -172,23 +166,6 @@ class IrisClassifier:
     def write_metrics(self) -> None:
         """The worker's last counts, written before it exits, once its last request is answered."""
         shared_buffer().stop()
-
-    # Over HTTP these two routes are answered by the route table with the same Predictor; the
-    # typed APIs declare them (OpenAPI document, BentoML clients) and serve Python callers.
-    @bentoml.api(route="/iris/classify_iris")
-    async def classify_iris(self, flower: IrisFeatures, /) -> Classification:
-        """Classify one flower: the most likely species and its probability."""
-        from iris_classifier.serving.prediction import read_flower
-
-        return Classification.model_validate(self.predictor.classify(read_flower(flower)))
-
-    @bentoml.api(route="/iris/classify_batch")
-    async def classify_batch(self, batch: BatchRequest, /) -> BatchClassification:
-        """Classify up to 5,000 flowers in one request; answers come in the order sent."""
-        from iris_classifier.serving.prediction import features_of, read_flower
-
-        features = features_of(batch.flowers, read_flower)
-        return BatchClassification.model_validate(self.predictor.classify_many(features))
 
 
 def bearer_tokens() -> BearerTokens | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -317,21 +316,23 @@ def test_service_stays_healthy_after_bad_inputs(service_client) -> None:
 
 
 def test_service_class_called_directly(service_class) -> None:
-    from iris_classifier.serving.contract import BatchRequest, IrisFeatures
+    from iris_classifier.serving.contract import parse_batch, parse_flower
 
     service = service_class()
-    single = asyncio.run(service.classify_iris(IrisFeatures(**SEED_FLOWER)))
-    assert (single.species, single.probability) == ("setosa", 0.99)
-    batch = asyncio.run(service.classify_batch(BatchRequest(flowers=[IrisFeatures(**SEED_FLOWER)])))
-    assert [(p["class"], p["probability"]) for p in batch.predictions] == [("setosa", 0.99)]
+    single = service.predictor.classify(parse_flower(json.dumps(SEED_FLOWER).encode()))
+    assert (single["class"], single["probability"]) == ("setosa", 0.99)
+    batch = service.predictor.classify_many(
+        parse_batch(json.dumps({"flowers": [SEED_FLOWER]}).encode())
+    )
+    assert [(p["class"], p["probability"]) for p in batch["predictions"]] == [("setosa", 0.99)]
 
 
 def test_response_uses_the_seed_field_name_class(service_class) -> None:
-    from iris_classifier.serving.contract import IrisFeatures
+    from iris_classifier.serving.contract import Classification, parse_flower
 
     service = service_class()
-    answer = asyncio.run(service.classify_iris(IrisFeatures(**SEED_FLOWER)))
-    dumped = json.loads(answer.model_dump_json())
+    answer = service.predictor.classify(parse_flower(json.dumps(SEED_FLOWER).encode()))
+    dumped = json.loads(Classification.model_validate(answer).model_dump_json())
     assert "class" in dumped
     assert "species" not in dumped
 

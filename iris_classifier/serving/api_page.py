@@ -18,11 +18,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from iris_classifier.flowers import FEATURE_NAMES, FEATURE_UNIT, MODEL_NAME
+from iris_classifier.flowers import FEATURE_UNIT, MODEL_NAME
 from iris_classifier.model_format import version_of
 from iris_classifier.serving.config import MAX_BODY_BYTES
 from iris_classifier.serving.contract import IrisFeatures
-from iris_classifier.serving.refusals import REFUSAL_SCHEMA
+from iris_classifier.serving.refusals import Problem
 
 PAGE_ASSETS = Path(__file__).with_name("page")
 SCRIPT = (PAGE_ASSETS / "page.js").read_text()
@@ -52,9 +52,6 @@ STATUSES = (
     ("503", "The model is not loaded yet, or the replica is shutting down."),
     ("504", "The prediction took longer than the service's timeout."),
 )
-# The generated document lists the APIs by name; a reader starts with one flower. The other
-# routes keep the document's order (sorted() is stable).
-FIRST_ROUTES = ("/iris/classify_iris", "/iris/classify_batch", "/iris/model")
 METRIC_NAMES = {
     "holdout_accuracy": "hold-out accuracy",
     "holdout_macro_f1": "hold-out macro-F1",
@@ -126,11 +123,6 @@ def _model_section(served: Mapping[str, Any]) -> str:
 </section>"""
 
 
-def _reading_order(item: tuple[str, Any]) -> int:
-    path = item[0]
-    return FIRST_ROUTES.index(path) if path in FIRST_ROUTES else len(FIRST_ROUTES)
-
-
 def _opsets(served: Mapping[str, Any]) -> str:
     opsets = served.get("opset")
     if not isinstance(opsets, Mapping):
@@ -153,7 +145,7 @@ def _tag_section(
 ) -> str:
     operations = [
         _operation(method.upper(), path, operation, served)
-        for path, operations in sorted(paths.items(), key=_reading_order)
+        for path, operations in paths.items()
         for method, operation in operations.items()
         # An operation is shown once, under its first tag.
         if operation["tags"][0] == name
@@ -180,21 +172,7 @@ def _operation(
 
 def _request_example(operation: Mapping[str, Any]) -> Any:
     content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
-    return _in_contract_order(content.get("schema", {}).get("example"))
-
-
-def _in_contract_order(value: Any) -> Any:
-    """The example with a flower's measurements in the contract's order (the generated
-    document sorts them by name)."""
-    if isinstance(value, list):
-        return [_in_contract_order(child) for child in value]
-    if not isinstance(value, dict):
-        return value
-    order = {name: index for index, name in enumerate(FEATURE_NAMES)}
-    return {
-        key: _in_contract_order(value[key])
-        for key in sorted(value, key=lambda key: order.get(key, len(order)))
-    }
+    return content.get("schema", {}).get("example")
 
 
 def _example(method: str, target: str, body: Any) -> str:
@@ -235,13 +213,12 @@ def _error_section() -> str:
     statuses = "".join(
         f"<tr><td>{status}</td><td>{escape(meaning)}</td></tr>" for status, meaning in STATUSES
     )
-    detail = REFUSAL_SCHEMA["properties"]["detail"]["items"]["properties"]
     return f"""<section id="errors">
 <h2>Errors</h2>
 <p>Every refusal, on every route, is JSON of one shape. <code>error</code> says in one line
 what is wrong (on the Open Inference Protocol routes it names the tensor and row);
 <code>detail</code> lists each problem (at most five, then how many more) with its
-{", ".join(f"<code>{name}</code>" for name in detail)}.</p>
+{", ".join(f"<code>{name}</code>" for name in Problem.__annotations__)}.</p>
 <table><tr><th>status</th><th>when</th></tr>{statuses}</table>
 <section class="endpoint" data-endpoint="refusal">
 <h3>A refused flower</h3>

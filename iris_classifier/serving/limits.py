@@ -26,6 +26,8 @@ LINGER_IDLE_SECONDS = 2.0
 JSON_TYPES = frozenset({"application/json"})
 # Binary tensors of the Open Inference Protocol: a JSON header, then raw values.
 TENSOR_TYPES = frozenset({"application/json", "application/octet-stream"})
+# The length of a binary tensor request's JSON header, and of its answer's.
+HEADER_LENGTH = "inference-header-content-length"
 
 
 class BodyRefused(Refusal):

@@ -1,71 +1,22 @@
-"""The one `Predictor` behind every front end: the single-flower and batch routes, the Open
-Inference Protocol's JSON and binary tensors, and the typed APIs Python callers use. Each
-answer's probabilities, range check and model metrics therefore come from the same code,
-whatever the protocol; the front ends only read requests and write answers.
+"""The one `Predictor` behind every front end: the single-flower and batch routes and the Open
+Inference Protocol's JSON and binary tensors. Each answer's probabilities, range check and model
+metrics therefore come from the same code, whatever the protocol; the front ends only read
+requests (contract.py, v2.py) and write answers.
 """
 
 from __future__ import annotations
 
-import itertools
-import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
-from typing_extensions import TypedDict
 
-from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.onnx_model import OnnxClassifier
 from iris_classifier.ranges import TrainingRanges
-from iris_classifier.serving.contract import BatchRequest, Centimetres, IrisFeatures
 from iris_classifier.serving.drift import DriftCounts
 from iris_classifier.serving.metrics import ModelMetrics
 from iris_classifier.serving.prediction_log import PredictionLog
-
-# A batch's rows read as typed dicts that keep unknown fields: a third of the time pydantic
-# takes for 1,000 model instances. A batch read this way with no unknown field in any row is
-# one the contract accepts, with the same values (a property test holds the two together);
-# any other batch is read again by the contract itself, for its exact errors.
-FlowerRow = with_config(ConfigDict(extra="allow"))(
-    TypedDict("FlowerRow", dict.fromkeys(FEATURE_NAMES, Centimetres))  # type: ignore[misc]
-)
-FastBatch = with_config(ConfigDict(extra="forbid"))(
-    TypedDict(  # type: ignore[misc]
-        "FastBatch",
-        # The contract's own bounds on the number of flowers.
-        {"flowers": Annotated[list[FlowerRow], *BatchRequest.model_fields["flowers"].metadata]},
-    )
-)
-FAST_BATCH = TypeAdapter(FastBatch)
-read_row = operator.itemgetter(*FEATURE_NAMES)
-read_flower = operator.attrgetter(*FEATURE_NAMES)
-
-
-def parse_batch(body: bytes) -> np.ndarray:
-    """A batch request's flowers as a (rows, 4) float64 array; the contract's error if refused."""
-    try:
-        rows = FAST_BATCH.validate_json(body)["flowers"]
-    except ValidationError:
-        rows = None
-    if rows is None or any(len(row) != len(FEATURE_NAMES) for row in rows):
-        return features_of(BatchRequest.model_validate_json(body).flowers, read_flower)
-    return features_of(rows, read_row)
-
-
-def features_of(flowers: Sequence[Any], read: Callable[[Any], Iterable[float]]) -> np.ndarray:
-    # One flat pass in C into a float array, in float64 as sent; the model, the range check
-    # and the drift bins each read it in single precision, as the one-flower path does.
-    shape = (len(flowers), len(FEATURE_NAMES))
-    return np.fromiter(
-        itertools.chain.from_iterable(map(read, flowers)), dtype=float, count=shape[0] * shape[1]
-    ).reshape(shape)
-
-
-def parse_flower(body: bytes) -> tuple[float, ...]:
-    """One flower's features, in FEATURE_NAMES order; the contract's error if refused."""
-    return read_flower(IrisFeatures.model_validate_json(body))
 
 
 @dataclass(frozen=True)
@@ -88,11 +39,6 @@ class Predictor:
     `prediction_log`, a sampled request's flowers and answers are logged here, the same for
     every front end.
     """
-
-    # How the seed routes read a body, the contract's way; the route table gets them with the
-    # predictor.
-    read_one = staticmethod(parse_flower)
-    read_many = staticmethod(parse_batch)
 
     def __init__(
         self,

@@ -9,38 +9,34 @@ refusal costs about what reading the request cost, whatever the request holds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NotRequired
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.types import Send
+from typing_extensions import TypedDict
+
+from iris_classifier.serving.request_context import clip
 
 MAX_LISTED_PROBLEMS = 5
 MAX_FIELD_CHARS = 64
 MAX_REASON_CHARS = 200
 
 
-# The shape as JSON Schema, for the OpenAPI document.
-REFUSAL_SCHEMA = {
-    "type": "object",
-    "required": ["error", "detail"],
-    "properties": {
-        "error": {"type": "string"},
-        "detail": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["field", "reason"],
-                "properties": {
-                    "field": {"type": "string"},
-                    "reason": {"type": "string"},
-                    "type": {"type": "string"},
-                },
-            },
-        },
-    },
-}
+class Problem(TypedDict):
+    field: str
+    reason: str
+    type: NotRequired[str]
+
+
+class RefusalBody(BaseModel):
+    """The refusal's shape, for the OpenAPI document."""
+
+    error: str
+    detail: list[Problem]
 
 
 class Refusal(Exception):
@@ -66,23 +62,33 @@ class Refusal(Exception):
         return orjson.dumps({"error": self.error, "detail": self.detail})
 
 
-def validation_refusal(error: ValidationError, prefix: str = "invalid input") -> Refusal:
-    """The 400 for a request the contract refused; its error reads `invalid input: field:
-    reason; ...` and names at most MAX_LISTED_PROBLEMS problems, with how many more there are."""
+def validation_refusal(
+    error: ValidationError,
+    prefix: str = "invalid input: ",
+    problem_of: Callable[[dict[str, Any]], dict[str, str]] | None = None,
+) -> Refusal:
+    """The 400 for a request the models refused; its error reads `{prefix}field: reason; ...`
+    and names at most MAX_LISTED_PROBLEMS problems, with how many more there are. `problem_of`
+    names a problem in a protocol's own words (the field's dotted path and pydantic's message
+    by default)."""
     listed = [
-        problem(".".join(map(str, item["loc"])), item["msg"], item["type"])
+        (problem_of or _dotted_problem)(item)
         for item in error.errors(include_url=False, include_context=False, include_input=False)[
             :MAX_LISTED_PROBLEMS
         ]
     ]
-    return Refusal(400, f"{prefix}: {summarize(listed, error.error_count())}", listed)
+    return Refusal(400, f"{prefix}{summarize(listed, error.error_count())}", listed)
+
+
+def _dotted_problem(item: dict[str, Any]) -> dict[str, str]:
+    return problem(".".join(map(str, item["loc"])), item["msg"], item["type"])
 
 
 def problem(field: str, reason: Any, kind: Any) -> dict[str, str]:
     return {
-        "field": cut(field or "body", MAX_FIELD_CHARS),
-        "reason": cut(str(reason), MAX_REASON_CHARS),
-        "type": cut(str(kind), MAX_FIELD_CHARS),
+        "field": clip(field or "body", MAX_FIELD_CHARS),
+        "reason": clip(str(reason), MAX_REASON_CHARS),
+        "type": clip(str(kind), MAX_FIELD_CHARS),
     }
 
 
@@ -93,8 +99,14 @@ def summarize(listed: list[dict[str, str]], total: int) -> str:
     return f"{summary}; and {hidden} more" if hidden > 0 else summary
 
 
-def cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, on every V2 answer.
+@dataclass(slots=True)
+class Answer:
+    """A 200 answer's body, its media type and any headers of its own."""
+
+    body: bytes
+    media_type: bytes = b"application/json"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 async def send_body(

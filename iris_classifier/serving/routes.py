@@ -20,8 +20,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iris_classifier.flowers import MODEL_NAME
 from iris_classifier.serving.api_page import CONTENT_SECURITY_POLICY, render_page
-from iris_classifier.serving.limits import TENSOR_TYPES, BodyRefused, read_body, refuse_unread
+from iris_classifier.serving.contract import parse_batch, parse_flower
+from iris_classifier.serving.limits import (
+    HEADER_LENGTH,
+    TENSOR_TYPES,
+    BodyRefused,
+    read_body,
+    refuse_unread,
+)
 from iris_classifier.serving.refusals import Refusal, send_body, send_refusal, validation_refusal
+from iris_classifier.serving.request_context import MAX_PATH_CHARS, clip
 from iris_classifier.serving.shutdown import Drain
 from iris_classifier.serving.tokens import BearerTokens
 
@@ -33,7 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("iris_classifier.http")
 
-JSON = b"application/json"
 BENTOML_ROUTES = frozenset({"/livez", "/healthz", "/readyz", "/metrics", "/schema.json"})
 V2_MODELS = "/v2/models/"
 # The routes that predict or describe the model by the tensor protocol take a bearer token when
@@ -43,6 +50,7 @@ TOKEN_ROUTES = frozenset({"/iris/classify_iris", "/iris/classify_batch"})
 LIVE = orjson.dumps({"live": True})
 READY = orjson.dumps({"ready": True})
 NOT_READY = orjson.dumps({"ready": False})
+TENSOR_HEADER_LENGTH = HEADER_LENGTH.encode()
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -78,20 +86,16 @@ class RouteTable:
             "/docs.json": {"GET": _answer(lambda: json.dumps(self.describe()).encode())},
             "/healthcheck": {"GET": _answer(lambda: b'"Iris classifier is ready!"')},
             "/iris/model": {"GET": _answer(lambda: orjson.dumps(dict(self._loaded().card)))},
-            "/iris/classify_iris": {"POST": self._classify("read_one", "classify")},
-            "/iris/classify_batch": {"POST": self._classify("read_many", "classify_many")},
+            "/iris/classify_iris": {"POST": self.classify_iris},
+            "/iris/classify_batch": {"POST": self.classify_batch},
             "/v2": {"GET": _answer(lambda: self._loaded().protocol.server_metadata())},
             "/v2/health/live": {"GET": _answer(lambda: LIVE)},
             "/v2/health/ready": {"GET": self.ready},
         }
         self.model_routes: dict[str, dict[str, Handler]] = {}
-        self.header_length = b""
 
     def serve(self, served: ServedModel) -> None:
         """Answer with `served` from now on; its V2 routes become exact paths of the table."""
-        from iris_classifier.serving.v2 import HEADER_LENGTH
-
-        self.header_length = HEADER_LENGTH.encode()
         self.served = served
         metadata = _answer(served.protocol.model_metadata)
         model = f"{V2_MODELS}{MODEL_NAME}"
@@ -118,13 +122,13 @@ class RouteTable:
             if self.tokens is not None and (path in TOKEN_ROUTES or path.startswith(V2_MODELS)):
                 self.tokens.check(scope)
             if methods is None:
-                raise Refusal(404, f"no route {path[:256]!r}", field="path")
+                raise Refusal(404, f"no route {clip(path, MAX_PATH_CHARS)!r}", field="path")
             handler = methods.get("GET" if method == "HEAD" else method)
             if handler is None:
                 allowed = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
                 raise Refusal(
                     405,
-                    f"method {method[:16]} is not allowed on {path[:256]!r}: use {allowed}",
+                    f"method {method[:16]} is not allowed on {clip(path, MAX_PATH_CHARS)!r}: use {allowed}",
                     field="method",
                     headers=((b"allow", allowed.encode()),),
                 )
@@ -141,22 +145,18 @@ class RouteTable:
             raise Refusal(503, "the model is not loaded yet", field="model")
         return self.served
 
-    def _classify(self, read: str, answer: str) -> Handler:
-        """A seed route: the predictor's `read` of the body (the contract's), and its `answer`."""
+    async def classify_iris(self, scope: Scope, receive: Receive, send: Send) -> None:
+        predictor = self._loaded().predictor
+        body = await read_body(scope, receive, self.max_body_bytes)
+        if body is not None:
+            await send_body(send, 200, orjson.dumps(predictor.classify(_read(parse_flower, body))))
 
-        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
-            predictor = self._loaded().predictor
-            body = await read_body(scope, receive, self.max_body_bytes)
-            if body is None:
-                return
-            try:
-                # An empty body is read as {}, as BentoML read it.
-                request = getattr(predictor, read)(body or b"{}")
-            except ValidationError as error:
-                raise validation_refusal(error) from None
-            await send_body(send, 200, orjson.dumps(getattr(predictor, answer)(request)))
-
-        return handler
+    async def classify_batch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        predictor = self._loaded().predictor
+        body = await read_body(scope, receive, self.max_body_bytes)
+        if body is not None:
+            answer = predictor.classify_many(_read(parse_batch, body))
+            await send_body(send, 200, orjson.dumps(answer))
 
     def describe(self) -> dict[str, Any]:
         from iris_classifier.serving.openapi import describe_service  # it names the tensors
@@ -180,15 +180,9 @@ class RouteTable:
         body = await read_body(scope, receive, self.max_body_bytes, TENSOR_TYPES)
         if body is None:
             return
-        header_length = dict(scope["headers"]).get(self.header_length)
-        answer, json_length = protocol.infer(
-            body, header_length and header_length.decode("latin-1")
-        )
-        if json_length is None:
-            await send_body(send, 200, answer)
-            return
-        length = ((self.header_length, str(json_length).encode()),)
-        await send_body(send, 200, answer, b"application/octet-stream", headers=length)
+        header_length = dict(scope["headers"]).get(TENSOR_HEADER_LENGTH)
+        answer = protocol.infer(body, header_length and header_length.decode("latin-1"))
+        await send_body(send, 200, answer.body, answer.media_type, headers=answer.headers)
 
     def _unknown_model(self, path: str) -> dict[str, Handler] | None:
         """A V2 model route naming another model or version: its methods answer the 404 that
@@ -201,9 +195,18 @@ class RouteTable:
 
         async def unknown(scope: Scope, receive: Receive, send: Send) -> None:
             self._loaded().protocol.check_model(model, version)
-            raise Refusal(404, f"no route {path[:256]!r}", field="path")
+            raise Refusal(404, f"no route {clip(path, MAX_PATH_CHARS)!r}", field="path")
 
         return {"POST" if rest == ["infer"] else "GET": unknown}
+
+
+def _read(parse: Callable[[bytes], Any], body: bytes) -> Any:
+    """A seed body read by the contract's `parse`, or its 400."""
+    try:
+        # An empty body is read as {}, as BentoML read it.
+        return parse(body or b"{}")
+    except ValidationError as error:
+        raise validation_refusal(error) from None
 
 
 def _answer(body: Callable[[], bytes]) -> Handler:

@@ -29,9 +29,10 @@ from pydantic_core import PydanticCustomError
 
 from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME, SIZE_RULE, breaks_size_rule
 from iris_classifier.serving.config import MAX_TENSOR_ROWS
-from iris_classifier.serving.contract import Centimetres
+from iris_classifier.serving.contract import BATCH_EXAMPLE, Centimetres
+from iris_classifier.serving.limits import HEADER_LENGTH
 from iris_classifier.serving.prediction import Predictions, Predictor
-from iris_classifier.serving.refusals import MAX_LISTED_PROBLEMS, Refusal, problem, summarize
+from iris_classifier.serving.refusals import Answer, Refusal, problem, validation_refusal
 
 INPUT = "flowers"
 PROBABILITIES = "probabilities"
@@ -40,10 +41,16 @@ OUT_OF_RANGE = "out_of_range"
 OUTPUTS = (PROBABILITIES, LABEL, OUT_OF_RANGE)
 DEFAULT_OUTPUTS = (PROBABILITIES, LABEL)
 WIDTH = len(FEATURE_NAMES)
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH_BYTES = HEADER_LENGTH.encode()
 EXTENSIONS = ("binary_tensor_data",)
 DATATYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 
+# The request the OpenAPI document shows: two flowers, nested one row per flower.
+EXAMPLE = {
+    "id": "example-1",
+    "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [2, WIDTH], "data": BATCH_EXAMPLE}],
+    "outputs": [{"name": name} for name in OUTPUTS],
+}
 STRICT = ConfigDict(strict=True, extra="forbid", cache_strings=False)
 # Parameters are the protocol's open-ended map: the keys read here are typed, others are kept.
 OPEN = ConfigDict(strict=True, extra="allow", cache_strings=False)
@@ -74,7 +81,15 @@ class InputTensor(BaseModel):
     datatype: Literal["FP32", "FP64"]
     shape: Annotated[list[int], Field(min_length=2, max_length=2)]
     parameters: TensorParameters | None = None
-    data: Annotated[list[Centimetres], BeforeValidator(flattened)] | None = None
+    data: (
+        Annotated[
+            list[Centimetres],
+            BeforeValidator(
+                flattened, json_schema_input_type=list[Centimetres] | list[list[Centimetres]]
+            ),
+        ]
+        | None
+    ) = None
 
 
 class OutputParameters(BaseModel):
@@ -94,12 +109,55 @@ class RequestParameters(BaseModel):
 
 
 class InferenceRequest(BaseModel):
-    model_config = STRICT
+    model_config = STRICT | ConfigDict(json_schema_extra={"example": EXAMPLE})
     id: str | None = None
     model_name: str | None = None
     parameters: RequestParameters | None = None
     inputs: Annotated[list[InputTensor], Field(min_length=1)]
     outputs: Annotated[list[RequestedOutput], Field(min_length=1)] | None = None
+
+
+# The answers' shapes, for the OpenAPI document; the answers themselves are written as bytes.
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class OutputTensor(TensorMetadata):
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[OutputTensor]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: dict[str, Any]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Liveness(BaseModel):
+    live: bool
+
+
+class Readiness(BaseModel):
+    ready: bool
 
 
 def refuse(message: str, field: str = "inputs[0]") -> Refusal:
@@ -150,14 +208,12 @@ class InferenceProtocol:
         serves = f"{MODEL_NAME!r} {self.model_version!r}"
         raise Refusal(404, f"unknown {unknown}: this server serves {serves}", field=field)
 
-    def infer(self, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
-        """The answer's body, and the length of its JSON header when binary outputs follow."""
+    def infer(self, body: bytes, header_length: str | None) -> Answer:
+        """The inference answer; binary outputs follow a JSON header whose length it names."""
         request, features = parse_request(body, header_length)
         return self._answer(request, self.predictor.predict(features))
 
-    def _answer(
-        self, request: InferenceRequest, predictions: Predictions
-    ) -> tuple[bytes, int | None]:
+    def _answer(self, request: InferenceRequest, predictions: Predictions) -> Answer:
         rows = len(predictions.best)
         all_binary = request.parameters is not None and request.parameters.binary_data_output
         outputs = []
@@ -197,8 +253,12 @@ class InferenceProtocol:
         document["outputs"] = outputs
         header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
         if not binary_parts:
-            return header, None
-        return header + b"".join(binary_parts), len(header)
+            return Answer(header)
+        return Answer(
+            header + b"".join(binary_parts),
+            b"application/octet-stream",
+            ((HEADER_LENGTH_BYTES, str(len(header)).encode()),),
+        )
 
 
 def requested_outputs(
@@ -227,7 +287,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
     try:
         request = InferenceRequest.model_validate_json(json_part)
     except ValidationError as error:
-        raise protocol_refusal(error) from None
+        raise validation_refusal(error, "", tensor_problem) from None
     if request.model_name is not None and request.model_name != MODEL_NAME:
         raise refuse(
             f"the request names model {request.model_name[:64]!r}; this route serves {MODEL_NAME!r}",
@@ -308,18 +368,8 @@ def _json_features(data: list[float], rows: int) -> np.ndarray:
     return np.array(data, dtype=np.float64).reshape(rows, WIDTH)
 
 
-def protocol_refusal(error: ValidationError) -> Refusal:
-    """The 400 for a request the models refused: each problem named by its tensor and row."""
-    listed = [
-        _problem(item)
-        for item in error.errors(include_url=False, include_context=False, include_input=False)[
-            :MAX_LISTED_PROBLEMS
-        ]
-    ]
-    return Refusal(400, summarize(listed, error.error_count()), listed)
-
-
-def _problem(item: dict[str, Any]) -> dict[str, str]:
+def tensor_problem(item: dict[str, Any]) -> dict[str, str]:
+    """A refused request's problem named by its tensor and row."""
     location = item["loc"]
     if location[:1] == ("inputs",) and location[2:3] == ("data",):
         field = f"input {INPUT!r}"

@@ -106,3 +106,52 @@ def test_document_describes_every_route_the_service_answers(service_client) -> N
     for path, methods in routes.routes.items():
         if path in documented:
             assert {method.lower() for method in methods} <= set(documented[path]), path
+
+
+def test_document_schemas_are_the_models_that_read_and_describe_each_route(
+    service_client,
+) -> None:
+    from iris_classifier.serving.contract import (
+        BatchClassification,
+        BatchRequest,
+        Classification,
+        IrisFeatures,
+    )
+    from iris_classifier.serving.v2 import InferenceRequest, InferenceResponse
+
+    document = service_client.get("/docs.json").json()
+    for path, request, answer in (
+        ("/iris/classify_iris", IrisFeatures, Classification),
+        ("/iris/classify_batch", BatchRequest, BatchClassification),
+        ("/v2/models/{model}/infer", InferenceRequest, InferenceResponse),
+        ("/v2/models/{model}/versions/{version}/infer", InferenceRequest, InferenceResponse),
+    ):
+        operation = document["paths"][path]["post"]
+        sent = operation["requestBody"]["content"]["application/json"]["schema"]
+        answered = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        refused = operation["responses"]["400"]["content"]["application/json"]["schema"]
+        assert sent["title"] == request.__name__, path
+        assert set(sent["properties"]) == set(request.model_json_schema()["properties"]), path
+        assert answered["title"] == answer.__name__, path
+        expected = answer.model_json_schema(mode="serialization")["properties"]
+        assert set(answered["properties"]) == set(expected), path
+        assert set(refused["properties"]) == {"error", "detail"}, path
+
+
+def test_every_schema_the_document_refers_to_is_in_it(service_client) -> None:
+    document = service_client.get("/docs.json").json()
+    references: set[str] = set()
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            references.update(v for k, v in node.items() if k == "$ref" and isinstance(v, str))
+            for child in node.values():
+                collect(child)
+        elif isinstance(node, list):
+            for child in node:
+                collect(child)
+
+    collect(document)
+    assert references, "nested models are shared components"
+    defined = {f"#/components/schemas/{name}" for name in document["components"]["schemas"]}
+    assert references - defined == set()

@@ -296,10 +296,11 @@ def test_binary_values_are_as_strict_as_json_ones(value: float) -> None:
 
 
 def answer(document: dict, header_length: str | None = None) -> tuple[dict, bytes]:
-    answered, json_length = PROTOCOL.infer(body(document), header_length)
-    if json_length is None:
-        return orjson.loads(answered), b""
-    return orjson.loads(answered[:json_length]), answered[json_length:]
+    answered = PROTOCOL.infer(body(document), header_length)
+    if answered.media_type == b"application/json":
+        return orjson.loads(answered.body), b""
+    json_length = int(dict(answered.headers)[HEADER_LENGTH.encode()])
+    return orjson.loads(answered.body[:json_length]), answered.body[json_length:]
 
 
 def test_json_answer_holds_both_outputs_and_echoes_id_and_parameters() -> None:
