@@ -204,5 +204,7 @@ IrisClassifier.add_asgi_middleware(
     SlowClients, guard=ConnectionGuard(client_limits, served_by=settings.served_by)
 )
 IrisClassifier.add_asgi_middleware(RouteMiddleware, table=routes)
-# Each answer's head and body in one system call (serving/joined_writes.py says how).
-uvicorn_seam.join_response_writes()
+# Each answer's head and body in one system call (serving/joined_writes.py says how), set
+# where uvicorn serves: the arbiter never imports uvicorn (serving/uvicorn_seam.py).
+if bentoml.server_context.worker_index is not None:
+    uvicorn_seam.join_response_writes()

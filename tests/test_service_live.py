@@ -196,10 +196,11 @@ def maps(pid: int, library: str) -> bool:
     return f"/{library}/" in Path(f"/proc/{pid}/maps").read_text()
 
 
-@pytest.mark.parametrize("library", ["onnxruntime", "numpy"])
+@pytest.mark.parametrize("library", ["onnxruntime", "numpy", "httptools"])
 def test_only_the_worker_holds_the_model_libraries(live_server: str, library: str) -> None:
     """The arbiter checks the model in a child process that exits: it never loads ONNX Runtime
-    or NumPy, which only predicting needs."""
+    or NumPy, which only predicting needs, nor uvicorn and its HTTP parser, which only
+    serving needs."""
     arbiter, workers = serving_processes(live_server)
     assert not maps(arbiter, library)
     assert workers

@@ -23,13 +23,15 @@ against both protocol implementations uvicorn may pick (httptools when installed
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn import config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from iris_classifier.serving.joined_writes import HeadHoldingTransport
+
+# uvicorn itself is imported only where the joined writes are installed and their protocol is
+# loaded, both in a worker: `bentoml serve`'s arbiter imports the service, and so this module,
+# but never serves, and would hold uvicorn and what it imports for nothing.
 
 ProtocolWrapper = Callable[[asyncio.Protocol], asyncio.Protocol]
 
@@ -63,14 +65,29 @@ def answering(protocol: asyncio.Protocol) -> bool:
 JOINED_WRITES_PROTOCOL = "iris_classifier.serving.uvicorn_seam:JoinedWritesProtocol"
 
 
-class JoinedWritesProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, writing through a `HeadHoldingTransport`."""
+@functools.cache
+def joined_writes_protocol() -> type[asyncio.Protocol]:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
+    class JoinedWritesProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol, writing through a `HeadHoldingTransport`."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    return JoinedWritesProtocol
+
+
+def __getattr__(name: str) -> Any:
+    # uvicorn loads the protocol by its import string (JOINED_WRITES_PROTOCOL).
+    if name == "JoinedWritesProtocol":
+        return joined_writes_protocol()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def join_response_writes() -> None:
     """Make uvicorn's "auto" HTTP protocol `JoinedWritesProtocol` (pyproject.toml pins
-    httptools), in whatever process imports the service, before its server loads it."""
+    httptools), in the process that serves, before its server loads it."""
+    from uvicorn import config
+
     config.HTTP_PROTOCOLS["auto"] = JOINED_WRITES_PROTOCOL

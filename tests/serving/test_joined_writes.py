@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -16,6 +19,7 @@ from uvicorn import config
 from iris_classifier.serving import uvicorn_seam
 from iris_classifier.serving.joined_writes import HeadHoldingTransport
 from iris_classifier.serving.uvicorn_seam import JoinedWritesProtocol
+from tests.conftest import REPO_ROOT
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 
@@ -173,6 +177,34 @@ def test_a_real_server_answers_every_request_of_a_connection_in_one_write_each(
     assert all(size > len(b"ok") + len(b"HTTP/1.1 200 OK\r\n") for size in writes)
 
 
-def test_the_service_installs_it_where_it_is_imported(service_class) -> None:
+def service_imported_as(worker_index: int | None) -> dict[str, object]:
+    """What importing service.py leaves in a fresh process that `bentoml serve` would run as
+    its arbiter (no worker index) or as a worker."""
+    code = (
+        "import json, sys, bentoml\n"
+        f"bentoml.server_context.worker_index = {worker_index!r}\n"
+        "import service\n"
+        "imported = 'uvicorn' in sys.modules\n"
+        "from uvicorn import config\n"
+        "print(json.dumps({'uvicorn': imported, 'auto': config.HTTP_PROTOCOLS['auto']}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_worker_installs_it_as_it_imports_the_service(trained_model: str) -> None:
     """`bentoml serve`'s worker imports service.py before its uvicorn loads the protocol."""
-    assert config.HTTP_PROTOCOLS["auto"] == uvicorn_seam.JOINED_WRITES_PROTOCOL
+    assert service_imported_as(1)["auto"] == uvicorn_seam.JOINED_WRITES_PROTOCOL
+
+
+def test_the_arbiter_imports_the_service_without_uvicorn(trained_model: str) -> None:
+    """The arbiter imports service.py too but never serves: uvicorn stays out of its memory."""
+    assert service_imported_as(None)["uvicorn"] is False
