@@ -14,7 +14,7 @@ work on the machine counts as little as possible):
 - route table: the service's `RouteTable` called with ASGI messages (body read, dispatch, the
   three steps above, the answer sent), less the cost of the messages themselves;
 - service middlewares: the service's whole ASGI app (BentoML's metrics, tracing and timeout
-  layers, the edge middleware's access line and request id, then the route table), less the
+  layers, the edge layers' access line and request id, then the route table), less the
   route table.
 
 Over HTTP, as the CPU time of the server's process tree during a wrk load divided by the

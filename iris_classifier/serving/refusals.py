@@ -16,6 +16,7 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import Send
 
+JSON_MEDIA_TYPE = b"application/json"
 MAX_LISTED_PROBLEMS = 5
 MAX_FIELD_CHARS = 64
 MAX_REASON_CHARS = 200
@@ -101,7 +102,7 @@ async def send_body(
     send: Send,
     status: int,
     body: bytes,
-    content_type: bytes = b"application/json",
+    content_type: bytes = JSON_MEDIA_TYPE,
     *,
     headers: tuple[tuple[bytes, bytes], ...] = (),
     closing: bool = False,

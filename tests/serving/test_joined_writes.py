@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 from uvicorn import config
 
-from iris_classifier.serving import uvicorn_seam
+from iris_classifier.serving import seam
 from iris_classifier.serving.joined_writes import HeadHoldingTransport
-from iris_classifier.serving.uvicorn_seam import JoinedWritesProtocol
+from iris_classifier.serving.seam import JoinedWritesProtocol
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 
@@ -92,7 +92,7 @@ def test_what_is_not_a_head_is_written_at_once_and_the_rest_is_the_transports() 
 def test_install_makes_uvicorns_auto_protocol_this_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """BentoML leaves uvicorn's protocol to "auto": what it loads after `install()`."""
     monkeypatch.setitem(config.HTTP_PROTOCOLS, "auto", config.HTTP_PROTOCOLS["auto"])
-    uvicorn_seam.join_response_writes()
+    seam.join_response_writes()
 
     async def app(scope, receive, send) -> None:
         pass
@@ -175,4 +175,4 @@ def test_a_real_server_answers_every_request_of_a_connection_in_one_write_each(
 
 def test_the_service_installs_it_where_it_is_imported(service_class) -> None:
     """`bentoml serve`'s worker imports service.py before its uvicorn loads the protocol."""
-    assert config.HTTP_PROTOCOLS["auto"] == uvicorn_seam.JOINED_WRITES_PROTOCOL
+    assert config.HTTP_PROTOCOLS["auto"] == seam.JOINED_WRITES_PROTOCOL
