@@ -45,7 +45,8 @@ logger = logging.getLogger("iris_classifier.access")
 SERVED_BY_HEADER = b"x-served-by"
 # Probed every few seconds: their access lines would drown the requests that matter.
 PROBE_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
-# Statuses BentoML's layers may answer in a shape of their own (429: its concurrency limit).
+# Statuses BentoML's layers answer in a shape of their own: 429, its concurrency limit; 504, its
+# timeout layer, should the seam not find it to replace.
 FOREIGN_STATUSES = frozenset({429, 504})
 INTERNAL_ERROR = "internal server error"
 
