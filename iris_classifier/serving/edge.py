@@ -1,22 +1,10 @@
-"""The service's edge: four small layers, each with one job, in front of BentoML's own.
+"""The service's edge: small layers with one job each, in front of BentoML's own.
 
-- `RequestLog`: the request's context (its id), `X-Served-By` and `X-Request-ID` on every
-  answer, and one access line per request;
-- `Draining`: while the replica drains (shutdown.py), `/readyz` answers 503 and every answer is
-  marked `Connection: close`, as is the answer that uses up its connection's budget
-  (recycling.py);
-- `ErrorShape`: an error answer made in a shape of its own (a plain-text 500 or 503, BentoML's
-  429) leaves in the one refusal shape (refusals.py), and an unhandled error or an application
-  that ends without an answer is a 500;
-- `RequestTimeout`: a 504 for a request not answered within `traffic.timeout`, where BentoML's
-  timeout layer was. That layer left each request's timer in the event loop for the whole
-  timeout (README.md says what that cost); this one forgets a request as soon as its answer
-  starts, all requests of an event loop sharing one timer.
-
-A service's middlewares sit inside BentoML's layers, whose answers (a 504, a 500) would leave
-without our headers; `add_edge` has seam.py put the first three in front of the whole stack
-when it starts, and the timeout and the request metrics (request_metrics.py) in the places of
-BentoML's.
+`RequestLog` (request id, `X-Served-By`, `X-Request-ID`, the access line), `Draining` (the drain
+of shutdown.py and the close of recycling.py) and `ErrorShape` (every error in the refusal
+shape, a 500 where nothing answered) go in front of the whole stack when it starts, so that
+BentoML's answers (a 504, a 500) carry our headers too; `RequestTimeout` goes where BentoML's
+timeout layer was, whose timers outlived their requests (README.md). seam.py does the moving.
 """
 
 from __future__ import annotations
@@ -26,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -38,6 +27,7 @@ from iris_classifier.serving.recycling import ConnectionRecycler
 from iris_classifier.serving.refusals import JSON_MEDIA_TYPE, Refusal, send_refusal
 from iris_classifier.serving.request_context import CURRENT_REQUEST, REQUEST_ID_HEADER, context_for
 from iris_classifier.serving.request_metrics import replace_request_metrics
+from iris_classifier.serving.seam import READINESS_PATH
 from iris_classifier.serving.shutdown import Drain
 
 logger = logging.getLogger("iris_classifier.access")
@@ -142,10 +132,9 @@ class ClosingResponder:
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = list(message.get("headers", ()))
+            headers = message.get("headers", ())
             if self.layer.closes_connection(self.scope, headers):
-                headers.append((b"connection", b"close"))
-                message = {**message, "headers": headers}
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
         await self.send(message)
 
 
@@ -170,13 +159,13 @@ class Draining:
             await self.app(scope, receive, send)
             return
         responder = ClosingResponder(self, scope, send)
-        if self.drain.active and scope["path"] == seam.READINESS_PATH:
+        if self.drain.active and scope["path"] == READINESS_PATH:
             draining = Refusal(503, "draining: this replica is stopping", field="replica")
             await send_refusal(responder, draining)
             return
         await self.app(scope, receive, responder)
 
-    def closes_connection(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> bool:
+    def closes_connection(self, scope: Scope, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         """Whether this answer must add `Connection: close`: the drain, or a used-up budget."""
         if any(name == b"connection" for name, _ in headers):  # the answer closes it already
             if self.recycler is not None:

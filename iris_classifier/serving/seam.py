@@ -101,7 +101,9 @@ class StackRewrite:
 
     A service's own middlewares sit inside BentoML's (metrics, tracing, timeout), and only
     Starlette's `middleware_stack`, built before its first call and read on every call, holds
-    them all; `scope["app"]` is the Starlette application.
+    them all; `scope["app"]` is the Starlette application. The call that rewrites it (the
+    lifespan's) goes on through the new stack from its top, which BentoML's layers pass a
+    lifespan through, so the layers put in front see the lifespan too.
     """
 
     def __init__(self, app: ASGIApp, rewrite: Callable[[ASGIApp], ASGIApp]) -> None:
