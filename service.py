@@ -25,9 +25,9 @@ import bentoml
 
 from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.model_format import ModelError, version_of
-from iris_classifier.serving import card, uvicorn_seam
+from iris_classifier.serving import card, seam
 from iris_classifier.serving.config import Settings
-from iris_classifier.serving.edge import EdgeMiddleware
+from iris_classifier.serving.edge import add_edge
 from iris_classifier.serving.logs import configure_logging
 from iris_classifier.serving.metric_buffer import shared_buffer
 from iris_classifier.serving.recycling import ConnectionRecycler
@@ -48,11 +48,6 @@ STORED_MODEL = bentoml.models.BentoModel(settings.model_tag)
 V2_PARAMETERS = ("class_names", "feature_names", "feature_unit", "estimator")
 
 
-def resolved(model_ref: Any) -> Any:
-    # Inside the service class BentoML has already resolved the reference to a stored model.
-    return model_ref.resolve() if hasattr(model_ref, "resolve") else model_ref
-
-
 def refuse_to_serve(model: Any, problem: object) -> SystemExit:
     # One line and exit status 1: `bentoml serve` (and so the container) stops at once rather
     # than restarting a worker that can never become ready.
@@ -68,7 +63,7 @@ def check_stored(model_ref: Any) -> None:
     here in a short-lived child process, so the arbiter holds neither ONNX Runtime and a session
     nor NumPy for its whole life.
     """
-    model = resolved(model_ref)
+    model = seam.stored_model(model_ref)
     checked = subprocess.run(
         [sys.executable, "-c", "from iris_classifier.servable import check; check()"],
         input=json.dumps({"directory": model.path, "metadata": model.info.metadata}, default=str),
@@ -92,7 +87,7 @@ def load_served(model_ref: Any) -> ServedModel:
     from iris_classifier.serving.prediction_log import PredictionLog
     from iris_classifier.serving.v2 import InferenceProtocol
 
-    model = resolved(model_ref)
+    model = seam.stored_model(model_ref)
     metadata = model.info.metadata
     try:
         servable = servable_model(Path(model.path), metadata)
@@ -129,8 +124,8 @@ def load_served(model_ref: Any) -> ServedModel:
     return ServedModel(predictor, protocol, model_card)
 
 
-# A worker (it has an index) checks the model as it loads it, in __init__.
-if bentoml.server_context.worker_index is None:
+# A worker checks the model as it loads it, in __init__.
+if not seam.in_worker():
     check_stored(STORED_MODEL)
 
 # BentoML opens OpenTelemetry spans for every request even when no exporter is configured, at a
@@ -141,7 +136,7 @@ UNTRACED_ROUTES = ["/iris/classify_iris", "/iris/classify_batch", "/v2/"]
 @bentoml.service(
     traffic={"timeout": 10},
     tracing={"excluded_urls": UNTRACED_ROUTES},
-    # EdgeMiddleware writes one access line per request, with its request id.
+    # The edge (edge.py) writes one access line per request, with its request id.
     logging={"access": {"enabled": False}},
     labels={"project": "iris-classifier"},
 )
@@ -185,10 +180,10 @@ routes = RouteTable(
     drain=drain,
     version=settings.version,
     max_body_bytes=settings.max_body_bytes,
-    openapi=lambda: IrisClassifier.openapi_spec.asdict(),
+    openapi=lambda: seam.openapi_document(IrisClassifier),
 )
-IrisClassifier.add_asgi_middleware(
-    EdgeMiddleware,
+add_edge(
+    IrisClassifier,
     served_by=settings.served_by,
     drain=drain,
     recycler=ConnectionRecycler(settings.connection_max_requests, settings.connection_max_seconds),
@@ -199,12 +194,12 @@ client_limits = ClientLimits(
     head_seconds=settings.head_timeout_seconds,
     body_min_rate=settings.body_min_bytes_per_second,
 )
-# Inside the edge layer, so a slow body's 408 carries its headers and access line.
+# Inside the edge layers, so a slow body's 408 carries its headers and access line.
 IrisClassifier.add_asgi_middleware(
     SlowClients, guard=ConnectionGuard(client_limits, served_by=settings.served_by)
 )
 IrisClassifier.add_asgi_middleware(RouteMiddleware, table=routes)
 # Each answer's head and body in one system call (serving/joined_writes.py says how), set
-# where uvicorn serves: the arbiter never imports uvicorn (serving/uvicorn_seam.py).
-if bentoml.server_context.worker_index is not None:
-    uvicorn_seam.join_response_writes()
+# where uvicorn serves: the arbiter never imports uvicorn (serving/seam.py).
+if seam.in_worker():
+    seam.join_response_writes()

@@ -9,9 +9,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from iris_classifier.flowers import MODEL_NAME
+from iris_classifier.serving.seam import bento_manifest
 
 PROJECT_NAME = "iris-classifier"
 
@@ -168,7 +167,7 @@ def served_model_tag() -> str:
 
 def packed_model_tag() -> str | None:
     """The model version the Bento being served was built with, or None outside a Bento."""
-    manifest = _bento_manifest()
+    manifest = bento_manifest()
     if manifest is None:
         return None
     # BentoML lists a service's models under its entry in `services`, older Bentos at the top.
@@ -192,12 +191,6 @@ def packed_model_tag() -> str | None:
     return tags[0]
 
 
-def _bento_manifest() -> dict | None:
-    """bento.yaml of the Bento being served (BentoML's image sets BENTO_PATH), if any."""
-    path = Path(os.environ.get("BENTO_PATH", "/nonexistent")) / "bento.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
-
-
 def installed_version() -> str:
     """pyproject.toml's version: from the installed project (make install), else from the
     `version` label `make build` gives the Bento that the image serves."""
@@ -205,7 +198,7 @@ def installed_version() -> str:
         return importlib.metadata.version(PROJECT_NAME)
     except importlib.metadata.PackageNotFoundError:
         pass
-    manifest = _bento_manifest()
+    manifest = bento_manifest()
     if manifest is not None:
         labels = manifest.get("labels") or {}
         return str(labels.get("version", "unknown"))

@@ -1,21 +1,10 @@
-"""The service's outermost HTTP layer: request id, replica name, drain, and the access line;
-and the request timeout, in place of BentoML's.
+"""The service's edge: small layers with one job each, in front of BentoML's own.
 
-BentoML puts its own layers around the middlewares a service adds: the request timeout (504),
-the handler of unhandled errors (500), metrics and tracing. Answers made there would leave
-without our headers, so at startup this layer moves itself in front of all of them: every
-response, a timeout or a crash included, carries `X-Served-By` and `X-Request-ID`, and every
-request gets one access line. While the replica drains (see shutdown.py) it answers `/readyz`
-with 503 and marks every response `Connection: close`; so does the answer that uses up its
-connection's budget (recycling.py). An error answer made by those layers (a
-plain-text 500 or 503, BentoML's 429) leaves in the one refusal shape (refusals.py).
-
-BentoML's timeout layer leaves each request's timer in the event loop for the whole timeout
-(README.md says what that cost); `RequestTimeout` takes its place, at the same depth and with
-the same seconds, and forgets a request as soon as its answer starts, all requests of an event
-loop sharing one timer. BentoML's request metrics layer makes way for `RequestMetrics`
-(request_metrics.py), which counts the same series in memory, when the edge is given the
-process's metric buffer.
+`RequestLog` (request id, `X-Served-By`, `X-Request-ID`, the access line), `Draining` (the drain
+of shutdown.py and the close of recycling.py) and `ErrorShape` (every error in the refusal
+shape, a 500 where nothing answered) go in front of the whole stack when it starts, so that
+BentoML's answers (a 504, a 500) carry our headers too; `RequestTimeout` goes where BentoML's
+timeout layer was, whose timers outlived their requests (README.md). seam.py does the moving.
 """
 
 from __future__ import annotations
@@ -25,31 +14,168 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from iris_classifier.serving import seam
 from iris_classifier.serving.line_writer import write_through
 from iris_classifier.serving.metric_buffer import MetricBuffer
 from iris_classifier.serving.recycling import ConnectionRecycler
-from iris_classifier.serving.refusals import Refusal, send_refusal
-from iris_classifier.serving.request_context import CURRENT_REQUEST, context_for
+from iris_classifier.serving.refusals import JSON_MEDIA_TYPE, Refusal, send_refusal
+from iris_classifier.serving.request_context import CURRENT_REQUEST, REQUEST_ID_HEADER, context_for
 from iris_classifier.serving.request_metrics import replace_request_metrics
+from iris_classifier.serving.seam import READINESS_PATH
 from iris_classifier.serving.shutdown import Drain
 
 logger = logging.getLogger("iris_classifier.access")
 
 SERVED_BY_HEADER = b"x-served-by"
-REQUEST_ID_HEADER = b"x-request-id"
-READINESS_PATH = "/readyz"
 # Probed every few seconds: their access lines would drown the requests that matter.
 PROBE_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
-# Statuses only BentoML's layers answer, always in a shape of their own (504: its timeout layer,
-# where it could not be replaced).
+# Statuses BentoML's layers answer in a shape of their own: 429, its concurrency limit; 504, its
+# timeout layer, should the seam not find it to replace.
 FOREIGN_STATUSES = frozenset({429, 504})
 INTERNAL_ERROR = "internal server error"
-JSON = b"application/json"
+
+
+class LoggedResponder:
+    """Marks the answer's head with the replica and the request id, and notes its status."""
+
+    __slots__ = ("request_id", "send", "served_by", "status")
+
+    def __init__(self, send: Send, served_by: bytes, request_id: bytes) -> None:
+        self.send = send
+        self.served_by = served_by
+        self.request_id = request_id
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = [
+                (name, value)
+                for name, value in message.get("headers", ())
+                if name not in (SERVED_BY_HEADER, REQUEST_ID_HEADER)
+            ]
+            headers += [(SERVED_BY_HEADER, self.served_by), (REQUEST_ID_HEADER, self.request_id)]
+            message = {**message, "headers": headers}
+        await self.send(message)
+
+
+class RequestLog:
+    """The request's context, our two headers on its answer, and its access line."""
+
+    def __init__(self, app: ASGIApp, served_by: str, drain: Drain) -> None:
+        self.app = app
+        self.served_by = served_by.encode("latin-1", "replace")
+        self.drain = drain  # a drain's readiness 503s are expected: no warning line for them
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                receive = _writing_logs_through_at_shutdown(receive)
+            await self.app(scope, receive, send)
+            return
+        context = context_for(scope)
+        token = CURRENT_REQUEST.set(context)
+        started = time.perf_counter()
+        responder = LoggedResponder(send, self.served_by, context.request_id.encode("ascii"))
+        try:
+            await self.app(scope, receive, responder)
+        finally:
+            status = responder.status
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            if scope["path"] in PROBE_PATHS and (status < 400 or self.drain.active):
+                level = logging.DEBUG  # probes, and a drain's expected readiness 503s
+            else:
+                level = logging.WARNING if status >= 500 else logging.INFO
+            logger.log(
+                level,
+                "%s %s %d",
+                context.method,
+                context.path,
+                status,
+                extra={"request": context, "status": status, "duration_ms": duration_ms},
+            )
+            CURRENT_REQUEST.reset(token)
+
+
+def _writing_logs_through_at_shutdown(receive: Receive) -> Receive:
+    """`receive` of the lifespan, which writes out the buffered log lines at shutdown.
+
+    uvicorn sends the shutdown once every request is answered, and then ends the worker by
+    raising its stop signal again with the default action, which skips the exit handlers that
+    write out what the log holds: from the shutdown on, each line is written as it comes.
+    """
+
+    async def receive_noting_shutdown() -> Message:
+        message = await receive()
+        if message["type"] == "lifespan.shutdown":
+            write_through()
+        return message
+
+    return receive_noting_shutdown
+
+
+class ClosingResponder:
+    """Adds `Connection: close` to the answer's head when the layer says so."""
+
+    __slots__ = ("layer", "scope", "send")
+
+    def __init__(self, layer: Draining, scope: Scope, send: Send) -> None:
+        self.layer = layer
+        self.scope = scope
+        self.send = send
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", ())
+            if self.layer.closes_connection(self.scope, headers):
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await self.send(message)
+
+
+class Draining:
+    """The drain: readiness 503 and `Connection: close` while it lasts, and the close of the
+    answer that uses up its connection's budget."""
+
+    def __init__(
+        self, app: ASGIApp, drain: Drain, recycler: ConnectionRecycler | None = None
+    ) -> None:
+        self.app = app
+        self.drain = drain
+        self.recycler = recycler if recycler is not None and recycler.enabled else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                self.drain.install(asyncio.get_running_loop())
+            await self.app(scope, receive, send)
+            return
+        if self.recycler is None and not self.drain.active:
+            await self.app(scope, receive, send)
+            return
+        responder = ClosingResponder(self, scope, send)
+        if self.drain.active and scope["path"] == READINESS_PATH:
+            draining = Refusal(503, "draining: this replica is stopping", field="replica")
+            await send_refusal(responder, draining)
+            return
+        await self.app(scope, receive, responder)
+
+    def closes_connection(self, scope: Scope, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        """Whether this answer must add `Connection: close`: the drain, or a used-up budget."""
+        if any(name == b"connection" for name, _ in headers):  # the answer closes it already
+            if self.recycler is not None:
+                self.recycler.forget(scope.get("client"))
+            return False
+        if self.drain.active:
+            return True
+        return self.recycler is not None and self.recycler.answer_ends_connection(
+            scope.get("client")
+        )
 
 
 def foreign_error(message: Message) -> bool:
@@ -57,7 +183,7 @@ def foreign_error(message: Message) -> bool:
     if message["status"] < 400:  # every answer passes here: no header scan for a success
         return False
     content_type = dict(message.get("headers", ())).get(b"content-type", b"")
-    return message["status"] in FOREIGN_STATUSES or not content_type.startswith(JSON)
+    return message["status"] in FOREIGN_STATUSES or not content_type.startswith(JSON_MEDIA_TYPE)
 
 
 def reshaped(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> Refusal:
@@ -70,6 +196,58 @@ def reshaped(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> Re
     # Starlette's bare "Internal Server Error" reads as the service's own 500 does.
     said = phrase.lower() if str(said) in ("", phrase) else str(said)
     return Refusal(status, said, headers=kept)
+
+
+class ReshapingResponder:
+    """Holds a foreign error answer until its body is whole, then sends it as a refusal."""
+
+    __slots__ = ("head", "held", "send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+        self.held: list[bytes] | None = None
+        self.head: Message = {}
+
+    async def __call__(self, message: Message) -> None:
+        if self.held is not None:
+            self.held.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                body, self.held = b"".join(self.held), None
+                headers = list(self.head.get("headers", ()))
+                await send_refusal(self.send, reshaped(self.head["status"], body, headers))
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+            if foreign_error(message):
+                self.held, self.head = [], message
+                return
+        await self.send(message)
+
+
+class ErrorShape:
+    """Every error answer in the refusal shape, and a 500 where nothing answered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        responder = ReshapingResponder(send)
+        try:
+            await self.app(scope, receive, responder)
+        except Exception:
+            logger.exception("unhandled error", extra={"request": CURRENT_REQUEST.get(None)})
+            if not responder.started:
+                await send_refusal(send, Refusal(500, INTERNAL_ERROR))
+            return
+        if not responder.started:
+            # A client that left, or an application that returned without an answer.
+            context = CURRENT_REQUEST.get(None)
+            logger.warning("no answer from the application", extra={"request": context})
+            await send_refusal(send, Refusal(500, INTERNAL_ERROR))
 
 
 class Deadlines:
@@ -192,166 +370,21 @@ class RequestTimeout:
         await send_refusal(send, Refusal(504, error))
 
 
-def replace_timeout(stack: ASGIApp) -> bool:
-    """Put a `RequestTimeout` where BentoML's timeout layer is in `stack`, with its seconds."""
-    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+def add_edge(
+    service: Any,
+    served_by: str,
+    drain: Drain,
+    recycler: ConnectionRecycler | None = None,
+    metric_buffer: MetricBuffer | None = None,
+) -> None:
+    """Give `service` the edge layers, in front of BentoML's when it starts; with a metric
+    buffer, BentoML's request metrics count in memory (request_metrics.py)."""
 
-    layer: Any = stack
-    while (inner := getattr(layer, "app", None)) is not None:
-        if isinstance(inner, TimeoutMiddleware):
-            layer.app = RequestTimeout(inner.app, inner.timeout)
-            return True
-        layer = inner
-    return False
-
-
-def _writing_logs_through_at_shutdown(receive: Receive) -> Receive:
-    """`receive` of the lifespan, which writes out the buffered log lines at shutdown.
-
-    uvicorn sends the shutdown once every request is answered, and then ends the worker by
-    raising its stop signal again with the default action, which skips the exit handlers that
-    write out what the log holds: from the shutdown on, each line is written as it comes.
-    """
-
-    async def receive_noting_shutdown() -> Message:
-        message = await receive()
-        if message["type"] == "lifespan.shutdown":
-            write_through()
-        return message
-
-    return receive_noting_shutdown
-
-
-class EdgeMiddleware:
-    """Registered like any service middleware; in front of BentoML's layers once started."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        served_by: str,
-        drain: Drain,
-        recycler: ConnectionRecycler | None = None,
-        metric_buffer: MetricBuffer | None = None,
-    ) -> None:
-        self.app = app
-        self.served_by = served_by.encode("latin-1", "replace")
-        self.drain = drain
-        self.recycler = recycler if recycler is not None and recycler.enabled else None
-        self.metric_buffer = metric_buffer
-        self.in_front = False
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            if not self.in_front:
-                self._move_in_front(scope.get("app"))
-                self.drain.install(asyncio.get_running_loop())
-            await self.app(scope, _writing_logs_through_at_shutdown(receive), send)
-            return
-        if scope["type"] == "http" and not self.in_front:
-            await self.handle(scope, receive, send, self.app)
-            return
-        await self.app(scope, receive, send)
-
-    def _move_in_front(self, application: Any) -> None:
-        """Wrap the application's whole middleware stack (Starlette builds it before lifespan)."""
-        stack = getattr(application, "middleware_stack", None)
-        if stack is None:
-            logger.warning("cannot go in front of BentoML's layers: their answers lack headers")
-            return
-        if not replace_timeout(stack):
+    def rewrite(stack: ASGIApp) -> ASGIApp:
+        if not seam.replace_timeout(stack, RequestTimeout):
             logger.warning("BentoML's timeout layer was not found: its timers outlive requests")
-        if self.metric_buffer is not None and not replace_request_metrics(
-            stack, self.metric_buffer
-        ):
+        if metric_buffer is not None and not replace_request_metrics(stack, metric_buffer):
             logger.info("no BentoML request metrics layer: each request writes its own metrics")
+        return RequestLog(Draining(ErrorShape(stack), drain, recycler), served_by, drain)
 
-        async def in_front(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http":
-                await self.handle(scope, receive, send, stack)
-            else:
-                await stack(scope, receive, send)
-
-        application.middleware_stack = in_front
-        self.in_front = True
-
-    def closes_connection(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> bool:
-        """Whether this answer must add `Connection: close`: the drain, or a used-up budget."""
-        if any(name == b"connection" for name, _ in headers):  # the answer closes it already
-            if self.recycler is not None:
-                self.recycler.forget(scope.get("client"))
-            return False
-        if self.drain.active:
-            return True
-        return self.recycler is not None and self.recycler.answer_ends_connection(
-            scope.get("client")
-        )
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
-        context = context_for(scope)
-        token = CURRENT_REQUEST.set(context)
-        started = time.perf_counter()
-        status = 0
-        request_id = context.request_id.encode("ascii")
-
-        held: list[bytes] | None = None
-        held_headers: list[tuple[bytes, bytes]] = []
-
-        async def send_reshaped(message: Message) -> None:
-            nonlocal held, held_headers
-            if held is not None:  # the body of a foreign error answer, reshaped once whole
-                held.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    body, held = b"".join(held), None
-                    await send_refusal(send_marked, reshaped(status, body, held_headers))
-                return
-            if message["type"] == "http.response.start" and foreign_error(message):
-                held, held_headers = [], list(message.get("headers", ()))
-            await send_marked(message)
-
-        async def send_marked(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if held is not None:
-                    return
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", ())
-                    if name not in (SERVED_BY_HEADER, REQUEST_ID_HEADER)
-                ]
-                headers += [(SERVED_BY_HEADER, self.served_by), (REQUEST_ID_HEADER, request_id)]
-                if self.closes_connection(scope, headers):
-                    headers.append((b"connection", b"close"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            if self.drain.active and scope["path"] == READINESS_PATH:
-                await send_refusal(
-                    send_marked, Refusal(503, "draining: this replica is stopping", field="replica")
-                )
-            else:
-                await app(scope, receive, send_reshaped)
-                if not status:
-                    # A client that left, or an application that returned without an answer.
-                    logger.warning("no answer from the application", extra={"request": context})
-                    await send_refusal(send_marked, Refusal(500, INTERNAL_ERROR))
-        except Exception:
-            logger.exception("unhandled error", extra={"request": context})
-            if not status:
-                await send_refusal(send_marked, Refusal(500, INTERNAL_ERROR))
-        finally:
-            duration_ms = round((time.perf_counter() - started) * 1000, 2)
-            if scope["path"] in PROBE_PATHS and (status < 400 or self.drain.active):
-                level = logging.DEBUG  # probes, and a drain's expected readiness 503s
-            else:
-                level = logging.WARNING if status >= 500 else logging.INFO
-            logger.log(
-                level,
-                "%s %s %d",
-                context.method,
-                context.path,
-                status,
-                extra={"request": context, "status": status, "duration_ms": duration_ms},
-            )
-            CURRENT_REQUEST.reset(token)
+    seam.rewrite_stack_at_startup(service, rewrite)

@@ -8,7 +8,7 @@ response head until the next write, which sends both together, or until the even
 ends, so a head whose body comes later (a stream) is never held longer than that turn.
 
 The transport here is plain asyncio; putting it under uvicorn's protocol reaches into uvicorn,
-and so lives in uvicorn_seam.py (`join_response_writes`).
+and so lives in seam.py (`join_response_writes`).
 """
 
 from __future__ import annotations

@@ -25,13 +25,12 @@ from iris_classifier.serving.line_writer import FLUSH_SECONDS, BatchedLineHandle
 from iris_classifier.serving.prediction_log import LOGGER_NAME as PREDICTION_LOGGER
 from iris_classifier.serving.prediction_log import PredictionLineFormatter
 from iris_classifier.serving.request_context import CURRENT_REQUEST, RequestContext, clip
+from iris_classifier.serving.seam import SERVER_LOGGERS, bentoml_log_handler
 
 # Budgets in characters after escaping; together with the fixed fields they bound a line.
 MAX_MESSAGE_CHARS = 2000
 MAX_ERROR_CHARS = 4000
 MAX_LINE_CHARS = 8192
-# The loggers BentoML, uvicorn and circus configure with handlers of their own.
-SERVER_LOGGERS = ("bentoml", "uvicorn", "uvicorn.error", "uvicorn.access", "circus")
 # Logger names, methods, routes and access messages repeat from line to line: each is
 # escaped once. Longer texts (client-sent, mostly) are escaped every time, never kept.
 MAX_REMEMBERED_CHARS = 256
@@ -131,8 +130,7 @@ def configure_logging(
     handler = BatchedLineHandler(writer)
     handler.setFormatter(formatter(replica))
     root = logging.getLogger()
-    # Exactly StreamHandler (BentoML's), and an earlier call's own; subclasses (a test runner's
-    # capture) are left alone.
+    # BentoML's, and an earlier call's own; a test runner's capture is left alone.
     for old in [h for h in root.handlers if _replaced(h)]:
         root.removeHandler(old)
         old.close()
@@ -156,4 +154,4 @@ def configure_logging(
 
 
 def _replaced(handler: logging.Handler) -> bool:
-    return type(handler) is logging.StreamHandler or isinstance(handler, BatchedLineHandler)
+    return bentoml_log_handler(handler) or isinstance(handler, BatchedLineHandler)

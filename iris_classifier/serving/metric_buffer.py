@@ -27,7 +27,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
-from iris_classifier.serving.metrics_internals import (
+from iris_classifier.serving.seam import (
     StoredValue,
     histogram_values,
     stored_value,

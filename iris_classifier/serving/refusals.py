@@ -21,6 +21,7 @@ from typing_extensions import TypedDict
 
 from iris_classifier.serving.request_context import clip
 
+JSON_MEDIA_TYPE = b"application/json"
 MAX_LISTED_PROBLEMS = 5
 MAX_FIELD_CHARS = 64
 MAX_REASON_CHARS = 200
@@ -113,7 +114,7 @@ async def send_body(
     send: Send,
     status: int,
     body: bytes,
-    content_type: bytes = b"application/json",
+    content_type: bytes = JSON_MEDIA_TYPE,
     *,
     headers: tuple[tuple[bytes, bytes], ...] = (),
     closing: bool = False,

@@ -22,9 +22,11 @@ from iris_classifier.serving.metric_buffer import (
     BufferedHistogram,
     MetricBuffer,
 )
-from iris_classifier.serving.metrics_internals import BentoRequestMetrics, bentoml_request_metrics
-
-METRICS_PATH = "/metrics"
+from iris_classifier.serving.seam import (
+    METRICS_PATH,
+    BentoRequestMetrics,
+    bentoml_request_metrics,
+)
 
 
 class RouteSeries:

@@ -30,6 +30,7 @@ from iris_classifier.serving.limits import (
 )
 from iris_classifier.serving.refusals import Refusal, send_body, send_refusal, validation_refusal
 from iris_classifier.serving.request_context import MAX_PATH_CHARS, clip
+from iris_classifier.serving.seam import BENTOML_PATHS
 from iris_classifier.serving.shutdown import Drain
 from iris_classifier.serving.tokens import BearerTokens
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("iris_classifier.http")
 
-BENTOML_ROUTES = frozenset({"/livez", "/healthz", "/readyz", "/metrics", "/schema.json"})
 V2_MODELS = "/v2/models/"
 # The routes that predict or describe the model by the tensor protocol take a bearer token when
 # tokens are configured. Health, readiness, /metrics, the API page and its document stay open:
@@ -114,7 +114,7 @@ class RouteTable:
         methods = self.routes.get(path) or self.model_routes.get(path)
         if methods is None and path.startswith(V2_MODELS):
             methods = self._unknown_model(path)
-        if methods is None and path in BENTOML_ROUTES:
+        if methods is None and path in BENTOML_PATHS:
             await app(scope, receive, send)
             return
         method = scope["method"]

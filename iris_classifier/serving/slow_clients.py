@@ -15,7 +15,7 @@ NodePort or a laptop it is an open door. Three bounds (config.py reads them; 0 t
 - at most `max_connections` connections are open at once; the next is answered 503 with
   Retry-After, in the refusal shape, and closed, while those open are served as before.
 
-The first and last work on the connection's protocol, which uvicorn_seam.py reaches. uvicorn's
+The first and last work on the connection's protocol, which seam.py reaches. uvicorn's
 own `--limit-concurrency` is not used: it answers in plain text, counts requests in flight
 together with connections, and only once a head is whole, so a connection that never finishes
 one is never refused.
@@ -32,7 +32,7 @@ from http import HTTPStatus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from iris_classifier.serving import uvicorn_seam
+from iris_classifier.serving import seam
 from iris_classifier.serving.metric_buffer import (
     BufferedCounter,
     BufferedGauge,
@@ -133,10 +133,10 @@ class ConnectionGuard:
             for event, reason in (("head", "head_timeout"), ("refused", "over_limit"))
         }
         self.open_gauge = buffer.gauge(metrics.open_connections)
-        uvicorn_seam.wrap_listeners(loop, self.guarded)
+        seam.wrap_listeners(loop, self.guarded)
 
     def guarded(self, protocol: asyncio.Protocol) -> asyncio.Protocol:
-        if not uvicorn_seam.tracks_requests(protocol):
+        if not seam.tracks_requests(protocol):
             if not self._warned_untracked:
                 self._warned_untracked = True
                 logger.warning("%s keeps no request state: connections are not guarded", protocol)
@@ -200,15 +200,15 @@ class GuardedConnection(asyncio.Protocol):
         if awaiting:
             self.head_begun = True
         else:
-            before = uvicorn_seam.current_request(self.inner)
-            between_requests = not uvicorn_seam.answering(self.inner)
+            before = seam.current_request(self.inner)
+            between_requests = not seam.answering(self.inner)
         self.inner.data_received(data)
         if self.transport is not None and self.transport.get_protocol() is not self:
             self._hand_over()
         elif awaiting:
-            if uvicorn_seam.current_request(self.inner) is not self.head_after:
+            if seam.current_request(self.inner) is not self.head_after:
                 self._head_arrived()
-        elif between_requests and uvicorn_seam.current_request(self.inner) is before:
+        elif between_requests and seam.current_request(self.inner) is before:
             # The first bytes of the next request, its head not whole yet: time it.
             self.head_after = before
             self._await_head(begun=True)
@@ -253,7 +253,7 @@ class GuardedConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if uvicorn_seam.current_request(self.inner) is not self.head_after:
+        if seam.current_request(self.inner) is not self.head_after:
             return  # a pipelined head, parsed as the answer before it ended
         self.guard.note("head")
         if self.head_begun:

@@ -90,7 +90,7 @@ def test_page_starts_with_one_flower_then_the_batch_then_the_model(service_clien
 
 
 def test_document_describes_every_route_the_service_answers(service_client) -> None:
-    from iris_classifier.serving.routes import BENTOML_ROUTES
+    from iris_classifier.serving.seam import BENTOML_PATHS as BENTOML_ROUTES
     from service import routes
 
     documented = service_client.get("/docs.json").json()["paths"]

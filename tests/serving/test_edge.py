@@ -23,7 +23,7 @@ import pytest
 from pydantic import BaseModel
 from starlette.testclient import TestClient
 
-from iris_classifier.serving.edge import EdgeMiddleware, RequestTimeout
+from iris_classifier.serving.edge import RequestTimeout, add_edge
 from iris_classifier.serving.shutdown import Drain
 
 TIMEOUT_S = 1
@@ -43,7 +43,7 @@ class Slow:
 
 
 DRAIN = Drain(seconds=0)
-Slow.add_asgi_middleware(EdgeMiddleware, served_by="edge-replica", drain=DRAIN)
+add_edge(Slow, served_by="edge-replica", drain=DRAIN)
 
 
 @pytest.fixture(scope="module")
@@ -443,3 +443,39 @@ def test_no_drain_leaves_sigterm_to_the_server() -> None:
     finally:
         loop.close()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_each_layer_of_the_real_stack_runs_once_per_request(
+    service_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the service's stack as BentoML builds it and the seam rewrites it at startup: each
+    of our layers, and the ones put in BentoML's places, handles a request exactly once."""
+    from iris_classifier.serving import edge, request_metrics, routes, slow_clients
+    from tests.conftest import SEED_FLOWER
+
+    layer_classes = [
+        edge.RequestLog,
+        edge.Draining,
+        edge.ErrorShape,
+        edge.RequestTimeout,
+        request_metrics.RequestMetrics,
+        slow_clients.SlowClients,
+        routes.RouteMiddleware,
+    ]
+    calls: dict[str, int] = {}
+
+    def counting(layer_class):
+        call = layer_class.__call__
+
+        async def counted(self, scope, receive, send) -> None:
+            if scope["type"] == "http":
+                calls[layer_class.__name__] = calls.get(layer_class.__name__, 0) + 1
+            await call(self, scope, receive, send)
+
+        return counted
+
+    for layer_class in layer_classes:
+        monkeypatch.setattr(layer_class, "__call__", counting(layer_class))
+    response = service_client.post("/iris/classify_iris", json=SEED_FLOWER)
+    assert response.status_code == 200
+    assert calls == {layer_class.__name__: 1 for layer_class in layer_classes}

@@ -16,9 +16,9 @@ import pytest
 import uvicorn
 from uvicorn import config
 
-from iris_classifier.serving import uvicorn_seam
+from iris_classifier.serving import seam
 from iris_classifier.serving.joined_writes import HeadHoldingTransport
-from iris_classifier.serving.uvicorn_seam import JoinedWritesProtocol
+from iris_classifier.serving.seam import JoinedWritesProtocol
 from tests.conftest import REPO_ROOT
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
@@ -96,7 +96,7 @@ def test_what_is_not_a_head_is_written_at_once_and_the_rest_is_the_transports() 
 def test_install_makes_uvicorns_auto_protocol_this_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """BentoML leaves uvicorn's protocol to "auto": what it loads after `install()`."""
     monkeypatch.setitem(config.HTTP_PROTOCOLS, "auto", config.HTTP_PROTOCOLS["auto"])
-    uvicorn_seam.join_response_writes()
+    seam.join_response_writes()
 
     async def app(scope, receive, send) -> None:
         pass
@@ -202,7 +202,7 @@ def service_imported_as(worker_index: int | None) -> dict[str, object]:
 
 def test_a_worker_installs_it_as_it_imports_the_service(trained_model: str) -> None:
     """`bentoml serve`'s worker imports service.py before its uvicorn loads the protocol."""
-    assert service_imported_as(1)["auto"] == uvicorn_seam.JOINED_WRITES_PROTOCOL
+    assert service_imported_as(1)["auto"] == seam.JOINED_WRITES_PROTOCOL
 
 
 def test_the_arbiter_imports_the_service_without_uvicorn(trained_model: str) -> None:

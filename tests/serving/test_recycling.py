@@ -11,7 +11,7 @@ import itertools
 import pytest
 
 from iris_classifier.serving import recycling
-from iris_classifier.serving.edge import EdgeMiddleware
+from iris_classifier.serving.edge import Draining
 from iris_classifier.serving.recycling import ConnectionRecycler
 from iris_classifier.serving.shutdown import Drain
 
@@ -67,7 +67,7 @@ def test_the_tracked_connections_stay_bounded() -> None:
     assert len(recycler._budgets) == recycling.MAX_TRACKED
 
 
-def edge_answers(layer: EdgeMiddleware, client: tuple[str, int] | None, count: int) -> list[bool]:
+def edge_answers(layer: Draining, client: tuple[str, int] | None, count: int) -> list[bool]:
     """Whether each of `count` answers through the layer carried `Connection: close`."""
 
     async def application(scope, receive, send) -> None:
@@ -95,7 +95,7 @@ def edge_answers(layer: EdgeMiddleware, client: tuple[str, int] | None, count: i
 
 def test_the_edge_marks_the_answer_that_uses_up_the_budget() -> None:
     recycler = ConnectionRecycler(max_requests=10, max_seconds=0, seed=5)
-    layer = EdgeMiddleware(None, served_by="r", drain=Drain(0), recycler=recycler)  # type: ignore[arg-type]
+    layer = Draining(None, drain=Drain(0), recycler=recycler)  # type: ignore[arg-type]
     closes = edge_answers(layer, ("10.0.0.1", 40000), 100)
     assert 8 <= closes.count(True) <= 12
     ends = [index for index, closed in enumerate(closes) if closed]
@@ -104,5 +104,5 @@ def test_the_edge_marks_the_answer_that_uses_up_the_budget() -> None:
 
 def test_the_edge_without_a_peer_address_never_recycles() -> None:
     recycler = ConnectionRecycler(max_requests=1, max_seconds=0)
-    layer = EdgeMiddleware(None, served_by="r", drain=Drain(0), recycler=recycler)  # type: ignore[arg-type]
+    layer = Draining(None, drain=Drain(0), recycler=recycler)  # type: ignore[arg-type]
     assert edge_answers(layer, None, 5) == [False] * 5

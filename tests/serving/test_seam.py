@@ -1,0 +1,203 @@
+"""What iris_classifier/serving/seam.py relies on in the installed BentoML, Starlette,
+prometheus_client and uvicorn is still there: each check fails with one line naming what moved."""
+
+from __future__ import annotations
+
+import asyncio
+
+import bentoml
+import prometheus_client
+import pytest
+import uvicorn
+
+from iris_classifier.serving import seam
+from tests.support.raw_http import read_answer, request, uvicorn_serving
+
+
+@pytest.fixture
+def registry() -> prometheus_client.CollectorRegistry:
+    return prometheus_client.CollectorRegistry()
+
+
+def test_a_counter_and_a_gauge_keep_their_value_in_value(registry) -> None:
+    counter = prometheus_client.Counter("c", "c", registry=registry)
+    gauge = prometheus_client.Gauge("g", "g", registry=registry)
+    counter.inc(2)
+    gauge.set(5)
+    for child, expected in ((counter, 2), (gauge, 5)):
+        assert hasattr(child, "_value"), f"prometheus_client {child} has no _value any more"
+        value = seam.stored_value(child)
+        assert value.get() == expected, "_value.get() no longer reads the child's value"
+        value.set(expected + 1)
+    assert (counter._value.get(), gauge._value.get()) == (3, 6), "_value.set() does not set"
+
+
+def test_a_histogram_keeps_bounds_buckets_and_sum(registry) -> None:
+    histogram = prometheus_client.Histogram("h", "h", buckets=(1, 2), registry=registry)
+    for name in ("_upper_bounds", "_buckets", "_sum"):
+        assert hasattr(histogram, name), f"prometheus_client Histogram has no {name} any more"
+    histogram.observe(1.5)
+    bounds, buckets, total = seam.histogram_values(histogram)
+    assert bounds == (1, 2, float("inf")), "_upper_bounds is not the bounds and +Inf"
+    assert [bucket.get() for bucket in buckets] == [0, 1, 0], "_buckets are not per bucket"
+    assert total.get() == 1.5, "_sum is not the sum"
+
+
+class Outer:
+    """A layer in front of BentoML's, as the layers of a service's stack hold one another."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+
+def test_bentoml_request_metrics_layer_is_found_with_the_series_it_makes() -> None:
+    """BentoML's layer in a stack of its own (a namespace of its own, so its series stay apart
+    from the service's in this process), found, its collectors made, and replaced."""
+    from bentoml._internal.server.http import instruments
+
+    from iris_classifier.serving.metric_buffer import MetricBuffer
+    from iris_classifier.serving.request_metrics import RequestMetrics, replace_request_metrics
+
+    layer_class = getattr(instruments, "RunnerTrafficMetricsMiddleware", None)
+    assert layer_class is not None, "bentoml moved RunnerTrafficMetricsMiddleware"
+
+    async def inner(scope, receive, send) -> None:
+        pass
+
+    stack = Outer(layer_class(inner, namespace="iris_internals_test", skip_paths=["/livez"]))
+    found = seam.bentoml_request_metrics(stack)
+    assert found is not None, "RunnerTrafficMetricsMiddleware is not found through .app"
+    assert found.skip_paths == ("/livez",), "its skip_paths are not what it was given"
+    assert found.total._labelnames == (
+        "endpoint",
+        "service_name",
+        "service_version",
+        "http_response_code",
+        "runner_name",
+    ), "BentoML's request count has other labels"
+    assert found.duration._labelnames == found.total._labelnames, "its duration: other labels"
+    assert found.in_progress._labelnames == (
+        "endpoint",
+        "service_name",
+        "service_version",
+        "runner_name",
+    ), "BentoML's requests in progress have other labels"
+    assert found.last_request._labelnames == ("service_name", "service_version", "runner_name")
+    assert found.total._name == "iris_internals_test_request"  # exposed with _total
+
+    assert replace_request_metrics(stack, MetricBuffer())
+    assert isinstance(stack.app, RequestMetrics), "not replaced in its parent's .app"
+    assert stack.app.app is inner, "the replacement does not call what BentoML's layer called"
+    assert seam.bentoml_request_metrics(stack) is None
+
+
+PROTOCOLS = ["h11", "httptools"]
+
+
+def lifespan_and_answer(on_startup):
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                on_startup(asyncio.get_running_loop())
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_uvicorn_opens_its_listeners_after_the_lifespan_starts_and_keeps_its_request_in_cycle(
+    http: str,
+) -> None:
+    protocols: list[asyncio.Protocol] = []
+
+    def wrap(protocol: asyncio.Protocol) -> asyncio.Protocol:
+        protocols.append(protocol)
+        return protocol
+
+    app = lifespan_and_answer(lambda loop: seam.wrap_listeners(loop, wrap))
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        async with uvicorn_serving(app, http) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.sleep(0.05)
+            assert protocols, (
+                f"uvicorn {uvicorn.__version__} opened its listeners before the lifespan started,"
+                " or not through loop.create_server: connections are not guarded"
+            )
+            (protocol,) = protocols
+            assert seam.tracks_requests(protocol), (
+                f"uvicorn {uvicorn.__version__}'s {http} protocol has no `cycle`"
+            )
+            seen["before"] = seam.current_request(protocol)
+            writer.write(request())
+            await read_answer(reader)
+            seen["after"] = seam.current_request(protocol)
+            seen["answering"] = seam.answering(protocol)
+            writer.close()
+
+    asyncio.run(main())
+    assert seen["before"] is None, f"{http}: `cycle` is set before any request head"
+    assert seen["after"] is not None, f"{http}: `cycle` is not the request once its head is read"
+    assert seen["answering"] is False, f"{http}: `cycle.response_complete` is not set once answered"
+
+
+def test_bentoml_keeps_its_timeout_layer_with_its_inner_app_and_seconds() -> None:
+    from bentoml._internal.server.http import traffic
+
+    layer_class = getattr(traffic, "TimeoutMiddleware", None)
+    assert layer_class is not None, "bentoml moved TimeoutMiddleware"
+
+    async def inner(scope, receive, send) -> None:
+        pass
+
+    stack = Outer(layer_class(inner, timeout=3))
+    made: list[tuple[object, float]] = []
+    assert seam.replace_timeout(stack, lambda app, seconds: made.append((app, seconds)) or app)
+    assert made == [(inner, 3)], "TimeoutMiddleware no longer keeps .app and .timeout"
+
+
+@bentoml.service(metrics={"enabled": False})
+class Plain:
+    @bentoml.api
+    def echo(self, text: str) -> str:
+        return text
+
+
+def test_bentoml_builds_a_starlette_stack_the_rewrite_takes_itself_out_of() -> None:
+    """The whole stack as Starlette's `middleware_stack` once the lifespan starts, reached by
+    `scope["app"]`, with BentoML's own paths behind it."""
+    from starlette.testclient import TestClient
+
+    rewritten: list[object] = []
+
+    def rewrite(stack):
+        rewritten.append(stack)
+        return stack
+
+    seam.rewrite_stack_at_startup(Plain, rewrite)
+    application = Plain.to_asgi()
+    with TestClient(application) as client:
+        assert rewritten, "the stack was not rewritten when the lifespan started"
+        assert application.middleware_stack is rewritten[0], "middleware_stack is not read per call"
+        layers = seam.layers(application.middleware_stack)
+        assert not any(isinstance(layer, seam.StackRewrite) for layer in layers), (
+            "the rewrite is still in the stack: no layer holds it in .app"
+        )
+        # /metrics is served by the service's own metrics, turned off here.
+        for path in seam.BENTOML_PATHS - {seam.METRICS_PATH}:
+            assert client.get(path).status_code == 200, f"BentoML no longer answers {path}"
+    assert len(rewritten) == 1, "the stack was rewritten more than once"
+
+
+def test_bentoml_names_the_worker_and_documents_the_service() -> None:
+    assert hasattr(bentoml.server_context, "worker_index"), (
+        "bentoml.server_context.worker_index moved"
+    )
+    assert not seam.in_worker(), "a test process is no worker"
+    document = seam.openapi_document(Plain)
+    assert "/echo" in document["paths"], "bentoml's openapi_spec.asdict() has no paths"
