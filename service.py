@@ -7,7 +7,7 @@ project replaces; `POST /iris/classify_batch` answers many flowers in one reques
 Inference Protocol (KServe V2) routes answer the same model as tensors.
 
 Everything is built here and handed to what needs it: the settings, the drain, the route table
-(iris_classifier/serving/routes.py) and, once a worker has loaded the model, the one Predictor
+(iris_classifier/serving/http/routes.py) and, once a worker has loaded the model, the one Predictor
 that every route calls.
 """
 
@@ -25,16 +25,17 @@ import bentoml
 
 from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.model_format import ModelError, version_of
-from iris_classifier.serving import card, seam
+from iris_classifier.serving import seam
 from iris_classifier.serving.config import Settings
-from iris_classifier.serving.edge import add_edge
-from iris_classifier.serving.logs import configure_logging
-from iris_classifier.serving.metric_buffer import shared_buffer
-from iris_classifier.serving.recycling import ConnectionRecycler
-from iris_classifier.serving.routes import RouteMiddleware, RouteTable, ServedModel
-from iris_classifier.serving.shutdown import Drain
-from iris_classifier.serving.slow_clients import ClientLimits, ConnectionGuard, SlowClients
-from iris_classifier.serving.tokens import BearerTokens, TokenFileError
+from iris_classifier.serving.http.edge import add_edge
+from iris_classifier.serving.http.recycling import ConnectionRecycler
+from iris_classifier.serving.http.routes import RouteMiddleware, RouteTable, ServedModel
+from iris_classifier.serving.http.shutdown import Drain
+from iris_classifier.serving.http.slow_clients import ClientLimits, ConnectionGuard, SlowClients
+from iris_classifier.serving.http.tokens import BearerTokens, TokenFileError
+from iris_classifier.serving.model import card
+from iris_classifier.serving.telemetry.logs import configure_logging
+from iris_classifier.serving.telemetry.metric_buffer import shared_buffer
 
 # What only a worker needs (the model, NumPy, ONNX Runtime) is imported where a worker loads
 # the model: the arbiter imports this module too, and would hold all of it for nothing.
@@ -81,11 +82,11 @@ def check_stored(model_ref: Any) -> None:
 def load_served(model_ref: Any) -> ServedModel:
     """The loaded model: its one Predictor, the tensor protocol over it, and its card."""
     from iris_classifier.servable import servable_model
-    from iris_classifier.serving.drift import DriftCounts
-    from iris_classifier.serving.metrics import ModelMetrics
-    from iris_classifier.serving.prediction import Predictor
-    from iris_classifier.serving.prediction_log import PredictionLog
-    from iris_classifier.serving.v2 import InferenceProtocol
+    from iris_classifier.serving.model.drift import DriftCounts
+    from iris_classifier.serving.model.prediction import Predictor
+    from iris_classifier.serving.model.prediction_log import PredictionLog
+    from iris_classifier.serving.protocols.v2 import InferenceProtocol
+    from iris_classifier.serving.telemetry.metrics import ModelMetrics
 
     model = seam.stored_model(model_ref)
     metadata = model.info.metadata

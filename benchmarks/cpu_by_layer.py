@@ -240,8 +240,8 @@ def in_process_costs(calls: int, repeats: int) -> tuple[dict[str, RouteCost], fl
     import uvloop
 
     import service
-    from iris_classifier.serving.contract import parse_flower
-    from iris_classifier.serving.v2 import parse_request
+    from iris_classifier.serving.protocols.contract import parse_flower
+    from iris_classifier.serving.protocols.v2 import parse_request
 
     loop = uvloop.new_event_loop()  # what uvicorn runs the service on
     asyncio.set_event_loop(loop)

@@ -37,16 +37,16 @@ LAYERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("metrics: prometheus_client", r"prometheus_client/"),
         (
             "metrics: the service's",
-            r"iris_classifier/serving/(metric_buffer|metrics|request_metrics|drift)\.py",
+            r"iris_classifier/serving/(?:\w+/)?(metric_buffer|metrics|request_metrics|drift)\.py",
         ),
         (
             "logging and the access line",
-            r"(/logging/|iris_classifier/serving/(logs|line_writer|prediction_log)\.py)",
+            r"(/logging/|iris_classifier/serving/(?:\w+/)?(logs|line_writer|prediction_log)\.py)",
         ),
         # joined_writes.py holds a response's head for uvicorn and writes it to the socket.
         (
             "HTTP server: uvicorn, uvloop, httptools, socket writes",
-            r"(uvicorn/|uvloop/|httptools/|iris_classifier/serving/joined_writes\.py)",
+            r"(uvicorn/|uvloop/|httptools/|iris_classifier/serving/http/joined_writes\.py)",
         ),
         ("the model: ONNX Runtime", r"onnxruntime/"),
         ("pydantic", r"pydantic"),

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from iris_classifier.serving.contract import SAMPLE_FLOWER
+from iris_classifier.serving.protocols.contract import SAMPLE_FLOWER
 
 WRK_SCRIPTS = Path(__file__).resolve().parent / "wrk"
 RESULT_MARKER = "WRK_RESULT "

@@ -25,7 +25,7 @@ from harness.processes import (
     running,
     tree_memory_bytes,
 )
-from iris_classifier.serving.contract import SAMPLE_FLOWER
+from iris_classifier.serving.protocols.contract import SAMPLE_FLOWER
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from harness.processes import (
     tree_memory_bytes,
 )
 from iris_classifier.serving.config import MAX_BATCH_ROWS
-from iris_classifier.serving.contract import SAMPLE_FLOWER
+from iris_classifier.serving.protocols.contract import SAMPLE_FLOWER
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from iris_classifier.flowers import FEATURE_NAMES
-from iris_classifier.serving.contract import SAMPLE_FLOWER
+from iris_classifier.serving.protocols.contract import SAMPLE_FLOWER
 
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="iris-bentoml-home-"))
 os.environ["BENTOML_HOME"] = str(SESSION_HOME)

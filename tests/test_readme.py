@@ -391,7 +391,7 @@ def test_the_code_path_rule_tells_paths_from_other_slashes(tmp_path: Path) -> No
     fake = tmp_path / "page.md"
     fake.write_text(
         "`iris_classifier/serving/middleware.py` `tests/cluster_stubs.py` `service.py`"
-        " `iris_classifier/serving/edge.py` `application/json` `$BENTOML_HOME/x` `/iris/model`"
+        " `iris_classifier/serving/http/edge.py` `application/json` `$BENTOML_HOME/x` `/iris/model`"
         " `build/image-ref` `images/missing.png`"
     )
     assert missing_code_paths(fake) == [

@@ -1,6 +1,6 @@
 """Pooled clients through connection recycling, against a real `bentoml serve`.
 
-The server ends each connection after about 50 answers (iris_classifier/serving/recycling.py),
+The server ends each connection after about 50 answers (iris_classifier/serving/http/recycling.py),
 so 2,000 calls cross about 40 recycles. Each client keeps its default pool and no retry: a
 request sent on a connection the server was closing would fail here. The client's own
 connections to the server are sampled as the calls go, to show that recycling happened.

@@ -316,7 +316,7 @@ def test_service_stays_healthy_after_bad_inputs(service_client) -> None:
 
 
 def test_service_class_called_directly(service_class) -> None:
-    from iris_classifier.serving.contract import parse_batch, parse_flower
+    from iris_classifier.serving.protocols.contract import parse_batch, parse_flower
 
     service = service_class()
     single = service.predictor.classify(parse_flower(json.dumps(SEED_FLOWER).encode()))
@@ -328,7 +328,7 @@ def test_service_class_called_directly(service_class) -> None:
 
 
 def test_response_uses_the_seed_field_name_class(service_class) -> None:
-    from iris_classifier.serving.contract import Classification, parse_flower
+    from iris_classifier.serving.protocols.contract import Classification, parse_flower
 
     service = service_class()
     answer = service.predictor.classify(parse_flower(json.dumps(SEED_FLOWER).encode()))
@@ -489,7 +489,7 @@ def test_kserve_clients_model_name_naming_this_model_is_accepted(service_client)
 
 
 def test_tensor_answers_are_counted_in_the_model_metrics(service_client) -> None:
-    from tests.serving.test_metrics import delta, snapshot
+    from tests.serving.telemetry.test_metrics import delta, snapshot
 
     # Two flowers inside the training ranges and one past the largest sepal length and petal
     # width of the whole iris data set, so the out-of-range counters must move by one row.

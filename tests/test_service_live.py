@@ -23,7 +23,7 @@ import pytest
 
 from iris_classifier.serving.config import MAX_BATCH_ROWS
 from tests.conftest import SEED_FLOWER, SEED_TENSOR_REQUEST
-from tests.serving.test_prediction_log import PREDICTION_FIELDS
+from tests.serving.model.test_prediction_log import PREDICTION_FIELDS
 
 pytestmark = pytest.mark.integration
 
@@ -326,7 +326,7 @@ def connected(url: str) -> Iterator[http.client.HTTPConnection]:
 def test_refusals_of_hostile_bodies_are_small_and_their_log_lines_cannot_be_forged(
     json_replica,
 ) -> None:
-    from iris_classifier.serving.logs import MAX_LINE_CHARS
+    from iris_classifier.serving.telemetry.logs import MAX_LINE_CHARS
 
     url, _, log = json_replica
     many_unknown = dict(SEED_FLOWER, **{f"field{index}": 1 for index in range(60_000)})

@@ -1,8 +1,8 @@
-"""Slow clients against a real `bentoml serve` (iris_classifier/serving/slow_clients.py): hundreds
+"""Slow clients against a real `bentoml serve` (iris_classifier/serving/http/slow_clients.py): hundreds
 of connections trickling a request head are closed in the head time while good requests are
 answered, a slow body is answered 408, and past the connection bound a new connection is
 refused 503 while those open keep working. The same bounds over uvicorn alone, with each of its
-protocols: tests/serving/test_slow_clients.py.
+protocols: tests/serving/http/test_slow_clients.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from iris_classifier.serving.slow_clients import BODY_GRACE_SECONDS
+from iris_classifier.serving.http.slow_clients import BODY_GRACE_SECONDS
 from tests.conftest import SEED_FLOWER, serving
 from tests.support.raw_http import Connections, closed_within, read_answer, request
 

@@ -1,6 +1,6 @@
 """What both baselines share with the BentoML service: its contract, and its refusals.
 
-The request models are the service's own (`iris_classifier.serving.contract`), so the baselines
+The request models are the service's own (`iris_classifier.serving.protocols.contract`), so the baselines
 validate exactly as strictly as the service does (finite numbers only, no strings, no
 unknown fields, at most 5,000 flowers) and refuse bad input as it does, with a 400 whose
 `error` names each field and reason. A baseline that validated less would look faster for
@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from iris_classifier.flowers import FEATURE_NAMES
-from iris_classifier.serving.contract import BatchRequest, IrisFeatures
+from iris_classifier.serving.protocols.contract import BatchRequest, IrisFeatures
 
 MODEL_TAG = "iris_classifier:latest"
 SERVED_BY = os.environ.get("POD_NAME") or socket.gethostname()

@@ -23,7 +23,7 @@ MAX_TENSOR_ROWS = 20_000
 
 LOG_FORMATS = ("text", "json")
 
-# The flowers one line of the prediction log (iris_classifier/serving/prediction_log.py) shows
+# The flowers one line of the prediction log (iris_classifier/serving/model/prediction_log.py) shows
 # at most: this keeps a line of the iris classes under 16 KiB, where container runtimes split
 # a line in parts.
 PREDICTION_LOG_MAX_ROWS = 32
@@ -33,7 +33,7 @@ LOG_FLUSH_SECONDS = 0.2
 CONNECTION_MAX_REQUESTS = 100
 CONNECTION_MAX_SECONDS = 1.0
 
-# Slow clients (iris_classifier/serving/slow_clients.py). Open connections: far above what a
+# Slow clients (iris_classifier/serving/http/slow_clients.py). Open connections: far above what a
 # balancer's pool or the load test holds, and below the 1,024 file descriptors containerd 2
 # gives a process by default. A head comes in one packet; seconds allow for a few lost ones. A
 # body at 1 KiB a second already outlasts the request timeout before it reaches the body limit.
@@ -51,17 +51,17 @@ class Settings:
     # it); "text": the same fields as key=value for a terminal (`make serve`).
     log_format: str
     # Seconds between SIGTERM and closing the listener, while balancers take the replica out;
-    # 0 stops at once (a developer's Ctrl+C). See iris_classifier/serving/shutdown.py.
+    # 0 stops at once (a developer's Ctrl+C). See iris_classifier/serving/http/shutdown.py.
     drain_seconds: float
     # The stored model to serve, name:version: see served_model_tag.
     model_tag: str
     # A kept-alive connection ends after about this many answers or seconds (each +-20 % per
     # connection), so pooled clients are placed again by the balancer; 0 turns a limit off.
-    # See iris_classifier/serving/recycling.py; the defaults' cost: benchmarks/README.md.
+    # See iris_classifier/serving/http/recycling.py; the defaults' cost: benchmarks/README.md.
     connection_max_requests: int
     connection_max_seconds: float
     # A file of bearer tokens the prediction routes require (IRIS_TOKEN_FILE, a mounted
-    # Secret); None leaves them open. See iris_classifier/serving/tokens.py.
+    # Secret); None leaves them open. See iris_classifier/serving/http/tokens.py.
     token_file: Path | None = None
     # The share of prediction requests written to the prediction log (IRIS_PREDICTION_LOG_RATE,
     # 0 to 1; 0 turns it off), and the flowers a line shows at most.
@@ -71,7 +71,7 @@ class Settings:
     # loses, at most.
     log_flush_seconds: float = LOG_FLUSH_SECONDS
     # Slow clients: open connections per worker, seconds for a whole request head, bytes a
-    # second a body must average; 0 turns one off. See iris_classifier/serving/slow_clients.py.
+    # second a body must average; 0 turns one off. See iris_classifier/serving/http/slow_clients.py.
     max_connections: int = MAX_CONNECTIONS
     head_timeout_seconds: float = HEAD_TIMEOUT_SECONDS
     body_min_bytes_per_second: float = BODY_MIN_BYTES_PER_SECOND

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import yaml
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from iris_classifier.serving.joined_writes import HeadHoldingTransport
+from iris_classifier.serving.http.joined_writes import HeadHoldingTransport
 
 logger = logging.getLogger("iris_classifier.seam")
 

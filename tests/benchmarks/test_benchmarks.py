@@ -39,7 +39,7 @@ from benchmarks.servers import ALL_SERVERS, BENTOML, BENTOML_AUTH
 from harness.cpus import allowed_cpus
 from harness.processes import REPO_ROOT
 from iris_classifier.serving.config import MAX_BATCH_ROWS
-from iris_classifier.serving.contract import SAMPLE_FLOWER
+from iris_classifier.serving.protocols.contract import SAMPLE_FLOWER
 from tests.conftest import require
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:3000

@@ -10,9 +10,9 @@ from benchmarks.hot_path_profile import OTHER, layer_of, render, self_time_by_la
 SITE = "/app/.venv/lib/python3.11/site-packages"
 COLLAPSED = [
     f"<module> (/usr/lib/python3.11/asyncio/runners.py:190);inc ({SITE}/prometheus_client/values.py:36) 30\n",
-    "run (/srv/iris_classifier/serving/edge.py:90);emit (/usr/lib/python3.11/logging/__init__.py:1113) 20\n",
-    "run (/srv/iris_classifier/serving/edge.py:90);inc (/srv/iris_classifier/serving/metric_buffer.py:55) 10\n",
-    "dispatch (/srv/iris_classifier/serving/routes.py:120) 15\n",
+    "run (/srv/iris_classifier/serving/http/edge.py:90);emit (/usr/lib/python3.11/logging/__init__.py:1113) 20\n",
+    "run (/srv/iris_classifier/serving/http/edge.py:90);inc (/srv/iris_classifier/serving/telemetry/metric_buffer.py:55) 10\n",
+    "dispatch (/srv/iris_classifier/serving/http/routes.py:120) 15\n",
     f"run ({SITE}/onnxruntime/capi/onnxruntime_inference_collection.py:266) 15\n",
     f"send ({SITE}/uvicorn/protocols/http/httptools_impl.py:500) 10\n",
     "_worker (threading.py:331) 0\n",
@@ -37,19 +37,22 @@ def test_each_sample_counts_once_in_the_layer_of_its_innermost_frame() -> None:
 @pytest.mark.parametrize(
     ("frame", "layer"),
     [
-        ("flush (/srv/iris_classifier/serving/line_writer.py:80)", "logging and the access line"),
         (
-            "log_one (/srv/iris_classifier/serving/prediction_log.py:9)",
+            "flush (/srv/iris_classifier/serving/telemetry/line_writer.py:80)",
             "logging and the access line",
         ),
-        ("record_one (/srv/iris_classifier/serving/drift.py:80)", "metrics: the service's"),
+        (
+            "log_one (/srv/iris_classifier/serving/model/prediction_log.py:9)",
+            "logging and the access line",
+        ),
+        ("record_one (/srv/iris_classifier/serving/model/drift.py:80)", "metrics: the service's"),
         (f"__call__ ({SITE}/starlette/routing.py:700)", "BentoML, Starlette and OpenTelemetry"),
         (
             f"__call__ ({SITE}/opentelemetry/instrumentation/asgi/__init__.py:725)",
             "BentoML, Starlette and OpenTelemetry",
         ),
         (
-            "write (/srv/iris_classifier/serving/joined_writes.py:39)",
+            "write (/srv/iris_classifier/serving/http/joined_writes.py:39)",
             "HTTP server: uvicorn, uvloop, httptools, socket writes",
         ),
         (f"validate ({SITE}/pydantic/main.py:600)", "pydantic"),

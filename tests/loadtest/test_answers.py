@@ -15,7 +15,7 @@ import pytest
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
 from iris_classifier.model_format import INPUT_NAME, PROBABILITIES_OUTPUT
 from iris_classifier.ranges import TrainingRanges
-from iris_classifier.serving.prediction import Predictor
+from iris_classifier.serving.model.prediction import Predictor
 from iris_classifier.training.data import TrainingData, load_bundled
 from iris_classifier.training.estimators import build_pipeline
 from iris_classifier.training.evaluation import fit_and_evaluate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from iris_classifier.serving.config import MAX_BATCH_ROWS, MAX_BODY_BYTES
-from iris_classifier.serving.contract import BatchClassification, BatchRequest
+from iris_classifier.serving.protocols.contract import BatchClassification, BatchRequest
 from loadtest.background import (
     HOSTILE_FIELDS,
     HOSTILE_NAME,

@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
-from iris_classifier.serving.contract import IrisFeatures
+from iris_classifier.serving.protocols.contract import IrisFeatures
 from iris_classifier.training.data import load_bundled
 from loadtest.chart import write_chart
 from loadtest.flower_sampler import FlowerSampler

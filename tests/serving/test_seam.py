@@ -55,8 +55,11 @@ def test_bentoml_request_metrics_layer_is_found_with_the_series_it_makes() -> No
     from the service's in this process), found, its collectors made, and replaced."""
     from bentoml._internal.server.http import instruments
 
-    from iris_classifier.serving.metric_buffer import MetricBuffer
-    from iris_classifier.serving.request_metrics import RequestMetrics, replace_request_metrics
+    from iris_classifier.serving.telemetry.metric_buffer import MetricBuffer
+    from iris_classifier.serving.telemetry.request_metrics import (
+        RequestMetrics,
+        replace_request_metrics,
+    )
 
     layer_class = getattr(instruments, "RunnerTrafficMetricsMiddleware", None)
     assert layer_class is not None, "bentoml moved RunnerTrafficMetricsMiddleware"

@@ -1,0 +1,394 @@
+"""The service's edge: small layers with one job each, in front of BentoML's own.
+
+`RequestLog` (request id, `X-Served-By`, `X-Request-ID`, the access line), `Draining` (the drain
+of shutdown.py and the close of recycling.py) and `ErrorShape` (every error in the refusal
+shape, a 500 where nothing answered) go in front of the whole stack when it starts, so that
+BentoML's answers (a 504, a 500) carry our headers too; `RequestTimeout` goes where BentoML's
+timeout layer was, whose timers outlived their requests (README.md). seam.py does the moving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iris_classifier.serving import seam
+from iris_classifier.serving.http.errors import JSON_MEDIA_TYPE, ErrorAnswer, send_error_answer
+from iris_classifier.serving.http.recycling import ConnectionRecycler
+from iris_classifier.serving.http.request_context import (
+    CURRENT_REQUEST,
+    REQUEST_ID_HEADER,
+    context_for,
+)
+from iris_classifier.serving.http.shutdown import Drain
+from iris_classifier.serving.seam import READINESS_PATH
+from iris_classifier.serving.telemetry.line_writer import write_through
+from iris_classifier.serving.telemetry.metric_buffer import MetricBuffer
+from iris_classifier.serving.telemetry.request_metrics import replace_request_metrics
+
+logger = logging.getLogger("iris_classifier.access")
+
+SERVED_BY_HEADER = b"x-served-by"
+# Probed every few seconds: their access lines would drown the requests that matter.
+PROBE_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
+# Statuses BentoML's layers answer in a shape of their own: 429, its concurrency limit; 504, its
+# timeout layer, should the seam not find it to replace.
+FOREIGN_STATUSES = frozenset({429, 504})
+INTERNAL_ERROR = "internal server error"
+
+
+class LoggedResponder:
+    """Marks the answer's head with the replica and the request id, and notes its status."""
+
+    __slots__ = ("request_id", "send", "served_by", "status")
+
+    def __init__(self, send: Send, served_by: bytes, request_id: bytes) -> None:
+        self.send = send
+        self.served_by = served_by
+        self.request_id = request_id
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = [
+                (name, value)
+                for name, value in message.get("headers", ())
+                if name not in (SERVED_BY_HEADER, REQUEST_ID_HEADER)
+            ]
+            headers += [(SERVED_BY_HEADER, self.served_by), (REQUEST_ID_HEADER, self.request_id)]
+            message = {**message, "headers": headers}
+        await self.send(message)
+
+
+class RequestLog:
+    """The request's context, our two headers on its answer, and its access line."""
+
+    def __init__(self, app: ASGIApp, served_by: str, drain: Drain) -> None:
+        self.app = app
+        self.served_by = served_by.encode("latin-1", "replace")
+        self.drain = drain  # a drain's readiness 503s are expected: no warning line for them
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                receive = _writing_logs_through_at_shutdown(receive)
+            await self.app(scope, receive, send)
+            return
+        context = context_for(scope)
+        token = CURRENT_REQUEST.set(context)
+        started = time.perf_counter()
+        responder = LoggedResponder(send, self.served_by, context.request_id.encode("ascii"))
+        try:
+            await self.app(scope, receive, responder)
+        finally:
+            status = responder.status
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            if scope["path"] in PROBE_PATHS and (status < 400 or self.drain.active):
+                level = logging.DEBUG  # probes, and a drain's expected readiness 503s
+            else:
+                level = logging.WARNING if status >= 500 else logging.INFO
+            logger.log(
+                level,
+                "%s %s %d",
+                context.method,
+                context.path,
+                status,
+                extra={"request": context, "status": status, "duration_ms": duration_ms},
+            )
+            CURRENT_REQUEST.reset(token)
+
+
+def _writing_logs_through_at_shutdown(receive: Receive) -> Receive:
+    """`receive` of the lifespan, which writes out the buffered log lines at shutdown.
+
+    uvicorn sends the shutdown once every request is answered, and then ends the worker by
+    raising its stop signal again with the default action, which skips the exit handlers that
+    write out what the log holds: from the shutdown on, each line is written as it comes.
+    """
+
+    async def receive_noting_shutdown() -> Message:
+        message = await receive()
+        if message["type"] == "lifespan.shutdown":
+            write_through()
+        return message
+
+    return receive_noting_shutdown
+
+
+class ClosingResponder:
+    """Adds `Connection: close` to the answer's head when the layer says so."""
+
+    __slots__ = ("layer", "scope", "send")
+
+    def __init__(self, layer: Draining, scope: Scope, send: Send) -> None:
+        self.layer = layer
+        self.scope = scope
+        self.send = send
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", ())
+            if self.layer.closes_connection(self.scope, headers):
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await self.send(message)
+
+
+class Draining:
+    """The drain: readiness 503 and `Connection: close` while it lasts, and the close of the
+    answer that uses up its connection's budget."""
+
+    def __init__(
+        self, app: ASGIApp, drain: Drain, recycler: ConnectionRecycler | None = None
+    ) -> None:
+        self.app = app
+        self.drain = drain
+        self.recycler = recycler if recycler is not None and recycler.enabled else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                self.drain.install(asyncio.get_running_loop())
+            await self.app(scope, receive, send)
+            return
+        if self.recycler is None and not self.drain.active:
+            await self.app(scope, receive, send)
+            return
+        responder = ClosingResponder(self, scope, send)
+        if self.drain.active and scope["path"] == READINESS_PATH:
+            draining = ErrorAnswer(503, "draining: this replica is stopping", field="replica")
+            await send_error_answer(responder, draining)
+            return
+        await self.app(scope, receive, responder)
+
+    def closes_connection(self, scope: Scope, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        """Whether this answer must add `Connection: close`: the drain, or a used-up budget."""
+        if any(name == b"connection" for name, _ in headers):  # the answer closes it already
+            if self.recycler is not None:
+                self.recycler.forget(scope.get("client"))
+            return False
+        if self.drain.active:
+            return True
+        return self.recycler is not None and self.recycler.answer_ends_connection(
+            scope.get("client")
+        )
+
+
+def foreign_error(message: Message) -> bool:
+    """An error answer not in the refusal shape: not JSON, or one of BentoML's own."""
+    if message["status"] < 400:  # every answer passes here: no header scan for a success
+        return False
+    content_type = dict(message.get("headers", ())).get(b"content-type", b"")
+    return message["status"] in FOREIGN_STATUSES or not content_type.startswith(JSON_MEDIA_TYPE)
+
+
+def reshaped(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> ErrorAnswer:
+    """A foreign error answer's own words (and headers, `Allow` say), as a refusal."""
+    said = body.decode("utf-8", "replace").strip()
+    with contextlib.suppress(ValueError, AttributeError):
+        said = json.loads(body).get("error", said)
+    kept = tuple(h for h in headers if h[0] not in (b"content-type", b"content-length"))
+    phrase = HTTPStatus(status).phrase
+    # Starlette's bare "Internal Server Error" reads as the service's own 500 does.
+    said = phrase.lower() if str(said) in ("", phrase) else str(said)
+    return ErrorAnswer(status, said, headers=kept)
+
+
+class ReshapingResponder:
+    """Holds a foreign error answer until its body is whole, then sends it as a refusal."""
+
+    __slots__ = ("head", "held", "send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+        self.held: list[bytes] | None = None
+        self.head: Message = {}
+
+    async def __call__(self, message: Message) -> None:
+        if self.held is not None:
+            self.held.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                body, self.held = b"".join(self.held), None
+                headers = list(self.head.get("headers", ()))
+                await send_error_answer(self.send, reshaped(self.head["status"], body, headers))
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+            if foreign_error(message):
+                self.held, self.head = [], message
+                return
+        await self.send(message)
+
+
+class ErrorShape:
+    """Every error answer in the refusal shape, and a 500 where nothing answered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        responder = ReshapingResponder(send)
+        try:
+            await self.app(scope, receive, responder)
+        except Exception:
+            logger.exception("unhandled error", extra={"request": CURRENT_REQUEST.get(None)})
+            if not responder.started:
+                await send_error_answer(send, ErrorAnswer(500, INTERNAL_ERROR))
+            return
+        if not responder.started:
+            # A client that left, or an application that returned without an answer.
+            context = CURRENT_REQUEST.get(None)
+            logger.warning("no answer from the application", extra={"request": context})
+            await send_error_answer(send, ErrorAnswer(500, INTERNAL_ERROR))
+
+
+class Deadlines:
+    """The unanswered requests of one event loop, oldest first, under one timer.
+
+    Every request gets the same seconds, so deadlines fall in the order requests arrive: one
+    timer, armed for the oldest request still unanswered, serves them all. It is armed once the
+    loop turns, not per request: most requests are answered within the turn they arrive in and
+    never need it. A request then costs a dictionary entry instead of a timer of its own and the
+    `asyncio.timeout` context around it. The timer is cancelled whenever no request is left, so
+    none outlives the answers.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self.loop = loop
+        self.seconds = seconds
+        self.pending: dict[TimedRequest, None] = {}  # insertion order is deadline order
+        self.timer: asyncio.TimerHandle | None = None
+        self.armed_for = 0.0
+        self.arming = False
+
+    def add(self, request: TimedRequest) -> None:
+        request.deadline = self.loop.time() + self.seconds
+        self.pending[request] = None
+        if self.timer is None and not self.arming:
+            self.arming = True
+            self.loop.call_soon(self._arm_for_oldest)
+
+    def discard(self, request: TimedRequest) -> None:
+        pending = self.pending
+        pending.pop(request, None)
+        if not pending and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _arm_for_oldest(self) -> None:
+        self.arming = False
+        if self.pending and self.timer is None:
+            self._arm(next(iter(self.pending)).deadline)
+
+    def _arm(self, deadline: float) -> None:
+        self.armed_for = deadline
+        self.timer = self.loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        # Due is what the timer was armed for: the loop may run it a clock tick early, and
+        # asyncio.timeout expires then too.
+        self.timer = None
+        pending = self.pending
+        while pending:
+            oldest = next(iter(pending))
+            if oldest.deadline > self.armed_for:
+                self._arm(oldest.deadline)
+                return
+            del pending[oldest]
+            oldest.expired = True
+            oldest.task.cancel()
+
+
+class TimedRequest:
+    """One request under a `RequestTimeout`; its `send` ends the time when the answer starts."""
+
+    __slots__ = ("answered", "deadline", "deadlines", "downstream", "expired", "task")
+
+    def __init__(self, deadlines: Deadlines, task: asyncio.Task[Any], downstream: Send) -> None:
+        self.deadlines = deadlines
+        self.task = task
+        self.downstream = downstream
+        self.deadline = 0.0
+        self.answered = False
+        self.expired = False
+
+    async def send(self, message: Message) -> None:
+        if not self.answered:
+            self.answered = True
+            self.deadlines.discard(self)
+        await self.downstream(message)
+
+
+class RequestTimeout:
+    """A 504 in the refusal shape for a request not answered within `seconds`; the application
+    is cancelled. The time runs until the answer starts, as BentoML's did."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+        # A worker runs one event loop; a new loop (a test's) starts its own deadlines.
+        self.deadlines: Deadlines | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        assert task is not None  # an ASGI server runs every request in a task
+        deadlines = self.deadlines
+        if deadlines is None or deadlines.loop is not task.get_loop():
+            deadlines = self.deadlines = Deadlines(task.get_loop(), self.seconds)
+        cancelling = task.cancelling()
+        request = TimedRequest(deadlines, task, send)
+        deadlines.add(request)
+        try:
+            await self.app(scope, receive, request.send)
+        except asyncio.CancelledError:
+            # asyncio.timeout's rule: the cancellation is the timeout's only if nothing else
+            # asked to cancel the task meanwhile; otherwise it goes on.
+            if not request.expired or task.uncancel() > cancelling or request.answered:
+                raise
+        except BaseException:
+            if request.expired:
+                task.uncancel()
+            raise
+        else:
+            if request.expired:  # the application swallowed the cancellation and answered
+                task.uncancel()
+            return
+        finally:
+            deadlines.discard(request)
+        error = f"not answered within the request timeout of {self.seconds:g} s"
+        await send_error_answer(send, ErrorAnswer(504, error))
+
+
+def add_edge(
+    service: Any,
+    served_by: str,
+    drain: Drain,
+    recycler: ConnectionRecycler | None = None,
+    metric_buffer: MetricBuffer | None = None,
+) -> None:
+    """Give `service` the edge layers, in front of BentoML's when it starts; with a metric
+    buffer, BentoML's request metrics count in memory (request_metrics.py)."""
+
+    def rewrite(stack: ASGIApp) -> ASGIApp:
+        if not seam.replace_timeout(stack, RequestTimeout):
+            logger.warning("BentoML's timeout layer was not found: its timers outlive requests")
+        if metric_buffer is not None and not replace_request_metrics(stack, metric_buffer):
+            logger.info("no BentoML request metrics layer: each request writes its own metrics")
+        return RequestLog(Draining(ErrorShape(stack), drain, recycler), served_by, drain)
+
+    seam.rewrite_stack_at_startup(service, rewrite)

@@ -1,0 +1,99 @@
+"""Reading a request body within the limits: JSON bodies only (415; binary tensors on the Open
+Inference Protocol's routes), at most `max_bytes` of them (413), and a lingering close after a
+refusal so that clients which send their whole body first still read the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
+
+from iris_classifier.serving.http.errors import ErrorAnswer, send_error_answer
+
+logger = logging.getLogger("iris_classifier.http")
+
+# After answering a request whose body is left unread, the rest is read and thrown away, as
+# nginx's lingering close does: a client that sends its whole body before reading (urllib,
+# http.client) then reads the answer instead of "connection reset". Bounded in bytes, in
+# total time and in time without data; a body beyond that gets the reset after all.
+LINGER_MAX_BYTES = 256 * 1024 * 1024
+LINGER_MAX_SECONDS = 10.0
+LINGER_IDLE_SECONDS = 2.0
+JSON_TYPES = frozenset({"application/json"})
+# Binary tensors of the Open Inference Protocol: a JSON header, then raw values.
+TENSOR_TYPES = frozenset({"application/json", "application/octet-stream"})
+# The length of a binary tensor request's JSON header, and of its answer's.
+HEADER_LENGTH = "inference-header-content-length"
+
+
+class BodyRefused(ErrorAnswer):
+    """A body refused before it was read whole: answered, then the rest is drained."""
+
+
+async def read_body(
+    scope: Scope, receive: Receive, max_bytes: int, media_types: frozenset[str] = JSON_TYPES
+) -> bytes | None:
+    """The whole body, or None if the client left. `BodyRefused` for a media type other than
+    `media_types` (none is read as JSON, as BentoML read it; curl's `-d` alone sends a form), or
+    over `max_bytes`: a declared Content-Length before a byte is read, a chunked body as soon as
+    it passes the limit."""
+    headers = Headers(scope=scope)
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type and media_type not in media_types and not media_type.endswith("+json"):
+        reason = f"unsupported Content-Type {media_type[:64]!r}: send application/json"
+        raise BodyRefused(415, reason, field="content-type")
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(f"declared Content-Length {declared}", max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(f"more than {max_bytes} bytes sent", max_bytes)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _too_large(reason: str, max_bytes: int) -> BodyRefused:
+    return BodyRefused(
+        413, f"request body too large: {reason}, the limit is {max_bytes} bytes", field="body"
+    )
+
+
+async def refuse_unread(scope: Scope, receive: Receive, send: Send, refusal: ErrorAnswer) -> None:
+    """Answer `refusal` whole, then drain the unread body before the connection closes. The
+    rest of the body is never parsed, so the connection cannot be reused."""
+    await send_error_answer(send, refusal, closing=True)
+    if Headers(scope=scope).get("expect", "").lower() != "100-continue":  # else it never comes
+        await discard_body(receive)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def discard_body(receive: Receive) -> int:
+    """Read and drop the rest of the request body, within the lingering bounds; bytes read."""
+    discarded = 0
+    deadline = time.monotonic() + LINGER_MAX_SECONDS
+    while discarded <= LINGER_MAX_BYTES:
+        wait = min(LINGER_IDLE_SECONDS, deadline - time.monotonic())
+        if wait <= 0:
+            break
+        try:
+            message = await asyncio.wait_for(receive(), wait)
+        except TimeoutError:
+            break
+        if message["type"] != "http.request":
+            break
+        discarded += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return discarded

@@ -1,0 +1,96 @@
+"""Drift as Prometheus metrics: every served value counted in its feature's drift bin
+(iris_classifier/drift_bins.py), beside the share of the training rows in that bin. The
+recording rules of the servicemonitor component compare the two per feature
+(docs/monitoring.md).
+
+Both carry the model version, so a new model, with bins of its own, starts from no counts
+rather than from the previous model's. A model stored without bins exports neither.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import prometheus_client
+
+from iris_classifier.drift_bins import DriftBins
+from iris_classifier.serving.telemetry.metric_buffer import MetricBuffer, shared_buffer
+
+logger = logging.getLogger("iris_classifier.drift")
+
+
+@dataclass(frozen=True)
+class DriftCollectors:
+    values: prometheus_client.Counter
+    expected_share: prometheus_client.Gauge
+
+
+@functools.cache
+def collectors() -> DriftCollectors:
+    """The process's collectors, registered once however often a service is instantiated."""
+    labels = ["model_version", "feature", "bin"]
+    return DriftCollectors(
+        values=prometheus_client.Counter(
+            "iris_drift_values",
+            "Values served, by feature and the drift bin of the training data they fall in.",
+            labels,
+        ),
+        expected_share=prometheus_client.Gauge(
+            "iris_drift_expected_share",
+            "Share of the training rows in this drift bin of this feature.",
+            labels,
+            # Every worker of a replica sets the same share: not to be added up.
+            multiprocess_mode="max",
+        ),
+    )
+
+
+class DriftCounts:
+    """Counts served values per feature and drift bin; counts nothing without bins."""
+
+    def __init__(
+        self, bins: DriftBins | None, *, model_tag: str, buffer: MetricBuffer | None = None
+    ) -> None:
+        metrics = collectors()
+        buffer = buffer or shared_buffer()
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            # One process, several services in turn (tests): only the last model's shares.
+            metrics.expected_share.clear()
+        self._bins = bins
+        # Children resolved once, per feature in the bins' order: one list per feature.
+        self._children: list[list[Any]] = []
+        if bins is None:
+            logger.warning(
+                "model %s was stored without drift bins: drift is not measured and /metrics "
+                "exports no iris_drift_* series; retrain it with train.py to measure drift",
+                model_tag,
+            )
+            return
+        for name, feature in zip(bins.feature_names, bins.features, strict=True):
+            children = []
+            for index, share in enumerate(feature.shares):
+                labels = {"model_version": model_tag, "feature": name, "bin": str(index)}
+                metrics.expected_share.labels(**labels).set(share)
+                children.append(buffer.counter(metrics.values.labels(**labels)))
+            self._children.append(children)
+
+    def record_one(self, values: Sequence[float]) -> None:
+        if self._bins is None:
+            return
+        for children, index in zip(self._children, self._bins.row_bins(values), strict=True):
+            children[index].inc()
+
+    def record_batch(self, features: np.ndarray) -> None:
+        if self._bins is None:
+            return
+        for children, indices in zip(self._children, self._bins.column_bins(features), strict=True):
+            counts = np.bincount(indices, minlength=len(children)).tolist()
+            for child, count in zip(children, counts, strict=True):
+                if count:
+                    child.inc(count)

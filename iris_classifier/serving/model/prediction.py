@@ -1,0 +1,124 @@
+"""The one `Predictor` behind every front end: the single-flower and batch routes and the Open
+Inference Protocol's JSON and binary tensors. Each answer's probabilities, range check and model
+metrics therefore come from the same code, whatever the protocol; the front ends only read
+requests (contract.py, v2.py) and write answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from iris_classifier.onnx_model import OnnxClassifier
+from iris_classifier.ranges import TrainingRanges
+from iris_classifier.serving.model.drift import DriftCounts
+from iris_classifier.serving.model.prediction_log import PredictionLog
+from iris_classifier.serving.telemetry.metrics import ModelMetrics
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What the model says about (rows, 4) flowers, already counted in the model metrics."""
+
+    probabilities: np.ndarray  # (rows, classes), in the model's precision
+    best: list[int]  # index of each row's most likely class
+    out_of_range: list[list[str]]  # each row's features outside the training range
+
+
+class Predictor:
+    """Answers for one flower or many from the stored classifier, with the model's metrics and
+    every served value counted in its drift bin.
+
+    `classify` and `classify_many` give the JSON objects the contract's Classification and
+    BatchClassification describe, built from known-good values and so not validated again;
+    `predict` gives the arrays the tensor protocol writes. A request of many flowers (a batch
+    or a tensor, however many rows) is one observation of `iris_batch_rows`. With a
+    `prediction_log`, a sampled request's flowers and answers are logged here, the same for
+    every front end.
+    """
+
+    def __init__(
+        self,
+        model: OnnxClassifier,
+        ranges: TrainingRanges,
+        metrics: ModelMetrics,
+        model_tag: str,
+        *,
+        drift: DriftCounts,
+        prediction_log: PredictionLog | None = None,
+    ) -> None:
+        self.model = model
+        self.ranges = ranges
+        self.metrics = metrics
+        self.model_tag = model_tag
+        self.drift = drift
+        self.prediction_log = prediction_log
+
+    def classify(self, values: Sequence[float]) -> dict[str, Any]:
+        probabilities = self.model.predict_proba_one(values)
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        outside = self.ranges.outside_one(values)
+        self.metrics.record_one(best, probabilities[best], outside)
+        self.drift.record_one(values)
+        if self.prediction_log is not None and self.prediction_log.sampled():
+            self.prediction_log.log_one(values, probabilities, best, outside)
+        return {
+            "class": self.model.class_names[best],
+            # np.round(p, 2) as the batch path rounds it (same arithmetic, a tenth of the cost),
+            # so both routes give the same answer.
+            "probability": round(probabilities[best] * 100) / 100,
+            "probabilities": {
+                name: round(p, 4)
+                for name, p in zip(self.model.class_names, probabilities, strict=True)
+            },
+            "model_version": self.model_tag,
+            "out_of_range": outside,
+        }
+
+    def predict(self, features: np.ndarray) -> Predictions:
+        """Predictions for a (rows, 4) float64 array of checked flowers."""
+        if len(features) == 1:
+            # One row costs what the single-flower route costs: the bound session and the
+            # per-flower metrics, not the array versions built for thousands of rows.
+            values = features[0].tolist()
+            row = self.model.predict_proba_one(values)
+            best = max(range(len(row)), key=row.__getitem__)
+            outside = self.ranges.outside_one(values)
+            self.metrics.record_one(best, row[best], outside, rows_observed=True)
+            self.drift.record_one(values)
+            predictions = Predictions(np.asarray([row], self.model.dtype), [best], [outside])
+        else:
+            probabilities = self.model.predict_proba(features)
+            best_array = probabilities.argmax(axis=1)
+            mask = self.ranges.outside_mask(features)
+            self.metrics.record_batch(
+                best_array, probabilities[np.arange(len(features)), best_array], mask
+            )
+            self.drift.record_batch(features)
+            predictions = Predictions(
+                probabilities, best_array.tolist(), self.ranges.names_per_row(mask)
+            )
+        if self.prediction_log is not None and self.prediction_log.sampled():
+            self.prediction_log.log_many(
+                features, predictions.probabilities, predictions.best, predictions.out_of_range
+            )
+        return predictions
+
+    def classify_many(self, features: np.ndarray) -> dict[str, Any]:
+        predictions = self.predict(features)
+        names = self.model.class_names
+        top = predictions.probabilities[np.arange(len(features)), predictions.best]
+        # In float64, so that a float32 model's 0.99 is written as 0.99, not 0.9900000095367432.
+        rounded = np.round(top.astype(float), 2)
+        return {
+            "predictions": [
+                {"class": names[index], "probability": probability, "out_of_range": flagged}
+                for index, probability, flagged in zip(
+                    predictions.best, rounded.tolist(), predictions.out_of_range, strict=True
+                )
+            ],
+            "model_version": self.model_tag,
+        }

@@ -1,0 +1,387 @@
+"""The Open Inference Protocol (KServe V2) over REST, with Triton's binary tensor extension.
+
+One model, `iris_classifier`, in the stored model's version. Input `flowers`: FP32 [rows, 4],
+the contract's features in centimetres (FP64 is converted). Outputs: `probabilities`, FP32
+[rows, classes] in the metadata's class order; `label`, BYTES [rows]; and only when asked for,
+`out_of_range`, BYTES [rows], each row's features outside the training range joined by commas.
+Answers come from the service's one `Predictor`, so the model metrics count them.
+
+The request's JSON is read by the strict pydantic models below: unknown fields are refused,
+except `model_name`, which KServe's client always sends (it must name this model). Every
+refusal is a 400 naming the tensor, the row and the reason.
+
+Binary tensors (Triton's extension): a JSON header of `Inference-Header-Content-Length` bytes,
+then each input with `binary_data_size` as raw little-endian values. An output asked for with
+`"binary_data": true` (or all, with the parameter `binary_data_output`) comes back the same way.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from itertools import chain
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from iris_classifier.flowers import FEATURE_NAMES, MODEL_NAME, SIZE_RULE, breaks_size_rule
+from iris_classifier.serving.config import MAX_TENSOR_ROWS
+from iris_classifier.serving.http.errors import Answer, ErrorAnswer, problem, validation_refusal
+from iris_classifier.serving.http.limits import HEADER_LENGTH
+from iris_classifier.serving.model.prediction import Predictions, Predictor
+from iris_classifier.serving.protocols.contract import BATCH_EXAMPLE, Centimetres
+
+INPUT = "flowers"
+PROBABILITIES = "probabilities"
+LABEL = "label"
+OUT_OF_RANGE = "out_of_range"
+OUTPUTS = (PROBABILITIES, LABEL, OUT_OF_RANGE)
+DEFAULT_OUTPUTS = (PROBABILITIES, LABEL)
+WIDTH = len(FEATURE_NAMES)
+HEADER_LENGTH_BYTES = HEADER_LENGTH.encode()
+EXTENSIONS = ("binary_tensor_data",)
+DATATYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+
+# The request the OpenAPI document shows: two flowers, nested one row per flower.
+EXAMPLE = {
+    "id": "example-1",
+    "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [2, WIDTH], "data": BATCH_EXAMPLE}],
+    "outputs": [{"name": name} for name in OUTPUTS],
+}
+STRICT = ConfigDict(strict=True, extra="forbid", cache_strings=False)
+# Parameters are the protocol's open-ended map: the keys read here are typed, others are kept.
+OPEN = ConfigDict(strict=True, extra="allow", cache_strings=False)
+
+
+class TensorParameters(BaseModel):
+    model_config = OPEN
+    binary_data_size: Annotated[int, Field(ge=0)] | None = None
+
+
+def flattened(data: Any) -> Any:
+    """Data sent nested (one list of 4 per row), as the protocol allows, read row after row."""
+    if not isinstance(data, list) or not data or not all(type(row) is list for row in data):
+        return data
+    for index, row in enumerate(data):
+        if len(row) != WIDTH:
+            raise PydanticCustomError(
+                "row_length",
+                "row {row} holds {count} values; a row is the 4 features",
+                {"row": index, "count": len(row)},
+            )
+    return list(chain.from_iterable(data))
+
+
+class InputTensor(BaseModel):
+    model_config = STRICT
+    name: Literal["flowers"]
+    datatype: Literal["FP32", "FP64"]
+    shape: Annotated[list[int], Field(min_length=2, max_length=2)]
+    parameters: TensorParameters | None = None
+    data: (
+        Annotated[
+            list[Centimetres],
+            BeforeValidator(
+                flattened, json_schema_input_type=list[Centimetres] | list[list[Centimetres]]
+            ),
+        ]
+        | None
+    ) = None
+
+
+class OutputParameters(BaseModel):
+    model_config = OPEN
+    binary_data: bool | None = None
+
+
+class RequestedOutput(BaseModel):
+    model_config = STRICT
+    name: Literal["probabilities", "label", "out_of_range"]
+    parameters: OutputParameters | None = None
+
+
+class RequestParameters(BaseModel):
+    model_config = OPEN
+    binary_data_output: bool = False
+
+
+class InferenceRequest(BaseModel):
+    model_config = STRICT | ConfigDict(json_schema_extra={"example": EXAMPLE})
+    id: str | None = None
+    model_name: str | None = None
+    parameters: RequestParameters | None = None
+    inputs: Annotated[list[InputTensor], Field(min_length=1)]
+    outputs: Annotated[list[RequestedOutput], Field(min_length=1)] | None = None
+
+
+# The answers' shapes, for the OpenAPI document; the answers themselves are written as bytes.
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class OutputTensor(TensorMetadata):
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[OutputTensor]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: dict[str, Any]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Liveness(BaseModel):
+    live: bool
+
+
+class Readiness(BaseModel):
+    ready: bool
+
+
+def refuse(message: str, field: str = "inputs[0]") -> ErrorAnswer:
+    return ErrorAnswer(400, message, field=field)
+
+
+class InferenceProtocol:
+    """Metadata and inference for the one model this process serves."""
+
+    def __init__(
+        self, predictor: Predictor, *, model_version: str, server_version: str, parameters: Mapping
+    ) -> None:
+        self.predictor = predictor
+        self.model_version = model_version
+        class_names = predictor.model.class_names
+        self._label_array = np.array(class_names, dtype=object)
+        self._server_metadata = orjson.dumps(
+            {"name": "iris-classifier", "version": server_version, "extensions": EXTENSIONS}
+        )
+        self._model_metadata = orjson.dumps(
+            {
+                "name": MODEL_NAME,
+                "versions": [model_version],
+                "platform": "onnxruntime_onnx",
+                "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, WIDTH]}],
+                "outputs": [
+                    {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, len(class_names)]},
+                    {"name": LABEL, "datatype": "BYTES", "shape": [-1]},
+                    {"name": OUT_OF_RANGE, "datatype": "BYTES", "shape": [-1]},
+                ],
+                "parameters": dict(parameters),
+            }
+        )
+
+    def server_metadata(self) -> bytes:
+        return self._server_metadata
+
+    def model_metadata(self) -> bytes:
+        return self._model_metadata
+
+    def check_model(self, name: str, version: str | None) -> None:
+        if name != MODEL_NAME:
+            unknown, field = f"model {name[:64]!r}", "model"
+        elif version is not None and version != self.model_version:
+            unknown, field = f"version {version[:64]!r} of {MODEL_NAME!r}", "version"
+        else:
+            return
+        serves = f"{MODEL_NAME!r} {self.model_version!r}"
+        raise ErrorAnswer(404, f"unknown {unknown}: this server serves {serves}", field=field)
+
+    def infer(self, body: bytes, header_length: str | None) -> Answer:
+        """The inference answer; binary outputs follow a JSON header whose length it names."""
+        request, features = parse_request(body, header_length)
+        return self._answer(request, self.predictor.predict(features))
+
+    def _answer(self, request: InferenceRequest, predictions: Predictions) -> Answer:
+        rows = len(predictions.best)
+        all_binary = request.parameters is not None and request.parameters.binary_data_output
+        outputs = []
+        binary_parts: list[bytes] = []
+        for name, binary in requested_outputs(request.outputs, all_binary):
+            if name == PROBABILITIES:
+                tensor = predictions.probabilities.astype("<f4", copy=False)
+                entry: dict[str, Any] = {
+                    "name": name,
+                    "datatype": "FP32",
+                    "shape": [rows, tensor.shape[1]],
+                }
+                raw = tensor.tobytes() if binary else None
+                data: Any = tensor.ravel()
+            else:
+                entry = {"name": name, "datatype": "BYTES", "shape": [rows]}
+                if name == LABEL:
+                    data = self._label_array[predictions.best].tolist()
+                else:
+                    data = [",".join(names) for names in predictions.out_of_range]
+                raw = (
+                    b"".join(struct.pack("<I", len(text)) + text for text in map(str.encode, data))
+                    if binary
+                    else None
+                )
+            if raw is None:
+                entry["data"] = data
+            else:
+                binary_parts.append(raw)
+                entry["parameters"] = {"binary_data_size": len(raw)}
+            outputs.append(entry)
+        document: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": self.model_version}
+        if request.id is not None:
+            document["id"] = request.id
+        if request.parameters is not None:
+            document["parameters"] = request.parameters.model_dump(exclude_unset=True)
+        document["outputs"] = outputs
+        header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+        if not binary_parts:
+            return Answer(header)
+        return Answer(
+            header + b"".join(binary_parts),
+            b"application/octet-stream",
+            ((HEADER_LENGTH_BYTES, str(len(header)).encode()),),
+        )
+
+
+def requested_outputs(
+    outputs: list[RequestedOutput] | None, all_binary: bool
+) -> list[tuple[str, bool]]:
+    if outputs is None:
+        return [(name, all_binary) for name in DEFAULT_OUTPUTS]
+    requested = [
+        (
+            output.name,
+            all_binary
+            if output.parameters is None or output.parameters.binary_data is None
+            else output.parameters.binary_data,
+        )
+        for output in outputs
+    ]
+    if len({name for name, _ in requested}) != len(requested):
+        raise refuse("an output is asked for twice", "outputs")
+    return requested
+
+
+def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, np.ndarray]:
+    """The checked request and its (rows, 4) float64 features, or a 400 `ErrorAnswer` naming what
+    is wrong with it."""
+    json_part, binary_part = split_body(body, header_length)
+    try:
+        request = InferenceRequest.model_validate_json(json_part)
+    except ValidationError as error:
+        raise validation_refusal(error, "", tensor_problem) from None
+    if request.model_name is not None and request.model_name != MODEL_NAME:
+        raise refuse(
+            f"the request names model {request.model_name[:64]!r}; this route serves {MODEL_NAME!r}",
+            "model_name",
+        )
+    if len(request.inputs) != 1:
+        raise refuse(f"input {INPUT!r} is sent {len(request.inputs)} times; send it once", "inputs")
+    tensor = request.inputs[0]
+    where = f"input {INPUT!r}"
+    rows, width = tensor.shape
+    if width != WIDTH:
+        raise refuse(
+            f"{where}: each row must hold the {WIDTH} features {', '.join(FEATURE_NAMES)}; "
+            f"shape says {width}"
+        )
+    if not 1 <= rows <= MAX_TENSOR_ROWS:
+        raise refuse(f"{where}: {rows} rows; a request holds 1 to {MAX_TENSOR_ROWS:,} rows")
+    binary_size = tensor.parameters.binary_data_size if tensor.parameters else None
+    if binary_size is not None:
+        features = _binary_features(tensor, rows, binary_size, binary_part)
+    elif tensor.data is None:
+        raise refuse(f"{where}: no 'data', and no binary_data_size parameter")
+    elif binary_part:
+        raise refuse(
+            f"{where}: {len(binary_part)} bytes follow the JSON header, but no input declares binary_data_size"
+        )
+    else:
+        features = _json_features(tensor.data, rows)
+    return request, features
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+        raise refuse(
+            f"Inference-Header-Content-Length is {header_length[:32]!r}, but the body is "
+            f"{len(body)} bytes",
+            "inference-header-content-length",
+        )
+    return body[: int(header_length)], body[int(header_length) :]
+
+
+def _binary_features(
+    tensor: InputTensor, rows: int, binary_size: int, binary_part: bytes
+) -> np.ndarray:
+    where = f"input {INPUT!r}"
+    if tensor.data is not None:
+        raise refuse(f"{where}: has both 'data' and binary_data_size")
+    dtype = DATATYPES[tensor.datatype]
+    expected = rows * WIDTH * dtype.itemsize
+    if binary_size != expected:
+        raise refuse(
+            f"{where}: binary_data_size is {binary_size}, but {rows} rows of {WIDTH} "
+            f"{tensor.datatype} values are {expected} bytes"
+        )
+    if len(binary_part) != binary_size:
+        raise refuse(
+            f"the binary data after the JSON header is {len(binary_part)} bytes, but the inputs "
+            f"declare {binary_size} bytes (binary_data_size)"
+        )
+    features = np.frombuffer(binary_part, dtype).astype(np.float64).reshape(rows, WIDTH)
+    bad = breaks_size_rule(features)
+    if bad.any():
+        row, column = divmod(int(bad.argmax()), WIDTH)
+        value = features[row, column]
+        shown = f"{value:g} cm" if np.isfinite(value) else "not a finite number"
+        raise refuse(f"{where} row {row}: {FEATURE_NAMES[column]} is {shown}; {SIZE_RULE}")
+    return features
+
+
+def _json_features(data: list[float], rows: int) -> np.ndarray:
+    if len(data) != rows * WIDTH:
+        raise refuse(
+            f"input {INPUT!r}: 'data' holds {len(data)} values, but shape [{rows}, {WIDTH}] "
+            f"needs {rows * WIDTH}"
+        )
+    return np.array(data, dtype=np.float64).reshape(rows, WIDTH)
+
+
+def tensor_problem(item: dict[str, Any]) -> dict[str, str]:
+    """A refused request's problem named by its tensor and row."""
+    location = item["loc"]
+    if location[:1] == ("inputs",) and location[2:3] == ("data",):
+        field = f"input {INPUT!r}"
+        if len(location) == 4:
+            row, column = divmod(location[3], WIDTH)
+            field += f" row {row}: {FEATURE_NAMES[column]}"
+    else:
+        text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location)
+        field = text.lstrip(".") or "the request"
+    reason = item["msg"]
+    if item["type"] == "extra_forbidden":
+        reason = "unknown field"
+    elif item["type"] == "json_invalid":
+        reason = f"not valid JSON (NaN and Infinity are not JSON): {reason}"
+    return problem(field, reason, item["type"])

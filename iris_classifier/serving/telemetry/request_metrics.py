@@ -1,0 +1,137 @@
+"""BentoML's request metrics, the same series counted in memory (metric_buffer.py).
+
+BentoML's own layer looks up four label children and writes prometheus_client's
+memory-mapped file six times per request. `RequestMetrics` takes its place in the stack and
+records the same series, names, labels and values as that layer (request count and duration by
+route and status when the answer's last body part leaves, the requests in progress, the time
+of the last request off the probe paths) through bound children resolved once per route and
+status. It flushes the buffer before it passes a scrape on, so `/metrics` holds every count of
+the worker that answers it. Websockets, lifespan and `/metrics` go to BentoML's layer as before.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import bentoml
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iris_classifier.serving.seam import (
+    METRICS_PATH,
+    BentoRequestMetrics,
+    bentoml_request_metrics,
+)
+from iris_classifier.serving.telemetry.metric_buffer import (
+    BufferedCounter,
+    BufferedHistogram,
+    MetricBuffer,
+)
+
+
+class RouteSeries:
+    """One route's bound children: in progress, and count and duration by status."""
+
+    def __init__(self, metrics: BentoRequestMetrics, buffer: MetricBuffer, endpoint: str) -> None:
+        self._metrics = metrics
+        self._buffer = buffer
+        self._labels = route_labels(endpoint)
+        self.in_progress = buffer.gauge(metrics.in_progress.labels(**self._labels))
+        self._by_status: dict[int, tuple[BufferedCounter, BufferedHistogram]] = {}
+
+    def answered(self, status: int) -> tuple[BufferedCounter, BufferedHistogram]:
+        found = self._by_status.get(status)
+        if found is None:
+            labels = {**self._labels, "http_response_code": status}
+            found = self._by_status[status] = (
+                self._buffer.counter(self._metrics.total.labels(**labels)),
+                self._buffer.histogram(self._metrics.duration.labels(**labels)),
+            )
+        return found
+
+
+def route_labels(endpoint: str) -> dict[str, Any]:
+    """The labels BentoML's layer gives a route's series (read per process: they are fixed
+    once the worker has started)."""
+    return {
+        "endpoint": endpoint,
+        "service_name": bentoml.server_context.bento_name,
+        "service_version": bentoml.server_context.bento_version,
+        "runner_name": bentoml.server_context.service_name,
+    }
+
+
+class CountingResponder:
+    """Counts the answer when its last body part leaves, as BentoML's layer does."""
+
+    __slots__ = ("send", "series", "started", "status")
+
+    def __init__(self, series: RouteSeries, send: Send, started: float) -> None:
+        self.series = series
+        self.send = send
+        self.started = started
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            total, duration = self.series.answered(self.status)
+            total.inc()
+            duration.observe(max(time.perf_counter() - self.started, 0))
+        await self.send(message)
+
+
+class RequestMetrics:
+    """In BentoML's request metrics layer's place: the same series, bound and buffered."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        bentoml_layer: ASGIApp,
+        metrics: BentoRequestMetrics,
+        buffer: MetricBuffer,
+    ) -> None:
+        self.app = app
+        self.bentoml_layer = bentoml_layer
+        self.metrics = metrics
+        self.buffer = buffer
+        self.last_request = buffer.gauge(
+            metrics.last_request.labels(
+                service_name=bentoml.server_context.bento_name,
+                service_version=bentoml.server_context.bento_version,
+                runner_name=bentoml.server_context.service_name,
+            )
+        )
+        self.skip_paths = metrics.skip_paths
+        self._routes: dict[str, RouteSeries] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == METRICS_PATH:
+            if scope["type"] == "http":
+                self.buffer.flush()
+            await self.bentoml_layer(scope, receive, send)
+            return
+        endpoint = scope["path"]
+        series = self._routes.get(endpoint)
+        if series is None:
+            series = self._routes[endpoint] = RouteSeries(self.metrics, self.buffer, endpoint)
+        if not endpoint.startswith(self.skip_paths):
+            self.last_request.set(time.time())
+        responder = CountingResponder(series, send, time.perf_counter())
+        series.in_progress.inc()
+        try:
+            await self.app(scope, receive, responder)
+        finally:
+            series.in_progress.dec()
+
+
+def replace_request_metrics(stack: ASGIApp, buffer: MetricBuffer) -> bool:
+    """Put a `RequestMetrics` where BentoML's request metrics layer is; False if there is none
+    (metrics turned off, or a BentoML that moved it)."""
+    found = bentoml_request_metrics(stack)
+    if found is None:
+        return False
+    found.parent.app = RequestMetrics(found.layer.app, found.layer, found, buffer)
+    return True
