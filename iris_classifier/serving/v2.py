@@ -290,15 +290,10 @@ def read_common_request(body: bytes) -> tuple[Asked, np.ndarray] | None:
         or type(data) is not list
     ):
         return None
-    if shape[0] == 1:
-        features = _one_row(data)
-    # NumPy reads a boolean among numbers as 0 or 1, where the models refuse it: a request of
-    # many rows holding a JSON true or false is left to them.
-    elif b"true" in body or b"false" in body:
-        return None
-    else:
-        features = _many_rows(data, shape[0])
-    if features is None:
+    features = _one_row(data) if shape[0] == 1 else _many_rows(data, shape[0])
+    # NumPy reads a boolean among numbers as 1 or 0, where the models refuse it. 0 breaks the
+    # size rule; rows holding a 1 are looked at again, for a JSON true, before being taken.
+    if features is None or (shape[0] > 1 and (features == 1).any() and b"true" in body):
         return None
     return Asked(request_id, None, outputs), features
 
