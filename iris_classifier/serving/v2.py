@@ -19,6 +19,7 @@ then each input with `binary_data_size` as raw little-endian values. An output a
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -291,9 +292,7 @@ def read_common_request(body: bytes) -> tuple[Asked, np.ndarray] | None:
     ):
         return None
     features = _one_row(data) if shape[0] == 1 else _many_rows(data, shape[0])
-    # NumPy reads a boolean among numbers as 1 or 0, where the models refuse it. 0 breaks the
-    # size rule; rows holding a 1 are looked at again, for a JSON true, before being taken.
-    if features is None or (shape[0] > 1 and (features == 1).any() and b"true" in body):
+    if features is None:
         return None
     return Asked(request_id, None, outputs), features
 
@@ -328,16 +327,33 @@ def _one_row(data: list) -> np.ndarray | None:
 
 
 def _many_rows(data: list, rows: int) -> np.ndarray | None:
+    if data and type(data[0]) is list:
+        # Rows of four, as the models take them only when every row is a list of four. A row
+        # of another kind yields no number here, and is then refused below as the models do.
+        try:
+            if set(map(len, data)) != {WIDTH}:
+                return None
+        except TypeError:  # a number among the rows
+            return None
+        values = list(itertools.chain.from_iterable(data))
+    else:
+        values = data
+    if len(values) != rows * WIDTH:
+        return None
+    # One pass in C over a flat list: strings, nulls, lists and objects make an array of another
+    # kind than integers or floats.
     try:
-        values = np.array(data)
-    except ValueError:  # rows of different lengths
+        array = np.array(values)
+    except ValueError:  # lists of different lengths among the values
         return None
-    # Integers and floats only (strings, nulls and objects make other kinds), flat or as rows
-    # of four, as many as the shape says.
-    if values.dtype.kind not in "if" or values.shape not in ((rows * WIDTH,), (rows, WIDTH)):
+    if array.dtype.kind not in "if" or array.ndim != 1:
         return None
-    features = values.astype(np.float64).reshape(rows, WIDTH)
+    features = array.astype(np.float64, copy=False).reshape(rows, WIDTH)
     if breaks_size_rule(features).any():
+        return None
+    # NumPy reads a boolean among numbers as 1 or 0, where the models refuse it; 0 breaks the
+    # size rule above, and each 1 is looked at in the request.
+    if any(type(values[at]) is bool for at in np.flatnonzero(features == 1).tolist()):
         return None
     return features
 

@@ -127,6 +127,9 @@ ONE = {"name": "flowers", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5
 @given(sent=request())
 # Each a way a plain reading can go wrong, tried on every run.
 @example(sent=sent({"inputs": [{**ONE, "data": [5.1, 3.5, 1.4, True]}]}))
+@example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [[1, 2, 3, 4], [5, 6, 7, True]]}]}))
+@example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, 7, True]}]}))
+@example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [[1, 2, 3], [4, 5, 6, 7, 8]]}]}))
 @example(
     sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [[1, 2, 3, 4], [5, 6, 7, False]]}]})
 )
