@@ -19,7 +19,6 @@ then each input with `binary_data_size` as raw little-endian values. An output a
 
 from __future__ import annotations
 
-import itertools
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -328,14 +327,14 @@ def _one_row(data: list) -> np.ndarray | None:
 
 def _many_rows(data: list, rows: int) -> np.ndarray | None:
     if data and type(data[0]) is list:
-        # Rows of four, as the models take them only when every row is a list of four. A row
-        # of another kind yields no number here, and is then refused below as the models do.
+        # The models flatten rows only when every row is a list of four; a row of another kind
+        # (a string, an object) yields no number here, so the array below is not one of numbers.
         try:
             if set(map(len, data)) != {WIDTH}:
                 return None
         except TypeError:  # a number among the rows
             return None
-        values = list(itertools.chain.from_iterable(data))
+        values = list(chain.from_iterable(data))
     else:
         values = data
     if len(values) != rows * WIDTH:
