@@ -6,8 +6,9 @@ requests (contract.py, v2.py) and write answers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,14 @@ class Predictions:
 
     probabilities: np.ndarray  # (rows, classes), in the model's precision
     best: list[int]  # index of each row's most likely class
-    out_of_range: list[list[str]]  # each row's features outside the training range
+    # Names each row's features outside the training range. Called only for an answer that
+    # holds them: tensor clients rarely ask, and naming makes a Python list per row.
+    name_outside: Callable[[], list[list[str]]]
+
+    @cached_property
+    def out_of_range(self) -> list[list[str]]:
+        """Each row's features outside the training range, in contract order."""
+        return self.name_outside()
 
 
 class Predictor:
@@ -89,7 +97,9 @@ class Predictor:
             outside = self.ranges.outside_one(values)
             self.metrics.record_one(best, row[best], outside, rows_observed=True)
             self.drift.record_one(values)
-            predictions = Predictions(np.asarray([row], self.model.dtype), [best], [outside])
+            predictions = Predictions(
+                np.asarray([row], self.model.dtype), [best], lambda: [outside]
+            )
         else:
             probabilities = self.model.predict_proba(features)
             best_array = probabilities.argmax(axis=1)
@@ -99,7 +109,7 @@ class Predictor:
             )
             self.drift.record_batch(features)
             predictions = Predictions(
-                probabilities, best_array.tolist(), self.ranges.names_per_row(mask)
+                probabilities, best_array.tolist(), partial(self.ranges.names_per_row, mask)
             )
         if self.prediction_log is not None and self.prediction_log.sampled():
             self.prediction_log.log_many(
