@@ -1,11 +1,6 @@
-"""The one shape of every 4xx and 5xx answer the service sends, and how it is sent.
-
-    {"error": "one line saying what is wrong", "detail": [{"field": ..., "reason": ..., "type": ...}]}
-
-`error` is a string on every route (the Open Inference Protocol's clients read it); `detail`
-lists each problem, at most MAX_LISTED_PROBLEMS of them, each cut to a fixed length, so a
-refusal costs about what reading the request cost, whatever the request holds.
-"""
+"""The one shape of every 4xx and 5xx answer (iris_classifier/serving/README.md), and sending
+answers. Problems are listed and cut to fixed budgets so that a refusal costs about what reading
+the request cost, whatever the request holds."""
 
 from __future__ import annotations
 
@@ -106,7 +101,7 @@ class Answer:
     """A 200 answer's body, its media type and any headers of its own."""
 
     body: bytes
-    media_type: bytes = b"application/json"
+    media_type: bytes = JSON_MEDIA_TYPE
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
