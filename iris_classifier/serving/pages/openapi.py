@@ -74,10 +74,8 @@ def describe_service(
     paths |= _routes(schemas)
     document["components"] = {"schemas": schemas}
     document["tags"] = TAGS
-    document["info"] = {"title": PROJECT_NAME, "version": version}
-    document["info"]["description"] = (
-        f"{SERVICE_DESCRIPTION}\n\n{summary(served)}" if served else SERVICE_DESCRIPTION
-    )
+    description = f"{SERVICE_DESCRIPTION}\n\n{summary(served)}" if served else SERVICE_DESCRIPTION
+    document["info"] = {"title": PROJECT_NAME, "version": version, "description": description}
     if served:
         document["info"]["x-model"] = dict(served)
     _to_openapi_30(document)
