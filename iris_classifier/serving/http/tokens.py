@@ -1,10 +1,10 @@
 """Optional bearer tokens on the prediction routes, read from a file (a mounted Secret); what
 is checked and when: iris_classifier/serving/README.md#bearer-tokens.
 
-A re-read that finds no token or cannot read the file keeps the tokens held, with a warning: a
-half-written file must not lock every client out. Only digests are kept, and every one is
-compared, so neither the position of the matching token nor the length of any token shows in
-the time taken.
+The file holds a token per line, so several are valid while one is rotated out. A re-read that
+finds no token or cannot read the file keeps the tokens held, with a warning: a half-written
+file must not lock every client out. Only digests are kept, and every one is compared, so
+neither the position of the matching token nor the length of any token shows in the time taken.
 """
 
 from __future__ import annotations
