@@ -101,11 +101,8 @@ class PredictionLineFormatter(logging.Formatter):
         if not isinstance(entry, dict):  # another record sent to this logger: its message only
             entry = {"message": clip(record.getMessage(), 2000)}
         # "log" tells a prediction line from every other line of the process.
-        head = {
-            "log": "prediction",
-            "time": self.timestamp(record.created),
-            "replica": self.replica,
-        }
+        time = self.timestamp(record.created)
+        head = {"log": "prediction", "time": time, "replica": self.replica}
         # ensure_ascii: a newline, a line separator or an escape in any string (a class name
         # from the training data, say) is written as a \u escape, never as itself.
         return json.dumps({**head, **entry}, ensure_ascii=True, separators=(",", ":"))
