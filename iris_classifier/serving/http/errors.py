@@ -58,26 +58,26 @@ class ErrorAnswer(Exception):
         return orjson.dumps({"error": self.error, "detail": self.detail})
 
 
+def _dotted_problem(item: dict[str, Any]) -> dict[str, str]:
+    return problem(".".join(map(str, item["loc"])), item["msg"], item["type"])
+
+
 def validation_refusal(
     error: ValidationError,
     prefix: str = "invalid input: ",
-    problem_of: Callable[[dict[str, Any]], dict[str, str]] | None = None,
+    problem_of: Callable[[dict[str, Any]], dict[str, str]] = _dotted_problem,
 ) -> ErrorAnswer:
     """The 400 for a request the models refused; its error reads `{prefix}field: reason; ...`
     and names at most MAX_LISTED_PROBLEMS problems, with how many more there are. `problem_of`
     names a problem in a protocol's own words (the field's dotted path and pydantic's message
     by default)."""
     listed = [
-        (problem_of or _dotted_problem)(item)
+        problem_of(item)
         for item in error.errors(include_url=False, include_context=False, include_input=False)[
             :MAX_LISTED_PROBLEMS
         ]
     ]
     return ErrorAnswer(400, f"{prefix}{summarize(listed, error.error_count())}", listed)
-
-
-def _dotted_problem(item: dict[str, Any]) -> dict[str, str]:
-    return problem(".".join(map(str, item["loc"])), item["msg"], item["type"])
 
 
 def problem(field: str, reason: Any, kind: Any) -> dict[str, str]:
