@@ -23,23 +23,20 @@ MAX_TENSOR_ROWS = 20_000
 
 LOG_FORMATS = ("text", "json")
 
-# The flowers one line of the prediction log (iris_classifier/serving/model/prediction_log.py) shows
-# at most: this keeps a line of the iris classes under 16 KiB, where container runtimes split
-# a line in parts.
+# Keeps a prediction log line of the iris classes under 16 KiB, where container runtimes split it.
 PREDICTION_LOG_MAX_ROWS = 32
-# Seconds a log line may wait in the buffer before it is written (line_writer.py).
 LOG_FLUSH_SECONDS = 0.2
 
 CONNECTION_MAX_REQUESTS = 100
 CONNECTION_MAX_SECONDS = 1.0
 
-# Slow clients (iris_classifier/serving/http/slow_clients.py). Open connections: far above what a
-# balancer's pool or the load test holds, and below the 1,024 file descriptors containerd 2
-# gives a process by default. A head comes in one packet; seconds allow for a few lost ones. A
-# body at 1 KiB a second already outlasts the request timeout before it reaches the body limit.
+# Slow clients. Open connections: far above what a balancer's pool or the load test holds, and
+# below the 1,024 file descriptors containerd 2 gives a process by default. A head comes in one
+# packet; seconds allow for a few lost ones. A body at 1 KiB a second already outlasts the
+# request timeout before it reaches the body limit.
 MAX_CONNECTIONS = 500
 HEAD_TIMEOUT_SECONDS = 5.0
-BODY_MIN_BYTES_PER_SECOND = 1024
+BODY_MIN_BYTES_PER_SECOND = 1024.0
 
 
 @dataclass(frozen=True)
@@ -47,31 +44,23 @@ class Settings:
     served_by: str
     max_body_bytes: int
     version: str
-    # "json": one JSON object per line, for log collectors (the image and the manifests set
-    # it); "text": the same fields as key=value for a terminal (`make serve`).
+    # "json" for log collectors (the image and the manifests set it), "text" for a terminal.
     log_format: str
-    # Seconds between SIGTERM and closing the listener, while balancers take the replica out;
-    # 0 stops at once (a developer's Ctrl+C). See iris_classifier/serving/http/shutdown.py.
+    # SIGTERM to closing the listener, while balancers take the replica out (http/shutdown.py);
+    # 0 stops at once (a developer's Ctrl+C).
     drain_seconds: float
-    # The stored model to serve, name:version: see served_model_tag.
-    model_tag: str
-    # A kept-alive connection ends after about this many answers or seconds (each +-20 % per
-    # connection), so pooled clients are placed again by the balancer; 0 turns a limit off.
-    # See iris_classifier/serving/http/recycling.py; the defaults' cost: benchmarks/README.md.
+    model_tag: str  # see served_model_tag
+    # A kept-alive connection's budget (http/recycling.py); 0 turns a limit off.
     connection_max_requests: int
     connection_max_seconds: float
-    # A file of bearer tokens the prediction routes require (IRIS_TOKEN_FILE, a mounted
-    # Secret); None leaves them open. See iris_classifier/serving/http/tokens.py.
+    # Bearer tokens of the prediction routes (http/tokens.py); None leaves them open.
     token_file: Path | None = None
-    # The share of prediction requests written to the prediction log (IRIS_PREDICTION_LOG_RATE,
-    # 0 to 1; 0 turns it off), and the flowers a line shows at most.
+    # The share of prediction requests logged (0 turns it off), and the flowers a line shows.
     prediction_log_rate: float = 0.0
     prediction_log_max_rows: int = PREDICTION_LOG_MAX_ROWS
-    # How long a log line may wait in the buffer (IRIS_LOG_FLUSH_SECONDS): the lines a SIGKILL
-    # loses, at most.
+    # The longest a log line waits in the buffer: what a SIGKILL loses, at most.
     log_flush_seconds: float = LOG_FLUSH_SECONDS
-    # Slow clients: open connections per worker, seconds for a whole request head, bytes a
-    # second a body must average; 0 turns one off. See iris_classifier/serving/http/slow_clients.py.
+    # Slow clients (http/slow_clients.py); 0 turns a bound off.
     max_connections: int = MAX_CONNECTIONS
     head_timeout_seconds: float = HEAD_TIMEOUT_SECONDS
     body_min_bytes_per_second: float = BODY_MIN_BYTES_PER_SECOND
@@ -101,29 +90,12 @@ class Settings:
                 _number("IRIS_PREDICTION_LOG_MAX_ROWS", PREDICTION_LOG_MAX_ROWS, 1, MAX_TENSOR_ROWS)
             ),
             log_flush_seconds=_number("IRIS_LOG_FLUSH_SECONDS", LOG_FLUSH_SECONDS, 0.001, 60.0),
-            max_connections=int(_at_least_zero("IRIS_MAX_CONNECTIONS", MAX_CONNECTIONS, int)),
-            head_timeout_seconds=_at_least_zero(
-                "IRIS_HEAD_TIMEOUT_SECONDS", HEAD_TIMEOUT_SECONDS, float
-            ),
-            body_min_bytes_per_second=_at_least_zero(
-                "IRIS_BODY_MIN_BYTES_PER_SECOND", BODY_MIN_BYTES_PER_SECOND, float
+            max_connections=int(_number("IRIS_MAX_CONNECTIONS", MAX_CONNECTIONS)),
+            head_timeout_seconds=_number("IRIS_HEAD_TIMEOUT_SECONDS", HEAD_TIMEOUT_SECONDS),
+            body_min_bytes_per_second=_number(
+                "IRIS_BODY_MIN_BYTES_PER_SECOND", BODY_MIN_BYTES_PER_SECOND
             ),
         )
-
-
-def _at_least_zero(variable: str, default: float, kind: type[int] | type[float]) -> float:
-    """The variable's number, 0 or more (0 turns its bound off), or `default` if it is unset."""
-    raw = os.environ.get(variable, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = -1
-    if not (0 <= value < math.inf):
-        what = "a whole number" if kind is int else "a number"
-        raise ValueError(f"{variable}={raw!r}: expected {what}, 0 or more (0 turns it off)")
-    return value
 
 
 def _choice(variable: str, choices: tuple[str, ...]) -> str:
@@ -134,26 +106,30 @@ def _choice(variable: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _number(variable: str, default: float, low: float, high: float) -> float:
-    """The variable's value if it is a number from `low` to `high` (an integer when `default`
-    is one), else `default` when it is unset or empty."""
+def _number(variable: str, default: float, low: float = 0, high: float = math.inf) -> float:
+    """The variable's finite number from `low` to `high` (an integer when `default` is one), or
+    `default` when it is unset or empty. Without `high` it is a bound that 0 turns off."""
     text = os.environ.get(variable, "").strip()
     if not text:
         return default
-    expected = f"{'a whole' if isinstance(default, int) else 'a'} number from {low:g} to {high:g}"
+    whole = isinstance(default, int)
+    expected = f"{'a whole' if whole else 'a'} number"
+    if high == math.inf:
+        expected += ", 0 or more (0 turns it off)"
+    else:
+        expected += f" from {low:g} to {high:g}"
     try:
-        value = int(text) if isinstance(default, int) else float(text)
+        value = int(text) if whole else float(text)
     except ValueError:
         raise ValueError(f"{variable}={text!r}: expected {expected}") from None
-    if not low <= value <= high:  # NaN fails this too
+    if not low <= value <= high or value == math.inf:  # NaN fails the first test too
         raise ValueError(f"{variable}={text!r}: expected {expected}")
     return value
 
 
 def served_model_tag() -> str:
-    """The model a replica serves: in a Bento (the image), the version `bentoml build` packed
-    into it, whatever `latest` means in the store it starts with; elsewhere IRIS_MODEL, a
-    stored version (`make serve MODEL=...`), or the store's latest."""
+    """The model the Bento packs, whatever `latest` means in the store it starts with; outside
+    a Bento IRIS_MODEL, else the store's latest (README.md#which-model)."""
     chosen = os.environ.get("IRIS_MODEL", "").strip()
     if chosen and ":" not in chosen:
         chosen = f"{MODEL_NAME}:{chosen}"
@@ -166,7 +142,7 @@ def served_model_tag() -> str:
 
 
 def packed_model_tag() -> str | None:
-    """The model version the Bento being served was built with, or None outside a Bento."""
+    """The model tag the Bento being served was built with, or None outside a Bento."""
     manifest = bento_manifest()
     if manifest is None:
         return None
@@ -197,9 +173,5 @@ def installed_version() -> str:
     try:
         return importlib.metadata.version(PROJECT_NAME)
     except importlib.metadata.PackageNotFoundError:
-        pass
-    manifest = bento_manifest()
-    if manifest is not None:
-        labels = manifest.get("labels") or {}
+        labels = (bento_manifest() or {}).get("labels") or {}
         return str(labels.get("version", "unknown"))
-    return "unknown"

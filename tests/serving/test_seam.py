@@ -4,6 +4,10 @@ prometheus_client and uvicorn is still there: each check fails with one line nam
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import bentoml
 import prometheus_client
@@ -11,6 +15,7 @@ import pytest
 import uvicorn
 
 from iris_classifier.serving import seam
+from tests.conftest import REPO_ROOT
 from tests.support.raw_http import read_answer, request, uvicorn_serving
 
 
@@ -204,3 +209,96 @@ def test_bentoml_names_the_worker_and_documents_the_service() -> None:
     assert not seam.in_worker(), "a test process is no worker"
     document = seam.openapi_document(Plain)
     assert "/echo" in document["paths"], "bentoml's openapi_spec.asdict() has no paths"
+
+
+# What BentoML's worker does to logging (`configure_server_logging`) and what logs.py then
+# undoes, in a process of its own: dictConfig closes every handler of the process it runs in.
+SERVER_LOGGING = """
+import json, logging
+from bentoml._internal.log import configure_server_logging
+from iris_classifier.serving import seam
+from iris_classifier.serving.telemetry import logs
+
+def handled():
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    return {lg.name: [type(h).__name__ for h in lg.handlers] for lg in loggers if lg.handlers}
+
+configure_server_logging()
+root = logging.getLogger()
+report = {
+    "by_bentoml": handled(),
+    "root_unrecognised": [type(h).__name__ for h in root.handlers if not seam.bentoml_log_handler(h)],
+}
+logs.configure_logging("json", "replica")
+report["left"] = {name: kinds for name, kinds in handled().items() if kinds != ["BatchedLineHandler"]}
+print(json.dumps(report))
+"""
+
+
+def test_bentoml_server_logging_puts_handlers_only_where_logs_py_takes_them_off() -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", SERVER_LOGGING],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, f"BentoML's configure_server_logging moved: {ran.stderr[-400:]}"
+    report = json.loads(ran.stdout.splitlines()[-1])
+    unnamed = set(report["by_bentoml"]) - {"root", *seam.SERVER_LOGGERS}
+    assert not unnamed, f"BentoML puts handlers on loggers SERVER_LOGGERS lacks: {sorted(unnamed)}"
+    assert not report["root_unrecognised"], (
+        f"BentoML's root handlers are not what bentoml_log_handler takes: {report['root_unrecognised']}"
+    )
+    assert not report["left"], f"handlers left beside the service's own: {report['left']}"
+
+
+def test_bento_yaml_as_bentoml_writes_it_is_read_by_bento_manifest_and_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bento.yaml `bentoml build` writes for a `@bentoml.service` class, made by BentoML's
+    own classes: the packed model under its service's entry, the version among the labels."""
+    from bentoml._internal.bento import bento
+    from bentoml._internal.tag import Tag
+
+    from iris_classifier.serving import config
+
+    assert bento.BENTO_YAML_FILENAME == "bento.yaml", "bentoml renamed bento.yaml"
+    info = bento.BentoInfoV2(
+        tag=Tag("iris-classifier", "b1"),
+        service="service:IrisClassifier",
+        labels={"version": "9.8.7"},
+        services=[
+            bento.BentoServiceInfo(
+                name="IrisClassifier",
+                service="",
+                models=[bento.BentoModelInfo(tag="iris_classifier:packed1")],
+            )
+        ],
+    )
+    with (tmp_path / bento.BENTO_YAML_FILENAME).open("w") as stream:
+        info.dump(stream)
+    monkeypatch.setenv("BENTO_PATH", str(tmp_path))
+    monkeypatch.delenv("IRIS_MODEL", raising=False)
+    manifest = seam.bento_manifest()
+    assert manifest is not None, "bento_manifest() does not find bento.yaml under BENTO_PATH"
+    try:
+        packed = config.packed_model_tag()
+    except ValueError as error:
+        packed = str(error)
+    assert packed == "iris_classifier:packed1", (
+        f"bento.yaml no longer lists the packed model under services[].models[].tag: {packed}"
+    )
+    assert (manifest.get("labels") or {}).get("version") == "9.8.7", (
+        "bento.yaml no longer keeps the build's labels under `labels`"
+    )
+
+
+def test_bentoml_images_say_where_the_bento_is() -> None:
+    from bentoml._internal.container.frontend import dockerfile
+
+    template = Path(dockerfile.__file__).with_name("templates") / "base_v2.j2"
+    assert template.is_file(), "BentoML's image template base_v2.j2 moved"
+    assert "ENV BENTO_PATH=" in template.read_text(), (
+        "BentoML's image no longer sets BENTO_PATH, where bento_manifest() looks"
+    )

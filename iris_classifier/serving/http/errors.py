@@ -1,11 +1,6 @@
-"""The one shape of every 4xx and 5xx answer the service sends, and how it is sent.
-
-    {"error": "one line saying what is wrong", "detail": [{"field": ..., "reason": ..., "type": ...}]}
-
-`error` is a string on every route (the Open Inference Protocol's clients read it); `detail`
-lists each problem, at most MAX_LISTED_PROBLEMS of them, each cut to a fixed length, so a
-refusal costs about what reading the request cost, whatever the request holds.
-"""
+"""The one shape of every 4xx and 5xx answer (iris_classifier/serving/README.md), and sending
+answers. Problems are listed and cut to fixed budgets so that a refusal costs about what reading
+the request cost, whatever the request holds."""
 
 from __future__ import annotations
 
@@ -63,26 +58,26 @@ class ErrorAnswer(Exception):
         return orjson.dumps({"error": self.error, "detail": self.detail})
 
 
+def _dotted_problem(item: dict[str, Any]) -> dict[str, str]:
+    return problem(".".join(map(str, item["loc"])), item["msg"], item["type"])
+
+
 def validation_refusal(
     error: ValidationError,
     prefix: str = "invalid input: ",
-    problem_of: Callable[[dict[str, Any]], dict[str, str]] | None = None,
+    problem_of: Callable[[dict[str, Any]], dict[str, str]] = _dotted_problem,
 ) -> ErrorAnswer:
     """The 400 for a request the models refused; its error reads `{prefix}field: reason; ...`
     and names at most MAX_LISTED_PROBLEMS problems, with how many more there are. `problem_of`
     names a problem in a protocol's own words (the field's dotted path and pydantic's message
     by default)."""
     listed = [
-        (problem_of or _dotted_problem)(item)
+        problem_of(item)
         for item in error.errors(include_url=False, include_context=False, include_input=False)[
             :MAX_LISTED_PROBLEMS
         ]
     ]
     return ErrorAnswer(400, f"{prefix}{summarize(listed, error.error_count())}", listed)
-
-
-def _dotted_problem(item: dict[str, Any]) -> dict[str, str]:
-    return problem(".".join(map(str, item["loc"])), item["msg"], item["type"])
 
 
 def problem(field: str, reason: Any, kind: Any) -> dict[str, str]:
@@ -106,7 +101,7 @@ class Answer:
     """A 200 answer's body, its media type and any headers of its own."""
 
     body: bytes
-    media_type: bytes = b"application/json"
+    media_type: bytes = JSON_MEDIA_TYPE
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 

@@ -1,20 +1,15 @@
-"""Reading a request body within the limits: JSON bodies only (415; binary tensors on the Open
-Inference Protocol's routes), at most `max_bytes` of them (413), and a lingering close after a
-refusal so that clients which send their whole body first still read the answer.
-"""
+"""Reading a request body within the limits (415, 413), and a lingering close after a refusal:
+iris_classifier/serving/README.md says which."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from iris_classifier.serving.http.errors import ErrorAnswer, send_error_answer
-
-logger = logging.getLogger("iris_classifier.http")
 
 # After answering a request whose body is left unread, the rest is read and thrown away, as
 # nginx's lingering close does: a client that sends its whole body before reading (urllib,
@@ -71,29 +66,23 @@ def _too_large(reason: str, max_bytes: int) -> BodyRefused:
 
 
 async def refuse_unread(scope: Scope, receive: Receive, send: Send, refusal: ErrorAnswer) -> None:
-    """Answer `refusal` whole, then drain the unread body before the connection closes. The
-    rest of the body is never parsed, so the connection cannot be reused."""
+    """Answer `refusal` whole, then read and drop the unread body within the lingering bounds
+    before the connection closes: the rest is never parsed, so the connection cannot be reused."""
     await send_error_answer(send, refusal, closing=True)
     if Headers(scope=scope).get("expect", "").lower() != "100-continue":  # else it never comes
-        await discard_body(receive)
+        discarded = 0
+        deadline = time.monotonic() + LINGER_MAX_SECONDS
+        while discarded <= LINGER_MAX_BYTES:
+            wait = min(LINGER_IDLE_SECONDS, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            try:
+                message = await asyncio.wait_for(receive(), wait)
+            except TimeoutError:
+                break
+            if message["type"] != "http.request":
+                break
+            discarded += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
     await send({"type": "http.response.body", "body": b""})
-
-
-async def discard_body(receive: Receive) -> int:
-    """Read and drop the rest of the request body, within the lingering bounds; bytes read."""
-    discarded = 0
-    deadline = time.monotonic() + LINGER_MAX_SECONDS
-    while discarded <= LINGER_MAX_BYTES:
-        wait = min(LINGER_IDLE_SECONDS, deadline - time.monotonic())
-        if wait <= 0:
-            break
-        try:
-            message = await asyncio.wait_for(receive(), wait)
-        except TimeoutError:
-            break
-        if message["type"] != "http.request":
-            break
-        discarded += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return discarded

@@ -1,18 +1,6 @@
-"""Connection recycling: a kept-alive connection ends after a budget of requests or seconds.
-
-kube-proxy, HAProxy in TCP mode and cloud network balancers choose a replica when a connection
-opens, so a client with a connection pool stays on one replica for the connection's life, and a
-replica added later gets none of it. Ending each connection after a while, on a complete answer
-marked `Connection: close` (uvicorn then closes it once the answer is sent, as in the drain),
-makes pooled clients open a new one, which the balancer places again. Each connection gets its
-own budget, the configured one give or take `JITTER`, so connections opened together do not all
-close together.
-
-ASGI names no connection, but while a connection is open no other one has the same client
-address and port: that pair is the key. What the layer cannot see is a connection closed by the
-client or by the idle timeout; its entry stays until it is the least recently used of
-`MAX_TRACKED`. Should the same address and port come back meanwhile, the new connection
-inherits the old one's count and is recycled early, which costs a handshake, never a request.
+"""Connection recycling: a kept-alive connection ends after a budget of requests or seconds, so
+that pooled clients are placed again by the balancer. Why, and why a connection is keyed by its
+peer address: "Pooled clients and idle connections" in iris_classifier/serving/README.md.
 """
 
 from __future__ import annotations

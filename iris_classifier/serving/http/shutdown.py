@@ -1,18 +1,10 @@
 """Graceful stop: SIGTERM starts a drain in which nothing a client sent is lost.
 
-Kubernetes sends SIGTERM when it starts removing the pod from the Service's endpoints, and
-that removal takes a while to reach every node, balancer and ingress. `bentoml serve` passes
-the signal on to its workers at once; left alone, uvicorn would then stop accepting and close
-every idle kept-alive connection, and a request a client sends on such a connection at that
-moment is lost. So a worker that gets SIGTERM first drains for `drain_seconds`:
-
-- `/readyz` answers 503, so balancers that probe it take the replica out;
-- every response carries `Connection: close`, so each kept-alive client leaves on a complete
-  answer and opens its next connection to a replica that stays;
-- new connections are still accepted and served, because some balancers still send them.
-
-Only then is uvicorn's own graceful shutdown run: it stops accepting, lets the requests in
-flight finish and exits. A second SIGTERM skips what is left of the drain.
+The pod's removal from the Service's endpoints takes a while to reach every node and balancer,
+but `bentoml serve` passes SIGTERM on to its workers at once, and uvicorn, left alone, would stop
+accepting and close every idle kept-alive connection, losing a request sent on one just then. So a worker drains for `drain_seconds` first
+(readiness 503, `Connection: close`, new connections still served, as some balancers still send
+them), then runs uvicorn's own graceful shutdown. A second SIGTERM skips the rest of the drain.
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
-"""Optional bearer tokens on the prediction routes, read from a file (a mounted Secret).
+"""Optional bearer tokens on the prediction routes, read from a file (a mounted Secret); what
+is checked and when: iris_classifier/serving/README.md#bearer-tokens.
 
-The file holds one token per line; blank lines and `#` comments are skipped, so several tokens
-can be valid at once while one is rotated out. Kubernetes updates a mounted Secret in place, so
-the file is looked at again (its inode, mtime and size) at most once every RECHECK_SECONDS and
-re-read when it changed. A re-read that finds no token or cannot read the file keeps the tokens
-it had, with a warning: a half-written file must not lock every client out.
-
-Only SHA-256 digests of the tokens are kept. A presented token is hashed and compared with
-`hmac.compare_digest` against every configured digest, with no early exit on a match, so
+The file holds a token per line, so several are valid while one is rotated out. A re-read that
+finds no token or cannot read the file keeps the tokens held, with a warning: a half-written
+file must not lock every client out. Only digests are kept, and every one is compared, so
 neither the position of the matching token nor the length of any token shows in the time taken.
-No token, configured or presented, is ever logged or put in an answer.
 """
 
 from __future__ import annotations
@@ -139,12 +134,13 @@ class BearerTokens:
                 "invalid_request",
             )
         authorization = Headers(scope=scope).get("authorization")
-        if authorization is None:
-            raise UnauthorizedRequest("a bearer token is required: Authorization: Bearer", None)
-        scheme, _, presented = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
+        scheme, _, presented = (authorization or "").strip().partition(" ")
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not presented:
+            # RFC 6750: a request that sent no credentials at all gets a challenge without error.
             raise UnauthorizedRequest(
-                "a bearer token is required: Authorization: Bearer", "invalid_request"
+                "a bearer token is required: Authorization: Bearer",
+                None if authorization is None else "invalid_request",
             )
-        if not self.accepts(presented.strip().encode("latin-1")):
+        if not self.accepts(presented.encode("latin-1")):
             raise UnauthorizedRequest("the bearer token is not valid", "invalid_token")

@@ -20,7 +20,7 @@ import numpy as np
 import prometheus_client
 
 from iris_classifier.drift_bins import DriftBins
-from iris_classifier.serving.telemetry.metric_buffer import MetricBuffer, shared_buffer
+from iris_classifier.serving.telemetry.metric_buffer import shared_buffer
 
 logger = logging.getLogger("iris_classifier.drift")
 
@@ -54,11 +54,9 @@ def collectors() -> DriftCollectors:
 class DriftCounts:
     """Counts served values per feature and drift bin; counts nothing without bins."""
 
-    def __init__(
-        self, bins: DriftBins | None, *, model_tag: str, buffer: MetricBuffer | None = None
-    ) -> None:
+    def __init__(self, bins: DriftBins | None, *, model_tag: str) -> None:
         metrics = collectors()
-        buffer = buffer or shared_buffer()
+        buffer = shared_buffer()
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             # One process, several services in turn (tests): only the last model's shares.
             metrics.expected_share.clear()

@@ -1,19 +1,10 @@
-"""The prediction log: what a sampled request asked and what it was answered, one JSON line each.
+"""The prediction log: what a sampled request asked and what it was answered, one JSON line each
+(the line and its settings: iris_classifier/serving/README.md#the-prediction-log).
 
-Off unless IRIS_PREDICTION_LOG_RATE is above 0 (config.py). The `Predictor` asks `sampled()`
-once per request (a random draw, nothing else when it says no) and hands a sampled request's
-flowers and answers to `log_one` or `log_many`; so every front end, seed or tensor protocol,
-is logged alike. The line goes to its own logger, `iris_classifier.predictions`, through the
-same batched writer as every other line, and is always JSON, whatever IRIS_LOG_FORMAT says:
-
-    {"log":"prediction","time":"...","replica":"...","request_id":"...","route":"...",
-     "model_version":"...","rows":2,"rows_left_out":0,"flowers":[{"sepal_length":5.1,...,
-     "class":"setosa","probabilities":{"setosa":0.97,...},"out_of_range":[]}, ...]}
-
-A request of more flowers than `max_rows` logs its first `max_rows`; `rows` says how many it
-held and `rows_left_out` how many are not shown. Every string is written by `json.dumps` with
-ASCII escapes, class names (the training data's) cut to a budget, so no value can end the line
-or add a field; the flowers are numbers the contract has checked.
+The `Predictor` asks `sampled()` once per request and hands a sampled request's flowers and
+answers to `log_one` or `log_many`, so every protocol is logged alike. Every string is written
+by `json.dumps` with ASCII escapes, class names (the training data's) cut to a budget, so no
+value can end the line or add a field; the flowers are numbers the contract has checked.
 """
 
 from __future__ import annotations
@@ -28,10 +19,8 @@ from iris_classifier.flowers import FEATURE_NAMES
 from iris_classifier.serving.http.request_context import CURRENT_REQUEST, clip
 
 LOGGER_NAME = "iris_classifier.predictions"
-# The field that tells a prediction line from every other line of the process.
-KIND = {"log": "prediction"}
 MAX_NAME_CHARS = 64
-MAX_VERSION_CHARS = 128
+MAX_TAG_CHARS = 128
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -40,16 +29,15 @@ class PredictionLog:
     """Sampling and the lines of the prediction log for one served model."""
 
     def __init__(
-        self, rate: float, max_rows: int, class_names: Sequence[str], model_version: str
+        self, rate: float, max_rows: int, class_names: Sequence[str], model_tag: str
     ) -> None:
         self.rate = rate
         self.max_rows = max_rows
         self.class_names = [clip(str(name), MAX_NAME_CHARS) for name in class_names]
-        self.model_version = clip(model_version, MAX_VERSION_CHARS)
-        self._draw = random.random
+        self.model_tag = clip(model_tag, MAX_TAG_CHARS)
 
     def sampled(self) -> bool:
-        return self._draw() < self.rate
+        return random.random() < self.rate
 
     def log_one(
         self, values: Sequence[float], probabilities: Sequence[float], best: int, outside: list[str]
@@ -82,7 +70,7 @@ class PredictionLog:
         entry = {
             "request_id": request.request_id if request else None,
             "route": request.path if request else None,
-            "model_version": self.model_version,
+            "model_version": self.model_tag,
             "rows": rows,
             "rows_left_out": rows - len(features),
             "flowers": [
@@ -112,7 +100,9 @@ class PredictionLineFormatter(logging.Formatter):
         entry = getattr(record, "prediction", None)
         if not isinstance(entry, dict):  # another record sent to this logger: its message only
             entry = {"message": clip(record.getMessage(), 2000)}
-        head = {**KIND, "time": self.timestamp(record.created), "replica": self.replica}
+        # "log" tells a prediction line from every other line of the process.
+        time = self.timestamp(record.created)
+        head = {"log": "prediction", "time": time, "replica": self.replica}
         # ensure_ascii: a newline, a line separator or an escape in any string (a class name
         # from the training data, say) is written as a \u escape, never as itself.
         return json.dumps({**head, **entry}, ensure_ascii=True, separators=(",", ":"))

@@ -1,12 +1,7 @@
-"""The interactive API page at `/` and the OpenAPI document at `/docs.json`, both this service's.
-
-BentoML's page is its Swagger UI with BentoML's name, links, GitHub corner and Google Tag
-Manager; the page here is built from the corrected OpenAPI document itself (every route it lists,
-with its description and example) and the model card, so a route added to the document appears
-on the page, and a BentoML upgrade cannot bring its boilerplate back. Script and style are inline
-and allowed by their hashes: the page loads nothing, from the service or elsewhere, and works
-with no network beyond the service.
-"""
+"""The API page at `/`, rendered from the OpenAPI document and the model card rather than
+BentoML's Swagger UI, so a new route appears by itself and no upgrade brings BentoML's
+boilerplate back (iris_classifier/serving/README.md#the-api-page-and-the-openapi-document).
+Script and style are inline and allowed by their hashes: the page loads nothing else."""
 
 from __future__ import annotations
 
@@ -161,18 +156,14 @@ def _operation(
     # Templated routes are tried on the served model, so every example is a working request.
     version = version_of(str(served.get("model_version", "")))
     target = path.replace("{model}", MODEL_NAME).replace("{version}", version)
-    body = _request_example(operation)
+    content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    body = content.get("schema", {}).get("example")
     return f"""<section class="endpoint" data-endpoint="{escape(method)} {escape(path)}">
 <h3><span class="method {method.lower()}">{method}</span> <code>{escape(path)}</code></h3>
 <p>{escape(operation.get("description", ""))}</p>
 {_example(method, target, body)}
 </section>
 """
-
-
-def _request_example(operation: Mapping[str, Any]) -> Any:
-    content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
-    return content.get("schema", {}).get("example")
 
 
 def _example(method: str, target: str, body: Any) -> str:

@@ -1,12 +1,7 @@
-"""The OpenAPI document (`/docs.json`): every route the route table answers, its request and
-answer schemas made by pydantic from the models that read and describe them (contract.py for
-the seed routes, v2.py for the Open Inference Protocol), and the one error shape.
-
-BentoML's own document is kept only for the routes BentoML answers (`/livez`, `/readyz`, ...),
-whose descriptions say what they mean here. The schemas are written in OpenAPI 3.0's dialect
-(pydantic writes JSON Schema 2020-12: `exclusiveMinimum: 0`, `const`, `{"type": "null"}`). The
-document is both what tools read and what the API page is built from.
-"""
+"""The OpenAPI document at `/docs.json`, which the API page is also built from
+(iris_classifier/serving/README.md#the-api-page-and-the-openapi-document). BentoML's own document
+is kept only for the routes BentoML answers; the schemas pydantic writes in JSON Schema 2020-12
+are rewritten in OpenAPI 3.0's dialect."""
 
 from __future__ import annotations
 
@@ -56,7 +51,6 @@ MODEL_DESCRIPTION = (
     "The served model: estimator, hyper-parameters, hold-out and cross-validation metrics, "
     "classes, features, ONNX precision and opset."
 )
-SCHEMA_REFERENCE = "#/components/schemas/{model}"
 NOT_LOADED = {"503": "The model is not loaded yet"}
 UNKNOWN = {"404": "Unknown model or version", **NOT_LOADED}
 NOT_READY = {"503": "Not ready: while the model loads or the replica drains"}
@@ -80,10 +74,8 @@ def describe_service(
     paths |= _routes(schemas)
     document["components"] = {"schemas": schemas}
     document["tags"] = TAGS
-    document["info"] = {"title": PROJECT_NAME, "version": version}
-    document["info"]["description"] = (
-        f"{SERVICE_DESCRIPTION}\n\n{summary(served)}" if served else SERVICE_DESCRIPTION
-    )
+    description = f"{SERVICE_DESCRIPTION}\n\n{summary(served)}" if served else SERVICE_DESCRIPTION
+    document["info"] = {"title": PROJECT_NAME, "version": version, "description": description}
     if served:
         document["info"]["x-model"] = dict(served)
     _to_openapi_30(document)
@@ -95,7 +87,7 @@ def _routes(schemas: dict[str, Any]) -> dict[str, Any]:
 
     def schema(model: type[BaseModel], mode: JsonSchemaMode = "serialization") -> dict[str, Any]:
         # Inline, as the API page reads a request's example there; nested models are shared.
-        schema = model.model_json_schema(ref_template=SCHEMA_REFERENCE, mode=mode)
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
         schemas.update(schema.pop("$defs", {}))
         return schema
 

@@ -42,10 +42,6 @@ Centimetres = Annotated[
     ),
 ]
 Probability = Annotated[float, Field(ge=0, le=1)]
-OUT_OF_RANGE_DESCRIPTION = (
-    "Features of this flower outside the range seen in the model's training data, in request "
-    "order; [] when none. A range check for extrapolation, not a drift detector."
-)
 # The flower the API documents as its example; the tests, the load test and the benchmarks
 # send it too.
 SAMPLE_FLOWER = {"sepal_length": 2, "sepal_width": 4, "petal_length": 2, "petal_width": 4}
@@ -92,24 +88,23 @@ class IrisFeatures(BaseModel):
         return data
 
 
-class Prediction(BaseModel):
-    """The predicted species and the model's probability for it, rounded to 2 places."""
+class Classification(BaseModel):
+    """A single-flower answer: the seed contract plus every class's probability."""
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
+    # The seed contract: the species and its probability, rounded to 2 places.
     species: str = Field(alias="class", examples=["setosa"])
     probability: Probability = Field(examples=[0.99])
-
-
-class Classification(Prediction):
-    """A single-flower answer: the seed contract plus every class's probability."""
-
     probabilities: dict[str, Probability] = Field(
         description="Probability of each class, rounded to 4 places."
     )
     model_version: str = Field(description="Tag of the model in BentoML's model store.")
     out_of_range: list[str] = Field(
-        description=OUT_OF_RANGE_DESCRIPTION, examples=[["sepal_length", "petal_width"]]
+        description="Features of this flower outside the range seen in the model's training "
+        "data, in request order; [] when none. A range check for extrapolation, not a drift "
+        "detector.",
+        examples=[["sepal_length", "petal_width"]],
     )
 
 
