@@ -380,15 +380,19 @@ def add_edge(
     drain: Drain,
     recycler: ConnectionRecycler | None = None,
     metric_buffer: MetricBuffer | None = None,
+    untraced: list[str] | None = None,
 ) -> None:
     """Give `service` the edge layers, in front of BentoML's when it starts; with a metric
-    buffer, BentoML's request metrics count in memory (request_metrics.py)."""
+    buffer, BentoML's request metrics count in memory (request_metrics.py); requests to the
+    `untraced` patterns (the service's `tracing.excluded_urls`) skip the tracing layer."""
 
     def rewrite(stack: ASGIApp) -> ASGIApp:
         if not seam.replace_timeout(stack, RequestTimeout):
             logger.warning("BentoML's timeout layer was not found: its timers outlive requests")
         if metric_buffer is not None and not replace_request_metrics(stack, metric_buffer):
             logger.info("no BentoML request metrics layer: each request writes its own metrics")
+        if untraced and not seam.bypass_tracing(stack, untraced):
+            logger.info("no tracing layer found: untraced requests pass through it")
         return RequestLog(Draining(ErrorShape(stack), drain, recycler), served_by, drain)
 
     seam.rewrite_stack_at_startup(service, rewrite)
