@@ -43,6 +43,7 @@ PROBE_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
 # timeout layer, should the seam not find it to replace.
 FOREIGN_STATUSES = frozenset({429, 504})
 INTERNAL_ERROR = "internal server error"
+UNKNOWN_FILE = "(unknown file)"  # what logging records when it does not look for the caller
 
 
 class LoggedResponder:
@@ -96,14 +97,20 @@ class RequestLog:
                 level = logging.DEBUG  # probes, and a drain's expected readiness 503s
             else:
                 level = logging.WARNING if status >= 500 else logging.INFO
-            logger.log(
-                level,
-                "%s %s %d",
-                context.method,
-                context.path,
-                status,
-                extra={"request": context, "status": status, "duration_ms": duration_ms},
-            )
+            if logger.isEnabledFor(level):
+                # Made here rather than by `logger.log`, which walks the stack for the caller's
+                # file and line: no line written says them.
+                record = logger.makeRecord(
+                    logger.name,
+                    level,
+                    UNKNOWN_FILE,
+                    0,
+                    "%s %s %d",
+                    (context.method, context.path, status),
+                    None,
+                    extra={"request": context, "status": status, "duration_ms": duration_ms},
+                )
+                logger.handle(record)
             CURRENT_REQUEST.reset(token)
 
 
