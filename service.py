@@ -189,6 +189,7 @@ add_edge(
     drain=drain,
     recycler=ConnectionRecycler(settings.connection_max_requests, settings.connection_max_seconds),
     metric_buffer=shared_buffer(),
+    untraced=UNTRACED_ROUTES,
 )
 client_limits = ClientLimits(
     max_connections=settings.max_connections,

@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,50 @@ def replace_timeout(stack: ASGIApp, make: Callable[[ASGIApp, float], ASGIApp]) -
     for parent, layer in itertools.pairwise(layers(stack)):
         if isinstance(layer, TimeoutMiddleware):
             parent.app = make(layer.app, layer.timeout)
+            return True
+    return False
+
+
+class TracingBypass:
+    """In the place of BentoML's tracing layer (OpenTelemetry's `OpenTelemetryMiddleware`, with
+    `.app`): a request whose path `untraced` matches goes straight to the layer inside.
+
+    The tracing layer builds each request's full URL and searches its excluded list in it
+    before it can let an untraced request pass, on every request. A path the same patterns
+    match is in that URL too, so no request passed here would have been traced.
+    """
+
+    def __init__(self, tracing: ASGIApp, untraced: re.Pattern[str]) -> None:
+        self.tracing = tracing
+        self.untraced = untraced
+
+    # The tracing layer's own: a rewrite of the stack inside it moves both.
+    @property
+    def app(self) -> ASGIApp:
+        return self.tracing.app  # type: ignore[attr-defined]
+
+    @app.setter
+    def app(self, app: ASGIApp) -> None:
+        self.tracing.app = app  # type: ignore[attr-defined]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.untraced.search(scope["path"]):
+            await self.app(scope, receive, send)
+        else:
+            await self.tracing(scope, receive, send)
+
+
+def bypass_tracing(stack: ASGIApp, untraced_patterns: list[str]) -> bool:
+    """Put a `TracingBypass` where BentoML's tracing layer is in `stack`, for the patterns the
+    service handed BentoML as `tracing.excluded_urls`."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    if not untraced_patterns:
+        return False
+    untraced = re.compile("|".join(untraced_patterns))
+    for parent, layer in itertools.pairwise(layers(stack)):
+        if isinstance(layer, OpenTelemetryMiddleware):
+            parent.app = TracingBypass(layer, untraced)
             return True
     return False
 

@@ -169,6 +169,42 @@ def test_bentoml_keeps_its_timeout_layer_with_its_inner_app_and_seconds() -> Non
     assert made == [(inner, 3)], "TimeoutMiddleware no longer keeps .app and .timeout"
 
 
+def test_opentelemetry_tracing_layer_is_passed_by_untraced_paths_only() -> None:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    reached: list[str] = []
+    traced: list[str] = []
+
+    async def inner(scope, receive, send) -> None:
+        reached.append(scope["path"])
+
+    class CountedTracing(OpenTelemetryMiddleware):
+        async def __call__(self, scope, receive, send) -> None:
+            traced.append(scope["path"])
+            await super().__call__(scope, receive, send)
+
+    tracing = CountedTracing(inner, excluded_urls="/iris/classify_iris,/v2/")
+    stack = Outer(tracing)
+    assert seam.bypass_tracing(stack, ["/iris/classify_iris", "/v2/"]), (
+        "opentelemetry moved OpenTelemetryMiddleware"
+    )
+
+    async def nothing() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def call(path: str) -> None:
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+        await stack.app(scope, nothing, nothing)
+
+    for path in ("/iris/classify_iris", "/v2/models/iris_classifier/infer", "/iris/model"):
+        asyncio.run(call(path))
+    assert reached == ["/iris/classify_iris", "/v2/models/iris_classifier/infer", "/iris/model"]
+    assert traced == ["/iris/model"], "an untraced path went through the tracing layer"
+    assert tracing.app is inner, "OpenTelemetryMiddleware no longer keeps its inner app in .app"
+    stack.app.app = Outer(inner)
+    assert tracing.app is stack.app.app, "a layer put inside the bypass is not the tracing's"
+
+
 @bentoml.service(metrics={"enabled": False})
 class Plain:
     @bentoml.api

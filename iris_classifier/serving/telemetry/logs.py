@@ -130,6 +130,8 @@ def configure_logging(
     """Send every log record of the process to stdout, one line each, in `log_format`, and the
     prediction log's records there too, as JSON lines; written in batches (line_writer.py)."""
     formatter = JsonLineFormatter if log_format == "json" else TextLineFormatter
+    # No line names a thread or a process (the replica names it): records skip finding them.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     writer = LineWriter(sys.stdout, flush_seconds)
     handler = BatchedLineHandler(writer)
     handler.setFormatter(formatter(replica))

@@ -480,3 +480,26 @@ def test_each_layer_of_the_real_stack_runs_once_per_request(
     response = service_client.post("/iris/classify_iris", json=SEED_FLOWER)
     assert response.status_code == 200
     assert calls == {layer_class.__name__: 1 for layer_class in layer_classes}
+
+
+def test_the_edge_layers_share_one_send_wrapper_per_request(
+    service_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RequestLog, Draining (with recycling on, so it has a job on every answer) and ErrorShape
+    each give their job to one wrapper: an answer's two messages pass it twice, not six times."""
+    from iris_classifier.serving.http import edge
+    from tests.conftest import SEED_FLOWER
+
+    passed: list[str] = []
+    call = edge.EdgeResponder.__call__
+
+    async def counted(self, message) -> None:
+        passed.append(message["type"])
+        await call(self, message)
+
+    monkeypatch.setattr(edge.EdgeResponder, "__call__", counted)
+    response = service_client.post("/iris/classify_iris", json=SEED_FLOWER)
+    assert response.status_code == 200
+    assert response.headers["x-request-id"]
+    assert response.headers["x-served-by"]
+    assert passed == ["http.response.start", "http.response.body"]
