@@ -348,7 +348,7 @@ def test_model_endpoint_names_the_estimator_and_its_metrics(service_client, trai
     assert card["class_names"] == list(CLASS_NAMES)
 
 
-# One refusal shape for every 4xx and 5xx, whatever route or layer refuses.
+# One error shape for every 4xx and 5xx, whatever route or layer refuses.
 V2_MODEL = "/v2/models/iris_classifier"
 V2_INFER = f"{V2_MODEL}/infer"
 VIRGINICA_TENSOR = {
