@@ -237,7 +237,7 @@ class Draining:
 
 
 def foreign_error(message: Message) -> bool:
-    """An error answer not in the refusal shape: not JSON, or one of BentoML's own."""
+    """An error answer not in the error shape: not JSON, or one of BentoML's own."""
     if message["status"] < 400:  # every answer passes here: no header scan for a success
         return False
     content_type = dict(message.get("headers", ())).get(b"content-type", b"")
@@ -257,7 +257,7 @@ def reshaped(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> Er
 
 
 class ErrorShape:
-    """Every error answer in the refusal shape, and a 500 where nothing answered."""
+    """Every error answer in the error shape, and a 500 where nothing answered."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -360,7 +360,7 @@ class TimedRequest:
 
 
 class RequestTimeout:
-    """A 504 in the refusal shape for a request not answered within `seconds`; the application
+    """A 504 in the error shape for a request not answered within `seconds`; the application
     is cancelled. The time runs until the answer starts, as BentoML's did."""
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:

@@ -13,7 +13,7 @@ NodePort or a laptop it is an open door. Three bounds (config.py reads them; 0 t
   BODY_GRACE_SECONDS have passed; else the request is answered 408 and its connection closed
   (checked while the application waits for the body, every SWEEP_SECONDS);
 - at most `max_connections` connections are open at once; the next is answered 503 with
-  Retry-After, in the refusal shape, and closed, while those open are served as before.
+  Retry-After, in the error shape, and closed, while those open are served as before.
 
 The first and last work on the connection's protocol, which seam.py reaches. uvicorn's
 own `--limit-concurrency` is not used: it answers in plain text, counts requests in flight
