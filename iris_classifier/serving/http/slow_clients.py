@@ -6,7 +6,7 @@ every connection it is offered. Behind a Gateway that is the balancer's problem;
 NodePort or a laptop it is an open door. Three bounds (config.py reads them; 0 turns one off):
 
 - a request head must be whole within `head_seconds` of the connection opening, or of its first
-  byte on a kept-alive connection; else the connection is closed, after a 408 in the one refusal
+  byte on a kept-alive connection; else the connection is closed, after a 408 in the one error
   shape if part of a head came (a connection that sent nothing is just closed). The idle time
   between requests stays `--timeout-keep-alive`'s;
 - a body must come at `body_min_rate` bytes a second on average, counted from the head, once
@@ -65,14 +65,14 @@ class ClientLimits:
     body_min_rate: float  # bytes a second
 
 
-def raw_answer(refusal: ErrorAnswer, served_by: bytes) -> bytes:
+def raw_answer(answer: ErrorAnswer, served_by: bytes) -> bytes:
     """A whole HTTP/1.1 answer that closes its connection, for a connection no request owns."""
-    body = refusal.body()
+    body = answer.body()
     lines = [
-        b"HTTP/1.1 %d %s" % (refusal.status, HTTPStatus(refusal.status).phrase.encode()),
+        b"HTTP/1.1 %d %s" % (answer.status, HTTPStatus(answer.status).phrase.encode()),
         b"content-type: application/json",
         b"content-length: %d" % len(body),
-        *(name + b": " + value for name, value in refusal.headers),
+        *(name + b": " + value for name, value in answer.headers),
         b"connection: close",
         b"x-served-by: " + served_by,
     ]
