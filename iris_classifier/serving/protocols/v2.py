@@ -40,7 +40,7 @@ from iris_classifier.flowers import (
 from iris_classifier.serving.config import MAX_TENSOR_ROWS
 from iris_classifier.serving.http.errors import Answer, ErrorAnswer, problem, validation_refusal
 from iris_classifier.serving.http.limits import HEADER_LENGTH
-from iris_classifier.serving.model.prediction import Predictions, Predictor
+from iris_classifier.serving.model.prediction import Predictions, Predictor, RowPrediction
 from iris_classifier.serving.protocols.contract import BATCH_EXAMPLE, Centimetres
 
 INPUT = "flowers"
@@ -191,6 +191,7 @@ class InferenceProtocol:
         self.predictor = predictor
         self.model_version = model_version
         class_names = predictor.model.class_names
+        self._class_names = list(class_names)
         self._label_array = np.array(class_names, dtype=object)
         self._server_metadata = orjson.dumps(
             {"name": "iris-classifier", "version": server_version, "extensions": EXTENSIONS}
@@ -231,26 +232,38 @@ class InferenceProtocol:
         asked, features = parse_request(body, header_length)
         return self._answer(asked, self.predictor.predict(features))
 
-    def _answer(self, asked: Asked, predictions: Predictions) -> Answer:
-        rows = len(predictions.best)
+    def _answer(self, asked: Asked, predictions: Predictions | RowPrediction) -> Answer:
+        # One flower read as floats stays in Python lists, as the single-flower route keeps it.
+        one = type(predictions) is RowPrediction
+        rows = 1 if one else len(predictions.best)
         outputs = []
         binary_parts: list[bytes] = []
         for name, binary in asked.outputs:
             if name == PROBABILITIES:
-                tensor = predictions.probabilities.astype("<f4", copy=False)
+                # An array either way, for orjson to write single precision's shortest digits.
+                if one:
+                    tensor = np.array(predictions.probabilities, "<f4")
+                    width, data = len(tensor), tensor
+                else:
+                    tensor = predictions.probabilities.astype("<f4", copy=False)
+                    width, data = tensor.shape[1], tensor.ravel()
                 entry: dict[str, Any] = {
                     "name": name,
                     "datatype": "FP32",
-                    "shape": [rows, tensor.shape[1]],
+                    "shape": [rows, width],
                 }
                 raw = tensor.tobytes() if binary else None
-                data: Any = tensor.ravel()
             else:
                 entry = {"name": name, "datatype": "BYTES", "shape": [rows]}
                 if name == LABEL:
-                    data = self._label_array[predictions.best].tolist()
+                    data = (
+                        [self._class_names[predictions.best]]
+                        if one
+                        else self._label_array[predictions.best].tolist()
+                    )
                 else:
-                    data = [",".join(names) for names in predictions.out_of_range]
+                    outside = [predictions.out_of_range] if one else predictions.out_of_range
+                    data = [",".join(names) for names in outside]
                 raw = (
                     b"".join(struct.pack("<I", len(text)) + text for text in map(str.encode, data))
                     if binary
@@ -297,9 +310,12 @@ def requested_outputs(
     return requested
 
 
-def parse_request(body: bytes, header_length: str | None) -> tuple[Asked, np.ndarray]:
+def parse_request(
+    body: bytes, header_length: str | None
+) -> tuple[Asked, np.ndarray | tuple[float, ...]]:
     """The checked request and its (rows, 4) float64 features, or a 400 `ErrorAnswer` naming what
-    is wrong with it."""
+    is wrong with it. The common request of one row gives that row as a tuple of 4 floats, as
+    the single-flower route reads a flower; `Predictor.predict` takes either."""
     if header_length is None and (common := read_common_request(body)) is not None:
         return common
     return parse_strictly(body, header_length)
@@ -311,9 +327,9 @@ COMMON_TENSOR_FIELDS = frozenset({"name", "datatype", "shape", "data"})
 DEFAULT_ASKED = tuple((name, False) for name in DEFAULT_OUTPUTS)
 
 
-def read_common_request(body: bytes) -> tuple[Asked, np.ndarray] | None:
+def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, ...]] | None:
     """`parse_strictly`'s reading of a request of the common shape that it accepts, read with
-    orjson, and with NumPy beyond one row, in a fraction of the time the models take; None for
+    orjson, and with NumPy beyond one row (one row is a tuple of floats), in a fraction of the time the models take; None for
     any other request, which the models then read (and refuse where they do)."""
     try:
         document = orjson.loads(body)
@@ -376,7 +392,7 @@ def _named_outputs(outputs: Any) -> tuple[tuple[str, bool], ...] | None:
     return tuple((name, False) for name in names)
 
 
-def _one_row(data: list) -> np.ndarray | None:
+def _one_row(data: list) -> tuple[float, ...] | None:
     row = data[0] if len(data) == 1 and type(data[0]) is list else data
     if len(row) != WIDTH:
         return None
@@ -384,7 +400,8 @@ def _one_row(data: list) -> np.ndarray | None:
         # bool is a subclass of int, not the type int; orjson never gives NaN or infinity.
         if (type(value) is not float and type(value) is not int) or not 0 < value <= MAX_FEATURE_CM:
             return None
-    return np.array([row], dtype=np.float64)
+    # Integers become the floats an array of them would hold, for the model and the log alike.
+    return tuple(map(float, row))
 
 
 def _many_rows(data: list, rows: int) -> np.ndarray | None:
