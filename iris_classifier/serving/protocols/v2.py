@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, permutations
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -325,6 +325,12 @@ def parse_request(
 COMMON_REQUEST_FIELDS = frozenset({"id", "model_name", "inputs", "outputs"})
 COMMON_TENSOR_FIELDS = frozenset({"name", "datatype", "shape", "data"})
 DEFAULT_ASKED = tuple((name, False) for name in DEFAULT_OUTPUTS)
+# Every list of distinct outputs asked for by name, in any order: one look-up reads them all.
+ASKED_BY_NAMES = {
+    names: tuple((name, False) for name in names)
+    for count in range(1, len(OUTPUTS) + 1)
+    for names in permutations(OUTPUTS, count)
+}
 
 
 def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, ...]] | None:
@@ -377,19 +383,18 @@ def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, .
 def _named_outputs(outputs: Any) -> tuple[tuple[str, bool], ...] | None:
     if outputs is None:
         return DEFAULT_ASKED
-    if type(outputs) is not list or not outputs:
+    if type(outputs) is not list:
         return None
     names = []
     for output in outputs:
-        if type(output) is not dict or output.keys() != {"name"}:
+        # One key, and the table below holds only known names: that key is "name".
+        if type(output) is not dict or len(output) != 1:
             return None
-        name = output["name"]
-        if type(name) is not str or name not in OUTPUTS:
-            return None
-        names.append(name)
-    if len(set(names)) != len(names):
+        names.append(output.get("name"))
+    try:
+        return ASKED_BY_NAMES.get(tuple(names))
+    except TypeError:  # a name that is a list or an object
         return None
-    return tuple((name, False) for name in names)
 
 
 def _one_row(data: list) -> tuple[float, ...] | None:

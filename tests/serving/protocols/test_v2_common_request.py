@@ -70,7 +70,15 @@ def data_text(draw: st.DrawFn, rows: int) -> str:
 
 named_output = st.fixed_dictionaries({"name": st.sampled_from(OUTPUTS)})
 odd_output = st.sampled_from(
-    [{"name": "other"}, {"name": 3}, {"name": "label", "parameters": {"binary_data": False}}, {}]
+    [
+        {"name": "other"},
+        {"name": 3},
+        {"name": ["label"]},
+        {"name": "label", "parameters": {"binary_data": False}},
+        {"name": "label", "parameters": {"binary_data": True}},
+        {"name": "label", "other": 1},
+        {},
+    ]
 )
 outputs = st.one_of(
     st.just(ABSENT),
@@ -145,6 +153,11 @@ ONE = {"name": "flowers", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5
     sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [[1, 2, 3, 4], [5, 6, 7, False]]}]})
 )
 @example(sent=sent({"inputs": [ONE], "outputs": [{"name": "label"}, {"name": "label"}]}))
+@example(
+    sent=sent(
+        {"inputs": [ONE], "outputs": [{"name": "label", "parameters": {"binary_data": True}}]}
+    )
+)
 @example(sent=sent({"inputs": [{**ONE, "data": [5.1, 0, 1.4, 0.2]}]}))
 @example(sent=sent({"inputs": [{**ONE, "data": [5.1, "3.5", 1.4, 0.2]}]}))
 @example(sent=sent({"inputs": [{**ONE, "shape": [1, 4], "data": [[5.1, 3.5], [1.4, 0.2]]}]}))
