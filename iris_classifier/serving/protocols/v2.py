@@ -169,7 +169,9 @@ class Readiness(BaseModel):
     ready: bool
 
 
-@dataclass(frozen=True)
+# Not frozen, as Answer is not: a frozen dataclass sets each field through
+# object.__setattr__, on every V2 request.
+@dataclass(slots=True)
 class Asked:
     """What an answer repeats from its request, and the outputs it holds, however it was read."""
 
