@@ -337,8 +337,9 @@ ASKED_BY_NAMES = {
 
 def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, ...]] | None:
     """`parse_strictly`'s reading of a request of the common shape that it accepts, read with
-    orjson, and with NumPy beyond one row (one row is a tuple of floats), in a fraction of the time the models take; None for
-    any other request, which the models then read (and refuse where they do)."""
+    orjson, and with NumPy beyond one row (one row is a tuple of floats), in a fraction of the
+    time the models take; None for any other request, which the models then read (and refuse
+    where they do)."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
