@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import Any
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
@@ -36,13 +36,22 @@ class Predictions:
         return self.name_outside()
 
 
+class RowPrediction(NamedTuple):
+    """What the model says about one flower read as plain floats, already counted."""
+
+    probabilities: list[float]  # the model's values, as Python floats
+    best: int
+    out_of_range: list[str]
+
+
 class Predictor:
     """Answers for one flower or many from the stored classifier, with the model's metrics and
     every served value counted in its drift bin.
 
     `classify` and `classify_many` give the JSON objects the contract's Classification and
     BatchClassification describe, built from known-good values and so not validated again;
-    `predict` gives the arrays the tensor protocol writes. A request of many flowers (a batch
+    `predict` gives what the tensor protocol writes: arrays, or for one flower read as a tuple
+    of floats (the common one-row tensor) the plain values the single-flower route uses. A request of many flowers (a batch
     or a tensor, however many rows) is one observation of `iris_batch_rows`. With a
     `prediction_log`, a sampled request's flowers and answers are logged here, the same for
     every front end.
@@ -86,36 +95,54 @@ class Predictor:
             "out_of_range": outside,
         }
 
-    def predict(self, features: np.ndarray) -> Predictions:
-        """Predictions for a (rows, 4) float64 array of checked flowers."""
+    @overload
+    def predict(self, features: np.ndarray) -> Predictions: ...
+    @overload
+    def predict(self, features: tuple[float, ...]) -> RowPrediction: ...
+    def predict(self, features: np.ndarray | tuple[float, ...]) -> Predictions | RowPrediction:
+        """Predictions for a (rows, 4) float64 array of checked flowers, or for one checked
+        flower given as a tuple of 4 floats."""
+        if type(features) is tuple:
+            return self._predict_row(features)
         if len(features) == 1:
-            # One row costs what the single-flower route costs: the bound session and the
-            # per-flower metrics, not the array versions built for thousands of rows.
-            values = features[0].tolist()
-            row = self.model.predict_proba_one(values)
-            best = max(range(len(row)), key=row.__getitem__)
-            outside = self.ranges.outside_one(values)
-            self.metrics.record_one(best, row[best], outside, rows_observed=True)
-            self.drift.record_one(values)
-            predictions = Predictions(
-                np.asarray([row], self.model.dtype), [best], lambda: [outside]
+            row = self._predict_row(tuple(features[0].tolist()))
+            outside = row.out_of_range
+            return Predictions(
+                np.asarray([row.probabilities], self.model.dtype), [row.best], lambda: [outside]
             )
-        else:
-            probabilities = self.model.predict_proba(features)
-            best_array = probabilities.argmax(axis=1)
-            mask = self.ranges.outside_mask(features)
-            self.metrics.record_batch(
-                best_array, probabilities[np.arange(len(features)), best_array], mask
-            )
-            self.drift.record_batch(features)
-            predictions = Predictions(
-                probabilities, best_array.tolist(), partial(self.ranges.names_per_row, mask)
-            )
+        probabilities = self.model.predict_proba(features)
+        best_array = probabilities.argmax(axis=1)
+        mask = self.ranges.outside_mask(features)
+        self.metrics.record_batch(
+            best_array, probabilities[np.arange(len(features)), best_array], mask
+        )
+        self.drift.record_batch(features)
+        predictions = Predictions(
+            probabilities, best_array.tolist(), partial(self.ranges.names_per_row, mask)
+        )
         if self.prediction_log is not None and self.prediction_log.sampled():
             self.prediction_log.log_many(
                 features, predictions.probabilities, predictions.best, predictions.out_of_range
             )
         return predictions
+
+    def _predict_row(self, values: tuple[float, ...]) -> RowPrediction:
+        # One row costs what the single-flower route costs: the bound session and the
+        # per-flower metrics, not the array versions built for thousands of rows.
+        probabilities = self.model.predict_proba_one(values)
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        outside = self.ranges.outside_one(values)
+        self.metrics.record_one(best, probabilities[best], outside, rows_observed=True)
+        self.drift.record_one(values)
+        if self.prediction_log is not None and self.prediction_log.sampled():
+            # Logged as a tensor's rows are, so one row's line does not depend on how it was read.
+            self.prediction_log.log_many(
+                np.array([values]),
+                np.asarray([probabilities], self.model.dtype),
+                [best],
+                [outside],
+            )
+        return RowPrediction(probabilities, best, outside)
 
     def classify_many(self, features: np.ndarray) -> dict[str, Any]:
         predictions = self.predict(features)

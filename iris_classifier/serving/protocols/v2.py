@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, permutations
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -40,7 +40,7 @@ from iris_classifier.flowers import (
 from iris_classifier.serving.config import MAX_TENSOR_ROWS
 from iris_classifier.serving.http.errors import Answer, ErrorAnswer, problem, validation_refusal
 from iris_classifier.serving.http.limits import HEADER_LENGTH
-from iris_classifier.serving.model.prediction import Predictions, Predictor
+from iris_classifier.serving.model.prediction import Predictions, Predictor, RowPrediction
 from iris_classifier.serving.protocols.contract import BATCH_EXAMPLE, Centimetres
 
 INPUT = "flowers"
@@ -169,7 +169,9 @@ class Readiness(BaseModel):
     ready: bool
 
 
-@dataclass(frozen=True)
+# Not frozen, as Answer is not: a frozen dataclass sets each field through
+# object.__setattr__, on every V2 request.
+@dataclass(slots=True)
 class Asked:
     """What an answer repeats from its request, and the outputs it holds, however it was read."""
 
@@ -191,6 +193,7 @@ class InferenceProtocol:
         self.predictor = predictor
         self.model_version = model_version
         class_names = predictor.model.class_names
+        self._class_names = list(class_names)
         self._label_array = np.array(class_names, dtype=object)
         self._server_metadata = orjson.dumps(
             {"name": "iris-classifier", "version": server_version, "extensions": EXTENSIONS}
@@ -231,26 +234,38 @@ class InferenceProtocol:
         asked, features = parse_request(body, header_length)
         return self._answer(asked, self.predictor.predict(features))
 
-    def _answer(self, asked: Asked, predictions: Predictions) -> Answer:
-        rows = len(predictions.best)
+    def _answer(self, asked: Asked, predictions: Predictions | RowPrediction) -> Answer:
+        # One flower read as floats stays in Python lists, as the single-flower route keeps it.
+        one = type(predictions) is RowPrediction
+        rows = 1 if one else len(predictions.best)
         outputs = []
         binary_parts: list[bytes] = []
         for name, binary in asked.outputs:
             if name == PROBABILITIES:
-                tensor = predictions.probabilities.astype("<f4", copy=False)
+                # An array either way, for orjson to write single precision's shortest digits.
+                if one:
+                    tensor = np.array(predictions.probabilities, "<f4")
+                    width, data = len(tensor), tensor
+                else:
+                    tensor = predictions.probabilities.astype("<f4", copy=False)
+                    width, data = tensor.shape[1], tensor.ravel()
                 entry: dict[str, Any] = {
                     "name": name,
                     "datatype": "FP32",
-                    "shape": [rows, tensor.shape[1]],
+                    "shape": [rows, width],
                 }
                 raw = tensor.tobytes() if binary else None
-                data: Any = tensor.ravel()
             else:
                 entry = {"name": name, "datatype": "BYTES", "shape": [rows]}
                 if name == LABEL:
-                    data = self._label_array[predictions.best].tolist()
+                    data = (
+                        [self._class_names[predictions.best]]
+                        if one
+                        else self._label_array[predictions.best].tolist()
+                    )
                 else:
-                    data = [",".join(names) for names in predictions.out_of_range]
+                    outside = [predictions.out_of_range] if one else predictions.out_of_range
+                    data = [",".join(names) for names in outside]
                 raw = (
                     b"".join(struct.pack("<I", len(text)) + text for text in map(str.encode, data))
                     if binary
@@ -297,9 +312,12 @@ def requested_outputs(
     return requested
 
 
-def parse_request(body: bytes, header_length: str | None) -> tuple[Asked, np.ndarray]:
+def parse_request(
+    body: bytes, header_length: str | None
+) -> tuple[Asked, np.ndarray | tuple[float, ...]]:
     """The checked request and its (rows, 4) float64 features, or a 400 `ErrorAnswer` naming what
-    is wrong with it."""
+    is wrong with it. The common request of one row gives that row as a tuple of 4 floats, as
+    the single-flower route reads a flower; `Predictor.predict` takes either."""
     if header_length is None and (common := read_common_request(body)) is not None:
         return common
     return parse_strictly(body, header_length)
@@ -309,12 +327,19 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[Asked, np.nda
 COMMON_REQUEST_FIELDS = frozenset({"id", "model_name", "inputs", "outputs"})
 COMMON_TENSOR_FIELDS = frozenset({"name", "datatype", "shape", "data"})
 DEFAULT_ASKED = tuple((name, False) for name in DEFAULT_OUTPUTS)
+# Every list of distinct outputs asked for by name, in any order: one look-up reads them all.
+ASKED_BY_NAMES = {
+    names: tuple((name, False) for name in names)
+    for count in range(1, len(OUTPUTS) + 1)
+    for names in permutations(OUTPUTS, count)
+}
 
 
-def read_common_request(body: bytes) -> tuple[Asked, np.ndarray] | None:
+def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, ...]] | None:
     """`parse_strictly`'s reading of a request of the common shape that it accepts, read with
-    orjson, and with NumPy beyond one row, in a fraction of the time the models take; None for
-    any other request, which the models then read (and refuse where they do)."""
+    orjson, and with NumPy beyond one row (one row is a tuple of floats), in a fraction of the
+    time the models take; None for any other request, which the models then read (and refuse
+    where they do)."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -361,22 +386,21 @@ def read_common_request(body: bytes) -> tuple[Asked, np.ndarray] | None:
 def _named_outputs(outputs: Any) -> tuple[tuple[str, bool], ...] | None:
     if outputs is None:
         return DEFAULT_ASKED
-    if type(outputs) is not list or not outputs:
+    if type(outputs) is not list:
         return None
     names = []
     for output in outputs:
-        if type(output) is not dict or output.keys() != {"name"}:
+        # One key, and the table below holds only known names: that key is "name".
+        if type(output) is not dict or len(output) != 1:
             return None
-        name = output["name"]
-        if type(name) is not str or name not in OUTPUTS:
-            return None
-        names.append(name)
-    if len(set(names)) != len(names):
+        names.append(output.get("name"))
+    try:
+        return ASKED_BY_NAMES.get(tuple(names))
+    except TypeError:  # a name that is a list or an object
         return None
-    return tuple((name, False) for name in names)
 
 
-def _one_row(data: list) -> np.ndarray | None:
+def _one_row(data: list) -> tuple[float, ...] | None:
     row = data[0] if len(data) == 1 and type(data[0]) is list else data
     if len(row) != WIDTH:
         return None
@@ -384,7 +408,8 @@ def _one_row(data: list) -> np.ndarray | None:
         # bool is a subclass of int, not the type int; orjson never gives NaN or infinity.
         if (type(value) is not float and type(value) is not int) or not 0 < value <= MAX_FEATURE_CM:
             return None
-    return np.array([row], dtype=np.float64)
+    # Integers become the floats an array of them would hold, for the model and the log alike.
+    return tuple(map(float, row))
 
 
 def _many_rows(data: list, rows: int) -> np.ndarray | None:

@@ -6,17 +6,25 @@ import json
 from typing import Any
 
 import numpy as np
+import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from iris_classifier.flowers import MAX_FEATURE_CM
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.http.errors import ErrorAnswer
+from iris_classifier.serving.model.drift import DriftCounts
+from iris_classifier.serving.model.prediction import Predictor
 from iris_classifier.serving.protocols.v2 import (
+    DEFAULT_OUTPUTS,
     OUTPUTS,
+    Asked,
+    InferenceProtocol,
     parse_request,
     parse_strictly,
     read_common_request,
 )
+from iris_classifier.serving.telemetry.metrics import ModelMetrics
 
 # A placeholder the data's own text replaces, so numbers reach the readers spelled as clients
 # spell them, not as json.dumps would.
@@ -62,7 +70,15 @@ def data_text(draw: st.DrawFn, rows: int) -> str:
 
 named_output = st.fixed_dictionaries({"name": st.sampled_from(OUTPUTS)})
 odd_output = st.sampled_from(
-    [{"name": "other"}, {"name": 3}, {"name": "label", "parameters": {"binary_data": False}}, {}]
+    [
+        {"name": "other"},
+        {"name": 3},
+        {"name": ["label"]},
+        {"name": "label", "parameters": {"binary_data": False}},
+        {"name": "label", "parameters": {"binary_data": True}},
+        {"name": "label", "other": 1},
+        {},
+    ]
 )
 outputs = st.one_of(
     st.just(ABSENT),
@@ -111,6 +127,9 @@ def outcome(parse, body: bytes) -> tuple:
         asked, features = parse(body, None)
     except ErrorAnswer as refusal:
         return ("refused", refusal.status, refusal.body(), refusal.headers)
+    if type(features) is tuple:  # one row, read as the single-flower route reads a flower
+        assert all(type(value) is float for value in features)
+        features = np.array([features])
     assert features.dtype == np.float64
     return ("read", asked, features.shape, features.tolist())
 
@@ -134,6 +153,11 @@ ONE = {"name": "flowers", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5
     sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [[1, 2, 3, 4], [5, 6, 7, False]]}]})
 )
 @example(sent=sent({"inputs": [ONE], "outputs": [{"name": "label"}, {"name": "label"}]}))
+@example(
+    sent=sent(
+        {"inputs": [ONE], "outputs": [{"name": "label", "parameters": {"binary_data": True}}]}
+    )
+)
 @example(sent=sent({"inputs": [{**ONE, "data": [5.1, 0, 1.4, 0.2]}]}))
 @example(sent=sent({"inputs": [{**ONE, "data": [5.1, "3.5", 1.4, 0.2]}]}))
 @example(sent=sent({"inputs": [{**ONE, "shape": [1, 4], "data": [[5.1, 3.5], [1.4, 0.2]]}]}))
@@ -169,3 +193,70 @@ def test_a_boolean_among_the_values_is_left_to_the_models() -> None:
         }
     ).encode()
     assert read_common_request(body) is None
+
+
+class SoftmaxClassifier:
+    """Probabilities of many digits in single precision, so that the way they are written is
+    put to the test, not only the rows they come from."""
+
+    class_names = CLASS_NAMES
+    dtype = np.float32
+    weights = np.array(
+        [[0.31, -0.2, 0.05], [0.7, 0.1, -0.45], [-0.9, 0.2, 0.66], [-1.3, 0.4, 1.1]], np.float32
+    )
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        scores = features.astype(np.float32) @ self.weights
+        powers = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return (powers / powers.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def predict_proba_one(self, features: tuple[float, ...]) -> list[float]:
+        return self.predict_proba(np.asarray([features])).tolist()[0]
+
+
+PREDICTOR = Predictor(
+    SoftmaxClassifier(),
+    TrainingRanges(FEATURE_NAMES, [4.0, 2.0, 1.0, 0.1], [6.0, 4.5, 7.0, 2.0]),
+    ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_tag="iris:v1", estimator="x"),
+    "iris:v1",
+    drift=DriftCounts(None, model_tag="iris:v1"),
+)
+PROTOCOL = InferenceProtocol(
+    PREDICTOR, model_version="v1", server_version="0.1.0", parameters={"estimator": "x"}
+)
+flower_value = st.one_of(
+    valid_size,
+    st.integers(min_value=1, max_value=int(MAX_FEATURE_CM)),
+    st.floats(min_value=0, max_value=MAX_FEATURE_CM, exclude_min=True, width=32),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    values=st.lists(flower_value, min_size=4, max_size=4),
+    outputs=st.one_of(st.none(), st.lists(st.sampled_from(OUTPUTS), min_size=1, unique=True)),
+    request_id=st.one_of(st.none(), st.text(max_size=8)),
+)
+@example(values=[5, 3, 1, 1], outputs=list(OUTPUTS), request_id=None)
+@example(values=[MAX_FEATURE_CM, 1e-45, 6.1, 2.5], outputs=None, request_id="a")
+def test_one_row_is_answered_as_the_general_path_answers_it(
+    values: list[float], outputs: list[str] | None, request_id: str | None
+) -> None:
+    document: dict[str, Any] = {
+        "inputs": [{"name": "flowers", "datatype": "FP32", "shape": [1, 4], "data": values}]
+    }
+    if request_id is not None:
+        document["id"] = request_id
+    if outputs is not None:
+        document["outputs"] = [{"name": name} for name in outputs]
+    body = orjson.dumps(document)
+    read = read_common_request(body)
+    assert read is not None, "the common reading was not taken"
+    assert type(read[1]) is tuple, "one row was not read as floats"
+    asked, features = parse_strictly(body, None)
+    general = PROTOCOL._answer(asked, PREDICTOR.predict(features))
+    assert PROTOCOL.infer(body, None) == general, body
+    # Binary outputs come only from the models' reading, but the one-row answer writes them too.
+    binary = Asked(request_id, None, tuple((name, True) for name in outputs or DEFAULT_OUTPUTS))
+    one_row = PROTOCOL._answer(binary, PREDICTOR.predict(read[1]))
+    assert one_row == PROTOCOL._answer(binary, PREDICTOR.predict(features)), body
