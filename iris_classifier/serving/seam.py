@@ -83,16 +83,26 @@ def layers(stack: ASGIApp) -> list[Any]:
     return found
 
 
+def find_layer(stack: ASGIApp, kind: type) -> tuple[Any, Any] | None:
+    """The first layer of `kind` in `stack` and the layer holding it in its `.app`; None if the
+    stack has none below its top."""
+    for parent, layer in itertools.pairwise(layers(stack)):
+        if isinstance(layer, kind):
+            return parent, layer
+    return None
+
+
 def replace_timeout(stack: ASGIApp, make: Callable[[ASGIApp, float], ASGIApp]) -> bool:
     """Put `make(inner, seconds)` where BentoML's timeout layer (`TimeoutMiddleware`, from the
     service's `traffic.timeout`; `.app` and `.timeout`) is in `stack`."""
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-    for parent, layer in itertools.pairwise(layers(stack)):
-        if isinstance(layer, TimeoutMiddleware):
-            parent.app = make(layer.app, layer.timeout)
-            return True
-    return False
+    found = find_layer(stack, TimeoutMiddleware)
+    if found is None:
+        return False
+    parent, layer = found
+    parent.app = make(layer.app, layer.timeout)
+    return True
 
 
 class TracingBypass:
@@ -131,12 +141,12 @@ def bypass_tracing(stack: ASGIApp, untraced_patterns: list[str]) -> bool:
 
     if not untraced_patterns:
         return False
-    untraced = re.compile("|".join(untraced_patterns))
-    for parent, layer in itertools.pairwise(layers(stack)):
-        if isinstance(layer, OpenTelemetryMiddleware):
-            parent.app = TracingBypass(layer, untraced)
-            return True
-    return False
+    found = find_layer(stack, OpenTelemetryMiddleware)
+    if found is None:
+        return False
+    parent, layer = found
+    parent.app = TracingBypass(layer, re.compile("|".join(untraced_patterns)))
+    return True
 
 
 class StackRewrite:
@@ -221,20 +231,21 @@ def bentoml_request_metrics(stack: ASGIApp) -> BentoRequestMetrics | None:
     the zero series of each route); None if the stack has no such layer."""
     from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
 
-    for parent, layer in itertools.pairwise(layers(stack)):
-        if isinstance(layer, RunnerTrafficMetricsMiddleware):
-            if not layer._is_setup:
-                layer._setup()
-            return BentoRequestMetrics(
-                parent=parent,
-                layer=layer,
-                total=layer.metrics_request_total,
-                duration=layer.metrics_request_duration,
-                in_progress=layer.metrics_request_in_progress,
-                last_request=layer.metrics_last_request_timestamp,
-                skip_paths=tuple(layer.skip_paths),
-            )
-    return None
+    found = find_layer(stack, RunnerTrafficMetricsMiddleware)
+    if found is None:
+        return None
+    parent, layer = found
+    if not layer._is_setup:
+        layer._setup()
+    return BentoRequestMetrics(
+        parent=parent,
+        layer=layer,
+        total=layer.metrics_request_total,
+        duration=layer.metrics_request_duration,
+        in_progress=layer.metrics_request_in_progress,
+        last_request=layer.metrics_last_request_timestamp,
+        skip_paths=tuple(layer.skip_paths),
+    )
 
 
 # --- uvicorn, under BentoML ------------------------------------------------------------------
