@@ -321,3 +321,45 @@ def join_response_writes() -> None:
     from uvicorn import config
 
     config.HTTP_PROTOCOLS["auto"] = JOINED_WRITES_PROTOCOL
+
+
+# --- BentoML: what its worker imports and this service never uses ------------------------------
+
+PROXY_MODULE = "_bentoml_impl.server.proxy"
+
+
+def defer_proxy_module() -> bool:
+    """Put off importing BentoML's proxy app until something uses it.
+
+    BentoML's ASGI app module imports `create_proxy_app` from `PROXY_MODULE`, which imports
+    aiohttp and pyparsing, only for services that forward to a server of their own (`cmd=`);
+    this one never does, and the module's pyparsing would stay in the worker for nothing. In
+    the worker, before `to_asgi()` imports the app module, a stand-in takes the module's place:
+    calling its `create_proxy_app`, or reading any other name from it, imports the real module.
+    False where the app module or the proxy module is already imported: nothing is replaced.
+    """
+    import importlib
+    import sys
+    import types
+
+    if PROXY_MODULE in sys.modules or "_bentoml_impl.server.app" in sys.modules:
+        return False
+
+    def real() -> types.ModuleType:
+        if sys.modules.get(PROXY_MODULE) is stand_in:
+            del sys.modules[PROXY_MODULE]
+        return importlib.import_module(PROXY_MODULE)
+
+    def create_proxy_app(*args: Any, **kwargs: Any) -> Any:
+        return real().create_proxy_app(*args, **kwargs)
+
+    def module_getattr(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(real(), name)
+
+    stand_in = types.ModuleType(PROXY_MODULE, defer_proxy_module.__doc__)
+    stand_in.create_proxy_app = create_proxy_app  # type: ignore[attr-defined]
+    stand_in.__getattr__ = module_getattr  # type: ignore[attr-defined]
+    sys.modules[PROXY_MODULE] = stand_in
+    return True

@@ -338,3 +338,45 @@ def test_bentoml_images_say_where_the_bento_is() -> None:
     assert "ENV BENTO_PATH=" in template.read_text(), (
         "BentoML's image no longer sets BENTO_PATH, where bento_manifest() looks"
     )
+
+
+# BentoML's app module with the proxy module put off, in a process of its own: whether the app
+# module imported it is a fact of the process.
+DEFERRED_PROXY = """
+import json, sys
+from iris_classifier.serving import seam
+
+report = {"deferred": seam.defer_proxy_module()}
+from _bentoml_impl.server import app
+report["imported_before_use"] = sorted(m for m in ("aiohttp", "pyparsing") if m in sys.modules)
+stand_in = sys.modules[seam.PROXY_MODULE]
+report["app_binds_stand_in"] = app.create_proxy_app is stand_in.create_proxy_app
+stand_in.__name__  # a dunder read stays on the stand-in
+report["still_deferred"] = sys.modules[seam.PROXY_MODULE] is stand_in
+stand_in.logger  # any other name is the real module's
+report["loaded_on_use"] = sys.modules[seam.PROXY_MODULE] is not stand_in
+report["real_is_bentomls"] = sys.modules[seam.PROXY_MODULE].create_proxy_app.__module__ == seam.PROXY_MODULE
+report["again"] = seam.defer_proxy_module()
+print(json.dumps(report))
+"""
+
+
+def test_bentoml_app_takes_its_proxy_app_from_the_module_the_worker_puts_off() -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", DEFERRED_PROXY],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, f"BentoML's proxy module moved: {ran.stderr[-400:]}"
+    report = json.loads(ran.stdout.splitlines()[-1])
+    assert report["deferred"], "defer_proxy_module found the proxy module already imported"
+    assert report["imported_before_use"] == [], (
+        f"BentoML's app module imports {report['imported_before_use']} besides its proxy module"
+    )
+    assert report["app_binds_stand_in"], "BentoML's app module no longer imports create_proxy_app"
+    assert report["still_deferred"], "reading a dunder of the stand-in loaded the real module"
+    assert report["loaded_on_use"], "reading the stand-in's names did not load the real module"
+    assert report["real_is_bentomls"], "the loaded module is not BentoML's proxy module"
+    assert report["again"] is False, "a second call replaced the imported module"
