@@ -213,10 +213,11 @@ class Draining:
 
     def closes_connection(self, scope: Scope, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         """Whether this answer must add `Connection: close`: the drain, or a used-up budget."""
-        if any(name == b"connection" for name, _ in headers):  # the answer closes it already
-            if self.recycler is not None:
-                self.recycler.forget(scope.get("client"))
-            return False
+        for name, _ in headers:  # a loop, not `any` over a generator made for every answer
+            if name == b"connection":  # the answer closes it already
+                if self.recycler is not None:
+                    self.recycler.forget(scope.get("client"))
+                return False
         if self.drain.active:
             return True
         return self.recycler is not None and self.recycler.answer_ends_connection(
