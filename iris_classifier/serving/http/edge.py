@@ -410,6 +410,7 @@ def add_edge(
             logger.info("no BentoML request metrics layer: each request writes its own metrics")
         if untraced and not seam.bypass_tracing(stack, untraced):
             logger.info("no tracing layer found: untraced requests pass through it")
-        return RequestLog(Draining(ErrorShape(stack), drain, recycler), served_by, drain)
+        inner = seam.without_server_errors(stack)
+        return RequestLog(Draining(ErrorShape(inner), drain, recycler), served_by, drain)
 
     seam.rewrite_stack_at_startup(service, rewrite)
