@@ -105,6 +105,21 @@ def replace_timeout(stack: ASGIApp, make: Callable[[ASGIApp, float], ASGIApp]) -
     return True
 
 
+def without_server_errors(stack: ASGIApp) -> ASGIApp:
+    """`stack` without Starlette's `ServerErrorMiddleware` (`.app`, `.handler`, `.debug`) at its
+    top, when it has neither a handler of its own nor debug pages (BentoML's debug mode).
+
+    That layer wraps every answer's `send` to answer a plain-text 500 for an exception before
+    raising it on; the edge's `ErrorShape`, in front of it, answers the same 500 in the error
+    shape, which is what that plain one was reshaped into.
+    """
+    from starlette.middleware.errors import ServerErrorMiddleware
+
+    if type(stack) is ServerErrorMiddleware and stack.handler is None and not stack.debug:
+        return stack.app
+    return stack
+
+
 class TracingBypass:
     """In the place of BentoML's tracing layer (OpenTelemetry's `OpenTelemetryMiddleware`, with
     `.app`): a request whose path `untraced` matches goes straight to the layer inside.

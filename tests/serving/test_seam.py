@@ -238,6 +238,25 @@ def test_bentoml_builds_a_starlette_stack_the_rewrite_takes_itself_out_of() -> N
     assert len(rewritten) == 1, "the stack was rewritten more than once"
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_starlettes_server_error_layer_tops_bentomls_stack_and_goes_without_debug_pages(
+    debug: bool,
+) -> None:
+    from starlette.middleware.errors import ServerErrorMiddleware
+    from starlette.testclient import TestClient
+
+    stacks: list[object] = []
+    seam.rewrite_stack_at_startup(Plain, lambda stack: stacks.append(stack) or stack)
+    with TestClient(Plain.to_asgi()):
+        pass
+    (stack,) = stacks
+    assert type(stack) is ServerErrorMiddleware, "BentoML's stack no longer starts with Starlette's"
+    assert (stack.handler, stack.debug) == (None, False), "ServerErrorMiddleware changed"
+    stack.debug = debug
+    kept = seam.without_server_errors(stack)
+    assert kept is (stack if debug else stack.app), "debug pages must stay; the rest must go"
+
+
 def test_bentoml_names_the_worker_and_documents_the_service() -> None:
     assert hasattr(bentoml.server_context, "worker_index"), (
         "bentoml.server_context.worker_index moved"

@@ -31,6 +31,7 @@ from iris_classifier.serving.http.request_context import (
 from iris_classifier.serving.http.shutdown import Drain
 from iris_classifier.serving.seam import READINESS_PATH
 from iris_classifier.serving.telemetry.line_writer import write_through
+from iris_classifier.serving.telemetry.logs import AccessRecord
 from iris_classifier.serving.telemetry.metric_buffer import MetricBuffer
 from iris_classifier.serving.telemetry.request_metrics import replace_request_metrics
 
@@ -43,7 +44,6 @@ PROBE_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
 # timeout layer, should the seam not find it to replace.
 FOREIGN_STATUSES = frozenset({429, 504})
 INTERNAL_ERROR = "internal server error"
-UNKNOWN_FILE = "(unknown file)"  # what logging records when it does not look for the caller
 
 
 class EdgeResponder:
@@ -162,19 +162,7 @@ class RequestLog:
             else:
                 level = logging.WARNING if status >= 500 else logging.INFO
             if logger.isEnabledFor(level):
-                # Made here rather than by `logger.log`, which walks the stack for the caller's
-                # file and line: no line written says them.
-                record = logger.makeRecord(
-                    logger.name,
-                    level,
-                    UNKNOWN_FILE,
-                    0,
-                    "%s %s %d",
-                    (context.method, context.path, status),
-                    None,
-                    extra={"request": context, "status": status, "duration_ms": duration_ms},
-                )
-                logger.handle(record)
+                logger.handle(AccessRecord(logger.name, level, context, status, duration_ms))
             CURRENT_REQUEST.reset(token)
 
 
@@ -225,10 +213,11 @@ class Draining:
 
     def closes_connection(self, scope: Scope, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         """Whether this answer must add `Connection: close`: the drain, or a used-up budget."""
-        if any(name == b"connection" for name, _ in headers):  # the answer closes it already
-            if self.recycler is not None:
-                self.recycler.forget(scope.get("client"))
-            return False
+        for name, _ in headers:  # a loop, not `any` over a generator made for every answer
+            if name == b"connection":  # the answer closes it already
+                if self.recycler is not None:
+                    self.recycler.forget(scope.get("client"))
+                return False
         if self.drain.active:
             return True
         return self.recycler is not None and self.recycler.answer_ends_connection(
@@ -421,6 +410,7 @@ def add_edge(
             logger.info("no BentoML request metrics layer: each request writes its own metrics")
         if untraced and not seam.bypass_tracing(stack, untraced):
             logger.info("no tracing layer found: untraced requests pass through it")
-        return RequestLog(Draining(ErrorShape(stack), drain, recycler), served_by, drain)
+        inner = seam.without_server_errors(stack)
+        return RequestLog(Draining(ErrorShape(inner), drain, recycler), served_by, drain)
 
     seam.rewrite_stack_at_startup(service, rewrite)

@@ -36,12 +36,11 @@ async def read_body(
     `media_types` (none is read as JSON, as BentoML read it; curl's `-d` alone sends a form), or
     over `max_bytes`: a declared Content-Length before a byte is read, a chunked body as soon as
     it passes the limit."""
-    headers = Headers(scope=scope)
-    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type, declared = _type_and_length(scope["headers"])
+    media_type = content_type.split(";")[0].strip().lower()
     if media_type and media_type not in media_types and not media_type.endswith("+json"):
         reason = f"unsupported Content-Type {media_type[:64]!r}: send application/json"
         raise BodyRefused(415, reason, field="content-type")
-    declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(f"declared Content-Length {declared}", max_bytes)
     chunks: list[bytes] = []
@@ -57,6 +56,19 @@ async def read_body(
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _type_and_length(headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:
+    """Content-Type and Content-Length ("" when absent), the first of each as `Headers` reads
+    them, in one pass: every request with a body reads both."""
+    content_type = content_length = None
+    for name, value in headers:
+        if name == b"content-type":
+            if content_type is None:
+                content_type = value
+        elif name == b"content-length" and content_length is None:
+            content_length = value
+    return (content_type or b"").decode("latin-1"), (content_length or b"").decode("latin-1")
 
 
 def _too_large(reason: str, max_bytes: int) -> BodyRefused:

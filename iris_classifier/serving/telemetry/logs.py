@@ -38,6 +38,11 @@ MAX_LINE_CHARS = 8192
 # Logger names, methods, routes and access messages repeat from line to line: each is
 # escaped once. Longer texts (client-sent, mostly) are escaped every time, never kept.
 MAX_REMEMBERED_CHARS = 256
+# Access lines of this many kinds (route, method, status, level) keep their fixed text; a kind
+# seen once more after the cache filled starts it afresh, so client paths cannot grow it.
+MAX_ACCESS_KINDS = 1024
+# Where a request's own values go in an access line's fixed text: never in an escaped value.
+_TIMESTAMP_MARK, _REQUEST_ID_MARK, _DURATION_MARK = "\x00t\x00", "\x00r\x00", "\x00d\x00"
 
 
 def escaped(text: str, budget: int) -> str:
@@ -60,12 +65,93 @@ def _escape(text: str, budget: int) -> str:
 _escaped_short = functools.lru_cache(maxsize=1024)(_escape)
 
 
+class AccessRecord(logging.LogRecord):
+    """A request's access record: its line says the request, status and duration, and neither
+    the caller's file and line nor a thread or a process, so none of them is looked up."""
+
+    def __init__(
+        self, name: str, level: int, request: RequestContext, status: int, duration_ms: float
+    ) -> None:
+        # Every attribute `LogRecord.__init__` sets, on the instance: formatters read them
+        # from the record's `__dict__`.
+        vars(self).update(_UNLOOKED)
+        now = time.time_ns()
+        self.name = name
+        self.levelno = level
+        self.levelname = logging.getLevelName(level)
+        self.args = (request.method, request.path, status)
+        self.created = now / 1e9
+        self.msecs = (now % 1_000_000_000) // 1_000_000 + 0.0
+        self.relativeCreated = (now - logging._startTime) / 1e6  # type: ignore[attr-defined]
+        self.request = request
+        self.status = status
+        self.duration_ms = duration_ms
+
+
+# What `LogRecord` records when it is not told the caller, thread or process.
+_UNLOOKED = {
+    "msg": "%s %s %d",  # method, path, status
+    "pathname": "(unknown file)",
+    "filename": "(unknown file)",
+    "module": "(unknown file)",
+    "lineno": 0,
+    "funcName": None,
+    "exc_info": None,
+    "exc_text": None,
+    "stack_info": None,
+    "thread": None,
+    "threadName": None,
+    "processName": None,
+    "process": None,
+    "taskName": None,
+}
+
+
+class _Duration:
+    """Stands for an access line's duration where its fixed text is rendered."""
+
+    def __format__(self, spec: str) -> str:
+        return _DURATION_MARK
+
+
 class RecordFields(logging.Formatter):
     """What both formats write: each value already escaped and within its budget."""
 
     def __init__(self, replica: str) -> None:
         super().__init__()
         self.replica = escaped(replica, 128)
+        self._access_parts: dict[tuple[Any, ...], tuple[str, str, str, str]] = {}
+
+    def format(self, record: logging.LogRecord) -> str:
+        if type(record) is AccessRecord:
+            return self._access_line(record)
+        return self.render(self.fields(record))
+
+    def render(self, entry: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def _access_line(self, record: AccessRecord) -> str:
+        """The line `render` writes for the record, from the text its kind of request always
+        has: all but the timestamp, request id and duration is rendered once per kind."""
+        request = record.request
+        kind = (record.name, record.levelno, request.method, request.path, record.status)
+        parts = self._access_parts.get(kind)
+        if parts is None:
+            entry = self.fields(record)
+            entry.update(
+                timestamp=_TIMESTAMP_MARK, request_id=_REQUEST_ID_MARK, duration_ms=_Duration()
+            )
+            start, rest = self.render(entry).split(_TIMESTAMP_MARK)
+            after_time, rest = rest.split(_REQUEST_ID_MARK)
+            after_id, end = rest.split(_DURATION_MARK)
+            if len(self._access_parts) >= MAX_ACCESS_KINDS:
+                self._access_parts.clear()
+            parts = self._access_parts[kind] = (start, after_time, after_id, end)
+        start, after_time, after_id, end = parts
+        return (
+            f"{start}{utc_timestamp(record.created)}{after_time}{request.request_id}"
+            f"{after_id}{record.duration_ms}{end}"
+        )
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -102,18 +188,17 @@ def _utc_second(seconds: int) -> str:
 
 
 class JsonLineFormatter(RecordFields):
-    def format(self, record: logging.LogRecord) -> str:
+    def render(self, entry: dict[str, Any]) -> str:
         # The strings are escaped already, so they are written between quotes as they are.
         pairs = ",".join(
             f'"{key}":"{value}"' if isinstance(value, str) else f'"{key}":{value}'
-            for key, value in self.fields(record).items()
+            for key, value in entry.items()
         )
         return "{" + pairs + "}"
 
 
 class TextLineFormatter(RecordFields):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = self.fields(record)
+    def render(self, entry: dict[str, Any]) -> str:
         head = f"{entry.pop('timestamp')} {entry.pop('level'):<7} {entry.pop('logger')}"
         return " ".join(
             [head]

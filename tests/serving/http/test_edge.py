@@ -445,6 +445,19 @@ def test_no_drain_leaves_sigterm_to_the_server() -> None:
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_the_real_stack_answers_errors_in_front_only(service_client: TestClient) -> None:
+    """ErrorShape answers an error once, in front; Starlette's plain-text error layer, which
+    answered it first to have it reshaped, is no longer in the stack."""
+    from starlette.middleware.errors import ServerErrorMiddleware
+
+    from iris_classifier.serving import seam
+    from iris_classifier.serving.http.edge import ErrorShape
+
+    stack = seam.layers(service_client.app.middleware_stack)  # type: ignore[attr-defined]
+    assert [type(layer) for layer in stack].count(ErrorShape) == 1
+    assert not [layer for layer in stack if type(layer) is ServerErrorMiddleware]
+
+
 def test_each_layer_of_the_real_stack_runs_once_per_request(
     service_client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -106,3 +106,29 @@ def test_the_edge_without_a_peer_address_never_recycles() -> None:
     recycler = ConnectionRecycler(max_requests=1, max_seconds=0)
     layer = Draining(None, drain=Drain(0), recycler=recycler)  # type: ignore[arg-type]
     assert edge_answers(layer, None, 5) == [False] * 5
+
+
+def test_an_answer_that_closes_its_connection_itself_gets_no_second_close() -> None:
+    """Its connection ends with it: no `Connection: close` added, and its budget is forgotten."""
+    recycler = ConnectionRecycler(max_requests=1000, max_seconds=0)
+    layer = Draining(None, drain=Drain(0), recycler=recycler)  # type: ignore[arg-type]
+    client, other = ("10.0.0.1", 40001), ("10.0.0.1", 40002)
+    for answered_before in (client, other):
+        recycler.answer_ends_connection(answered_before)
+    heads: list[list[tuple[bytes, bytes]]] = []
+
+    async def application(scope, receive, send) -> None:
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            heads.append(list(message["headers"]))
+
+    layer.app = application
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": client}
+    asyncio.run(layer(scope, None, send))  # type: ignore[arg-type]
+    assert [name for name, _ in heads[0]].count(b"connection") == 1
+    assert client not in recycler._budgets
+    assert other in recycler._budgets

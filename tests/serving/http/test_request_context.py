@@ -1,5 +1,6 @@
 """Fresh request ids (iris_classifier/serving/http/request_context.py): unique within a process and
-across processes, forked ones included, in the shape a UUID's hex had."""
+across processes, forked ones included, in the shape a UUID's hex had; a request's context cuts
+what its line could not hold."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import subprocess
 import sys
 import warnings
 
-from iris_classifier.serving.http.request_context import new_request_id, request_id_from
+import pytest
+
+from iris_classifier.serving.http.request_context import (
+    MAX_PATH_CHARS,
+    context_for,
+    new_request_id,
+    request_id_from,
+)
 
 FRESH_ID = re.compile(r"[0-9a-f]{32}")
 PREFIX_DIGITS = 16
@@ -59,3 +67,19 @@ def test_a_forked_process_draws_a_new_prefix() -> None:
     os.waitpid(child, 0)
     assert FRESH_ID.fullmatch(in_child), in_child
     assert prefix(in_child) != prefix(new_request_id())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kept"),
+    [
+        ("POST", "/" + "p" * (MAX_PATH_CHARS - 1), True),
+        ("A" * 16, "/", True),
+        ("A" * 17, "/", False),
+        ("GET", "/" + "p" * MAX_PATH_CHARS, False),
+    ],
+)
+def test_a_context_keeps_a_method_and_path_within_their_limits_and_cuts_longer_ones(
+    method: str, path: str, kept: bool
+) -> None:
+    context = context_for({"method": method, "path": path, "headers": []})
+    assert ((context.method, context.path) == (method, path)) is kept

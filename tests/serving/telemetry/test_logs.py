@@ -16,7 +16,9 @@ from iris_classifier.serving.http.request_context import (
     request_id_from,
 )
 from iris_classifier.serving.telemetry.logs import (
+    MAX_ACCESS_KINDS,
     MAX_LINE_CHARS,
+    AccessRecord,
     JsonLineFormatter,
     TextLineFormatter,
     configure_logging,
@@ -107,6 +109,36 @@ def test_access_fields_are_numbers_and_a_quiet_line_has_no_request_fields() -> N
     outside_a_request = json.loads(JsonLineFormatter("r").format(record("started")))
     assert "request_id" not in outside_a_request
     assert outside_a_request["replica"] == "r"
+
+
+def access_records(path: str, status: int) -> tuple[logging.LogRecord, logging.LogRecord]:
+    """An access record, and the same record made the general way, at the same time."""
+    context = context_for({"method": "POST", "path": path, "headers": [(b"x-request-id", b"r-1")]})
+    access = AccessRecord("iris_classifier.access", logging.INFO, context, status, 0.25)
+    general = logging.LogRecord(
+        "iris_classifier.access", logging.INFO, "", 0, "%s %s %d", access.args, None
+    )
+    general.created = access.created
+    general.request, general.status, general.duration_ms = context, status, 0.25  # type: ignore[attr-defined]
+    return access, general
+
+
+@pytest.mark.parametrize("formatter", [JsonLineFormatter, TextLineFormatter])
+@pytest.mark.parametrize("path", ["/iris/classify_iris", *("/" + f for f in FORGERIES.values())])
+def test_an_access_line_is_the_line_its_fields_make(
+    formatter: type[logging.Formatter], path: str
+) -> None:
+    lines = formatter("replica-1")  # type: ignore[call-arg]
+    for status in (200, 404, 200):  # the second 200 reuses the text the first one rendered
+        access, general = access_records(path, status)
+        assert lines.format(access) == lines.format(general)
+
+
+def test_the_access_lines_remembered_text_is_bounded() -> None:
+    lines = JsonLineFormatter("replica-1")
+    for number in range(MAX_ACCESS_KINDS + 10):
+        lines.format(access_records(f"/p{number}", 404)[0])
+    assert len(lines._access_parts) <= MAX_ACCESS_KINDS
 
 
 @pytest.mark.parametrize(
