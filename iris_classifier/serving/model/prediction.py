@@ -112,11 +112,15 @@ class Predictor:
             )
         probabilities = self.model.predict_proba(features)
         best_array = probabilities.argmax(axis=1)
-        mask = self.ranges.outside_mask(features)
+        # The range check, the metrics and the drift bins work feature by feature, all in single
+        # precision: one float32 copy, column-major, so that each of their NumPy calls runs
+        # along a feature's contiguous values rather than across rows of 4.
+        columns = features.T.astype(np.float32, order="C").T
+        mask = self.ranges.outside_mask(columns)
         self.metrics.record_batch(
             best_array, probabilities[np.arange(len(features)), best_array], mask
         )
-        self.drift.record_batch(features)
+        self.drift.record_batch(columns)
         predictions = Predictions(
             probabilities, best_array.tolist(), partial(self.ranges.names_per_row, mask)
         )
