@@ -20,6 +20,7 @@ then each input with `binary_data_size` as raw little-endian values. An output a
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain, permutations
@@ -426,15 +427,12 @@ def _many_rows(data: list, rows: int) -> np.ndarray | None:
         values = data
     if len(values) != rows * WIDTH:
         return None
-    # One pass in C over a flat list: strings, nulls, lists and objects make an array of another
-    # kind than integers or floats.
+    # One pass in C over a flat list, straight to doubles: a string, a null, a list or an object
+    # among the values is a TypeError, where NumPy would first look at every value for a type.
     try:
-        array = np.array(values)
-    except ValueError:  # lists of different lengths among the values
+        features = np.frombuffer(array("d", values), np.float64).reshape(rows, WIDTH)
+    except (TypeError, OverflowError):
         return None
-    if array.dtype.kind not in "if" or array.ndim != 1:
-        return None
-    features = array.astype(np.float64, copy=False).reshape(rows, WIDTH)
     if breaks_size_rule(features).any():
         return None
     # NumPy reads a boolean among numbers as 1 or 0, where the models refuse it; 0 breaks the
