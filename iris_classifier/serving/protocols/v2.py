@@ -19,6 +19,8 @@ then each input with `binary_data_size` as raw little-endian values. An output a
 
 from __future__ import annotations
 
+import functools
+import operator
 import struct
 from array import array
 from collections.abc import Mapping
@@ -422,7 +424,8 @@ def _many_rows(data: list, rows: int) -> np.ndarray | None:
                 return None
         except TypeError:  # a number among the rows
             return None
-        values = list(chain.from_iterable(data))
+        # Each row added to one list in place, in C: a fraction of what chaining them costs.
+        values = functools.reduce(operator.iconcat, data, [])
     else:
         values = data
     if len(values) != rows * WIDTH:

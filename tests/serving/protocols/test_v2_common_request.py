@@ -166,6 +166,12 @@ ONE = {"name": "flowers", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5
 @example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, None, 8]}]}))
 @example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, [7], 8]}]}))
 @example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, {}, 8]}]}))
+@example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [[1, 2, 3, 4], "5678"]}]}))
+@example(
+    sent=sent(
+        {"inputs": [{**ONE, "shape": [2, 4], "data": [[1, 2, 3, 4], dict.fromkeys("abcd", 5)]}]}
+    )
+)
 @example(
     sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, 7, 2**64 - 1]}]})
 )
