@@ -240,7 +240,7 @@ class InferenceProtocol:
     def _answer(self, asked: Asked, predictions: Predictions | RowPrediction) -> Answer:
         # One flower read as floats stays in Python lists, as the single-flower route keeps it.
         one = type(predictions) is RowPrediction
-        rows = 1 if one else len(predictions.best)
+        rows = 1 if one else len(predictions.probabilities)
         outputs = []
         binary_parts: list[bytes] = []
         for name, binary in asked.outputs:
@@ -264,7 +264,7 @@ class InferenceProtocol:
                     data = (
                         [self._class_names[predictions.best]]
                         if one
-                        else self._label_array[predictions.best].tolist()
+                        else self._label_array[predictions.best_indices].tolist()
                     )
                 else:
                     outside = [predictions.out_of_range] if one else predictions.out_of_range
