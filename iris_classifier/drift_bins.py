@@ -155,8 +155,8 @@ class DriftBins:
 
     def column_bins(self, features: np.ndarray) -> list[np.ndarray]:
         """The bin of every value of (rows, features) flowers, one array per feature. Flowers
-        already in float32 are binned as they are, the others rounded to it as `bin_indices`
-        rounds; a column-major array gives each feature's values contiguous."""
+        already in float32 are binned as they are, others rounded to it as `bin_indices` rounds
+        them; in a column-major array each feature's values lie together, as NumPy reads best."""
         single = features if features.dtype == np.float32 else in_single_precision(features)
         return [
             np.searchsorted(edges, single[:, column], side="right")

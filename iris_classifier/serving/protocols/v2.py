@@ -424,7 +424,7 @@ def _many_rows(data: list, rows: int) -> np.ndarray | None:
                 return None
         except TypeError:  # a number among the rows
             return None
-        # Each row added to one list in place, in C: a fraction of what chaining them costs.
+        # Each row added to one list in place, in C: cheaper than chaining them into a new one.
         values = functools.reduce(operator.iconcat, data, [])
     else:
         values = data
@@ -438,7 +438,7 @@ def _many_rows(data: list, rows: int) -> np.ndarray | None:
         return None
     if breaks_size_rule(features).any():
         return None
-    # NumPy reads a boolean among numbers as 1 or 0, where the models refuse it; 0 breaks the
+    # array('d') reads a boolean among numbers as 1 or 0, where the models refuse it; 0 breaks the
     # size rule above, and each 1 is looked at in the request.
     if any(type(values[at]) is bool for at in np.flatnonzero(features == 1).tolist()):
         return None
