@@ -108,6 +108,7 @@ class DriftBins:
             tuple(in_single_precision(feature.edges).tolist()) for feature in self.features
         ]
         self._single_row = struct.Struct(f"{len(self.feature_names)}f")
+        self._single_edge_arrays = [in_single_precision(feature.edges) for feature in self.features]
 
     @classmethod
     def from_metadata(
@@ -153,8 +154,11 @@ class DriftBins:
         ]
 
     def column_bins(self, features: np.ndarray) -> list[np.ndarray]:
-        """The bin of every value of (rows, features) flowers, one array per feature."""
+        """The bin of every value of (rows, features) flowers, one array per feature. Flowers
+        already in float32 are binned as they are, others rounded to it as `bin_indices` rounds
+        them; in a column-major array each feature's values lie together, as NumPy reads best."""
+        single = features if features.dtype == np.float32 else in_single_precision(features)
         return [
-            bin_indices(feature.edges, features[:, column])
-            for column, feature in enumerate(self.features)
+            np.searchsorted(edges, single[:, column], side="right")
+            for column, edges in enumerate(self._single_edge_arrays)
         ]

@@ -44,6 +44,9 @@ def test_one_flower_and_an_array_fall_in_the_same_bins(flowers) -> None:
     array = np.asarray(flowers, dtype=float)
     by_column = np.column_stack(BINS.column_bins(array)).tolist()
     assert [BINS.row_bins(flower) for flower in flowers] == by_column
+    # Already in single precision, column-major, as the predictor hands a batch over.
+    single_columns = array.T.astype(np.float32, order="C").T
+    assert np.column_stack(BINS.column_bins(single_columns)).tolist() == by_column
     # The rule itself: how many edges lie at or below the value, both in float32.
     expected = [
         [sum(np.float32(edge) <= np.float32(value) for edge in EDGES) for value in flower]

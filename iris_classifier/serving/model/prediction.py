@@ -25,10 +25,16 @@ class Predictions:
     """What the model says about (rows, 4) flowers, already counted in the model metrics."""
 
     probabilities: np.ndarray  # (rows, classes), in the model's precision
-    best: list[int]  # index of each row's most likely class
+    best_indices: np.ndarray  # (rows,): index of each row's most likely class
     # Names each row's features outside the training range. Called only for an answer that
     # holds them: tensor clients rarely ask, and naming makes a Python list per row.
     name_outside: Callable[[], list[list[str]]]
+
+    @cached_property
+    def best(self) -> list[int]:
+        """Index of each row's most likely class, as Python ints: made only for an answer that
+        names classes, not for one of probabilities alone."""
+        return self.best_indices.tolist()
 
     @cached_property
     def out_of_range(self) -> list[list[str]]:
@@ -108,17 +114,23 @@ class Predictor:
             row = self._predict_row(tuple(features[0].tolist()))
             outside = row.out_of_range
             return Predictions(
-                np.asarray([row.probabilities], self.model.dtype), [row.best], lambda: [outside]
+                np.asarray([row.probabilities], self.model.dtype),
+                np.asarray([row.best]),
+                lambda: [outside],
             )
         probabilities = self.model.predict_proba(features)
         best_array = probabilities.argmax(axis=1)
-        mask = self.ranges.outside_mask(features)
+        # The range check, the metrics and the drift bins work feature by feature, all in single
+        # precision: one float32 copy, column-major, so that each of their NumPy calls runs
+        # along a feature's contiguous values rather than across rows of 4.
+        columns = features.T.astype(np.float32, order="C").T
+        mask = self.ranges.outside_mask(columns)
         self.metrics.record_batch(
             best_array, probabilities[np.arange(len(features)), best_array], mask
         )
-        self.drift.record_batch(features)
+        self.drift.record_batch(columns)
         predictions = Predictions(
-            probabilities, best_array.tolist(), partial(self.ranges.names_per_row, mask)
+            probabilities, best_array, partial(self.ranges.names_per_row, mask)
         )
         if self.prediction_log is not None and self.prediction_log.sampled():
             self.prediction_log.log_many(
@@ -147,7 +159,7 @@ class Predictor:
     def classify_many(self, features: np.ndarray) -> dict[str, Any]:
         predictions = self.predict(features)
         names = self.model.class_names
-        top = predictions.probabilities[np.arange(len(features)), predictions.best]
+        top = predictions.probabilities[np.arange(len(features)), predictions.best_indices]
         # In float64, so that a float32 model's 0.99 is written as 0.99, not 0.9900000095367432.
         rounded = np.round(top.astype(float), 2)
         return {

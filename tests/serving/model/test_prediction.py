@@ -10,7 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from iris_classifier.flowers import FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.drift_bins import DriftBins, FeatureBins
+from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
+from iris_classifier.ranges import TrainingRanges
+from iris_classifier.serving.model.drift import DriftCounts
+from iris_classifier.serving.model.prediction import Predictor
 from iris_classifier.serving.protocols.contract import (
     BatchClassification,
     BatchRequest,
@@ -19,6 +23,8 @@ from iris_classifier.serving.protocols.contract import (
     parse_batch,
     read_flower,
 )
+from iris_classifier.serving.telemetry.metrics import ModelMetrics
+from tests.serving.telemetry.test_metrics import delta, snapshot
 
 HEADERS = {"Content-Type": "application/json"}
 
@@ -88,3 +94,69 @@ def test_http_answers_are_the_contracts_answers(service_client) -> None:
     over_http = service_client.post("/iris/classify_batch", json={"flowers": flowers})
     typed_batch = BatchClassification.model_validate_json(over_http.content)
     assert over_http.json() == typed_batch.model_dump(mode="json", by_alias=True)
+
+
+class LinearClassifier:
+    """Softmax of fixed weights in single precision: a stand-in model with no file to load."""
+
+    class_names = CLASS_NAMES
+    dtype = np.float32
+    weights = np.array(
+        [[0.3, -0.2, 0.05], [0.7, 0.1, -0.45], [-0.9, 0.2, 0.66], [-1.3, 0.4, 1.1]], np.float32
+    )
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        scores = features.astype(np.float32) @ self.weights
+        powers = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return (powers / powers.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def predict_proba_one(self, features: tuple[float, ...]) -> list[float]:
+        return self.predict_proba(np.asarray([features])).tolist()[0]
+
+
+LOW, HIGH = (4.3, 2.0, 1.0, 0.1), (7.9, 4.4, 6.9, 2.5)
+EDGES = (1.6, 3.0, 4.4, 5.1, 5.8)
+
+
+def beside(value: float) -> list[float]:
+    """The value and its float32 neighbours: where a check in another precision goes wrong."""
+    single = np.float32(value)
+    return [value, *(float(np.nextafter(single, np.float32(side))) for side in (0, 9))]
+
+
+def test_a_batch_counts_and_flags_as_its_rows_predicted_one_by_one() -> None:
+    """Metrics, drift bins and the range check of a many-row request against the one-row path,
+    with values on and beside every bound and edge."""
+    predictor = Predictor(
+        LinearClassifier(),
+        TrainingRanges(FEATURE_NAMES, LOW, HIGH),
+        ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_tag="batch:1", estimator="x"),
+        "batch:1",
+        drift=DriftCounts(
+            DriftBins(
+                dict.fromkeys(
+                    FEATURE_NAMES, FeatureBins(EDGES, (0.25, 0.25, 0.125, 0.125, 0.125, 0.125))
+                ),
+                FEATURE_NAMES,
+            ),
+            model_tag="batch:1",
+        ),
+    )
+    sizes = sorted({size for value in (*LOW, *HIGH, *EDGES) for size in beside(value)})
+    rng = np.random.default_rng(3)
+    features = rng.choice(sizes, size=(300, len(FEATURE_NAMES)))
+
+    start = snapshot()
+    rows = [predictor.predict(tuple(row)) for row in features.tolist()]
+    one_by_one = snapshot()
+    batch = predictor.predict(features)
+    batched = snapshot()
+
+    assert batch.out_of_range == [row.out_of_range for row in rows]
+    assert any(batch.out_of_range)
+    assert not all(batch.out_of_range)
+    changed = {key for key in batched if key[0].startswith("iris_") and "batch_rows" not in key[0]}
+    assert any(name.startswith("iris_drift") for name, _ in changed)
+    for name, labels in changed:
+        by_one = delta(start, one_by_one, name, **dict(labels))
+        assert delta(one_by_one, batched, name, **dict(labels)) == pytest.approx(by_one), name

@@ -161,6 +161,20 @@ ONE = {"name": "flowers", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5
 @example(sent=sent({"inputs": [{**ONE, "data": [5.1, 0, 1.4, 0.2]}]}))
 @example(sent=sent({"inputs": [{**ONE, "data": [5.1, "3.5", 1.4, 0.2]}]}))
 @example(sent=sent({"inputs": [{**ONE, "shape": [1, 4], "data": [[5.1, 3.5], [1.4, 0.2]]}]}))
+# Many rows: values that are not numbers, in either layout, and integers past float64's range.
+@example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [[1, 2, 3, 4], [5, "6", 7, 8]]}]}))
+@example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, None, 8]}]}))
+@example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, [7], 8]}]}))
+@example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, {}, 8]}]}))
+@example(sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [[1, 2, 3, 4], "5678"]}]}))
+@example(
+    sent=sent(
+        {"inputs": [{**ONE, "shape": [2, 4], "data": [[1, 2, 3, 4], dict.fromkeys("abcd", 5)]}]}
+    )
+)
+@example(
+    sent=sent({"inputs": [{**ONE, "shape": [2, 4], "data": [1, 2, 3, 4, 5, 6, 7, 2**64 - 1]}]})
+)
 def test_the_common_reading_answers_and_refuses_as_the_models_do(sent: tuple[bytes, str]) -> None:
     body, text = sent
     assert outcome(parse_request, body) == outcome(parse_strictly, body), text
