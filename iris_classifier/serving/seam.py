@@ -33,6 +33,10 @@ READINESS_PATH = "/readyz"
 METRICS_PATH = "/metrics"
 # The loggers BentoML, uvicorn and circus configure with handlers of their own.
 SERVER_LOGGERS = ("bentoml", "uvicorn", "uvicorn.error", "uvicorn.access", "circus")
+# uvicorn's own access line. Its HTTP protocols build that line's client address and path for
+# every answer, before the logger's level is looked at, whenever this logger or one above it
+# has a handler (`Logger.hasHandlers()`, read as each connection opens).
+UVICORN_ACCESS_LOGGER = "uvicorn.access"
 
 
 # --- BentoML: the service, its model and its Bento ---------------------------------------------

@@ -4,7 +4,9 @@ prometheus_client and uvicorn is still there: each check fails with one line nam
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +154,35 @@ def test_uvicorn_opens_its_listeners_after_the_lifespan_starts_and_keeps_its_req
     assert seen["before"] is None, f"{http}: `cycle` is set before any request head"
     assert seen["after"] is not None, f"{http}: `cycle` is not the request once its head is read"
     assert seen["answering"] is False, f"{http}: `cycle.response_complete` is not set once answered"
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_uvicorn_builds_no_access_line_when_its_access_logger_reaches_no_handler(
+    http: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[object] = []
+    module = importlib.import_module(f"uvicorn.protocols.http.{http}_impl")
+    monkeypatch.setattr(module, "get_client_addr", lambda scope: built.append(scope) or "")
+    access = logging.getLogger(seam.UVICORN_ACCESS_LOGGER)
+    monkeypatch.setattr(access, "handlers", [])
+    app = lifespan_and_answer(lambda loop: None)
+
+    async def one_answer() -> None:
+        async with uvicorn_serving(app, http) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request())
+            await read_answer(reader)
+            writer.close()
+
+    monkeypatch.setattr(access, "propagate", False)
+    asyncio.run(one_answer())
+    assert not built, (
+        f"uvicorn {uvicorn.__version__}'s {http} protocol builds its access line for a logger"
+        " with no handler: logs.py no longer saves that work"
+    )
+    monkeypatch.setattr(access, "handlers", [logging.NullHandler()])
+    asyncio.run(one_answer())
+    assert built, f"uvicorn {uvicorn.__version__}'s {http} protocol no longer calls get_client_addr"
 
 
 def test_bentoml_keeps_its_timeout_layer_with_its_inner_app_and_seconds() -> None:

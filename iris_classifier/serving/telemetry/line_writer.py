@@ -110,6 +110,14 @@ class BatchedLineHandler(logging.Handler):
         super().__init__()
         self.writer = writer
 
+    def handle(self, record: logging.LogRecord) -> bool | logging.LogRecord:
+        """As `Handler.handle`, without the handler's lock: the writer keeps its own, and the
+        formatters keep nothing a lock must guard, so records need not wait for each other."""
+        handled = self.filter(record)
+        if handled:
+            self.emit(record)
+        return handled
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)

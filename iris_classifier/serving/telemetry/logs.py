@@ -24,7 +24,11 @@ from typing import Any
 from iris_classifier.serving.http.request_context import CURRENT_REQUEST, RequestContext, clip
 from iris_classifier.serving.model.prediction_log import LOGGER_NAME as PREDICTION_LOGGER
 from iris_classifier.serving.model.prediction_log import PredictionLineFormatter
-from iris_classifier.serving.seam import SERVER_LOGGERS, bentoml_log_handler
+from iris_classifier.serving.seam import (
+    SERVER_LOGGERS,
+    UVICORN_ACCESS_LOGGER,
+    bentoml_log_handler,
+)
 from iris_classifier.serving.telemetry.line_writer import (
     FLUSH_SECONDS,
     BatchedLineHandler,
@@ -231,6 +235,12 @@ def configure_logging(
         for old in list(server_logger.handlers):
             server_logger.removeHandler(old)
         server_logger.propagate = True
+    # The edge writes each request's access line. Where the level keeps uvicorn's out anyway,
+    # that logger reaches no handler, so uvicorn skips building its line for every answer; a
+    # level that lets it in (BentoML's debug mode) leaves it written as before.
+    uvicorn_access = logging.getLogger(UVICORN_ACCESS_LOGGER)
+    if not uvicorn_access.isEnabledFor(logging.INFO):
+        uvicorn_access.propagate = False
     logging.getLogger("iris_classifier").setLevel(logging.INFO)
     predictions = logging.getLogger(PREDICTION_LOGGER)
     prediction_handler = BatchedLineHandler(writer)

@@ -147,3 +147,19 @@ def test_every_line_is_written_when_the_interpreter_exits(end: str, exit_code: i
     assert finished.returncode == exit_code, finished.stderr
     assert finished.stdout.count('"message":"request ') == 50, finished.stdout[-500:]
     assert time.monotonic() - started < 30, "the exit waited for the timer"
+
+
+def test_a_record_is_handled_without_waiting_for_the_handlers_lock() -> None:
+    stream = RecordedStream()
+    handler = BatchedLineHandler(LineWriter(stream, flush_seconds=60))
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "handled", None, None)
+    handler.acquire()  # held here, as by another thread in the middle of a record
+    try:
+        other = threading.Thread(target=handler.handle, args=(record,), daemon=True)
+        other.start()
+        other.join(timeout=5)
+        assert not other.is_alive(), "the record waited for the handler's lock"
+    finally:
+        handler.release()
+    handler.flush()
+    assert stream.lines() == ["handled"]

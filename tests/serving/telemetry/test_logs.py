@@ -181,6 +181,26 @@ def test_configure_logging_replaces_the_servers_handlers(capsys: pytest.CaptureF
         logging.getLogger("iris_classifier.predictions").handlers.clear()
 
 
+@pytest.mark.parametrize(("root_level", "reaches_a_handler"), [("WARNING", False), ("DEBUG", True)])
+def test_uvicorns_access_logger_reaches_a_handler_only_where_its_lines_are_written(
+    root_level: str, reaches_a_handler: bool
+) -> None:
+    root, access = logging.getLogger(), logging.getLogger("uvicorn.access")
+    saved_handlers, saved_level, saved_propagate = root.handlers[:], root.level, access.propagate
+    saved_access_level = access.level
+    root.setLevel(root_level)
+    access.setLevel(logging.NOTSET)
+    try:
+        configure_logging("json", "replica-7")
+        assert access.hasHandlers() is reaches_a_handler
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        access.propagate = saved_propagate
+        access.setLevel(saved_access_level)
+        logging.getLogger("iris_classifier.predictions").handlers.clear()
+
+
 def test_request_context_cuts_a_long_path() -> None:
     context = context_for({"method": "GET", "path": "/" + "a" * 10_000, "headers": []})
     assert isinstance(context, RequestContext)
