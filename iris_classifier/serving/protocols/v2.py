@@ -380,9 +380,11 @@ def parse_request(
 COMMON_REQUEST_FIELDS = frozenset({"id", "model_name", "inputs", "outputs"})
 COMMON_TENSOR_FIELDS = frozenset({"name", "datatype", "shape", "data"})
 DEFAULT_ASKED = tuple((name, False) for name in DEFAULT_OUTPUTS)
-# Every list of distinct outputs asked for by name, in any order: one look-up reads them all.
-ASKED_BY_NAMES = {
-    names: tuple((name, False) for name in names)
+# Every list of distinct outputs asked for by name alone, in any order, as orjson writes it: one
+# look-up both reads and checks a request's list, which is written otherwise if it holds anything
+# else (an output with another key, a name that is not one of these strings).
+ASKED_BY_TEXT = {
+    orjson.dumps([{"name": name} for name in names]): tuple((name, False) for name in names)
     for count in range(1, len(OUTPUTS) + 1)
     for names in permutations(OUTPUTS, count)
 }
@@ -439,17 +441,9 @@ def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, .
 def _named_outputs(outputs: Any) -> tuple[tuple[str, bool], ...] | None:
     if outputs is None:
         return DEFAULT_ASKED
-    if type(outputs) is not list:
-        return None
-    names = []
-    for output in outputs:
-        # One key, and the table below holds only known names: that key is "name".
-        if type(output) is not dict or len(output) != 1:
-            return None
-        names.append(output.get("name"))
     try:
-        return ASKED_BY_NAMES.get(tuple(names))
-    except TypeError:  # a name that is a list or an object
+        return ASKED_BY_TEXT.get(orjson.dumps(outputs))
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes
         return None
 
 
