@@ -323,12 +323,12 @@ class InferenceProtocol:
         parts = [self._answer_start]
         if asked.id is not None:
             parts += (b',"id":', orjson.dumps(asked.id))
-        parts.append(b',"outputs":[')
-        for index, (name, binary) in enumerate(asked.outputs):
+        before = b',"outputs":['
+        for name, binary in asked.outputs:
             if binary:
                 return None
-            if index:
-                parts.append(b",")
+            parts.append(before)
+            before = b","
             if name == PROBABILITIES:
                 values = np.array(row.probabilities, FP32)
                 parts += (self._one_probabilities, orjson.dumps(values, option=NUMPY), b"}")
