@@ -488,6 +488,37 @@ def test_kserve_clients_model_name_naming_this_model_is_accepted(service_client)
     assert response.json()["id"] == "k-7"
 
 
+def test_a_binary_tensor_is_read_by_the_last_header_length_it_sends(service_client) -> None:
+    import numpy as np
+
+    raw = np.array([[6.7, 3.0, 5.2, 2.3]], "<f4").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "flowers",
+                    "datatype": "FP32",
+                    "shape": [1, 4],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "label"}],
+        }
+    ).encode()
+    # Sent twice, the header counts as a dict of the request's headers holds it: the last one.
+    lengths = [
+        ("inference-header-content-length", length) for length in ("99999", str(len(header)))
+    ]
+    headers = [("content-type", "application/octet-stream"), *lengths]
+    response = service_client.post(V2_INFER, content=header + raw, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == ["virginica"]
+    refused = service_client.post(
+        V2_INFER, content=header + raw, headers=headers[:1] + lengths[::-1]
+    )
+    assert_one_shape(refused, 400, "inference-header-content-length")
+
+
 def test_tensor_answers_are_counted_in_the_model_metrics(service_client) -> None:
     from tests.serving.telemetry.test_metrics import delta, snapshot
 

@@ -185,7 +185,10 @@ class RouteTable:
         body = await read_body(scope, receive, self.max_body_bytes, TENSOR_TYPES)
         if body is None:
             return
-        header_length = dict(scope["headers"]).get(TENSOR_HEADER_LENGTH)
+        header_length = None
+        for name, value in scope["headers"]:
+            if name == TENSOR_HEADER_LENGTH:
+                header_length = value  # the last one, as a dict of the headers would hold
         answer = protocol.infer(body, header_length and header_length.decode("latin-1"))
         await send_body(send, 200, answer.body, answer.media_type, headers=answer.headers)
 

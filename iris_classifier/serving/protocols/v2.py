@@ -55,7 +55,9 @@ DEFAULT_OUTPUTS = (PROBABILITIES, LABEL)
 WIDTH = len(FEATURE_NAMES)
 HEADER_LENGTH_BYTES = HEADER_LENGTH.encode()
 EXTENSIONS = ("binary_tensor_data",)
-DATATYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+FP32 = np.dtype("<f4")
+DATATYPES = {"FP32": FP32, "FP64": np.dtype("<f8")}
+NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 # The request the OpenAPI document shows: two flowers, nested one row per flower.
 EXAMPLE = {
@@ -215,6 +217,21 @@ class InferenceProtocol:
                 "parameters": dict(parameters),
             }
         )
+        # The text every one-row answer of JSON outputs shares (see `_one_row_json`).
+        self._answer_start = orjson.dumps(
+            {"model_name": MODEL_NAME, "model_version": model_version}
+        )[:-1]
+        width = len(class_names)
+        self._one_probabilities = _text_before_data(
+            {"name": PROBABILITIES, "datatype": "FP32", "shape": [1, width]}
+        )
+        self._one_labels = [
+            orjson.dumps({"name": LABEL, "datatype": "BYTES", "shape": [1], "data": [name]})
+            for name in class_names
+        ]
+        self._one_out_of_range = _text_before_data(
+            {"name": OUT_OF_RANGE, "datatype": "BYTES", "shape": [1]}
+        )
 
     def server_metadata(self) -> bytes:
         return self._server_metadata
@@ -240,6 +257,10 @@ class InferenceProtocol:
     def _answer(self, asked: Asked, predictions: Predictions | RowPrediction) -> Answer:
         # One flower read as floats stays in Python lists, as the single-flower route keeps it.
         one = type(predictions) is RowPrediction
+        if one and asked.parameters is None:
+            body = self._one_row_json(asked, predictions)
+            if body is not None:
+                return Answer(body)
         rows = 1 if one else len(predictions.probabilities)
         outputs = []
         binary_parts: list[bytes] = []
@@ -295,6 +316,35 @@ class InferenceProtocol:
             ((HEADER_LENGTH_BYTES, str(len(header)).encode()),),
         )
 
+    def _one_row_json(self, asked: Asked, row: RowPrediction) -> bytes | None:
+        """The answer `_answer` writes for one row, with no document built for orjson to walk:
+        the text around its values is the same in every such answer. None when an output is
+        asked for as binary."""
+        parts = [self._answer_start]
+        if asked.id is not None:
+            parts += (b',"id":', orjson.dumps(asked.id))
+        before = b',"outputs":['
+        for name, binary in asked.outputs:
+            if binary:
+                return None
+            parts.append(before)
+            before = b","
+            if name == PROBABILITIES:
+                values = np.array(row.probabilities, FP32)
+                parts += (self._one_probabilities, orjson.dumps(values, option=NUMPY), b"}")
+            elif name == LABEL:
+                parts.append(self._one_labels[row.best])
+            else:
+                outside = orjson.dumps([",".join(row.out_of_range)])
+                parts += (self._one_out_of_range, outside, b"}")
+        parts.append(b"]}")
+        return b"".join(parts)
+
+
+def _text_before_data(entry: dict[str, Any]) -> bytes:
+    """An output's JSON as an answer writes it, up to its data."""
+    return orjson.dumps({**entry, "data": None})[: -len(b"null}")]
+
 
 def requested_outputs(
     outputs: list[RequestedOutput] | None, all_binary: bool
@@ -330,9 +380,11 @@ def parse_request(
 COMMON_REQUEST_FIELDS = frozenset({"id", "model_name", "inputs", "outputs"})
 COMMON_TENSOR_FIELDS = frozenset({"name", "datatype", "shape", "data"})
 DEFAULT_ASKED = tuple((name, False) for name in DEFAULT_OUTPUTS)
-# Every list of distinct outputs asked for by name, in any order: one look-up reads them all.
-ASKED_BY_NAMES = {
-    names: tuple((name, False) for name in names)
+# Every list of distinct outputs asked for by name alone, in any order, as orjson writes it: one
+# look-up both reads and checks a request's list, which is written otherwise if it holds anything
+# else (an output with another key, a name that is not one of these strings).
+ASKED_BY_TEXT = {
+    orjson.dumps([{"name": name} for name in names]): tuple((name, False) for name in names)
     for count in range(1, len(OUTPUTS) + 1)
     for names in permutations(OUTPUTS, count)
 }
@@ -389,17 +441,9 @@ def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, .
 def _named_outputs(outputs: Any) -> tuple[tuple[str, bool], ...] | None:
     if outputs is None:
         return DEFAULT_ASKED
-    if type(outputs) is not list:
-        return None
-    names = []
-    for output in outputs:
-        # One key, and the table below holds only known names: that key is "name".
-        if type(output) is not dict or len(output) != 1:
-            return None
-        names.append(output.get("name"))
     try:
-        return ASKED_BY_NAMES.get(tuple(names))
-    except TypeError:  # a name that is a list or an object
+        return ASKED_BY_TEXT.get(orjson.dumps(outputs))
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes
         return None
 
 
