@@ -297,6 +297,16 @@ def test_bentoml_names_the_worker_and_documents_the_service() -> None:
     assert "/echo" in document["paths"], "bentoml's openapi_spec.asdict() has no paths"
 
 
+def report_of(script: str, moved: str) -> dict:
+    """The JSON report `script` prints last, run in a process of its own; `moved` says what an
+    upgrade changed if the script fails."""
+    ran = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, f"{moved}: {ran.stderr[-400:]}"
+    return json.loads(ran.stdout.splitlines()[-1])
+
+
 # What BentoML's worker does to logging (`configure_server_logging`) and what logs.py then
 # undoes, in a process of its own: dictConfig closes every handler of the process it runs in.
 SERVER_LOGGING = """
@@ -322,15 +332,7 @@ print(json.dumps(report))
 
 
 def test_bentoml_server_logging_puts_handlers_only_where_logs_py_takes_them_off() -> None:
-    ran = subprocess.run(
-        [sys.executable, "-c", SERVER_LOGGING],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert ran.returncode == 0, f"BentoML's configure_server_logging moved: {ran.stderr[-400:]}"
-    report = json.loads(ran.stdout.splitlines()[-1])
+    report = report_of(SERVER_LOGGING, "BentoML's configure_server_logging moved")
     unnamed = set(report["by_bentoml"]) - {"root", *seam.SERVER_LOGGERS}
     assert not unnamed, f"BentoML puts handlers on loggers SERVER_LOGGERS lacks: {sorted(unnamed)}"
     assert not report["root_unrecognised"], (
@@ -412,15 +414,7 @@ print(json.dumps(report))
 
 
 def test_bentoml_app_takes_its_proxy_app_from_the_module_the_worker_puts_off() -> None:
-    ran = subprocess.run(
-        [sys.executable, "-c", DEFERRED_PROXY],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert ran.returncode == 0, f"BentoML's proxy module moved: {ran.stderr[-400:]}"
-    report = json.loads(ran.stdout.splitlines()[-1])
+    report = report_of(DEFERRED_PROXY, "BentoML's proxy module moved")
     assert report["deferred"], "defer_proxy_module found the proxy module already imported"
     assert report["imported_before_use"] == [], (
         f"BentoML's app module imports {report['imported_before_use']} besides its proxy module"

@@ -25,6 +25,7 @@ from iris_classifier.serving.protocols.contract import (
 )
 from iris_classifier.serving.telemetry.metrics import ModelMetrics
 from tests.serving.telemetry.test_metrics import delta, snapshot
+from tests.support.softmax_classifier import SoftmaxClassifier
 
 HEADERS = {"Content-Type": "application/json"}
 
@@ -96,24 +97,6 @@ def test_http_answers_are_the_contracts_answers(service_client) -> None:
     assert over_http.json() == typed_batch.model_dump(mode="json", by_alias=True)
 
 
-class LinearClassifier:
-    """Softmax of fixed weights in single precision: a stand-in model with no file to load."""
-
-    class_names = CLASS_NAMES
-    dtype = np.float32
-    weights = np.array(
-        [[0.3, -0.2, 0.05], [0.7, 0.1, -0.45], [-0.9, 0.2, 0.66], [-1.3, 0.4, 1.1]], np.float32
-    )
-
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        scores = features.astype(np.float32) @ self.weights
-        powers = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return (powers / powers.sum(axis=1, keepdims=True)).astype(np.float32)
-
-    def predict_proba_one(self, features: tuple[float, ...]) -> list[float]:
-        return self.predict_proba(np.asarray([features])).tolist()[0]
-
-
 LOW, HIGH = (4.3, 2.0, 1.0, 0.1), (7.9, 4.4, 6.9, 2.5)
 EDGES = (1.6, 3.0, 4.4, 5.1, 5.8)
 
@@ -128,7 +111,7 @@ def test_a_batch_counts_and_flags_as_its_rows_predicted_one_by_one() -> None:
     """Metrics, drift bins and the range check of a many-row request against the one-row path,
     with values on and beside every bound and edge."""
     predictor = Predictor(
-        LinearClassifier(),
+        SoftmaxClassifier(),
         TrainingRanges(FEATURE_NAMES, LOW, HIGH),
         ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_tag="batch:1", estimator="x"),
         "batch:1",

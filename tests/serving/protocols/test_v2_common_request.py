@@ -25,6 +25,7 @@ from iris_classifier.serving.protocols.v2 import (
     read_common_request,
 )
 from iris_classifier.serving.telemetry.metrics import ModelMetrics
+from tests.support.softmax_classifier import SoftmaxClassifier
 
 # A placeholder the data's own text replaces, so numbers reach the readers spelled as clients
 # spell them, not as json.dumps would.
@@ -207,25 +208,6 @@ def test_a_boolean_among_the_values_is_left_to_the_models() -> None:
         }
     ).encode()
     assert read_common_request(body) is None
-
-
-class SoftmaxClassifier:
-    """Probabilities of many digits in single precision, so that the way they are written is
-    put to the test, not only the rows they come from."""
-
-    class_names = CLASS_NAMES
-    dtype = np.float32
-    weights = np.array(
-        [[0.31, -0.2, 0.05], [0.7, 0.1, -0.45], [-0.9, 0.2, 0.66], [-1.3, 0.4, 1.1]], np.float32
-    )
-
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        scores = features.astype(np.float32) @ self.weights
-        powers = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return (powers / powers.sum(axis=1, keepdims=True)).astype(np.float32)
-
-    def predict_proba_one(self, features: tuple[float, ...]) -> list[float]:
-        return self.predict_proba(np.asarray([features])).tolist()[0]
 
 
 PREDICTOR = Predictor(
