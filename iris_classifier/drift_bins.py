@@ -41,6 +41,10 @@ class DriftBinsError(ModelError):
 
 
 def in_single_precision(values: Any) -> np.ndarray:
+    """`values` rounded to float32 (through float64, as a JSON number is read); an array already
+    in float32 is returned as it is, the rounding being its own inverse."""
+    if type(values) is np.ndarray and values.dtype == np.float32:
+        return values
     return np.asarray(values, dtype=np.float64).astype(np.float32)
 
 
@@ -102,13 +106,12 @@ class DriftBins:
         self.features = tuple(bins[name] for name in self.feature_names)
         for name, feature in zip(self.feature_names, self.features, strict=True):
             feature.check(name)
-        # Each edge as the double that its float32 is, so that plain float comparisons of a row
+        # Each feature's edges rounded to float32 once, for `bin_indices` on many rows; and as
+        # the doubles those float32 values are, so that plain float comparisons of one row
         # rounded to float32 give what the array path gives.
-        self._single_edges = [
-            tuple(in_single_precision(feature.edges).tolist()) for feature in self.features
-        ]
-        self._single_row = struct.Struct(f"{len(self.feature_names)}f")
         self._single_edge_arrays = [in_single_precision(feature.edges) for feature in self.features]
+        self._single_edges = [tuple(edges.tolist()) for edges in self._single_edge_arrays]
+        self._single_row = struct.Struct(f"{len(self.feature_names)}f")
 
     @classmethod
     def from_metadata(
@@ -155,10 +158,10 @@ class DriftBins:
 
     def column_bins(self, features: np.ndarray) -> list[np.ndarray]:
         """The bin of every value of (rows, features) flowers, one array per feature. Flowers
-        already in float32 are binned as they are, others rounded to it as `bin_indices` rounds
-        them; in a column-major array each feature's values lie together, as NumPy reads best."""
-        single = features if features.dtype == np.float32 else in_single_precision(features)
+        already in float32 are not rounded again; in a column-major array each feature's values
+        lie together, as NumPy reads best."""
+        single = in_single_precision(features)
         return [
-            np.searchsorted(edges, single[:, column], side="right")
+            bin_indices(edges, single[:, column])
             for column, edges in enumerate(self._single_edge_arrays)
         ]
