@@ -203,7 +203,8 @@ IrisClassifier.add_asgi_middleware(
 IrisClassifier.add_asgi_middleware(RouteMiddleware, table=routes)
 # Each answer's head and body in one system call (serving/joined_writes.py says how), set
 # where uvicorn serves: the arbiter never imports uvicorn (serving/seam.py). The worker also
-# does without BentoML's proxy app and the aiohttp it imports: this service forwards nowhere.
+# puts off BentoML's proxy app module and the pyparsing it imports: this service forwards
+# nowhere (aiohttp stays: BentoML's worker makes a client of the service at start).
 if seam.in_worker():
     seam.join_response_writes()
     seam.defer_proxy_module()

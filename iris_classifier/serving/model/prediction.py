@@ -57,10 +57,10 @@ class Predictor:
     `classify` and `classify_many` give the JSON objects the contract's Classification and
     BatchClassification describe, built from known-good values and so not validated again;
     `predict` gives what the tensor protocol writes: arrays, or for one flower read as a tuple
-    of floats (the common one-row tensor) the plain values the single-flower route uses. A request of many flowers (a batch
-    or a tensor, however many rows) is one observation of `iris_batch_rows`. With a
-    `prediction_log`, a sampled request's flowers and answers are logged here, the same for
-    every front end.
+    of floats (the common one-row tensor) the plain values the single-flower route uses. A
+    request of many flowers (a batch or a tensor, however many rows) is one observation of
+    `iris_batch_rows`. With a `prediction_log`, a sampled request's flowers and answers are
+    logged here, the same for every front end.
     """
 
     def __init__(
