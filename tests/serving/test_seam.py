@@ -407,7 +407,8 @@ stand_in.__name__  # a dunder read stays on the stand-in
 report["still_deferred"] = sys.modules[seam.PROXY_MODULE] is stand_in
 stand_in.logger  # any other name is the real module's
 report["loaded_on_use"] = sys.modules[seam.PROXY_MODULE] is not stand_in
-report["real_is_bentomls"] = sys.modules[seam.PROXY_MODULE].create_proxy_app.__module__ == seam.PROXY_MODULE
+real = sys.modules[seam.PROXY_MODULE]
+report["real_is_bentomls"] = real.create_proxy_app.__module__ == seam.PROXY_MODULE
 report["again"] = seam.defer_proxy_module()
 print(json.dumps(report))
 """

@@ -2,9 +2,10 @@
 
 The pod's removal from the Service's endpoints takes a while to reach every node and balancer,
 but `bentoml serve` passes SIGTERM on to its workers at once, and uvicorn, left alone, would stop
-accepting and close every idle kept-alive connection, losing a request sent on one just then. So a worker drains for `drain_seconds` first
-(readiness 503, `Connection: close`, new connections still served, as some balancers still send
-them), then runs uvicorn's own graceful shutdown. A second SIGTERM skips the rest of the drain.
+accepting and close every idle kept-alive connection, losing a request sent on one just then.
+So a worker drains for `drain_seconds` first (readiness 503, `Connection: close`, new
+connections still served, as some balancers still send them), then runs uvicorn's own graceful
+shutdown. A second SIGTERM skips the rest of the drain.
 """
 
 from __future__ import annotations
