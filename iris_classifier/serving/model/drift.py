@@ -10,6 +10,7 @@ rather than from the previous model's. A model stored without bins exports neith
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 from collections.abc import Sequence
@@ -61,8 +62,10 @@ class DriftCounts:
             # One process, several services in turn (tests): only the last model's shares.
             metrics.expected_share.clear()
         self._bins = bins
-        # Children resolved once, per feature in the bins' order: one list per feature.
+        # Children resolved once, per feature in the bins' order: one list per feature, and all
+        # of them in that order, added to together for a batch.
         self._children: list[list[Any]] = []
+        self._bin_counts: list[int] = []
         if bins is None:
             logger.warning(
                 "model %s was stored without drift bins: drift is not measured and /metrics "
@@ -70,13 +73,16 @@ class DriftCounts:
                 model_tag,
             )
             return
+        labelled = []  # every feature's children in turn
         for name, feature in zip(bins.feature_names, bins.features, strict=True):
-            children = []
             for index, share in enumerate(feature.shares):
                 labels = {"model_version": model_tag, "feature": name, "bin": str(index)}
                 metrics.expected_share.labels(**labels).set(share)
-                children.append(buffer.counter(metrics.values.labels(**labels)))
-            self._children.append(children)
+                labelled.append(metrics.values.labels(**labels))
+            self._bin_counts.append(len(feature.shares))
+        self._all_children = buffer.counters(labelled)
+        counters = iter(self._all_children.counters)
+        self._children = [list(itertools.islice(counters, bins)) for bins in self._bin_counts]
 
     def record_one(self, values: Sequence[float]) -> None:
         if self._bins is None:
@@ -87,8 +93,7 @@ class DriftCounts:
     def record_batch(self, features: np.ndarray) -> None:
         if self._bins is None:
             return
-        for children, indices in zip(self._children, self._bins.column_bins(features), strict=True):
-            counts = np.bincount(indices, minlength=len(children)).tolist()
-            for child, count in zip(children, counts, strict=True):
-                if count:
-                    child.inc(count)
+        counts: list[int] = []
+        for indices, bins in zip(self._bins.column_bins(features), self._bin_counts, strict=True):
+            counts += np.bincount(indices, minlength=bins).tolist()
+        self._all_children.add(counts)

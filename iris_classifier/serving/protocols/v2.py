@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import operator
 import struct
-from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain, permutations
@@ -474,15 +473,18 @@ def _many_rows(data: list, rows: int) -> np.ndarray | None:
         values = data
     if len(values) != rows * WIDTH:
         return None
-    # One pass in C over a flat list, straight to doubles: a string, a null, a list or an object
-    # among the values is a TypeError, where NumPy would first look at every value for a type.
+    # One pass in C over a flat list, straight to doubles: a string, a null, a list, an object or
+    # an integer too large for a double among the values is an error, where NumPy would first
+    # look at every value for a type; struct packs the arguments faster than array('d') reads
+    # the list.
     try:
-        features = np.frombuffer(array("d", values), np.float64).reshape(rows, WIDTH)
-    except (TypeError, OverflowError):
+        packed = struct.pack(f"{len(values)}d", *values)
+    except struct.error:
         return None
+    features = np.frombuffer(packed, np.float64).reshape(rows, WIDTH)
     if breaks_size_rule(features).any():
         return None
-    # array('d') reads a boolean among numbers as 1 or 0, where the models refuse it; 0 breaks the
+    # struct reads a boolean among numbers as 1 or 0, where the models refuse it; 0 breaks the
     # size rule above, and each 1 is looked at in the request.
     if any(type(values[at]) is bool for at in np.flatnonzero(features == 1).tolist()):
         return None

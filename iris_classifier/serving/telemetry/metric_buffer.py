@@ -69,6 +69,28 @@ class BufferedCounter(BufferedTotal):
             self._total += amount
 
 
+class BufferedCounters:
+    """Several bound counters added to at once, under one take of the lock: a batch's counts
+    per class or per drift bin, in the order the counters were given."""
+
+    __slots__ = ("_lock", "counters")
+
+    def __init__(self, lock: threading.Lock, counters: Sequence[BufferedCounter]) -> None:
+        self._lock = lock
+        self.counters = tuple(counters)
+
+    def add(self, counts: Sequence[int]) -> None:
+        """`inc(count)` on each counter in turn; every count is checked before any is added."""
+        if len(counts) != len(self.counters):
+            raise ValueError(f"{len(counts)} counts for {len(self.counters)} counters")
+        if min(counts, default=0) < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        with self._lock:
+            for counter, count in zip(self.counters, counts, strict=True):
+                if count:
+                    counter._total += count
+
+
 class BufferedGauge(BufferedTotal):
     """A Gauge child's `inc`, `dec` and `set`, kept in memory."""
 
@@ -158,6 +180,10 @@ class MetricBuffer:
         """`child`: a Counter without labels, or the child `.labels(...)` returned."""
         value = stored_value(child)
         return self._bind(value, lambda: BufferedCounter(self._lock, value), BufferedCounter)
+
+    def counters(self, children: Sequence[Any]) -> BufferedCounters:
+        """`counter` for each of `children`, added to together."""
+        return BufferedCounters(self._lock, [self.counter(child) for child in children])
 
     def gauge(self, child: Any) -> BufferedGauge:
         value = stored_value(child)

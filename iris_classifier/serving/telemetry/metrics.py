@@ -106,7 +106,11 @@ class ModelMetrics:
             name: buffer.counter(metrics.out_of_range_features.labels(name))
             for name in feature_names
         }
-        self._feature_children = list(self._by_feature.values())
+        # The same children again, each group added to together for a batch.
+        self._classes = buffer.counters([metrics.predictions.labels(name) for name in class_names])
+        self._features = buffer.counters(
+            [metrics.out_of_range_features.labels(name) for name in feature_names]
+        )
         self._out_of_range_flowers = buffer.counter(metrics.out_of_range_flowers)
         self._batch_rows = buffer.histogram(metrics.batch_rows)
         self._top_probability = buffer.histogram(metrics.top_probability)
@@ -129,18 +133,10 @@ class ModelMetrics:
         self, best: np.ndarray, top_probabilities: np.ndarray, outside_mask: np.ndarray
     ) -> None:
         self._batch_rows.observe(len(best))
-        for child, count in zip(
-            self._by_class, np.bincount(best, minlength=len(self._by_class)).tolist(), strict=True
-        ):
-            if count:
-                child.inc(count)
+        self._classes.add(np.bincount(best, minlength=len(self._by_class)).tolist())
         # Most batches hold no flower outside the training range: one look says so.
         if outside_mask.any():
-            for child, count in zip(
-                self._feature_children, outside_mask.sum(axis=0).tolist(), strict=True
-            ):
-                if count:
-                    child.inc(count)
+            self._features.add(outside_mask.sum(axis=0).tolist())
             self._out_of_range_flowers.inc(int(outside_mask.any(axis=1).sum()))
         self._observe_all(top_probabilities)
 

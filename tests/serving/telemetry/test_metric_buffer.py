@@ -169,3 +169,35 @@ def test_a_counter_refuses_to_go_down(multiprocess: Path) -> None:
     _, buffered = pair("down", prometheus_client.Counter)
     with pytest.raises(ValueError, match="non-negative"):
         MetricBuffer().counter(buffered).inc(-1)
+
+
+def test_counters_added_together_count_as_each_inc_would(multiprocess: Path) -> None:
+    direct, buffered = pair("bins", prometheus_client.Counter, labelnames=["bin"])
+    buffer = MetricBuffer()
+    bins = [str(index) for index in range(5)]
+    together = buffer.counters([buffered.labels(name) for name in bins])
+    # The group's counters are the series' one bound child each, as `counter` gives them.
+    assert together.counters[2] is buffer.counter(buffered.labels("2"))
+    draws = random.Random(5)
+    for _ in range(200):
+        counts = [draws.choice([0, 0, 1, 3, 250]) for _ in bins]
+        together.add(counts)
+        for name, count in zip(bins, counts, strict=True):
+            direct.labels(name).inc(count)
+    buffer.flush()
+    assert same_series(multiprocess, "bins")[1] == same_series(multiprocess, "bins")[0]
+
+
+def test_counters_added_together_refuse_a_wrong_length_or_a_negative_count(
+    multiprocess: Path,
+) -> None:
+    _, buffered = pair("refused", prometheus_client.Counter, labelnames=["bin"])
+    buffer = MetricBuffer()
+    together = buffer.counters([buffered.labels("a"), buffered.labels("b")])
+    with pytest.raises(ValueError, match="3 counts for 2 counters"):
+        together.add([1, 2, 3])
+    with pytest.raises(ValueError, match="non-negative"):
+        together.add([4, -1])
+    buffer.flush()
+    # Nothing of a refused call was added, not even the counts before the bad one.
+    assert set(same_series(multiprocess, "refused")[1].values()) == {0}
