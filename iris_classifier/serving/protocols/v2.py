@@ -463,7 +463,7 @@ def _many_rows(data: list, rows: int) -> np.ndarray | None:
         # The models flatten rows only when every row is a list of four; a row of another kind
         # (a string, an object) yields no number here, so the array below is not one of numbers.
         try:
-            if set(map(len, data)) != {WIDTH}:
+            if list(map(len, data)).count(WIDTH) != len(data):
                 return None
         except TypeError:  # a number among the rows
             return None
