@@ -79,6 +79,9 @@ class Predictor:
         self.model_tag = model_tag
         self.drift = drift
         self.prediction_log = prediction_log
+        # A float32 probability times 10,000 is exact in a double (24 + 14 bits), so rounding
+        # that product is round(p, 4) on the same value, without its decimal conversion.
+        self._scaled_rounding = model.dtype == np.float32
 
     def classify(self, values: Sequence[float]) -> dict[str, Any]:
         probabilities = self.model.predict_proba_one(values)
@@ -88,15 +91,16 @@ class Predictor:
         self.drift.record_one(values)
         if self.prediction_log is not None and self.prediction_log.sampled():
             self.prediction_log.log_one(values, probabilities, best, outside)
+        if self._scaled_rounding:
+            rounded = [round(p * 10000) / 10000 for p in probabilities]
+        else:
+            rounded = [round(p, 4) for p in probabilities]
         return {
             "class": self.model.class_names[best],
             # np.round(p, 2) as the batch path rounds it (the same arithmetic on a Python float,
             # far cheaper than a NumPy call), so both routes give the same answer.
             "probability": round(probabilities[best] * 100) / 100,
-            "probabilities": {
-                name: round(p, 4)
-                for name, p in zip(self.model.class_names, probabilities, strict=True)
-            },
+            "probabilities": dict(zip(self.model.class_names, rounded, strict=True)),
             "model_version": self.model_tag,
             "out_of_range": outside,
         }

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -143,3 +143,39 @@ def test_a_batch_counts_and_flags_as_its_rows_predicted_one_by_one() -> None:
     for name, labels in changed:
         by_one = delta(start, one_by_one, name, **dict(labels))
         assert delta(one_by_one, batched, name, **dict(labels)) == pytest.approx(by_one), name
+
+
+class FixedProbabilities:
+    """A classifier that answers every flower with the probabilities it was given."""
+
+    class_names = CLASS_NAMES
+
+    def __init__(self, probabilities: list[float], dtype: type) -> None:
+        self.dtype = dtype
+        self.probabilities = probabilities
+
+    def predict_proba_one(self, features) -> list[float]:
+        return self.probabilities
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    single=st.lists(
+        st.floats(min_value=0, max_value=1, width=32), min_size=len(CLASS_NAMES), max_size=3
+    ),
+    double=st.lists(st.floats(min_value=0, max_value=1), min_size=len(CLASS_NAMES), max_size=3),
+)
+@example(single=[0.5, 0.25, 0.125], double=[0.00025, 0.12345, 0.99995])
+def test_single_flower_probabilities_are_rounded_to_4_digits_as_round_does(single, double) -> None:
+    """Either precision's answer holds round(p, 4) of the model's values, a double's ties
+    included (0.00025 is a little above the tie, and 2.5 once scaled by 10,000)."""
+    for values, dtype in ((single, np.float32), (double, np.float64)):
+        predictor = Predictor(
+            FixedProbabilities(values, dtype),
+            TrainingRanges(FEATURE_NAMES, LOW, HIGH),
+            ModelMetrics(CLASS_NAMES, FEATURE_NAMES, model_tag="round:1", estimator="x"),
+            "round:1",
+            drift=DriftCounts(None, model_tag="round:1"),
+        )
+        answer = predictor.classify([5.1, 3.5, 1.4, 0.2])
+        assert list(answer["probabilities"].values()) == [round(p, 4) for p in values], dtype
