@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import prometheus_client
@@ -62,10 +62,6 @@ class DriftCounts:
             # One process, several services in turn (tests): only the last model's shares.
             metrics.expected_share.clear()
         self._bins = bins
-        # Children resolved once, per feature in the bins' order: one list per feature, and all
-        # of them in that order, added to together for a batch.
-        self._children: list[list[Any]] = []
-        self._bin_counts: list[int] = []
         if bins is None:
             logger.warning(
                 "model %s was stored without drift bins: drift is not measured and /metrics "
@@ -73,7 +69,10 @@ class DriftCounts:
                 model_tag,
             )
             return
-        labelled = []  # every feature's children in turn
+        # Children resolved once, every feature's bins in turn: a batch adds to all of them at
+        # once, a flower to one bin of each feature, found from where the feature's bins start.
+        labelled = []
+        self._bin_counts: list[int] = []
         for name, feature in zip(bins.feature_names, bins.features, strict=True):
             for index, share in enumerate(feature.shares):
                 labels = {"model_version": model_tag, "feature": name, "bin": str(index)}
@@ -81,14 +80,12 @@ class DriftCounts:
                 labelled.append(metrics.values.labels(**labels))
             self._bin_counts.append(len(feature.shares))
         self._all_children = buffer.counters(labelled)
-        counters = iter(self._all_children.counters)
-        self._children = [list(itertools.islice(counters, bins)) for bins in self._bin_counts]
+        self._offsets = list(itertools.accumulate(self._bin_counts[:-1], initial=0))
 
     def record_one(self, values: Sequence[float]) -> None:
         if self._bins is None:
             return
-        for children, index in zip(self._children, self._bins.row_bins(values), strict=True):
-            children[index].inc()
+        self._all_children.inc_at(map(operator.add, self._offsets, self._bins.row_bins(values)))
 
     def record_batch(self, features: np.ndarray) -> None:
         if self._bins is None:

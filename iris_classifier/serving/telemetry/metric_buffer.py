@@ -24,7 +24,7 @@ import functools
 import logging
 import threading
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from iris_classifier.serving.seam import (
@@ -89,6 +89,13 @@ class BufferedCounters:
             for counter, count in zip(self.counters, counts, strict=True):
                 if count:
                     counter._total += count
+
+    def inc_at(self, positions: Iterable[int]) -> None:
+        """`inc()` on the counter at each position (a position given twice counts twice)."""
+        counters = self.counters
+        with self._lock:
+            for position in positions:
+                counters[position]._total += 1
 
 
 class BufferedGauge(BufferedTotal):

@@ -201,3 +201,17 @@ def test_counters_added_together_refuse_a_wrong_length_or_a_negative_count(
     buffer.flush()
     # Nothing of a refused call was added, not even the counts before the bad one.
     assert set(same_series(multiprocess, "refused")[1].values()) == {0}
+
+
+def test_counters_incremented_by_position_count_each_position(multiprocess: Path) -> None:
+    direct, buffered = pair("positions", prometheus_client.Counter, labelnames=["bin"])
+    buffer = MetricBuffer()
+    together = buffer.counters([buffered.labels(str(index)) for index in range(4)])
+    draws = random.Random(8)
+    for _ in range(300):
+        positions = [draws.randrange(4) for _ in range(draws.randrange(4))]
+        together.inc_at(iter(positions))
+        for position in positions:
+            direct.labels(str(position)).inc()
+    buffer.flush()
+    assert same_series(multiprocess, "positions")[1] == same_series(multiprocess, "positions")[0]
