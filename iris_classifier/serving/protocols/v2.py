@@ -473,10 +473,9 @@ def _many_rows(data: list, rows: int) -> np.ndarray | None:
         values = data
     if len(values) != rows * WIDTH:
         return None
-    # One pass in C over a flat list, straight to doubles: a string, a null, a list, an object or
-    # an integer too large for a double among the values is an error, where NumPy would first
-    # look at every value for a type; struct packs the arguments faster than array('d') reads
-    # the list.
+    # One pass in C over a flat list, straight to doubles: a string, a null, a list or an object
+    # among the values is an error, where NumPy would first look at every value for a type;
+    # struct packs the arguments faster than array('d') reads the list.
     try:
         packed = struct.pack(f"{len(values)}d", *values)
     except struct.error:
