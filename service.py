@@ -204,7 +204,10 @@ IrisClassifier.add_asgi_middleware(RouteMiddleware, table=routes)
 # Each answer's head and body in one system call (serving/joined_writes.py says how), set
 # where uvicorn serves: the arbiter never imports uvicorn (serving/seam.py). The worker also
 # puts off BentoML's proxy app module and the pyparsing it imports: this service forwards
-# nowhere (aiohttp stays: BentoML's worker makes a client of the service at start).
+# nowhere (aiohttp stays: BentoML's worker makes a client of the service at start); and
+# BentoML's supervisor with the circus, pyzmq and tornado it imports: only the arbiter
+# supervises.
 if seam.in_worker():
     seam.join_response_writes()
     seam.defer_proxy_module()
+    seam.defer_supervisor_module()
