@@ -125,9 +125,12 @@ def load_served(model_ref: Any) -> ServedModel:
     return ServedModel(predictor, protocol, model_card)
 
 
-# A worker checks the model as it loads it, in __init__.
+# A worker checks the model as it loads it, in __init__. The arbiter, which counts GPUs as it
+# starts the workers, imports pynvml for that only where NVML can be loaded: elsewhere the
+# answer is no GPU either way, and pynvml would stay in the arbiter for its whole life.
 if not seam.in_worker():
     check_stored(STORED_MODEL)
+    seam.count_gpus_without_pynvml_where_nvml_is_missing()
 
 # BentoML opens OpenTelemetry spans for every request even when no exporter is configured, at a
 # large share of a prediction's CPU (benchmarks/README.md). Other routes keep their traces.

@@ -405,3 +405,40 @@ def put_off(module: str, function: str, *, imported_by: str) -> bool:
     stand_in.__getattr__ = module_getattr  # type: ignore[attr-defined]
     sys.modules[module] = stand_in
     return True
+
+
+# --- BentoML: what its main process imports to count GPUs -------------------------------------
+
+NVML_LIBRARY = "libnvidia-ml.so.1"
+
+
+def count_gpus_without_pynvml_where_nvml_is_missing() -> bool:
+    """Answer BentoML's count of NVIDIA GPUs without pynvml where NVML cannot be loaded.
+
+    BentoML's main process counts the machine's GPUs (`NvidiaGpuResource.from_system`) as it
+    starts its workers: it imports pynvml, the whole NVML API in Python that then stays in the
+    process, and answers no GPU when pynvml cannot load `NVML_LIBRARY` (`CDLL` on Linux). The
+    count here loads that library the same way first and answers no GPU without pynvml if it
+    cannot; where it can, BentoML's own count runs. False, and nothing replaced, off Linux or
+    where it is already replaced.
+    """
+    import ctypes
+    import sys
+
+    from bentoml._internal.resource import NvidiaGpuResource
+
+    bentoml_count = NvidiaGpuResource.from_system
+    if not sys.platform.startswith("linux") or hasattr(bentoml_count, "bentoml_count"):
+        return False
+
+    @functools.cache
+    def from_system() -> list[int]:
+        try:
+            ctypes.CDLL(NVML_LIBRARY)
+        except OSError:
+            return []
+        return bentoml_count()
+
+    from_system.bentoml_count = bentoml_count  # type: ignore[attr-defined]
+    NvidiaGpuResource.from_system = staticmethod(from_system)  # type: ignore[method-assign]
+    return True

@@ -493,3 +493,42 @@ def test_a_put_off_function_called_imports_the_real_module_and_answers_from_it()
     assert report["answer"] == [2 / 3, 1.0, 1.0], "the call did not answer as the real function"
     assert report["loaded_on_call"], "calling the stand-in's function left the stand-in in place"
     assert report["real"] == "colorsys"
+
+
+# BentoML's GPU count as its main process takes it when it starts the workers, in a process of
+# its own (pynvml, once imported, stays), with or without the seam's count in its place.
+GPU_COUNT = """
+import ctypes, json, sys
+from iris_classifier.serving import seam
+
+replaced = seam.count_gpus_without_pynvml_where_nvml_is_missing() if {replace} else None
+from _bentoml_impl.server.allocator import ResourceAllocator
+
+allocator = ResourceAllocator()
+try:
+    ctypes.CDLL(seam.NVML_LIBRARY)
+    loadable = True
+except OSError:
+    loadable = False
+print(json.dumps({{
+    "replaced": replaced,
+    "again": seam.count_gpus_without_pynvml_where_nvml_is_missing() if {replace} else None,
+    "gpus": allocator.system_resources["nvidia.com/gpu"],
+    "pynvml": "pynvml" in sys.modules,
+    "nvml_loadable": loadable,
+}}))
+"""
+
+
+def test_bentoml_counts_gpus_through_pynvml_as_the_seam_counts_them() -> None:
+    bentomls = report_of(GPU_COUNT.format(replace=False), "BentoML's GPU count moved")
+    assert bentomls["pynvml"], (
+        "BentoML's ResourceAllocator no longer imports pynvml to count GPUs: nothing to put off"
+    )
+    seams = report_of(GPU_COUNT.format(replace=True), "NvidiaGpuResource.from_system moved")
+    assert seams["replaced"] is True, "the seam found BentoML's count already replaced"
+    assert seams["again"] is False, "a second call replaced the count again"
+    assert seams["gpus"] == bentomls["gpus"], "the seam's count differs from BentoML's"
+    assert seams["pynvml"] == seams["nvml_loadable"], (
+        "pynvml was imported where NVML cannot be loaded, or skipped where it can"
+    )
