@@ -125,9 +125,12 @@ def load_served(model_ref: Any) -> ServedModel:
     return ServedModel(predictor, protocol, model_card)
 
 
-# A worker checks the model as it loads it, in __init__.
+# A worker checks the model as it loads it, in __init__. The arbiter, which counts GPUs as it
+# starts the workers, imports pynvml for that only where NVML can be loaded: elsewhere the
+# answer is no GPU either way, and pynvml would stay in the arbiter for its whole life.
 if not seam.in_worker():
     check_stored(STORED_MODEL)
+    seam.count_gpus_without_pynvml_where_nvml_is_missing()
 
 # BentoML opens OpenTelemetry spans for every request even when no exporter is configured, at a
 # large share of a prediction's CPU (benchmarks/README.md). Other routes keep their traces.
@@ -204,7 +207,10 @@ IrisClassifier.add_asgi_middleware(RouteMiddleware, table=routes)
 # Each answer's head and body in one system call (serving/joined_writes.py says how), set
 # where uvicorn serves: the arbiter never imports uvicorn (serving/seam.py). The worker also
 # puts off BentoML's proxy app module and the pyparsing it imports: this service forwards
-# nowhere (aiohttp stays: BentoML's worker makes a client of the service at start).
+# nowhere (aiohttp stays: BentoML's worker makes a client of the service at start); and
+# BentoML's supervisor with the circus, pyzmq and tornado it imports: only the arbiter
+# supervises.
 if seam.in_worker():
     seam.join_response_writes()
     seam.defer_proxy_module()
+    seam.defer_supervisor_module()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
 
 import pytest
 
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
-from tests.conftest import SEED_FLOWER
+from tests.conftest import REPO_ROOT, SEED_FLOWER
 
 CLASSIFY = "/iris/classify_iris"
 BATCH = "/iris/classify_batch"
@@ -564,3 +566,33 @@ def test_typed_apis_and_every_route_share_one_predictor(service_class) -> None:
     assert routes.served is not None
     assert routes.served.predictor is service.predictor
     assert routes.served.protocol.predictor is service.predictor
+
+
+def test_the_arbiter_counts_gpus_without_pynvml_where_nvml_cannot_be_loaded(
+    trained_model: str,
+) -> None:
+    """`bentoml serve`'s main process imports the service, then counts GPUs as it starts the
+    workers: pynvml, which would stay in it for good, is imported only where NVML loads."""
+    code = (
+        "import ctypes, json, sys\n"
+        "import service\n"
+        "from _bentoml_impl.server.allocator import ResourceAllocator\n"
+        "gpus = ResourceAllocator().system_resources['nvidia.com/gpu']\n"
+        "try:\n"
+        "    ctypes.CDLL(service.seam.NVML_LIBRARY)\n"
+        "    loadable = True\n"
+        "except OSError:\n"
+        "    loadable = False\n"
+        "print(json.dumps({'pynvml': 'pynvml' in sys.modules, 'loadable': loadable}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-400:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["pynvml"] == report["loadable"], report

@@ -207,6 +207,15 @@ def test_only_the_worker_holds_the_model_libraries(live_server: str, library: st
     assert all(maps(worker, library) for worker in workers)
 
 
+def test_only_the_arbiter_holds_the_supervisors_messaging_library(live_server: str) -> None:
+    """BentoML's supervisor watches the workers with circus over pyzmq from the arbiter; the
+    worker puts its module off (seam.defer_supervisor_module) and never loads pyzmq."""
+    arbiter, workers = serving_processes(live_server)
+    assert maps(arbiter, "zmq")
+    assert workers
+    assert not any(maps(worker, "zmq") for worker in workers)
+
+
 def test_bentoml_counts_tensor_requests_like_every_route(live_server: str) -> None:
     endpoint = "/v2/models/iris_classifier/infer"
     tensor = {

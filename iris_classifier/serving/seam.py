@@ -345,6 +345,8 @@ def join_response_writes() -> None:
 # --- BentoML: what its worker imports and this service never uses ------------------------------
 
 PROXY_MODULE = "_bentoml_impl.server.proxy"
+SUPERVISOR_MODULE = "_bentoml_impl.server.serving"
+APP_MODULE = "_bentoml_impl.server.app"
 
 
 def defer_proxy_module() -> bool:
@@ -357,28 +359,86 @@ def defer_proxy_module() -> bool:
     calling its `create_proxy_app`, or reading any other name from it, imports the real module.
     False where the app module or the proxy module is already imported: nothing is replaced.
     """
+    return put_off(PROXY_MODULE, "create_proxy_app", imported_by=APP_MODULE)
+
+
+def defer_supervisor_module() -> bool:
+    """Put off importing BentoML's supervisor (`serve_http`) until something calls it.
+
+    BentoML's app module is in the package `_bentoml_impl.server`, whose `__init__` imports
+    `serve_http` from `SUPERVISOR_MODULE`, the main process's code that starts and watches the
+    workers with circus, which imports pyzmq and tornado. A worker never supervises, and would
+    hold all of it for nothing. In the worker, before `to_asgi()` imports the app module, a
+    stand-in takes the module's place: calling its `serve_http`, or reading any other name from
+    it, imports the real module. False where the package or the module is already imported.
+    """
+    return put_off(SUPERVISOR_MODULE, "serve_http", imported_by="_bentoml_impl.server")
+
+
+def put_off(module: str, function: str, *, imported_by: str) -> bool:
+    """Put a stand-in for `module` in `sys.modules` before `imported_by` imports `function` from
+    it; the stand-in imports the real module when `function` is called or any other name but a
+    dunder is read. False, and nothing replaced, where either module is already imported."""
     import importlib
     import sys
     import types
 
-    if PROXY_MODULE in sys.modules or "_bentoml_impl.server.app" in sys.modules:
+    if module in sys.modules or imported_by in sys.modules:
         return False
 
     def real() -> types.ModuleType:
-        if sys.modules.get(PROXY_MODULE) is stand_in:
-            del sys.modules[PROXY_MODULE]
-        return importlib.import_module(PROXY_MODULE)
+        if sys.modules.get(module) is stand_in:
+            del sys.modules[module]
+        return importlib.import_module(module)
 
-    def create_proxy_app(*args: Any, **kwargs: Any) -> Any:
-        return real().create_proxy_app(*args, **kwargs)
+    def call_real(*args: Any, **kwargs: Any) -> Any:
+        return getattr(real(), function)(*args, **kwargs)
 
     def module_getattr(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(real(), name)
 
-    stand_in = types.ModuleType(PROXY_MODULE, defer_proxy_module.__doc__)
-    stand_in.create_proxy_app = create_proxy_app  # type: ignore[attr-defined]
+    stand_in = types.ModuleType(module, f"A stand-in for {module} until {function} is called.")
+    call_real.__name__ = call_real.__qualname__ = function
+    setattr(stand_in, function, call_real)
     stand_in.__getattr__ = module_getattr  # type: ignore[attr-defined]
-    sys.modules[PROXY_MODULE] = stand_in
+    sys.modules[module] = stand_in
+    return True
+
+
+# --- BentoML: what its main process imports to count GPUs -------------------------------------
+
+NVML_LIBRARY = "libnvidia-ml.so.1"
+
+
+def count_gpus_without_pynvml_where_nvml_is_missing() -> bool:
+    """Answer BentoML's count of NVIDIA GPUs without pynvml where NVML cannot be loaded.
+
+    BentoML's main process counts the machine's GPUs (`NvidiaGpuResource.from_system`) as it
+    starts its workers: it imports pynvml, the whole NVML API in Python that then stays in the
+    process, and answers no GPU when pynvml cannot load `NVML_LIBRARY` (`CDLL` on Linux). The
+    count here loads that library the same way first and answers no GPU without pynvml if it
+    cannot; where it can, BentoML's own count runs. False, and nothing replaced, off Linux or
+    where it is already replaced.
+    """
+    import ctypes
+    import sys
+
+    from bentoml._internal.resource import NvidiaGpuResource
+
+    bentoml_count = NvidiaGpuResource.from_system
+    if not sys.platform.startswith("linux") or hasattr(bentoml_count, "bentoml_count"):
+        return False
+
+    @functools.cache
+    def from_system() -> list[int]:
+        try:
+            ctypes.CDLL(NVML_LIBRARY)
+        except OSError:
+            return []
+        return bentoml_count()
+
+    from_system.bentoml_count = bentoml_count  # type: ignore[attr-defined]
+    NvidiaGpuResource.from_system = staticmethod(from_system)  # type: ignore[method-assign]
     return True

@@ -425,3 +425,110 @@ def test_bentoml_app_takes_its_proxy_app_from_the_module_the_worker_puts_off() -
     assert report["loaded_on_use"], "reading the stand-in's names did not load the real module"
     assert report["real_is_bentomls"], "the loaded module is not BentoML's proxy module"
     assert report["again"] is False, "a second call replaced the imported module"
+
+
+# BentoML's app module with its package's supervisor module put off, in a process of its own,
+# as the worker imports it.
+DEFERRED_SUPERVISOR = """
+import json, sys
+from iris_classifier.serving import seam
+
+SUPERVISOR_PACKAGES = ("circus", "zmq", "tornado")
+report = {"deferred": seam.defer_supervisor_module()}
+from _bentoml_impl.server import app
+import _bentoml_impl.server as package
+report["imported_before_use"] = sorted(m for m in SUPERVISOR_PACKAGES if m in sys.modules)
+stand_in = sys.modules[seam.SUPERVISOR_MODULE]
+report["package_binds_stand_in"] = package.serve_http is stand_in.serve_http
+stand_in.__name__
+report["still_deferred"] = sys.modules[seam.SUPERVISOR_MODULE] is stand_in
+stand_in.logger
+report["loaded_on_use"] = sys.modules[seam.SUPERVISOR_MODULE] is not stand_in
+real = sys.modules[seam.SUPERVISOR_MODULE]
+report["real_is_bentomls"] = real.serve_http.__module__ == seam.SUPERVISOR_MODULE
+report["imported_on_use"] = sorted(m for m in SUPERVISOR_PACKAGES if m in sys.modules)
+report["again"] = seam.defer_supervisor_module()
+print(json.dumps(report))
+"""
+
+
+def test_bentoml_app_package_takes_serve_http_from_the_module_the_worker_puts_off() -> None:
+    report = report_of(DEFERRED_SUPERVISOR, "BentoML's supervisor module moved")
+    assert report["deferred"], "defer_supervisor_module found the package already imported"
+    assert report["imported_before_use"] == [], (
+        f"BentoML's app module imports {report['imported_before_use']} besides its supervisor"
+    )
+    assert report["package_binds_stand_in"], (
+        "_bentoml_impl.server no longer imports serve_http from its serving module"
+    )
+    assert report["still_deferred"], "reading a dunder of the stand-in loaded the real module"
+    assert report["loaded_on_use"], "reading the stand-in's names did not load the real module"
+    assert report["real_is_bentomls"], "the loaded module is not BentoML's supervisor module"
+    assert report["imported_on_use"] == ["circus", "tornado", "zmq"], (
+        "BentoML's supervisor no longer imports circus, pyzmq and tornado: nothing to put off"
+    )
+    assert report["again"] is False, "a second call replaced the imported module"
+
+
+# A stand-in's function, called, is the real module's, with its arguments and its answer.
+CALLED_THROUGH_STAND_IN = """
+import json, sys
+from iris_classifier.serving import seam
+
+report = {"deferred": seam.put_off("colorsys", "rgb_to_hsv", imported_by="no.such.module")}
+stand_in = sys.modules["colorsys"]
+import colorsys
+report["import_finds_stand_in"] = colorsys is stand_in
+report["answer"] = colorsys.rgb_to_hsv(0.0, 0.0, 1.0)
+report["loaded_on_call"] = sys.modules["colorsys"] is not stand_in
+report["real"] = sys.modules["colorsys"].rgb_to_hsv.__module__
+print(json.dumps(report))
+"""
+
+
+def test_a_put_off_function_called_imports_the_real_module_and_answers_from_it() -> None:
+    report = report_of(CALLED_THROUGH_STAND_IN, "put_off")
+    assert report["deferred"]
+    assert report["import_finds_stand_in"], "an import of a put-off module is not the stand-in"
+    assert report["answer"] == [2 / 3, 1.0, 1.0], "the call did not answer as the real function"
+    assert report["loaded_on_call"], "calling the stand-in's function left the stand-in in place"
+    assert report["real"] == "colorsys"
+
+
+# BentoML's GPU count as its main process takes it when it starts the workers, in a process of
+# its own (pynvml, once imported, stays), with or without the seam's count in its place.
+GPU_COUNT = """
+import ctypes, json, sys
+from iris_classifier.serving import seam
+
+replaced = seam.count_gpus_without_pynvml_where_nvml_is_missing() if {replace} else None
+from _bentoml_impl.server.allocator import ResourceAllocator
+
+allocator = ResourceAllocator()
+try:
+    ctypes.CDLL(seam.NVML_LIBRARY)
+    loadable = True
+except OSError:
+    loadable = False
+print(json.dumps({{
+    "replaced": replaced,
+    "again": seam.count_gpus_without_pynvml_where_nvml_is_missing() if {replace} else None,
+    "gpus": allocator.system_resources["nvidia.com/gpu"],
+    "pynvml": "pynvml" in sys.modules,
+    "nvml_loadable": loadable,
+}}))
+"""
+
+
+def test_bentoml_counts_gpus_through_pynvml_as_the_seam_counts_them() -> None:
+    bentomls = report_of(GPU_COUNT.format(replace=False), "BentoML's GPU count moved")
+    assert bentomls["pynvml"], (
+        "BentoML's ResourceAllocator no longer imports pynvml to count GPUs: nothing to put off"
+    )
+    seams = report_of(GPU_COUNT.format(replace=True), "NvidiaGpuResource.from_system moved")
+    assert seams["replaced"] is True, "the seam found BentoML's count already replaced"
+    assert seams["again"] is False, "a second call replaced the count again"
+    assert seams["gpus"] == bentomls["gpus"], "the seam's count differs from BentoML's"
+    assert seams["pynvml"] == seams["nvml_loadable"], (
+        "pynvml was imported where NVML cannot be loaded, or skipped where it can"
+    )
