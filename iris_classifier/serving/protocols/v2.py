@@ -399,40 +399,42 @@ def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, .
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
+    # The tensor first, and each field read once: its checks are most of this reading's cost.
     if type(document) is not dict or not document.keys() <= COMMON_REQUEST_FIELDS:
         return None
-    request_id = document.get("id")
     inputs = document.get("inputs")
-    if (
-        (request_id is not None and type(request_id) is not str)
-        or document.get("model_name", MODEL_NAME) != MODEL_NAME
-        or type(inputs) is not list
-        or len(inputs) != 1
-    ):
+    if type(inputs) is not list or len(inputs) != 1:
         return None
-    outputs = _named_outputs(document.get("outputs"))
     tensor = inputs[0]
-    if (
-        outputs is None
-        or type(tensor) is not dict
-        or tensor.keys() != COMMON_TENSOR_FIELDS
-        or tensor["name"] != INPUT
-        or type(tensor["datatype"]) is not str
-        or tensor["datatype"] not in DATATYPES
-    ):
+    if type(tensor) is not dict or tensor.keys() != COMMON_TENSOR_FIELDS:
         return None
-    shape, data = tensor["shape"], tensor["data"]
+    datatype, shape, data = tensor["datatype"], tensor["shape"], tensor["data"]
     if (
-        type(shape) is not list
+        tensor["name"] != INPUT
+        or type(datatype) is not str
+        or datatype not in DATATYPES
+        or type(shape) is not list
         or len(shape) != 2
-        or type(shape[0]) is not int
-        or type(shape[1]) is not int
-        or shape[1] != WIDTH
-        or not 1 <= shape[0] <= MAX_TENSOR_ROWS
         or type(data) is not list
     ):
         return None
-    features = _one_row(data) if shape[0] == 1 else _many_rows(data, shape[0])
+    rows, width = shape
+    if (
+        type(rows) is not int
+        or type(width) is not int
+        or width != WIDTH
+        or not 1 <= rows <= MAX_TENSOR_ROWS
+    ):
+        return None
+    request_id = document.get("id")
+    if (request_id is not None and type(request_id) is not str) or (
+        "model_name" in document and document["model_name"] != MODEL_NAME
+    ):
+        return None
+    outputs = _named_outputs(document.get("outputs"))
+    if outputs is None:
+        return None
+    features = _one_row(data) if rows == 1 else _many_rows(data, rows)
     if features is None:
         return None
     return Asked(request_id, None, outputs), features
@@ -451,12 +453,17 @@ def _one_row(data: list) -> tuple[float, ...] | None:
     row = data[0] if len(data) == 1 and type(data[0]) is list else data
     if len(row) != WIDTH:
         return None
+    all_floats = True
     for value in row:
         # bool is a subclass of int, not the type int; orjson never gives NaN or infinity.
-        if (type(value) is not float and type(value) is not int) or not 0 < value <= MAX_FEATURE_CM:
+        if type(value) is not float:
+            if type(value) is not int:
+                return None
+            all_floats = False
+        if not 0 < value <= MAX_FEATURE_CM:
             return None
     # Integers become the floats an array of them would hold, for the model and the log alike.
-    return tuple(map(float, row))
+    return tuple(row) if all_floats else tuple(map(float, row))
 
 
 def _many_rows(data: list, rows: int) -> np.ndarray | None:
