@@ -26,7 +26,7 @@ from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain, permutations
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import orjson
@@ -57,7 +57,6 @@ HEADER_LENGTH_BYTES = HEADER_LENGTH.encode()
 EXTENSIONS = ("binary_tensor_data",)
 FP32 = np.dtype("<f4")
 DATATYPES = {"FP32": FP32, "FP64": np.dtype("<f8")}
-NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 # The request the OpenAPI document shows: two flowers, nested one row per flower.
 EXAMPLE = {
@@ -232,6 +231,26 @@ class InferenceProtocol:
         self._one_out_of_range = _text_before_data(
             {"name": OUT_OF_RANGE, "datatype": "BYTES", "shape": [1]}
         )
+        # Each list of JSON outputs a one-row answer may hold: the outputs in order, and the
+        # text before, between and after their values, with the answer's start before them
+        # for an answer with no id (see `_one_row_json`).
+        around = {
+            PROBABILITIES: (self._one_probabilities, b"}"),
+            LABEL: (b"", b""),
+            OUT_OF_RANGE: (self._one_out_of_range, b"}"),
+        }
+        self._one_row_texts: dict[tuple[tuple[str, bool], ...], OneRowText] = {}
+        for outputs in ASKED_BY_TEXT.values():
+            names = tuple(name for name, _ in outputs)
+            texts = [b',"outputs":[']
+            for name in names:
+                before, after = around[name]
+                texts[-1] += (b"," if len(texts) > 1 else b"") + before
+                texts.append(after)
+            texts[-1] += b"]}"
+            self._one_row_texts[outputs] = OneRowText(
+                names, self._answer_start + texts[0], tuple(texts)
+            )
 
     def server_metadata(self) -> bytes:
         return self._server_metadata
@@ -320,25 +339,35 @@ class InferenceProtocol:
         """The answer `_answer` writes for one row, with no document built for orjson to walk:
         the text around its values is the same in every such answer. None when an output is
         asked for as binary."""
-        parts = [self._answer_start]
-        if asked.id is not None:
-            parts += (b',"id":', orjson.dumps(asked.id))
-        before = b',"outputs":['
-        for name, binary in asked.outputs:
-            if binary:
-                return None
-            parts.append(before)
-            before = b","
-            if name == PROBABILITIES:
-                values = np.array(row.probabilities, FP32)
-                parts += (self._one_probabilities, orjson.dumps(values, option=NUMPY), b"}")
-            elif name == LABEL:
-                parts.append(self._one_labels[row.best])
-            else:
-                outside = orjson.dumps([",".join(row.out_of_range)])
-                parts += (self._one_out_of_range, outside, b"}")
-        parts.append(b"]}")
+        text = self._one_row_texts.get(asked.outputs)
+        if text is None:
+            return None
+        names, texts = text.names, text.texts
+        if asked.id is None:
+            parts = [text.start_and_first]
+        else:
+            parts = [self._answer_start, b',"id":', orjson.dumps(asked.id), texts[0]]
+        if len(names) == 1:  # a loop's setup costs more than the rest of such an answer
+            parts += (self._one_row_value(names[0], row), texts[1])
+        else:
+            for index, name in enumerate(names, 1):
+                parts += (self._one_row_value(name, row), texts[index])
         return b"".join(parts)
+
+    def _one_row_value(self, name: str, row: RowPrediction) -> bytes:
+        if name == PROBABILITIES:
+            return row.probabilities_json
+        if name == LABEL:
+            return self._one_labels[row.best]
+        return orjson.dumps([",".join(row.out_of_range)])
+
+
+class OneRowText(NamedTuple):
+    """The text of a one-row answer around its values, for one list of outputs."""
+
+    names: tuple[str, ...]
+    start_and_first: bytes  # the answer's start and `texts[0]`, for an answer with no id
+    texts: tuple[bytes, ...]  # before the first value, between each two, after the last
 
 
 def _text_before_data(entry: dict[str, Any]) -> bytes:
