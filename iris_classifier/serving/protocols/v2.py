@@ -240,7 +240,7 @@ class InferenceProtocol:
             OUT_OF_RANGE: (self._one_out_of_range, b"}"),
         }
         self._one_row_texts: dict[tuple[tuple[str, bool], ...], OneRowText] = {}
-        for outputs in ASKED_BY_TEXT.values():
+        for outputs in (asked.outputs for asked in ASKED_BY_TEXT.values()):
             names = tuple(name for name, _ in outputs)
             texts = [b',"outputs":[']
             for name in names:
@@ -408,12 +408,16 @@ def parse_request(
 # The fields of the common request: one tensor of JSON data, outputs named and nothing more.
 COMMON_REQUEST_FIELDS = frozenset({"id", "model_name", "inputs", "outputs"})
 COMMON_TENSOR_FIELDS = frozenset({"name", "datatype", "shape", "data"})
-DEFAULT_ASKED = tuple((name, False) for name in DEFAULT_OUTPUTS)
+# What a common request with no id asks, for each outputs it may name, made once and shared
+# by every such request (nothing changes an `Asked`).
+DEFAULT_ASKED = Asked(None, None, tuple((name, False) for name in DEFAULT_OUTPUTS))
 # Every list of distinct outputs asked for by name alone, in any order, as orjson writes it: one
 # look-up both reads and checks a request's list, which is written otherwise if it holds anything
 # else (an output with another key, a name that is not one of these strings).
 ASKED_BY_TEXT = {
-    orjson.dumps([{"name": name} for name in names]): tuple((name, False) for name in names)
+    orjson.dumps([{"name": name} for name in names]): Asked(
+        None, None, tuple((name, False) for name in names)
+    )
     for count in range(1, len(OUTPUTS) + 1)
     for names in permutations(OUTPUTS, count)
 }
@@ -460,16 +464,18 @@ def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, .
         "model_name" in document and document["model_name"] != MODEL_NAME
     ):
         return None
-    outputs = _named_outputs(document.get("outputs"))
-    if outputs is None:
+    asked = _named_outputs(document.get("outputs"))
+    if asked is None:
         return None
     features = _one_row(data) if rows == 1 else _many_rows(data, rows)
     if features is None:
         return None
-    return Asked(request_id, None, outputs), features
+    if request_id is not None:
+        asked = Asked(request_id, None, asked.outputs)
+    return asked, features
 
 
-def _named_outputs(outputs: Any) -> tuple[tuple[str, bool], ...] | None:
+def _named_outputs(outputs: Any) -> Asked | None:
     if outputs is None:
         return DEFAULT_ASKED
     try:
