@@ -407,7 +407,6 @@ def parse_request(
 
 # The fields of the common request: one tensor of JSON data, outputs named and nothing more.
 COMMON_REQUEST_FIELDS = frozenset({"id", "model_name", "inputs", "outputs"})
-COMMON_TENSOR_FIELDS = frozenset({"name", "datatype", "shape", "data"})
 # What a common request with no id asks, for each outputs it may name, made once and shared
 # by every such request (nothing changes an `Asked`).
 DEFAULT_ASKED = Asked(None, None, tuple((name, False) for name in DEFAULT_OUTPUTS))
@@ -439,11 +438,16 @@ def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, .
     if type(inputs) is not list or len(inputs) != 1:
         return None
     tensor = inputs[0]
-    if type(tensor) is not dict or tensor.keys() != COMMON_TENSOR_FIELDS:
+    # Its four fields and no other: four look-ups cost less than comparing its keys with a set.
+    if type(tensor) is not dict or len(tensor) != 4:
         return None
-    datatype, shape, data = tensor["datatype"], tensor["shape"], tensor["data"]
+    try:
+        name, datatype = tensor["name"], tensor["datatype"]
+        shape, data = tensor["shape"], tensor["data"]
+    except KeyError:
+        return None
     if (
-        tensor["name"] != INPUT
+        name != INPUT
         or type(datatype) is not str
         or datatype not in DATATYPES
         or type(shape) is not list
