@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from iris_classifier.model_format import (
     CLASS_NAMES_PROPERTY,
@@ -71,6 +72,7 @@ class OnnxClassifier:
             self._row_probabilities.ctypes.data,
         )
         self._binding.bind_output(LABEL_OUTPUT)
+        self._probabilities_row = self._row_probabilities[0]  # a view, made once
 
     def predict_proba_one(self, features: Sequence[float]) -> list[float]:
         """Probabilities of each class for one flower.
@@ -82,10 +84,25 @@ class OnnxClassifier:
         self.session.run_with_iobinding(self._binding)
         return self._row_probabilities[0].tolist()
 
+    def predict_proba_one_json(self, features: Sequence[float]) -> tuple[list[float], bytes]:
+        """`predict_proba_one`'s probabilities, and the same values as the JSON of a float32
+        array, as the tensor protocol answers them. Written from the bound row before the next
+        call reuses it: an array built again from the list costs more than the writing."""
+        self._row[0] = features
+        self.session.run_with_iobinding(self._binding)
+        row = self._probabilities_row
+        single = row if self.dtype is np.float32 else row.astype(np.float32)
+        return row.tolist(), single_precision_json(single)
+
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Probabilities of each class for a (rows, 4) array of flowers."""
         feed = {INPUT_NAME: features.astype(self.dtype, copy=False)}
         return self.session.run(self._outputs, feed)[0]
+
+
+def single_precision_json(row: np.ndarray) -> bytes:
+    """A float32 row as JSON: single precision's shortest digits, as orjson writes them."""
+    return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def load(directory: Path, metadata: Mapping[str, Any], feature_names: Sequence[str]):

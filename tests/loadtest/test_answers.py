@@ -14,6 +14,7 @@ import pytest
 
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
 from iris_classifier.model_format import INPUT_NAME, PROBABILITIES_OUTPUT
+from iris_classifier.onnx_model import single_precision_json
 from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.model.prediction import Predictor
 from iris_classifier.training.data import TrainingData, load_bundled
@@ -56,6 +57,10 @@ class GivenProbabilities:
 
     def predict_proba_one(self, features: object) -> list[float]:
         return self.rows[0].tolist()
+
+    def predict_proba_one_json(self, features: object) -> tuple[list[float], bytes]:
+        probabilities = self.predict_proba_one(features)
+        return probabilities, single_precision_json(np.array(probabilities, np.float32))
 
 
 class Unrecorded:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from iris_classifier.flowers import CLASS_NAMES
+from iris_classifier.onnx_model import single_precision_json
 
 
 class SoftmaxClassifier:
@@ -23,3 +24,7 @@ class SoftmaxClassifier:
 
     def predict_proba_one(self, features: tuple[float, ...]) -> list[float]:
         return self.predict_proba(np.asarray([features])).tolist()[0]
+
+    def predict_proba_one_json(self, features: tuple[float, ...]) -> tuple[list[float], bytes]:
+        probabilities = self.predict_proba_one(features)
+        return probabilities, single_precision_json(np.array(probabilities, np.float32))

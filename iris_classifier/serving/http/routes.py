@@ -98,6 +98,8 @@ class RouteTable:
             "/v2/health/ready": {"GET": self.ready},
         }
         self.model_routes: dict[str, dict[str, Handler]] = {}
+        # Both tables in one, for one look-up per request whichever table holds the path.
+        self._paths = dict(self.routes)
 
     def serve(self, served: ServedModel) -> None:
         """Answer with `served` from now on; its V2 routes become exact paths of the table."""
@@ -113,10 +115,11 @@ class RouteTable:
                 (f"{prefix}/infer", {"POST": self.infer}),
             )
         }
+        self._paths = {**self.model_routes, **self.routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         path = scope["path"]
-        methods = self.routes.get(path) or self.model_routes.get(path)
+        methods = self._paths.get(path)
         if methods is None and path.startswith(V2_MODELS):
             methods = self._unknown_model(path)
         if methods is None and path in BENTOML_PATHS:

@@ -48,6 +48,8 @@ class RowPrediction(NamedTuple):
     probabilities: list[float]  # the model's values, as Python floats
     best: int
     out_of_range: list[str]
+    # The same values as the JSON of a float32 array, written by the model from its own output.
+    probabilities_json: bytes
 
 
 class Predictor:
@@ -145,7 +147,7 @@ class Predictor:
     def _predict_row(self, values: tuple[float, ...]) -> RowPrediction:
         # One row costs what the single-flower route costs: the bound session and the
         # per-flower metrics, not the array versions built for thousands of rows.
-        probabilities = self.model.predict_proba_one(values)
+        probabilities, probabilities_json = self.model.predict_proba_one_json(values)
         best = max(range(len(probabilities)), key=probabilities.__getitem__)
         outside = self.ranges.outside_one(values)
         self.metrics.record_one(best, probabilities[best], outside, rows_observed=True)
@@ -158,7 +160,7 @@ class Predictor:
                 [best],
                 [outside],
             )
-        return RowPrediction(probabilities, best, outside)
+        return RowPrediction(probabilities, best, outside, probabilities_json)
 
     def classify_many(self, features: np.ndarray) -> dict[str, Any]:
         predictions = self.predict(features)

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain, permutations
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import orjson
@@ -56,7 +56,6 @@ HEADER_LENGTH_BYTES = HEADER_LENGTH.encode()
 EXTENSIONS = ("binary_tensor_data",)
 FP32 = np.dtype("<f4")
 DATATYPES = {"FP32": FP32, "FP64": np.dtype("<f8")}
-NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 # The request the OpenAPI document shows: two flowers, nested one row per flower.
 EXAMPLE = {
@@ -231,6 +230,26 @@ class InferenceProtocol:
         self._one_out_of_range = _text_before_data(
             {"name": OUT_OF_RANGE, "datatype": "BYTES", "shape": [1]}
         )
+        # Each list of JSON outputs a one-row answer may hold: the outputs in order, and the
+        # text before, between and after their values, with the answer's start before them
+        # for an answer with no id (see `_one_row_json`).
+        around = {
+            PROBABILITIES: (self._one_probabilities, b"}"),
+            LABEL: (b"", b""),
+            OUT_OF_RANGE: (self._one_out_of_range, b"}"),
+        }
+        self._one_row_texts: dict[tuple[tuple[str, bool], ...], OneRowText] = {}
+        for outputs in (asked.outputs for asked in ASKED_BY_TEXT.values()):
+            names = tuple(name for name, _ in outputs)
+            texts = [b',"outputs":[']
+            for name in names:
+                before, after = around[name]
+                texts[-1] += (b"," if len(texts) > 1 else b"") + before
+                texts.append(after)
+            texts[-1] += b"]}"
+            self._one_row_texts[outputs] = OneRowText(
+                names, self._answer_start + texts[0], tuple(texts)
+            )
 
     def server_metadata(self) -> bytes:
         return self._server_metadata
@@ -319,25 +338,35 @@ class InferenceProtocol:
         """The answer `_answer` writes for one row, with no document built for orjson to walk:
         the text around its values is the same in every such answer. None when an output is
         asked for as binary."""
-        parts = [self._answer_start]
-        if asked.id is not None:
-            parts += (b',"id":', orjson.dumps(asked.id))
-        before = b',"outputs":['
-        for name, binary in asked.outputs:
-            if binary:
-                return None
-            parts.append(before)
-            before = b","
-            if name == PROBABILITIES:
-                values = np.array(row.probabilities, FP32)
-                parts += (self._one_probabilities, orjson.dumps(values, option=NUMPY), b"}")
-            elif name == LABEL:
-                parts.append(self._one_labels[row.best])
-            else:
-                outside = orjson.dumps([",".join(row.out_of_range)])
-                parts += (self._one_out_of_range, outside, b"}")
-        parts.append(b"]}")
+        text = self._one_row_texts.get(asked.outputs)
+        if text is None:
+            return None
+        names, texts = text.names, text.texts
+        if asked.id is None:
+            parts = [text.start_and_first]
+        else:
+            parts = [self._answer_start, b',"id":', orjson.dumps(asked.id), texts[0]]
+        if len(names) == 1:  # a loop's setup costs more than the rest of such an answer
+            parts += (self._one_row_value(names[0], row), texts[1])
+        else:
+            for index, name in enumerate(names, 1):
+                parts += (self._one_row_value(name, row), texts[index])
         return b"".join(parts)
+
+    def _one_row_value(self, name: str, row: RowPrediction) -> bytes:
+        if name == PROBABILITIES:
+            return row.probabilities_json
+        if name == LABEL:
+            return self._one_labels[row.best]
+        return orjson.dumps([",".join(row.out_of_range)])
+
+
+class OneRowText(NamedTuple):
+    """The text of a one-row answer around its values, for one list of outputs."""
+
+    names: tuple[str, ...]
+    start_and_first: bytes  # the answer's start and `texts[0]`, for an answer with no id
+    texts: tuple[bytes, ...]  # before the first value, between each two, after the last
 
 
 def _text_before_data(entry: dict[str, Any]) -> bytes:
@@ -377,13 +406,16 @@ def parse_request(
 
 # The fields of the common request: one tensor of JSON data, outputs named and nothing more.
 COMMON_REQUEST_FIELDS = frozenset({"id", "model_name", "inputs", "outputs"})
-COMMON_TENSOR_FIELDS = frozenset({"name", "datatype", "shape", "data"})
-DEFAULT_ASKED = tuple((name, False) for name in DEFAULT_OUTPUTS)
+# What a common request with no id asks, for each outputs it may name, made once and shared
+# by every such request (nothing changes an `Asked`).
+DEFAULT_ASKED = Asked(None, None, tuple((name, False) for name in DEFAULT_OUTPUTS))
 # Every list of distinct outputs asked for by name alone, in any order, as orjson writes it: one
 # look-up both reads and checks a request's list, which is written otherwise if it holds anything
 # else (an output with another key, a name that is not one of these strings).
 ASKED_BY_TEXT = {
-    orjson.dumps([{"name": name} for name in names]): tuple((name, False) for name in names)
+    orjson.dumps([{"name": name} for name in names]): Asked(
+        None, None, tuple((name, False) for name in names)
+    )
     for count in range(1, len(OUTPUTS) + 1)
     for names in permutations(OUTPUTS, count)
 }
@@ -398,46 +430,55 @@ def read_common_request(body: bytes) -> tuple[Asked, np.ndarray | tuple[float, .
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
+    # The tensor first, and each field read once: its checks are most of this reading's cost.
     if type(document) is not dict or not document.keys() <= COMMON_REQUEST_FIELDS:
         return None
-    request_id = document.get("id")
     inputs = document.get("inputs")
-    if (
-        (request_id is not None and type(request_id) is not str)
-        or document.get("model_name", MODEL_NAME) != MODEL_NAME
-        or type(inputs) is not list
-        or len(inputs) != 1
-    ):
+    if type(inputs) is not list or len(inputs) != 1:
         return None
-    outputs = _named_outputs(document.get("outputs"))
     tensor = inputs[0]
-    if (
-        outputs is None
-        or type(tensor) is not dict
-        or tensor.keys() != COMMON_TENSOR_FIELDS
-        or tensor["name"] != INPUT
-        or type(tensor["datatype"]) is not str
-        or tensor["datatype"] not in DATATYPES
-    ):
+    # Its four fields and no other: four look-ups cost less than comparing its keys with a set.
+    if type(tensor) is not dict or len(tensor) != 4:
         return None
-    shape, data = tensor["shape"], tensor["data"]
+    try:
+        name, datatype = tensor["name"], tensor["datatype"]
+        shape, data = tensor["shape"], tensor["data"]
+    except KeyError:
+        return None
     if (
-        type(shape) is not list
+        name != INPUT
+        or type(datatype) is not str
+        or datatype not in DATATYPES
+        or type(shape) is not list
         or len(shape) != 2
-        or type(shape[0]) is not int
-        or type(shape[1]) is not int
-        or shape[1] != WIDTH
-        or not 1 <= shape[0] <= MAX_TENSOR_ROWS
         or type(data) is not list
     ):
         return None
-    features = _one_row(data) if shape[0] == 1 else _many_rows(data, shape[0])
+    rows, width = shape
+    if (
+        type(rows) is not int
+        or type(width) is not int
+        or width != WIDTH
+        or not 1 <= rows <= MAX_TENSOR_ROWS
+    ):
+        return None
+    request_id = document.get("id")
+    if (request_id is not None and type(request_id) is not str) or (
+        "model_name" in document and document["model_name"] != MODEL_NAME
+    ):
+        return None
+    asked = _named_outputs(document.get("outputs"))
+    if asked is None:
+        return None
+    features = _one_row(data) if rows == 1 else _many_rows(data, rows)
     if features is None:
         return None
-    return Asked(request_id, None, outputs), features
+    if request_id is not None:
+        asked = Asked(request_id, None, asked.outputs)
+    return asked, features
 
 
-def _named_outputs(outputs: Any) -> tuple[tuple[str, bool], ...] | None:
+def _named_outputs(outputs: Any) -> Asked | None:
     if outputs is None:
         return DEFAULT_ASKED
     try:
@@ -450,12 +491,17 @@ def _one_row(data: list) -> tuple[float, ...] | None:
     row = data[0] if len(data) == 1 and type(data[0]) is list else data
     if len(row) != WIDTH:
         return None
+    all_floats = True
     for value in row:
         # bool is a subclass of int, not the type int; orjson never gives NaN or infinity.
-        if (type(value) is not float and type(value) is not int) or not 0 < value <= MAX_FEATURE_CM:
+        if type(value) is not float:
+            if type(value) is not int:
+                return None
+            all_floats = False
+        if not 0 < value <= MAX_FEATURE_CM:
             return None
     # Integers become the floats an array of them would hold, for the model and the log alike.
-    return tuple(map(float, row))
+    return tuple(row) if all_floats else tuple(map(float, row))
 
 
 def _many_rows(data: list, rows: int) -> np.ndarray | None:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
+from iris_classifier.onnx_model import single_precision_json
 from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.config import MAX_TENSOR_ROWS as MAX_ROWS
 from iris_classifier.serving.http.errors import ErrorAnswer
@@ -35,6 +36,10 @@ class FixedClassifier:
 
     def predict_proba_one(self, features: list[float]) -> list[float]:
         return self.predict_proba(np.asarray([features])).tolist()[0]
+
+    def predict_proba_one_json(self, features: list[float]) -> tuple[list[float], bytes]:
+        probabilities = self.predict_proba_one(features)
+        return probabilities, single_precision_json(np.array(probabilities, np.float32))
 
 
 # Training ranges that flag a sepal_length above 6 and a petal_width above 2.

@@ -235,6 +235,8 @@ flower_value = st.one_of(
 )
 @example(values=[5, 3, 1, 1], outputs=list(OUTPUTS), request_id=None)
 @example(values=[MAX_FEATURE_CM, 1e-45, 6.1, 2.5], outputs=None, request_id="a")
+# Every output, after an id, for a flower outside the training range in two features.
+@example(values=[7.5, 3.0, 5.0, 2.5], outputs=list(reversed(OUTPUTS)), request_id='%b"')
 def test_one_row_is_answered_as_the_general_path_answers_it(
     values: list[float], outputs: list[str] | None, request_id: str | None
 ) -> None:
