@@ -559,11 +559,12 @@ def test_an_answer_passes_one_send_wrapper_in_the_whole_stack(
                 elif frame.f_code.co_flags & inspect.CO_COROUTINE:
                     entered.append(frame.f_code.co_qualname)
 
+            before = sys.getprofile()
             sys.setprofile(profile)
             try:
                 await send(message)
             finally:
-                sys.setprofile(None)
+                sys.setprofile(before)
             passed.append((message["type"], entered))
 
         return probe
