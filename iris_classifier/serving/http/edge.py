@@ -5,29 +5,24 @@ of shutdown.py and the close of recycling.py) and `ErrorShape` (every error in t
 shape, a 500 where nothing answered) go in front of the whole stack when it starts, so that
 BentoML's answers (a 504, a 500) carry our headers too; `RequestTimeout` goes where BentoML's
 timeout layer was, whose timers outlived their requests (README.md). seam.py does the moving.
+Each gives its job to the request's one `send` wrapper (responder.py) rather than wrapping it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterable
-from http import HTTPStatus
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iris_classifier.serving import seam
-from iris_classifier.serving.http.errors import JSON_MEDIA_TYPE, ErrorAnswer, send_error_answer
+from iris_classifier.serving.http.errors import ErrorAnswer, send_error_answer
 from iris_classifier.serving.http.recycling import ConnectionRecycler
-from iris_classifier.serving.http.request_context import (
-    CURRENT_REQUEST,
-    REQUEST_ID_HEADER,
-    context_for,
-)
+from iris_classifier.serving.http.request_context import CURRENT_REQUEST, context_for
+from iris_classifier.serving.http.responder import Responder
 from iris_classifier.serving.http.shutdown import Drain
 from iris_classifier.serving.seam import READINESS_PATH
 from iris_classifier.serving.telemetry.line_writer import write_through
@@ -37,100 +32,9 @@ from iris_classifier.serving.telemetry.request_metrics import replace_request_me
 
 logger = logging.getLogger("iris_classifier.access")
 
-SERVED_BY_HEADER = b"x-served-by"
 # Probed every few seconds: their access lines would drown the requests that matter.
 PROBE_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
-# Statuses BentoML's layers answer in a shape of their own: 429, its concurrency limit; 504, its
-# timeout layer, should the seam not find it to replace.
-FOREIGN_STATUSES = frozenset({429, 504})
 INTERNAL_ERROR = "internal server error"
-
-
-class EdgeResponder:
-    """The one `send` wrapper of the edge layers. Each layer gives it its job (`mark`,
-    `close_for`, `reshape`) on the wrapper the layer in front made, rather than wrapping `send`
-    again, so each message of an answer costs one call instead of three. The jobs run in the
-    order the layers are stacked: an error answer is reshaped first, then closed, then marked.
-    """
-
-    __slots__ = (
-        "closer",
-        "head",
-        "held",
-        "marks",
-        "reshaping",
-        "scope",
-        "send",
-        "started",
-        "status",
-    )
-
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.status = 0
-        self.started = False
-        self.marks: tuple[tuple[bytes, bytes], ...] = ()
-        self.closer: Draining | None = None
-        self.scope: Scope = {}
-        self.reshaping = False
-        self.held: list[bytes] | None = None
-        self.head: Message = {}
-
-    @staticmethod
-    def around(send: Send) -> EdgeResponder:
-        """The wrapper a layer in front made, or a new one around `send`."""
-        return send if type(send) is EdgeResponder else EdgeResponder(send)
-
-    def mark(self, served_by: bytes, request_id: bytes) -> None:
-        """`X-Served-By` and `X-Request-ID` on the answer's head, in place of any it has."""
-        self.marks = ((SERVED_BY_HEADER, served_by), (REQUEST_ID_HEADER, request_id))
-
-    def close_for(self, layer: Draining, scope: Scope) -> None:
-        """`Connection: close` on the answer's head when `layer` says so."""
-        self.closer, self.scope = layer, scope
-
-    def reshape(self) -> None:
-        """A foreign error answer is held until its body is whole, then sent as a refusal."""
-        self.reshaping = True
-
-    async def __call__(self, message: Message) -> None:
-        if self.held is not None:
-            self.held.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                body, self.held = b"".join(self.held), None
-                headers = list(self.head.get("headers", ()))
-                refusal = reshaped(self.head["status"], body, headers)
-                await send_error_answer(self._send_reshaped, refusal)
-            return
-        if message["type"] == "http.response.start":
-            self.started = True
-            if self.reshaping and foreign_error(message):
-                self.held, self.head = [], message
-                return
-            message = self._finished_head(message)
-        await self.send(message)
-
-    async def _send_reshaped(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = self._finished_head(message)
-        await self.send(message)
-
-    def _finished_head(self, message: Message) -> Message:
-        self.status = message["status"]
-        headers = message.get("headers", ())
-        closing = self.closer is not None and self.closer.closes_connection(self.scope, headers)
-        if not closing and not self.marks:
-            return message
-        if closing:
-            headers = [*headers, (b"connection", b"close")]
-        if self.marks:
-            headers = [
-                (name, value)
-                for name, value in headers
-                if name not in (SERVED_BY_HEADER, REQUEST_ID_HEADER)
-            ]
-            headers += self.marks
-        return {**message, "headers": headers}
 
 
 class RequestLog:
@@ -150,7 +54,7 @@ class RequestLog:
         context = context_for(scope)
         token = CURRENT_REQUEST.set(context)
         started = time.perf_counter()
-        responder = EdgeResponder.around(send)
+        responder = Responder.around(send)
         responder.mark(self.served_by, context.request_id.encode("ascii"))
         try:
             await self.app(scope, receive, responder)
@@ -203,7 +107,7 @@ class Draining:
         if self.recycler is None and not self.drain.active:
             await self.app(scope, receive, send)
             return
-        responder = EdgeResponder.around(send)
+        responder = Responder.around(send)
         responder.close_for(self, scope)
         if self.drain.active and scope["path"] == READINESS_PATH:
             draining = ErrorAnswer(503, "draining: this replica is stopping", field="replica")
@@ -225,26 +129,6 @@ class Draining:
         )
 
 
-def foreign_error(message: Message) -> bool:
-    """An error answer not in the error shape: not JSON, or one of BentoML's own."""
-    if message["status"] < 400:  # every answer passes here: no header scan for a success
-        return False
-    content_type = dict(message.get("headers", ())).get(b"content-type", b"")
-    return message["status"] in FOREIGN_STATUSES or not content_type.startswith(JSON_MEDIA_TYPE)
-
-
-def reshaped(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> ErrorAnswer:
-    """A foreign error answer's own words (and headers, `Allow` say), as a refusal."""
-    said = body.decode("utf-8", "replace").strip()
-    with contextlib.suppress(ValueError, AttributeError):
-        said = json.loads(body).get("error", said)
-    kept = tuple(h for h in headers if h[0] not in (b"content-type", b"content-length"))
-    phrase = HTTPStatus(status).phrase
-    # Starlette's bare "Internal Server Error" reads as the service's own 500 does.
-    said = phrase.lower() if str(said) in ("", phrase) else str(said)
-    return ErrorAnswer(status, said, headers=kept)
-
-
 class ErrorShape:
     """Every error answer in the error shape, and a 500 where nothing answered."""
 
@@ -255,7 +139,7 @@ class ErrorShape:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        responder = EdgeResponder.around(send)
+        responder = Responder.around(send)
         responder.reshape()
         try:
             await self.app(scope, receive, responder)
@@ -329,23 +213,21 @@ class Deadlines:
 
 
 class TimedRequest:
-    """One request under a `RequestTimeout`; its `send` ends the time when the answer starts."""
+    """One request under a `RequestTimeout`; its time ends when the answer starts."""
 
-    __slots__ = ("answered", "deadline", "deadlines", "downstream", "expired", "task")
+    __slots__ = ("answered", "deadline", "deadlines", "expired", "task")
 
-    def __init__(self, deadlines: Deadlines, task: asyncio.Task[Any], downstream: Send) -> None:
+    def __init__(self, deadlines: Deadlines, task: asyncio.Task[Any]) -> None:
         self.deadlines = deadlines
         self.task = task
-        self.downstream = downstream
         self.deadline = 0.0
         self.answered = False
         self.expired = False
 
-    async def send(self, message: Message) -> None:
+    def answer_started(self) -> None:
         if not self.answered:
             self.answered = True
             self.deadlines.discard(self)
-        await self.downstream(message)
 
 
 class RequestTimeout:
@@ -368,10 +250,12 @@ class RequestTimeout:
         if deadlines is None or deadlines.loop is not task.get_loop():
             deadlines = self.deadlines = Deadlines(task.get_loop(), self.seconds)
         cancelling = task.cancelling()
-        request = TimedRequest(deadlines, task, send)
+        request = TimedRequest(deadlines, task)
         deadlines.add(request)
+        responder = Responder.around(send)
+        responder.at_start.append(request.answer_started)
         try:
-            await self.app(scope, receive, request.send)
+            await self.app(scope, receive, responder)
         except asyncio.CancelledError:
             # asyncio.timeout's rule: the cancellation is the timeout's only if nothing else
             # asked to cancel the task meanwhile; otherwise it goes on.
@@ -388,7 +272,7 @@ class RequestTimeout:
         finally:
             deadlines.discard(request)
         error = f"not answered within the request timeout of {self.seconds:g} s"
-        await send_error_answer(send, ErrorAnswer(504, error))
+        await send_error_answer(responder, ErrorAnswer(504, error))
 
 
 def add_edge(

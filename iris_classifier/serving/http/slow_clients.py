@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iris_classifier.serving import seam
 from iris_classifier.serving.http.errors import ErrorAnswer, send_error_answer
+from iris_classifier.serving.http.responder import Responder
 from iris_classifier.serving.telemetry.metric_buffer import (
     BufferedCounter,
     BufferedGauge,
@@ -292,18 +293,18 @@ class GuardedConnection(asyncio.Protocol):
 
 
 class _BodyClock:
-    """A request's receive and send, with the deadline its body must keep."""
+    """A request's receive, with the deadline its body must keep; its answer goes through the
+    request's responder, which the 408 takes over."""
 
-    def __init__(self, receive: Receive, send: Send, watch: BodyWatch) -> None:
-        self._receive, self._send = receive, send
+    def __init__(self, receive: Receive, responder: Responder, watch: BodyWatch) -> None:
+        self._receive = receive
+        self.responder = responder
         self.watch = watch
         self.loop = asyncio.get_running_loop()
         self.started = self.loop.time()
         self.received = 0
         self.body_done = False
-        self.answered = False
         self.too_slow = False
-        self.replaced = False
         self.waiting: asyncio.Task | None = None
 
     def deadline(self) -> float:
@@ -338,15 +339,9 @@ class _BodyClock:
             self.too_slow = True
             self.waiting.cancel()
 
-    async def send(self, message: Message) -> None:
-        if self.replaced:
-            return  # the 408 took the answer's place
-        if message["type"] == "http.response.start":
-            self.answered = True
-        await self._send(message)
-
     async def _refuse(self) -> None:
-        if self.answered:  # an answer already on its way ends as it would have
+        responder = self.responder
+        if responder.started:  # an answer already on its way ends as it would have
             return
         elapsed = self.loop.time() - self.started
         refusal = ErrorAnswer(
@@ -355,9 +350,8 @@ class _BodyClock:
             f"below {self.watch.min_rate:g} bytes a second",
             field="body",
         )
-        self.replaced = True
-        await send_error_answer(self._send, refusal, closing=True)
-        await self._send({"type": "http.response.body", "body": b""})
+        await send_error_answer(responder.send_in_place, refusal, closing=True)
+        await responder.send_in_place({"type": "http.response.body", "body": b""})
 
 
 class BodyWatch:
@@ -409,7 +403,8 @@ class SlowClients:
             and self.bodies.min_rate > 0
             and scope["method"] not in BODILESS_METHODS
         ):
-            clock = _BodyClock(receive, send, self.bodies)
-            await self.app(scope, clock.receive, clock.send)
+            responder = Responder.around(send)
+            clock = _BodyClock(receive, responder, self.bodies)
+            await self.app(scope, clock.receive, responder)
             return
         await self.app(scope, receive, send)

@@ -3,7 +3,7 @@
 BentoML's own layer looks up four label children and writes prometheus_client's
 memory-mapped file six times per request. `RequestMetrics` takes its place in the stack and
 records the same series, names, labels and values as that layer (request count and duration by
-route and status when the answer's last body part leaves, the requests in progress, the time
+route and status for an answer whose last body part left, the requests in progress, the time
 of the last request off the probe paths) through bound children resolved once per route and
 status. It flushes the buffer before it passes a scrape on, so `/metrics` holds every count of
 the worker that answers it. Websockets, lifespan and `/metrics` go to BentoML's layer as before.
@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 import bentoml
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from iris_classifier.serving.http.responder import Responder
 from iris_classifier.serving.seam import (
     METRICS_PATH,
     BentoRequestMetrics,
@@ -61,28 +62,6 @@ def route_labels(endpoint: str) -> dict[str, Any]:
     }
 
 
-class CountingResponder:
-    """Counts the answer when its last body part leaves, as BentoML's layer does."""
-
-    __slots__ = ("send", "series", "started", "status")
-
-    def __init__(self, series: RouteSeries, send: Send, started: float) -> None:
-        self.series = series
-        self.send = send
-        self.started = started
-        self.status = 0
-
-    async def __call__(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            self.status = message["status"]
-        elif kind == "http.response.body" and not message.get("more_body", False):
-            total, duration = self.series.answered(self.status)
-            total.inc()
-            duration.observe(max(time.perf_counter() - self.started, 0))
-        await self.send(message)
-
-
 class RequestMetrics:
     """In BentoML's request metrics layer's place: the same series, bound and buffered."""
 
@@ -119,11 +98,18 @@ class RequestMetrics:
             series = self._routes[endpoint] = RouteSeries(self.metrics, self.buffer, endpoint)
         if not endpoint.startswith(self.skip_paths):
             self.last_request.set(time.time())
-        responder = CountingResponder(series, send, time.perf_counter())
+        responder = Responder.around(send)
+        started = time.perf_counter()
         series.in_progress.inc()
         try:
             await self.app(scope, receive, responder)
         finally:
+            # Counted once the application is done rather than in a send wrapper of its own; an
+            # answer counts as in BentoML's layer, once its last body part has come.
+            if responder.finished:
+                total, duration = series.answered(responder.status)
+                total.inc()
+                duration.observe(max(time.perf_counter() - started, 0))
             series.in_progress.dec()
 
 

@@ -500,19 +500,85 @@ def test_the_edge_layers_share_one_send_wrapper_per_request(
 ) -> None:
     """RequestLog, Draining (with recycling on, so it has a job on every answer) and ErrorShape
     each give their job to one wrapper: an answer's two messages pass it twice, not six times."""
-    from iris_classifier.serving.http import edge
+    from iris_classifier.serving.http.responder import Responder
     from tests.conftest import SEED_FLOWER
 
     passed: list[str] = []
-    call = edge.EdgeResponder.__call__
+    call = Responder.__call__
 
     async def counted(self, message) -> None:
         passed.append(message["type"])
         await call(self, message)
 
-    monkeypatch.setattr(edge.EdgeResponder, "__call__", counted)
+    monkeypatch.setattr(Responder, "__call__", counted)
     response = service_client.post("/iris/classify_iris", json=SEED_FLOWER)
     assert response.status_code == 200
     assert response.headers["x-request-id"]
     assert response.headers["x-served-by"]
     assert passed == ["http.response.start", "http.response.body"]
+
+
+def test_an_answer_passes_one_send_wrapper_in_the_whole_stack(
+    service_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the service's stack as the seam rewrites it, with the slow-client clock, the request
+    timeout and the request metrics in it: between the route's `send` and the server's, each
+    message of an answer enters one Python coroutine, the shared responder, and no other."""
+    import inspect
+    import sys
+
+    from iris_classifier.serving import seam
+    from iris_classifier.serving.http import edge, routes, slow_clients
+    from iris_classifier.serving.telemetry import request_metrics
+    from tests.conftest import SEED_FLOWER
+
+    app = service_client.app
+    stack = {type(layer) for layer in seam.layers(app.middleware_stack)}  # type: ignore[attr-defined]
+    wrapping = {slow_clients.SlowClients, edge.RequestTimeout, request_metrics.RequestMetrics}
+    assert wrapping <= stack, "a layer that had a send wrapper is no longer in the stack"
+    server_sends: list[object] = []
+    passed: list[tuple[str, list[str]]] = []
+    request_log_call = edge.RequestLog.__call__
+    route_call = routes.RouteMiddleware.__call__
+
+    async def noting_server_send(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            server_sends.append(getattr(send, "__code__", None))
+        await request_log_call(self, scope, receive, send)
+
+    def probing(send):
+        async def probe(message) -> None:
+            entered: list[str] = []
+            server_send = server_sends[-1]
+
+            def profile(frame, event, arg) -> None:
+                if event != "call":
+                    return
+                if frame.f_code is server_send:
+                    sys.setprofile(None)  # what the server does with it is not ours to count
+                elif frame.f_code.co_flags & inspect.CO_COROUTINE:
+                    entered.append(frame.f_code.co_qualname)
+
+            before = sys.getprofile()
+            sys.setprofile(profile)
+            try:
+                await send(message)
+            finally:
+                sys.setprofile(before)
+            passed.append((message["type"], entered))
+
+        return probe
+
+    async def probed_route(self, scope, receive, send) -> None:
+        await route_call(self, scope, receive, probing(send) if scope["type"] == "http" else send)
+
+    monkeypatch.setattr(edge.RequestLog, "__call__", noting_server_send)
+    monkeypatch.setattr(routes.RouteMiddleware, "__call__", probed_route)
+    response = service_client.post("/iris/classify_iris", json=SEED_FLOWER)
+    assert response.status_code == 200
+    assert server_sends
+    assert server_sends[-1] is not None, "the server's send is not Python code"
+    assert passed == [
+        ("http.response.start", ["Responder.__call__"]),
+        ("http.response.body", ["Responder.__call__"]),
+    ]
