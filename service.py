@@ -193,6 +193,7 @@ add_edge(
     recycler=ConnectionRecycler(settings.connection_max_requests, settings.connection_max_seconds),
     metric_buffer=shared_buffer(),
     untraced=UNTRACED_ROUTES,
+    routed=routes.routes_path,
 )
 client_limits = ClientLimits(
     max_connections=settings.max_connections,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -282,15 +282,17 @@ def add_edge(
     recycler: ConnectionRecycler | None = None,
     metric_buffer: MetricBuffer | None = None,
     untraced: list[str] | None = None,
+    routed: Callable[[str], bool] | None = None,
 ) -> None:
     """Give `service` the edge layers, in front of BentoML's when it starts; with a metric
-    buffer, BentoML's request metrics count in memory (request_metrics.py); requests to the
-    `untraced` patterns (the service's `tracing.excluded_urls`) skip the tracing layer."""
+    buffer, BentoML's request metrics count in memory (request_metrics.py), the paths `routed`
+    accepts each under its own label; requests to the `untraced` patterns (the service's
+    `tracing.excluded_urls`) skip the tracing layer."""
 
     def rewrite(stack: ASGIApp) -> ASGIApp:
         if not seam.replace_timeout(stack, RequestTimeout):
             logger.warning("BentoML's timeout layer was not found: its timers outlive requests")
-        if metric_buffer is not None and not replace_request_metrics(stack, metric_buffer):
+        if metric_buffer is not None and not replace_request_metrics(stack, metric_buffer, routed):
             logger.info("no BentoML request metrics layer: each request writes its own metrics")
         if untraced and not seam.bypass_tracing(stack, untraced):
             logger.info("no tracing layer found: untraced requests pass through it")

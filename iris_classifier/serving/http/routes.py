@@ -117,6 +117,11 @@ class RouteTable:
         }
         self._paths = {**self.model_routes, **self.routes}
 
+    def routes_path(self, path: str) -> bool:
+        """Whether `path` is one of the service's routes (the model's once it is served), or one
+        of BentoML's that the table passes on: anything else is a 404."""
+        return path in self._paths or path in BENTOML_PATHS
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         path = scope["path"]
         methods = self._paths.get(path)

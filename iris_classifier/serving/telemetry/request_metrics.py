@@ -7,11 +7,18 @@ route and status for an answer whose last body part left, the requests in progre
 of the last request off the probe paths) through bound children resolved once per route and
 status. It flushes the buffer before it passes a scrape on, so `/metrics` holds every count of
 the worker that answers it. Websockets, lifespan and `/metrics` go to BentoML's layer as before.
+
+One thing differs: BentoML labels a request with its path whatever the path, so each path a
+scanner tries would add a count, a histogram and an in-progress gauge to the replica's metrics
+for the rest of its life. Here the service's routes keep their path as `endpoint`, and so do the
+first MAX_UNROUTED_PATHS other paths a worker sees (a client's typo, a wrong model version);
+every path past those is counted under the one label UNROUTED.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import bentoml
@@ -28,6 +35,11 @@ from iris_classifier.serving.telemetry.metric_buffer import (
     BufferedHistogram,
     MetricBuffer,
 )
+
+# Paths that no route answers, each labelled as itself, per worker: enough to tell a few
+# misconfigured clients apart, few enough that a scan adds a bounded number of series.
+MAX_UNROUTED_PATHS = 32
+UNROUTED = "unrouted"  # not a path: it cannot be mistaken for one
 
 
 class RouteSeries:
@@ -71,8 +83,11 @@ class RequestMetrics:
         bentoml_layer: ASGIApp,
         metrics: BentoRequestMetrics,
         buffer: MetricBuffer,
+        routed: Callable[[str], bool] | None = None,
     ) -> None:
         self.app = app
+        # Whether the service routes a path; without it, every path counts as unrouted.
+        self.routed = routed
         self.bentoml_layer = bentoml_layer
         self.metrics = metrics
         self.buffer = buffer
@@ -85,6 +100,8 @@ class RequestMetrics:
         )
         self.skip_paths = metrics.skip_paths
         self._routes: dict[str, RouteSeries] = {}
+        self._unrouted_left = MAX_UNROUTED_PATHS
+        self._unrouted: RouteSeries | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == METRICS_PATH:
@@ -93,9 +110,7 @@ class RequestMetrics:
             await self.bentoml_layer(scope, receive, send)
             return
         endpoint = scope["path"]
-        series = self._routes.get(endpoint)
-        if series is None:
-            series = self._routes[endpoint] = RouteSeries(self.metrics, self.buffer, endpoint)
+        series = self._routes.get(endpoint) or self._new_series(endpoint)
         if not endpoint.startswith(self.skip_paths):
             self.last_request.set(time.time())
         responder = Responder.around(send)
@@ -112,12 +127,27 @@ class RequestMetrics:
                 duration.observe(max(time.perf_counter() - started, 0))
             series.in_progress.dec()
 
+    def _new_series(self, path: str) -> RouteSeries:
+        """The series of a path seen for the first time, or of one past the unrouted paths
+        that keep their own label."""
+        if self.routed is None or not self.routed(path):
+            if self._unrouted_left <= 0:
+                if self._unrouted is None:
+                    self._unrouted = RouteSeries(self.metrics, self.buffer, UNROUTED)
+                return self._unrouted
+            self._unrouted_left -= 1
+        series = self._routes[path] = RouteSeries(self.metrics, self.buffer, path)
+        return series
 
-def replace_request_metrics(stack: ASGIApp, buffer: MetricBuffer) -> bool:
+
+def replace_request_metrics(
+    stack: ASGIApp, buffer: MetricBuffer, routed: Callable[[str], bool] | None = None
+) -> bool:
     """Put a `RequestMetrics` where BentoML's request metrics layer is; False if there is none
-    (metrics turned off, or a BentoML that moved it)."""
+    (metrics turned off, or a BentoML that moved it). `routed` says which paths the service
+    routes: those keep their own `endpoint` label however many other paths come."""
     found = bentoml_request_metrics(stack)
     if found is None:
         return False
-    found.parent.app = RequestMetrics(found.layer.app, found.layer, found, buffer)
+    found.parent.app = RequestMetrics(found.layer.app, found.layer, found, buffer, routed)
     return True

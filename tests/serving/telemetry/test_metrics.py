@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -202,3 +203,34 @@ def test_a_scrape_holds_every_request_its_worker_answered_before_it(live_server:
         and set(route.items()) <= key[1]
     ]
     assert timed == [5]
+
+
+@pytest.mark.integration
+def test_a_scan_of_many_paths_adds_a_bounded_number_of_request_series(live_server: str) -> None:
+    """Past the unrouted paths that keep their own label, a scan's paths are counted under one
+    label, and a route of the service asked for after the scan still has its own."""
+    from iris_classifier.serving.telemetry.request_metrics import MAX_UNROUTED_PATHS, UNROUTED
+
+    def answered(scraped: dict, endpoint: str) -> float:
+        return sum(
+            value
+            for (name, labels), value in scraped.items()
+            if name == "bentoml_service_request_total" and ("endpoint", endpoint) in labels
+        )
+
+    before = scrape(live_server)
+    scanned = [
+        f"/scan-{time.monotonic_ns()}-{index}.php" for index in range(MAX_UNROUTED_PATHS + 5)
+    ]
+    for path in scanned:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{live_server}{path}", timeout=10)
+        assert refused.value.code == 404
+    with urllib.request.urlopen(f"{live_server}/v2/health/live", timeout=10) as response:
+        assert response.status == 200
+    after = scrape(live_server)
+
+    own_labels = sum(1 for path in scanned if answered(after, path))
+    assert own_labels <= MAX_UNROUTED_PATHS
+    assert answered(after, UNROUTED) - answered(before, UNROUTED) >= 5
+    assert answered(after, "/v2/health/live") - answered(before, "/v2/health/live") == 1

@@ -160,3 +160,61 @@ def test_the_comparison_sees_answers_and_their_absence(both_counts) -> None:
     assert both_counts["raised_after_answering"][0]["answers"] == {500: (2, 2)}
     assert both_counts["raised_before_answering"][0]["answers"] == {}
     assert both_counts["head_only"][0]["answers"] == {}
+
+
+def test_paths_no_route_answers_are_labelled_as_themselves_only_up_to_a_bound() -> None:
+    """A scan of many paths adds a bounded number of series; the service's routes keep their
+    own label whenever they are first asked for, before or after the bound is reached."""
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+
+    from iris_classifier.serving.telemetry.request_metrics import MAX_UNROUTED_PATHS, UNROUTED
+
+    async def not_found_unless_routed(scope, receive, send) -> None:
+        status = 200 if scope["path"].startswith("/route") else 404
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    stack = Outer(
+        RunnerTrafficMetricsMiddleware(
+            not_found_unless_routed, namespace="iris_rm_test_bounded", skip_paths=[]
+        )
+    )
+    found = seam.bentoml_request_metrics(stack)
+    assert found is not None
+    buffer = MetricBuffer()
+    assert replace_request_metrics(stack, buffer, routed=lambda path: path.startswith("/route"))
+
+    async def server_send(message) -> None:
+        pass
+
+    scanned = [f"/scan/{index}" for index in range(MAX_UNROUTED_PATHS + 10)]
+    request_through(stack, "/route/early", server_send)
+    for path in scanned:
+        request_through(stack, path, server_send)
+    request_through(stack, scanned[0], server_send)  # one that kept its own label
+    request_through(stack, scanned[-1], server_send)  # one past the bound
+    request_through(stack, "/route/late", server_send)
+    buffer.flush()
+
+    counts = {
+        sample.labels["endpoint"]: sample.value
+        for family in found.total.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    kept = scanned[:MAX_UNROUTED_PATHS]
+    assert counts == {
+        "/route/early": 1,
+        "/route/late": 1,
+        **dict.fromkeys(kept, 1),
+        scanned[0]: 2,
+        UNROUTED: 11,
+    }
+    timed = {
+        (sample.labels["endpoint"], sample.labels["http_response_code"]): sample.value
+        for family in found.duration.collect()
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    }
+    assert timed[(UNROUTED, "404")] == 11
+    assert timed[("/route/late", "200")] == 1
