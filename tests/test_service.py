@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import time
 
 import pytest
 
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
-from tests.conftest import REPO_ROOT, SEED_FLOWER
+from tests.conftest import SEED_FLOWER
+from tests.support.python_report import python_report
 
 CLASSIFY = "/iris/classify_iris"
 BATCH = "/iris/classify_batch"
@@ -585,14 +584,5 @@ def test_the_arbiter_counts_gpus_without_pynvml_where_nvml_cannot_be_loaded(
         "    loadable = False\n"
         "print(json.dumps({'pynvml': 'pynvml' in sys.modules, 'loadable': loadable}))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-400:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = python_report(code)
     assert report["pynvml"] == report["loadable"], report

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import bentoml
@@ -17,7 +14,7 @@ import pytest
 import uvicorn
 
 from iris_classifier.serving import seam
-from tests.conftest import REPO_ROOT
+from tests.support.python_report import python_report
 from tests.support.raw_http import read_answer, request, uvicorn_serving
 
 
@@ -300,11 +297,7 @@ def test_bentoml_names_the_worker_and_documents_the_service() -> None:
 def report_of(script: str, moved: str) -> dict:
     """The JSON report `script` prints last, run in a process of its own; `moved` says what an
     upgrade changed if the script fails."""
-    ran = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=False
-    )
-    assert ran.returncode == 0, f"{moved}: {ran.stderr[-400:]}"
-    return json.loads(ran.stdout.splitlines()[-1])
+    return python_report(script, moved)
 
 
 # What BentoML's worker does to logging (`configure_server_logging`) and what logs.py then

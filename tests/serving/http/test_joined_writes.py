@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import json
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -19,7 +16,7 @@ from uvicorn import config
 from iris_classifier.serving import seam
 from iris_classifier.serving.http.joined_writes import HeadHoldingTransport
 from iris_classifier.serving.seam import JoinedWritesProtocol
-from tests.conftest import REPO_ROOT
+from tests.support.python_report import python_report
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 
@@ -188,16 +185,7 @@ def service_imported_as(worker_index: int | None) -> dict[str, object]:
         "from uvicorn import config\n"
         "print(json.dumps({'uvicorn': imported, 'auto': config.HTTP_PROTOCOLS['auto']}))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return python_report(code)
 
 
 def test_a_worker_installs_it_as_it_imports_the_service(trained_model: str) -> None:
