@@ -101,16 +101,13 @@ class ModelMetrics:
             metrics.model_info.clear()
         metrics.model_info.labels(model_version=model_tag, estimator=estimator).set(1)
         # Children resolved once: a label lookup per request would cost more than the count.
-        self._by_class = [buffer.counter(metrics.predictions.labels(name)) for name in class_names]
-        self._by_feature = {
-            name: buffer.counter(metrics.out_of_range_features.labels(name))
-            for name in feature_names
-        }
-        # The same children again, each group added to together for a batch.
+        # Each group is added to together for a batch, and looked up one by one for a flower.
         self._classes = buffer.counters([metrics.predictions.labels(name) for name in class_names])
         self._features = buffer.counters(
             [metrics.out_of_range_features.labels(name) for name in feature_names]
         )
+        self._by_class = self._classes.counters
+        self._by_feature = dict(zip(feature_names, self._features.counters, strict=True))
         self._out_of_range_flowers = buffer.counter(metrics.out_of_range_flowers)
         self._batch_rows = buffer.histogram(metrics.batch_rows)
         self._top_probability = buffer.histogram(metrics.top_probability)
