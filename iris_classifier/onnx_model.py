@@ -82,7 +82,7 @@ class OnnxClassifier:
         """
         self._row[0] = features
         self.session.run_with_iobinding(self._binding)
-        return self._row_probabilities[0].tolist()
+        return self._probabilities_row.tolist()
 
     def predict_proba_one_json(self, features: Sequence[float]) -> tuple[list[float], bytes]:
         """`predict_proba_one`'s probabilities, and the same values as the JSON of a float32
