@@ -14,7 +14,6 @@ import pytest
 
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES, MAX_FEATURE_CM
 from iris_classifier.model_format import INPUT_NAME, PROBABILITIES_OUTPUT
-from iris_classifier.onnx_model import single_precision_json
 from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.model.prediction import Predictor
 from iris_classifier.training.data import TrainingData, load_bundled
@@ -32,6 +31,7 @@ from loadtest.answers import (
 )
 from tests.support.model_store import MODEL_NAME, stored_metadata
 from tests.support.reference_model import reference_probabilities
+from tests.support.softmax_classifier import OneRowJson
 
 GOOD_ANSWER = {
     "class": "setosa",
@@ -42,7 +42,7 @@ GOOD_ANSWER = {
 }
 
 
-class GivenProbabilities:
+class GivenProbabilities(OneRowJson):
     """A model that answers each row with the probabilities it was given, in the float32 the
     stored model computes in, so the service's own Predictor rounds them."""
 
@@ -57,10 +57,6 @@ class GivenProbabilities:
 
     def predict_proba_one(self, features: object) -> list[float]:
         return self.rows[0].tolist()
-
-    def predict_proba_one_json(self, features: object) -> tuple[list[float], bytes]:
-        probabilities = self.predict_proba_one(features)
-        return probabilities, single_precision_json(np.array(probabilities, np.float32))
 
 
 class Unrecorded:

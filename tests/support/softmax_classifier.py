@@ -10,7 +10,16 @@ from iris_classifier.flowers import CLASS_NAMES
 from iris_classifier.onnx_model import single_precision_json
 
 
-class SoftmaxClassifier:
+class OneRowJson:
+    """`predict_proba_one_json` for a stand-in model, from its own `predict_proba_one`: the
+    values, and their JSON as a float32 array, as the ONNX model gives both."""
+
+    def predict_proba_one_json(self, features) -> tuple[list[float], bytes]:
+        probabilities = self.predict_proba_one(features)
+        return probabilities, single_precision_json(np.array(probabilities, np.float32))
+
+
+class SoftmaxClassifier(OneRowJson):
     class_names = CLASS_NAMES
     dtype = np.float32
     weights = np.array(
@@ -24,7 +33,3 @@ class SoftmaxClassifier:
 
     def predict_proba_one(self, features: tuple[float, ...]) -> list[float]:
         return self.predict_proba(np.asarray([features])).tolist()[0]
-
-    def predict_proba_one_json(self, features: tuple[float, ...]) -> tuple[list[float], bytes]:
-        probabilities = self.predict_proba_one(features)
-        return probabilities, single_precision_json(np.array(probabilities, np.float32))

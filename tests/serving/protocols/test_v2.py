@@ -9,7 +9,6 @@ import orjson
 import pytest
 
 from iris_classifier.flowers import CLASS_NAMES, FEATURE_NAMES
-from iris_classifier.onnx_model import single_precision_json
 from iris_classifier.ranges import TrainingRanges
 from iris_classifier.serving.config import MAX_TENSOR_ROWS as MAX_ROWS
 from iris_classifier.serving.http.errors import ErrorAnswer
@@ -17,12 +16,13 @@ from iris_classifier.serving.model.drift import DriftCounts
 from iris_classifier.serving.model.prediction import Predictor
 from iris_classifier.serving.protocols.v2 import HEADER_LENGTH, InferenceProtocol, parse_request
 from iris_classifier.serving.telemetry.metrics import ModelMetrics
+from tests.support.softmax_classifier import OneRowJson
 
 FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 FLAT = [value for row in FLOWERS for value in row]
 
 
-class FixedClassifier:
+class FixedClassifier(OneRowJson):
     """Probabilities that depend on the first feature only, so answers are easy to predict."""
 
     class_names = CLASS_NAMES
@@ -36,10 +36,6 @@ class FixedClassifier:
 
     def predict_proba_one(self, features: list[float]) -> list[float]:
         return self.predict_proba(np.asarray([features])).tolist()[0]
-
-    def predict_proba_one_json(self, features: list[float]) -> tuple[list[float], bytes]:
-        probabilities = self.predict_proba_one(features)
-        return probabilities, single_precision_json(np.array(probabilities, np.float32))
 
 
 # Training ranges that flag a sepal_length above 6 and a petal_width above 2.
